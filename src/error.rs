@@ -1,0 +1,52 @@
+//! Errors that reach the operator: each renders as one line that names the
+//! endpoint and says what to check.
+
+use std::io;
+
+use crate::endpoint::EndpointError;
+use crate::parse::StreamError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Endpoint(#[from] EndpointError),
+    #[error("cannot resolve {endpoint}: {source}; check the host name")]
+    Resolve {
+        endpoint: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{endpoint} resolves to no address; check the host name")]
+    NoAddress { endpoint: String },
+    #[error(
+        "cannot connect to {endpoint} ({tried}): {source}; is the PCAP-over-IP server running?"
+    )]
+    Connect {
+        endpoint: String,
+        tried: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading from {endpoint} failed: {source}")]
+    Read {
+        endpoint: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{endpoint} closed the connection before a pcap header arrived; is it a PCAP-over-IP server?")]
+    NoHeader { endpoint: String },
+    #[error("{endpoint}: {source}")]
+    Stream {
+        endpoint: String,
+        #[source]
+        source: StreamError,
+    },
+    #[error("{endpoint}: cannot set up the packet source: {source}")]
+    Setup {
+        endpoint: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{endpoint}: internal error in the reader thread: {message}")]
+    Internal { endpoint: String, message: String },
+}

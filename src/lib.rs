@@ -1,0 +1,22 @@
+//! zeek-pcapovertcp: a Zeek packet source that reads PCAP-over-IP.
+//!
+//! The data path, in order:
+//! [`endpoint`] (where to connect) → [`reader`] (the thread that owns the
+//! socket) → [`parse`] (pcap/pcapng records out of a byte stream, with
+//! [`linktype`] for link types) → [`ring`] (the bounded, zero-copy hand-over,
+//! with [`wake`] for Zeek's poll loop) → [`source`] (what Zeek's main loop
+//! calls) → [`ffi`] (the one `cxx` bridge the C++ shim uses).
+
+pub mod endpoint;
+pub mod error;
+pub mod ffi;
+pub mod linktype;
+pub mod logger;
+pub mod parse;
+mod reader;
+pub mod ring;
+pub mod source;
+pub mod wake;
+
+pub use error::Error;
+pub use source::{Config, Next, Packet, Source, Stats};

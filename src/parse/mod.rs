@@ -1,0 +1,242 @@
+//! Incremental parsing of a PCAP-over-IP byte stream.
+//!
+//! The stream is a pcap or pcapng file, sent as it is written. Bytes arrive in
+//! reads of any size, so a header or record may be split anywhere. The parser
+//! is fed the unconsumed bytes, reports how many it consumed (only whole units)
+//! and describes each packet by its position in those bytes: it never copies
+//! packet data and never sizes an allocation from a length in the stream.
+
+mod pcap;
+mod pcapng;
+
+use std::fmt::Write as _;
+
+/// Bounds that turn hostile or corrupt lengths into errors instead of waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest caplen accepted (`PcapOverTcp::max_caplen`).
+    pub max_caplen: u32,
+}
+
+impl Limits {
+    /// The largest pcapng block accepted: a maximal packet plus room for the
+    /// block's fixed fields and options.
+    pub fn max_block_len(&self) -> usize {
+        self.max_caplen as usize + 64 * 1024
+    }
+
+    /// The most bytes a single unit (header, record or block) can occupy; the
+    /// reader's buffer must be able to hold this much beyond what it has.
+    pub fn max_unit_len(&self) -> usize {
+        self.max_block_len()
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_caplen: 262_144,
+        }
+    }
+}
+
+/// One packet of the stream, located in the parsed bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// Offset of the packet data from the start of the slice given to `parse`.
+    pub offset: usize,
+    /// Bytes of packet data present (after truncation to the snap length).
+    pub caplen: u32,
+    /// Length of the packet on the wire.
+    pub wirelen: u32,
+    pub ts_sec: i64,
+    /// Microseconds, 0..1_000_000 (finer input is truncated, as libpcap does).
+    pub ts_usec: u32,
+    /// DLT_ value of the interface the packet was captured on.
+    pub dlt: i32,
+}
+
+/// Why the stream cannot be parsed further.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    #[error("not a pcap or pcapng stream (first bytes: \"{0}\")")]
+    NotPcap(String),
+    #[error("unsupported pcap version {major}.{minor} (only 2.x is defined)")]
+    UnsupportedPcapVersion { major: u16, minor: u16 },
+    #[error("corrupt stream: a record claims {caplen} captured bytes, more than PcapOverTcp::max_caplen ({limit})")]
+    CaplenTooLarge { caplen: u32, limit: u32 },
+    #[error("corrupt stream: pcapng block of type {block_type:#x} claims {len} bytes, more than the limit of {limit}")]
+    BlockTooLarge {
+        block_type: u32,
+        len: u64,
+        limit: usize,
+    },
+    #[error("corrupt pcapng stream: {0}")]
+    BadPcapNg(String),
+    #[error("corrupt pcapng stream: a packet names interface {0}, which no interface description block declared")]
+    UnknownInterface(u32),
+}
+
+/// What one step of a format parser found at the front of its input.
+#[derive(Debug)]
+enum Step {
+    /// Not enough bytes for the next unit.
+    NeedMore,
+    /// A unit that carries no packet (a header, an interface description, ...).
+    Skip(usize),
+    /// A packet; `offset` in the record is relative to the unit's start.
+    Packet(usize, Record),
+}
+
+#[derive(Debug)]
+enum Format {
+    Pcap(pcap::PcapFormat),
+    PcapNg(pcapng::PcapNgFormat),
+}
+
+/// Parses one stream, from its first byte on.
+#[derive(Debug)]
+pub struct StreamParser {
+    limits: Limits,
+    format: Option<Format>,
+}
+
+const PCAP_MAGICS: [[u8; 4]; 4] = [
+    [0xd4, 0xc3, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0xc3, 0xd4],
+    [0x4d, 0x3c, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0x3c, 0x4d],
+];
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+impl StreamParser {
+    pub fn new(limits: Limits) -> Self {
+        StreamParser {
+            limits,
+            format: None,
+        }
+    }
+
+    /// The DLT_ value of the stream, once known: the pcap header's, or the
+    /// first pcapng interface's.
+    pub fn link_type(&self) -> Option<i32> {
+        match &self.format {
+            None => None,
+            Some(Format::Pcap(p)) => Some(p.dlt()),
+            Some(Format::PcapNg(p)) => p.first_dlt(),
+        }
+    }
+
+    /// "pcap" or "pcapng", once the first bytes have been seen.
+    pub fn format_name(&self) -> Option<&'static str> {
+        match &self.format {
+            None => None,
+            Some(Format::Pcap(_)) => Some("pcap"),
+            Some(Format::PcapNg(_)) => Some("pcapng"),
+        }
+    }
+
+    /// Parses every whole unit at the front of `buf`, appending its packets to
+    /// `out`, and returns the number of bytes consumed. Call again with the
+    /// unconsumed rest plus newly read bytes.
+    pub fn parse(&mut self, buf: &[u8], out: &mut Vec<Record>) -> Result<usize, StreamError> {
+        self.parse_units(buf, |_, record| {
+            if let Some(r) = record {
+                out.push(r)
+            }
+        })
+    }
+
+    /// Like `parse`, but reports every unit (header, block or record) with
+    /// its byte range, and its packet if it carries one: for tools that
+    /// re-frame a stream.
+    pub fn parse_units(
+        &mut self,
+        buf: &[u8],
+        mut unit: impl FnMut(std::ops::Range<usize>, Option<Record>),
+    ) -> Result<usize, StreamError> {
+        let mut pos = 0;
+        loop {
+            let rest = &buf[pos..];
+            let step = match &mut self.format {
+                None => match detect(rest, self.limits)? {
+                    None => Step::NeedMore,
+                    Some(format) => {
+                        self.format = Some(format);
+                        continue;
+                    }
+                },
+                Some(Format::Pcap(p)) => p.step(rest)?,
+                Some(Format::PcapNg(p)) => p.step(rest)?,
+            };
+            match step {
+                Step::NeedMore => return Ok(pos),
+                Step::Skip(n) => {
+                    unit(pos..pos + n, None);
+                    pos += n;
+                }
+                Step::Packet(n, mut record) => {
+                    record.offset += pos;
+                    unit(pos..pos + n, Some(record));
+                    pos += n;
+                }
+            }
+        }
+    }
+}
+
+/// Recognises the format from the first four bytes.
+fn detect(buf: &[u8], limits: Limits) -> Result<Option<Format>, StreamError> {
+    let Some(magic) = buf.get(..4) else {
+        // A peer that sends fewer than four bytes and waits is not
+        // recognisably wrong yet, but a prefix no magic starts with is.
+        let possible = PCAP_MAGICS
+            .iter()
+            .chain(std::iter::once(&PCAPNG_MAGIC))
+            .any(|m| m.starts_with(buf));
+        return if possible {
+            Ok(None)
+        } else {
+            Err(StreamError::NotPcap(printable(buf)))
+        };
+    };
+    if PCAP_MAGICS.iter().any(|m| m == magic) {
+        Ok(Some(Format::Pcap(pcap::PcapFormat::new(limits))))
+    } else if magic == PCAPNG_MAGIC {
+        Ok(Some(Format::PcapNg(pcapng::PcapNgFormat::new(limits))))
+    } else {
+        Err(StreamError::NotPcap(printable(buf)))
+    }
+}
+
+/// The first bytes of a stream, escaped for one line of text: an HTTP or SSH
+/// banner stays readable, binary shows as \xNN.
+pub fn printable(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in bytes.iter().take(16) {
+        match b {
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            b'\t' => s.push_str("\\t"),
+            b'"' | b'\\' => {
+                s.push('\\');
+                s.push(b as char);
+            }
+            0x20..=0x7e => s.push(b as char),
+            _ => {
+                let _ = write!(s, "\\x{b:02x}");
+            }
+        }
+    }
+    s
+}
+
+/// Reduces a fraction of a second in units of `1/resolution` to
+/// microseconds, rounding down as libpcap does.
+fn frac_to_usec(frac: u64, resolution: u64) -> u32 {
+    // u128: frac < resolution <= 2^63, so frac * 10^6 cannot overflow.
+    ((frac as u128 * 1_000_000) / resolution as u128) as u32
+}
+
+#[cfg(test)]
+mod tests;

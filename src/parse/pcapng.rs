@@ -1,0 +1,263 @@
+//! pcapng: a sequence of blocks. Section headers set the byte order and reset
+//! the interfaces; interface description blocks declare a link type, snap
+//! length and timestamp resolution; enhanced, simple and (obsolete) packet
+//! blocks carry packets; every other block is skipped by its length.
+//! Block framing and section/interface bookkeeping are `pcap-file`'s; the
+//! length bounds and the libpcap-compatible timestamp scaling are ours.
+
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::{
+    ENHANCED_PACKET_BLOCK, INTERFACE_DESCRIPTION_BLOCK, PACKET_BLOCK, SECTION_HEADER_BLOCK,
+    SIMPLE_PACKET_BLOCK,
+};
+use pcap_file::pcapng::PcapNgParser;
+use pcap_file::{Endianness, PcapError};
+
+use super::{frac_to_usec, Limits, Record, Step, StreamError};
+use crate::linktype::linktype_to_dlt;
+
+const BLOCK_HEADER_LEN: usize = 8;
+const SHB_BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
+
+/// What a packet block needs to know about its interface, derived once.
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    dlt: i32,
+    snapshot: u32,
+    /// Timestamp units per second (if_tsresol; default 10^6).
+    resolution: u64,
+    /// Seconds added to every timestamp (if_tsoffset).
+    offset: i64,
+}
+
+#[derive(Default)]
+pub(super) struct PcapNgFormat {
+    limits: Limits,
+    parser: Option<PcapNgParser>,
+    interfaces: Vec<Interface>,
+    /// The first interface's link type; it stays the stream's link type.
+    first_dlt: Option<i32>,
+}
+
+impl std::fmt::Debug for PcapNgFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcapNgFormat")
+            .field("interfaces", &self.interfaces)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PcapNgFormat {
+    pub(super) fn new(limits: Limits) -> Self {
+        PcapNgFormat {
+            limits,
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn first_dlt(&self) -> Option<i32> {
+        self.first_dlt
+    }
+
+    pub(super) fn step(&mut self, buf: &[u8]) -> Result<Step, StreamError> {
+        if buf.len() < 12 {
+            return Ok(Step::NeedMore);
+        }
+        let block_type_le = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let big = if block_type_le == SECTION_HEADER_BLOCK {
+            // The section header's byte-order magic decides how to read it.
+            let bom = [buf[8], buf[9], buf[10], buf[11]];
+            if u32::from_be_bytes(bom) == SHB_BYTE_ORDER_MAGIC {
+                true
+            } else if u32::from_le_bytes(bom) == SHB_BYTE_ORDER_MAGIC {
+                false
+            } else {
+                return Err(StreamError::BadPcapNg(format!(
+                    "section header with an unknown byte-order magic {:02x}{:02x}{:02x}{:02x}",
+                    bom[0], bom[1], bom[2], bom[3]
+                )));
+            }
+        } else {
+            match &self.parser {
+                Some(p) => p.section().endianness == Endianness::Big,
+                None => {
+                    return Err(StreamError::BadPcapNg(
+                        "the stream does not start with a section header block".into(),
+                    ))
+                }
+            }
+        };
+        let read_u32 = |at: usize| {
+            let b = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
+            if big {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let block_type = read_u32(0);
+        let len = read_u32(4);
+        if len as usize > self.limits.max_block_len() {
+            return Err(StreamError::BlockTooLarge {
+                block_type,
+                len: u64::from(len),
+                limit: self.limits.max_block_len(),
+            });
+        }
+        if len % 4 != 0 || len < 12 {
+            return Err(StreamError::BadPcapNg(format!(
+                "block of type {block_type:#x} has length {len}, which is not a multiple of 4 of at least 12"
+            )));
+        }
+        let len = len as usize;
+        if buf.len() < len {
+            return Ok(Step::NeedMore);
+        }
+        let block = &buf[..len];
+        let framed = match &mut self.parser {
+            None => PcapNgParser::new(block).map(|(_, parser)| {
+                self.parser = Some(parser);
+            }),
+            Some(parser) => parser.next_raw_block(block).map(|_| ()),
+        };
+        if let Err(e) = framed {
+            return Err(match e {
+                PcapError::IncompleteBuffer => StreamError::BadPcapNg(format!(
+                    "block of type {block_type:#x} is shorter than its contents"
+                )),
+                other => StreamError::BadPcapNg(other.to_string()),
+            });
+        }
+        let Some(parser) = &self.parser else {
+            return Ok(Step::NeedMore);
+        };
+        match block_type {
+            SECTION_HEADER_BLOCK => self.interfaces.clear(),
+            INTERFACE_DESCRIPTION_BLOCK => {
+                if let Some(idb) = parser.interfaces().last() {
+                    let iface = interface(idb, self.limits)?;
+                    self.first_dlt.get_or_insert(iface.dlt);
+                    self.interfaces.push(iface);
+                }
+            }
+            ENHANCED_PACKET_BLOCK | PACKET_BLOCK => {
+                return self
+                    .packet(block_type, block, big, read_u32)
+                    .map(|r| Step::Packet(len, r))
+            }
+            SIMPLE_PACKET_BLOCK => {
+                let iface = self.interface_for(0)?;
+                let wirelen = read_u32(8);
+                let room = (len - BLOCK_HEADER_LEN - 4 - 4) as u32;
+                return Ok(Step::Packet(
+                    len,
+                    Record {
+                        offset: BLOCK_HEADER_LEN + 4,
+                        caplen: wirelen.min(room).min(iface.snapshot),
+                        wirelen,
+                        ts_sec: 0,
+                        ts_usec: 0,
+                        dlt: iface.dlt,
+                    },
+                ));
+            }
+            _ => {}
+        }
+        Ok(Step::Skip(len))
+    }
+
+    fn packet(
+        &self,
+        block_type: u32,
+        block: &[u8],
+        big: bool,
+        read_u32: impl Fn(usize) -> u32,
+    ) -> Result<Record, StreamError> {
+        const FIXED: usize = BLOCK_HEADER_LEN + 20;
+        if block.len() < FIXED + 4 {
+            return Err(StreamError::BadPcapNg(format!(
+                "packet block of {} bytes is too short for its fixed fields",
+                block.len()
+            )));
+        }
+        let interface_id = if block_type == PACKET_BLOCK {
+            // Obsolete Packet Block: a 16-bit interface id, then a 16-bit drop count.
+            let id = [block[8], block[9]];
+            u32::from(if big {
+                u16::from_be_bytes(id)
+            } else {
+                u16::from_le_bytes(id)
+            })
+        } else {
+            read_u32(8)
+        };
+        let iface = self.interface_for(interface_id)?;
+        let ts = (u64::from(read_u32(12)) << 32) | u64::from(read_u32(16));
+        let caplen = read_u32(20);
+        let wirelen = read_u32(24);
+        let room = block.len() - FIXED - 4;
+        if caplen as usize > room {
+            return Err(StreamError::BadPcapNg(format!(
+                "packet block claims {caplen} captured bytes but holds only {room}"
+            )));
+        }
+        if caplen > self.limits.max_caplen {
+            return Err(StreamError::CaplenTooLarge {
+                caplen,
+                limit: self.limits.max_caplen,
+            });
+        }
+        let secs = ts / iface.resolution;
+        let frac = ts % iface.resolution;
+        Ok(Record {
+            offset: FIXED,
+            caplen: caplen.min(iface.snapshot),
+            wirelen,
+            ts_sec: (secs as i64).saturating_add(iface.offset),
+            ts_usec: frac_to_usec(frac, iface.resolution),
+            dlt: iface.dlt,
+        })
+    }
+
+    fn interface_for(&self, id: u32) -> Result<Interface, StreamError> {
+        self.interfaces
+            .get(id as usize)
+            .copied()
+            .ok_or(StreamError::UnknownInterface(id))
+    }
+}
+
+fn interface(idb: &InterfaceDescriptionBlock, limits: Limits) -> Result<Interface, StreamError> {
+    let mut resolution: u64 = 1_000_000;
+    let mut offset: i64 = 0;
+    for option in &idb.options {
+        match option {
+            InterfaceDescriptionOption::IfTsResol(v) => {
+                let exp = u32::from(v & 0x7f);
+                resolution = if v & 0x80 != 0 {
+                    1u64.checked_shl(exp).filter(|_| exp < 64)
+                } else {
+                    10u64.checked_pow(exp)
+                }
+                .ok_or_else(|| {
+                    StreamError::BadPcapNg(format!("if_tsresol {v:#x} is out of range"))
+                })?;
+            }
+            InterfaceDescriptionOption::IfTsOffset(v) => offset = *v as i64,
+            _ => {}
+        }
+    }
+    let snaplen = idb.snaplen;
+    Ok(Interface {
+        dlt: linktype_to_dlt(u32::from(idb.linktype)),
+        snapshot: if snaplen == 0 || snaplen > limits.max_caplen {
+            limits.max_caplen
+        } else {
+            snaplen
+        },
+        resolution,
+        offset,
+    })
+}

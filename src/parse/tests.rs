@@ -1,0 +1,351 @@
+use std::borrow::Cow;
+use std::time::Duration;
+
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::section_header::SectionHeaderBlock;
+use pcap_file::pcapng::blocks::simple_packet::SimplePacketBlock;
+use pcap_file::pcapng::{Block, PcapNgWriter};
+use pcap_file::{DataLink, Endianness, TsResolution};
+
+use super::*;
+
+/// (ts_sec, ts_usec, wirelen, data, dlt) of every packet, parsed in one go.
+type Pkt = (i64, u32, u32, Vec<u8>, i32);
+
+fn parse_all(stream: &[u8]) -> Result<(Vec<Pkt>, usize), StreamError> {
+    let mut p = StreamParser::new(Limits::default());
+    let mut out = Vec::new();
+    let used = p.parse(stream, &mut out)?;
+    Ok((collect(stream, &out), used))
+}
+
+fn collect(stream: &[u8], records: &[Record]) -> Vec<Pkt> {
+    records
+        .iter()
+        .map(|r| {
+            let data = stream[r.offset..r.offset + r.caplen as usize].to_vec();
+            (r.ts_sec, r.ts_usec, r.wirelen, data, r.dlt)
+        })
+        .collect()
+}
+
+/// Feeds `stream` in pieces whose lengths come from `cuts`, as a reader
+/// would: unconsumed bytes are kept and extended by the next piece.
+fn parse_in_pieces(stream: &[u8], cuts: impl IntoIterator<Item = usize>) -> Vec<Pkt> {
+    let mut p = StreamParser::new(Limits::default());
+    let mut pending: Vec<u8> = Vec::new();
+    let mut got = Vec::new();
+    let mut pos = 0;
+    let mut cuts = cuts.into_iter();
+    while pos < stream.len() {
+        let n = cuts
+            .next()
+            .unwrap_or(stream.len())
+            .clamp(1, stream.len() - pos);
+        pending.extend_from_slice(&stream[pos..pos + n]);
+        pos += n;
+        let mut out = Vec::new();
+        let used = p.parse(&pending, &mut out).expect("valid stream");
+        got.extend(collect(&pending, &out));
+        pending.drain(..used);
+    }
+    assert!(pending.is_empty(), "{} bytes left unparsed", pending.len());
+    got
+}
+
+fn packets() -> Vec<(Duration, Vec<u8>)> {
+    vec![
+        (Duration::new(1_600_000_000, 123_456_789), vec![0xaa; 60]),
+        (
+            Duration::new(1_600_000_001, 999_999_999),
+            (0..=255).collect(),
+        ),
+        (Duration::new(1_600_000_002, 0), vec![1, 2, 3]),
+    ]
+}
+
+fn pcap_stream(endianness: Endianness, ts_resolution: TsResolution, datalink: DataLink) -> Vec<u8> {
+    let header = PcapHeader {
+        endianness,
+        ts_resolution,
+        datalink,
+        snaplen: 65535,
+        ..Default::default()
+    };
+    let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+    for (ts, data) in packets() {
+        w.write_packet(&PcapPacket::new(ts, data.len() as u32 + 4, &data))
+            .unwrap();
+    }
+    w.into_writer()
+}
+
+fn expected_usec(ts: Duration, resolution: TsResolution) -> u32 {
+    match resolution {
+        // A microsecond file holds the truncated microseconds already.
+        TsResolution::MicroSecond | TsResolution::NanoSecond => ts.subsec_micros(),
+    }
+}
+
+#[test]
+fn pcap_every_magic_and_byte_order() {
+    for endianness in [Endianness::Little, Endianness::Big] {
+        for res in [TsResolution::MicroSecond, TsResolution::NanoSecond] {
+            let stream = pcap_stream(endianness, res, DataLink::ETHERNET);
+            let (got, used) = parse_all(&stream).unwrap();
+            assert_eq!(used, stream.len());
+            let want: Vec<Pkt> = packets()
+                .into_iter()
+                .map(|(ts, d)| {
+                    (
+                        ts.as_secs() as i64,
+                        expected_usec(ts, res),
+                        d.len() as u32 + 4,
+                        d,
+                        1,
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{endianness:?} {res:?}");
+        }
+    }
+}
+
+#[test]
+fn pcap_split_at_every_byte_offset() {
+    for endianness in [Endianness::Little, Endianness::Big] {
+        for res in [TsResolution::MicroSecond, TsResolution::NanoSecond] {
+            let stream = pcap_stream(endianness, res, DataLink::ETHERNET);
+            let (whole, _) = parse_all(&stream).unwrap();
+            for cut in 1..stream.len() {
+                assert_eq!(parse_in_pieces(&stream, [cut]), whole, "cut at {cut}");
+            }
+            // And one byte at a time.
+            assert_eq!(parse_in_pieces(&stream, std::iter::repeat(1)), whole);
+        }
+    }
+}
+
+#[test]
+fn pcap_raw_ip_link_type_is_mapped() {
+    let stream = pcap_stream(Endianness::Little, TsResolution::MicroSecond, DataLink::RAW);
+    let mut p = StreamParser::new(Limits::default());
+    let mut out = Vec::new();
+    p.parse(&stream, &mut out).unwrap();
+    assert_eq!(p.link_type(), Some(12));
+    assert!(out.iter().all(|r| r.dlt == 12));
+}
+
+#[test]
+fn pcap_records_beyond_the_snaplen_are_cut_to_it() {
+    let mut stream = pcap_stream(
+        Endianness::Little,
+        TsResolution::MicroSecond,
+        DataLink::ETHERNET,
+    );
+    stream[16..20].copy_from_slice(&10u32.to_le_bytes()); // snaplen 10
+    let (got, used) = parse_all(&stream).unwrap();
+    assert_eq!(used, stream.len());
+    assert_eq!(got[1].3, (0..10).collect::<Vec<u8>>());
+    assert_eq!(got[1].2, 260, "the wire length is kept");
+    assert_eq!(got[2].3, vec![1, 2, 3]);
+}
+
+fn idb(linktype: DataLink, options: Vec<InterfaceDescriptionOption<'static>>) -> Block<'static> {
+    Block::InterfaceDescription(InterfaceDescriptionBlock {
+        linktype,
+        snaplen: 0,
+        options,
+    })
+}
+
+fn epb(interface_id: u32, raw_ts: u64, data: &[u8]) -> Block<'_> {
+    Block::EnhancedPacket(EnhancedPacketBlock {
+        interface_id,
+        timestamp: Duration::from_nanos(raw_ts),
+        original_len: data.len() as u32,
+        data: Cow::Borrowed(data),
+        options: vec![],
+    })
+}
+
+fn pcapng_stream(endianness: Endianness) -> Vec<u8> {
+    let shb = SectionHeaderBlock {
+        endianness,
+        ..Default::default()
+    };
+    let mut w = PcapNgWriter::with_section_header(Vec::new(), shb).unwrap();
+    // Interface 0: default microseconds, Ethernet.
+    w.write_block(&idb(DataLink::ETHERNET, vec![])).unwrap();
+    // Interface 1: nanoseconds, raw IP, one hour of offset.
+    w.write_block(&idb(
+        DataLink::RAW,
+        vec![
+            InterfaceDescriptionOption::IfTsResol(9),
+            InterfaceDescriptionOption::IfTsOffset(3600),
+        ],
+    ))
+    .unwrap();
+    // Interface 2: 2^-20 s units, Linux SLL.
+    w.write_block(&idb(
+        DataLink::LINUX_SLL,
+        vec![InterfaceDescriptionOption::IfTsResol(0x80 | 20)],
+    ))
+    .unwrap();
+    let data: Vec<u8> = (0..61).collect();
+    w.write_block(&epb(0, 1_600_000_000_123_456, &data))
+        .unwrap();
+    w.write_block(&epb(1, 1_600_000_000_123_456_789, &data[..7]))
+        .unwrap();
+    w.write_block(&epb(2, (5u64 << 20) | (1 << 19), &data[..1]))
+        .unwrap();
+    w.write_block(&Block::SimplePacket(SimplePacketBlock {
+        original_len: 5,
+        data: Cow::Borrowed(&data[..5]),
+    }))
+    .unwrap();
+    w.into_inner()
+}
+
+fn pcapng_expected() -> Vec<Pkt> {
+    let data: Vec<u8> = (0..61).collect();
+    vec![
+        (1_600_000_000, 123_456, 61, data.clone(), 1),
+        (1_600_000_000 + 3600, 123_456, 7, data[..7].to_vec(), 12),
+        (5, 500_000, 1, data[..1].to_vec(), 113),
+        (0, 0, 5, data[..5].to_vec(), 1),
+    ]
+}
+
+#[test]
+fn pcapng_both_byte_orders_with_per_interface_link_type_and_resolution() {
+    for endianness in [Endianness::Little, Endianness::Big] {
+        let stream = pcapng_stream(endianness);
+        let mut p = StreamParser::new(Limits::default());
+        let mut out = Vec::new();
+        assert_eq!(p.parse(&stream, &mut out).unwrap(), stream.len());
+        assert_eq!(p.link_type(), Some(1), "the first interface's");
+        assert_eq!(collect(&stream, &out), pcapng_expected(), "{endianness:?}");
+    }
+}
+
+#[test]
+fn pcapng_split_at_every_byte_offset() {
+    for endianness in [Endianness::Little, Endianness::Big] {
+        let stream = pcapng_stream(endianness);
+        for cut in 1..stream.len() {
+            assert_eq!(
+                parse_in_pieces(&stream, [cut]),
+                pcapng_expected(),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(
+            parse_in_pieces(&stream, std::iter::repeat(1)),
+            pcapng_expected()
+        );
+    }
+}
+
+#[test]
+fn pcapng_new_section_resets_interfaces_and_may_change_byte_order() {
+    let mut stream = pcapng_stream(Endianness::Little);
+    stream.extend(pcapng_stream(Endianness::Big));
+    let (got, used) = parse_all(&stream).unwrap();
+    assert_eq!(used, stream.len());
+    let mut want = pcapng_expected();
+    want.extend(pcapng_expected());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn not_a_pcap_stream_shows_the_first_bytes() {
+    let err = parse_all(b"SSH-2.0-OpenSSH_9.2p1\r\n").unwrap_err();
+    assert_eq!(err, StreamError::NotPcap("SSH-2.0-OpenSSH_".into()));
+    let err = parse_all(b"HTTP/1.1 400 Bad Request\r\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not a pcap or pcapng stream (first bytes: \"HTTP/1.1 400 Bad"),
+        "{err}"
+    );
+    let err = parse_all(&[0x00, 0xff, 0x10]).unwrap_err();
+    assert_eq!(err, StreamError::NotPcap("\\x00\\xff\\x10".into()));
+    // A prefix of a valid magic waits for more.
+    assert_eq!(parse_all(&[0xd4, 0xc3]).unwrap().1, 0);
+}
+
+#[test]
+fn a_huge_caplen_is_an_error_before_its_bytes_arrive() {
+    let mut stream = pcap_stream(
+        Endianness::Little,
+        TsResolution::MicroSecond,
+        DataLink::ETHERNET,
+    );
+    stream.truncate(24 + 16);
+    stream[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(
+        parse_all(&stream).unwrap_err(),
+        StreamError::CaplenTooLarge {
+            caplen: u32::MAX,
+            limit: 262_144
+        }
+    );
+}
+
+#[test]
+fn unsupported_pcap_version() {
+    let mut stream = pcap_stream(
+        Endianness::Little,
+        TsResolution::MicroSecond,
+        DataLink::ETHERNET,
+    );
+    stream[4..6].copy_from_slice(&3u16.to_le_bytes());
+    assert!(matches!(
+        parse_all(&stream).unwrap_err(),
+        StreamError::UnsupportedPcapVersion { major: 3, .. }
+    ));
+}
+
+#[test]
+fn pcapng_bad_block_lengths() {
+    let good = pcapng_stream(Endianness::Little);
+    let shb_len = u32::from_le_bytes(good[4..8].try_into().unwrap()) as usize;
+    // The IDB after the SHB: length not a multiple of 4.
+    let mut s = good.clone();
+    s[shb_len + 4..shb_len + 8].copy_from_slice(&21u32.to_le_bytes());
+    assert!(matches!(
+        parse_all(&s).unwrap_err(),
+        StreamError::BadPcapNg(_)
+    ));
+    // Length beyond the limit: an error at once, not a wait for 4 GiB.
+    let mut s = good.clone();
+    s.truncate(shb_len + 12);
+    s[shb_len + 4..shb_len + 8].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+    assert!(matches!(
+        parse_all(&s).unwrap_err(),
+        StreamError::BlockTooLarge { .. }
+    ));
+    // A packet for an interface nobody declared: the first EPB follows the
+    // SHB and three IDBs; point it at interface 7.
+    let mut s = good.clone();
+    let mut at = 0;
+    for _ in 0..4 {
+        at += u32::from_le_bytes(s[at + 4..at + 8].try_into().unwrap()) as usize;
+    }
+    assert_eq!(
+        u32::from_le_bytes(s[at..at + 4].try_into().unwrap()),
+        6,
+        "an EPB"
+    );
+    s[at + 8..at + 12].copy_from_slice(&7u32.to_le_bytes());
+    assert_eq!(parse_all(&s).unwrap_err(), StreamError::UnknownInterface(7));
+}
+
+#[test]
+fn printable_escapes() {
+    assert_eq!(printable(b"a\"b\\c\n\x7f"), "a\\\"b\\\\c\\n\\x7f");
+}

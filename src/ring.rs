@@ -1,0 +1,169 @@
+//! The bounded buffer between the reader thread and Zeek's main loop.
+//!
+//! The reader hands over whole reads ("batches"): a frozen `Bytes` chunk of
+//! complete records plus where each packet lies in it. Zeek reads packet
+//! bytes in place (zero copy); a batch's bytes count against the capacity
+//! from `push` until the consumer has moved past its last packet. When the
+//! next batch would exceed the capacity, `push` waits (lossless TCP
+//! backpressure: the socket is not read meanwhile).
+//!
+//! One lock per batch on each side, never per packet; the wake fd and the
+//! condition variable are touched only when the other side is waiting.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::parse::Record;
+use crate::wake::Wake;
+
+/// One read's worth of complete records.
+#[derive(Debug)]
+pub struct Batch {
+    pub chunk: Bytes,
+    /// Offsets are relative to `chunk`.
+    pub records: Vec<Record>,
+}
+
+impl Batch {
+    pub fn cost(&self) -> usize {
+        self.chunk.len()
+    }
+}
+
+/// What the consumer finds.
+#[derive(Debug)]
+pub enum Pop {
+    Batch(Batch),
+    /// Nothing yet; the wake fd is cleared and will be signalled on `push`.
+    Empty,
+    /// The producer finished and everything it pushed has been taken.
+    Finished,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: VecDeque<Batch>,
+    /// Bytes pushed and not yet released by the consumer.
+    used: usize,
+    producer_finished: bool,
+    consumer_closed: bool,
+    consumer_waiting: bool,
+    producer_waiting: bool,
+}
+
+#[derive(Debug)]
+pub struct Ring {
+    capacity: usize,
+    state: Mutex<State>,
+    space: Condvar,
+    wake: Wake,
+}
+
+impl Ring {
+    pub fn new(capacity: usize) -> io::Result<Ring> {
+        Ok(Ring {
+            capacity,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                used: 0,
+                producer_finished: false,
+                consumer_closed: false,
+                consumer_waiting: true,
+                producer_waiting: false,
+            }),
+            space: Condvar::new(),
+            wake: Wake::new()?,
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.wake.fd()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State inconsistent
+        // (every update is a single assignment), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Producer: queues a batch, waiting while it would exceed the capacity.
+    /// Returns false (and drops the batch) once the consumer has closed.
+    /// A batch larger than the whole capacity is let through when the ring
+    /// is empty, so an undersized ring slows the stream but never stalls it.
+    pub fn push(&self, batch: Batch) -> bool {
+        let cost = batch.cost();
+        let mut st = self.lock();
+        while !st.consumer_closed && st.used > 0 && st.used + cost > self.capacity {
+            st.producer_waiting = true;
+            st = self.space.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.producer_waiting = false;
+        if st.consumer_closed {
+            return false;
+        }
+        st.used += cost;
+        st.queue.push_back(batch);
+        if st.consumer_waiting {
+            st.consumer_waiting = false;
+            self.wake.signal();
+        }
+        true
+    }
+
+    /// Producer: no more batches will come.
+    pub fn finish(&self) {
+        let mut st = self.lock();
+        st.producer_finished = true;
+        st.consumer_waiting = false;
+        self.wake.signal();
+    }
+
+    /// Consumer: releases `done` bytes (the batch it has finished with) and
+    /// takes the next batch.
+    pub fn pop(&self, done: usize) -> Pop {
+        let mut st = self.lock();
+        if done > 0 {
+            st.used -= done;
+            if st.producer_waiting {
+                self.space.notify_one();
+            }
+        }
+        if let Some(batch) = st.queue.pop_front() {
+            return Pop::Batch(batch);
+        }
+        if st.producer_finished {
+            return Pop::Finished;
+        }
+        st.consumer_waiting = true;
+        self.wake.clear();
+        Pop::Empty
+    }
+
+    /// Consumer: stops taking batches; a waiting producer returns at once.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.consumer_closed = true;
+        st.queue.clear();
+        self.space.notify_all();
+    }
+
+    /// Bytes currently accounted (queued or held by the consumer).
+    pub fn used(&self) -> usize {
+        self.lock().used
+    }
+
+    #[cfg(test)]
+    pub(crate) fn wake_is_signalled(&self) -> bool {
+        self.wake.is_signalled()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use super::*;
+
+fn batch(tag: u8, len: usize) -> Batch {
+    Batch {
+        chunk: Bytes::from(vec![tag; len]),
+        records: vec![Record {
+            offset: 0,
+            caplen: len as u32,
+            wirelen: len as u32,
+            ts_sec: i64::from(tag),
+            ts_usec: 0,
+            dlt: 1,
+        }],
+    }
+}
+
+#[test]
+fn empty_ring_reports_empty_and_is_not_readable() {
+    let ring = Ring::new(1024).unwrap();
+    assert!(matches!(ring.pop(0), Pop::Empty));
+    assert!(!ring.wake_is_signalled());
+}
+
+#[test]
+fn push_makes_the_fd_readable_until_drained() {
+    let ring = Ring::new(1024).unwrap();
+    assert!(matches!(ring.pop(0), Pop::Empty));
+    assert!(ring.push(batch(1, 100)));
+    assert!(ring.wake_is_signalled());
+    let Pop::Batch(b) = ring.pop(0) else {
+        panic!("expected a batch")
+    };
+    assert_eq!(ring.used(), 100);
+    // Still readable while the consumer works through what it has.
+    assert!(ring.wake_is_signalled());
+    assert!(matches!(ring.pop(b.cost()), Pop::Empty));
+    assert_eq!(ring.used(), 0);
+    assert!(!ring.wake_is_signalled());
+}
+
+#[test]
+fn finish_is_seen_after_every_batch() {
+    let ring = Ring::new(1024).unwrap();
+    ring.push(batch(1, 10));
+    ring.push(batch(2, 10));
+    ring.finish();
+    let Pop::Batch(a) = ring.pop(0) else { panic!() };
+    let Pop::Batch(b) = ring.pop(a.cost()) else {
+        panic!()
+    };
+    assert_eq!(b.chunk[0], 2);
+    assert!(matches!(ring.pop(b.cost()), Pop::Finished));
+    assert!(ring.wake_is_signalled(), "the end must wake Zeek");
+}
+
+#[test]
+fn full_ring_blocks_the_producer_until_space_is_released() {
+    let ring = Arc::new(Ring::new(1000).unwrap());
+    assert!(ring.push(batch(1, 600)));
+    let pushed = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (ring, pushed) = (ring.clone(), pushed.clone());
+        thread::spawn(move || {
+            let ok = ring.push(batch(2, 600));
+            pushed.store(true, Ordering::SeqCst);
+            ok
+        })
+    };
+    // The consumer takes the first batch but still holds it: no space yet.
+    let Pop::Batch(first) = ring.pop(0) else {
+        panic!()
+    };
+    // Wait until the producer is parked on the condition variable.
+    while !ring.lock().producer_waiting {
+        thread::yield_now();
+    }
+    assert!(!pushed.load(Ordering::SeqCst));
+    assert_eq!(ring.used(), 600);
+    // Releasing the first batch lets the second in.
+    let mut release = first.cost();
+    let second = loop {
+        match ring.pop(release) {
+            Pop::Batch(b) => break b,
+            Pop::Empty => thread::yield_now(),
+            Pop::Finished => panic!("the producer did not finish"),
+        }
+        release = 0;
+    };
+    assert!(producer.join().unwrap());
+    assert_eq!(second.chunk[0], 2);
+    assert_eq!(ring.used(), 600);
+}
+
+#[test]
+fn oversized_batch_passes_an_empty_ring() {
+    let ring = Ring::new(100).unwrap();
+    assert!(ring.push(batch(1, 500)));
+    assert_eq!(ring.used(), 500);
+}
+
+#[test]
+fn close_releases_a_blocked_producer() {
+    let ring = Arc::new(Ring::new(100).unwrap());
+    ring.push(batch(1, 100));
+    let producer = {
+        let ring = ring.clone();
+        thread::spawn(move || ring.push(batch(2, 100)))
+    };
+    while !ring.lock().producer_waiting {
+        thread::yield_now();
+    }
+    ring.close();
+    assert!(!producer.join().unwrap(), "push after close must report it");
+}
+
+/// Stress: a producer and a consumer on two threads, small capacity, many
+/// batches of varying size; order, content and the byte bound must hold.
+#[test]
+fn stress_order_content_and_bound() {
+    const N: usize = 20_000;
+    let ring = Arc::new(Ring::new(8 * 1024).unwrap());
+    let producer = {
+        let ring = ring.clone();
+        thread::spawn(move || {
+            for i in 0..N {
+                let len = 1 + (i * 7919) % 3000;
+                assert!(ring.push(batch((i % 251) as u8, len)));
+            }
+            ring.finish();
+        })
+    };
+    let mut held = 0;
+    let mut seen = 0;
+    loop {
+        match ring.pop(held) {
+            Pop::Batch(b) => {
+                let len = 1 + (seen * 7919) % 3000;
+                assert_eq!(b.chunk.len(), len);
+                assert!(b.chunk.iter().all(|&x| x == (seen % 251) as u8));
+                assert!(ring.used() <= ring.capacity(), "bound exceeded");
+                held = b.cost();
+                seen += 1;
+            }
+            Pop::Empty => {
+                held = 0;
+                thread::yield_now();
+            }
+            Pop::Finished => break,
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(seen, N);
+}

@@ -1,0 +1,132 @@
+//! Helpers shared by the integration tests: the real traces and an
+//! independent reading of them with `pcap-file`'s own readers.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::TsResolution;
+
+/// `../shared/traces`, beside the project root. Missing traces fail the
+/// tests: they are part of the test environment.
+pub fn traces_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/traces");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the tests read the real traces from there",
+        dir.display()
+    );
+    dir
+}
+
+/// Every pcap/pcapng file under the traces directory, sorted.
+pub fn traces() -> Vec<PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("pcap" | "pcapng" | "cap")
+            ) {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&traces_dir(), &mut out);
+    out.sort();
+    assert!(
+        out.len() >= 20,
+        "expected the shared traces, found {}",
+        out.len()
+    );
+    out
+}
+
+/// (ts_sec, ts_usec, wirelen, data) as libpcap would hand them to Zeek.
+pub type Expected = (i64, u32, u32, Vec<u8>);
+
+/// Reads a trace with `pcap-file`'s file readers (not our stream parser).
+pub fn reference_packets(path: &std::path::Path) -> Vec<Expected> {
+    let bytes = std::fs::read(path).unwrap();
+    if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        let mut r = PcapNgReader::new(&bytes[..]).unwrap();
+        let mut out = Vec::new();
+        while let Some(block) = r.next_block() {
+            let (iface_id, raw_ts, wirelen, data) = match block.unwrap() {
+                Block::EnhancedPacket(p) => (
+                    p.interface_id,
+                    p.timestamp.as_nanos() as u64,
+                    p.original_len,
+                    p.data.to_vec(),
+                ),
+                Block::SimplePacket(p) => (
+                    0,
+                    0,
+                    p.original_len,
+                    p.data[..(p.original_len as usize).min(p.data.len())].to_vec(),
+                ),
+                _ => continue,
+            };
+            let iface = &r.interfaces()[iface_id as usize];
+            let mut units: u64 = 1_000_000;
+            for o in &iface.options {
+                if let InterfaceDescriptionOption::IfTsResol(v) = o {
+                    units = if v & 0x80 != 0 {
+                        1 << (v & 0x7f)
+                    } else {
+                        10u64.pow(u32::from(*v))
+                    };
+                }
+            }
+            let usec = ((raw_ts % units) as u128 * 1_000_000 / units as u128) as u32;
+            let snap = if iface.snaplen == 0 {
+                usize::MAX
+            } else {
+                iface.snaplen as usize
+            };
+            let data = data[..data.len().min(snap)].to_vec();
+            out.push(((raw_ts / units) as i64, usec, wirelen, data));
+        }
+        out
+    } else {
+        let mut r = PcapReader::new(&bytes[..]).unwrap();
+        let header = r.header();
+        let snap = if header.snaplen == 0 {
+            usize::MAX
+        } else {
+            header.snaplen as usize
+        };
+        let mut out = Vec::new();
+        while let Some(p) = r.next_raw_packet() {
+            let p = p.unwrap();
+            let usec = match header.ts_resolution {
+                TsResolution::MicroSecond => p.ts_frac,
+                TsResolution::NanoSecond => p.ts_frac / 1000,
+            };
+            let data = p.data[..p.data.len().min(snap)].to_vec();
+            out.push((i64::from(p.ts_sec), usec, p.orig_len, data));
+        }
+        out
+    }
+}
+
+/// A tiny deterministic PRNG (xorshift64*), so failures are reproducible.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
