@@ -61,8 +61,9 @@ pub mod bridge {
         fn link_type(self: &PcapOverTcp) -> i32;
         fn selectable_fd(self: &PcapOverTcp) -> i32;
         fn next_packet(self: &mut PcapOverTcp, info: &mut PacketInfo) -> Status;
-        /// The packet last returned was rejected by the BPF filter.
-        fn packet_filtered(self: &mut PcapOverTcp);
+        /// The packet last returned was not passed to Zeek: rejected by the
+        /// BPF filter (`filtered`), or dropped as empty.
+        fn packet_not_delivered(self: &mut PcapOverTcp, filtered: bool);
         fn stats(self: &PcapOverTcp) -> SourceStats;
         /// Whether `take_messages` has anything; cheap.
         fn has_messages(self: &PcapOverTcp) -> bool;
@@ -117,8 +118,8 @@ impl PcapOverTcp {
         }
     }
 
-    fn packet_filtered(&mut self) {
-        self.0.filtered();
+    fn packet_not_delivered(&mut self, filtered: bool) {
+        self.0.not_delivered(filtered);
     }
 
     fn stats(&self) -> SourceStats {

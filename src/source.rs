@@ -274,14 +274,17 @@ impl Source {
         })
     }
 
-    /// The packet last returned was rejected by Zeek's filter.
-    pub fn filtered(&mut self) {
+    /// The packet last returned did not reach Zeek's analysis: it was
+    /// rejected by the BPF filter (`filtered`) or dropped as empty.
+    pub fn not_delivered(&mut self, filtered: bool) {
         self.stats.received = self.stats.received.saturating_sub(1);
         self.stats.bytes_received = self
             .stats
             .bytes_received
             .saturating_sub(u64::from(self.last_wirelen));
-        self.stats.filtered += 1;
+        if filtered {
+            self.stats.filtered += 1;
+        }
     }
 
     pub fn stats(&self) -> Stats {

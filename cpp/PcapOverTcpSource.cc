@@ -1,0 +1,160 @@
+// See the file "COPYING" in the main distribution directory for copyright.
+
+#include "PcapOverTcpSource.h"
+
+#include <pcap.h>
+
+#include "zeek/DebugLogger.h"
+#include "zeek/Reporter.h"
+#include "zeek/iosource/BPF_Program.h"
+#include "zeek/iosource/Packet.h"
+
+#include "Plugin.h"
+#include "pcapovertcp.bif.h"
+
+namespace zeek::iosource::pcapovertcp {
+
+namespace rs = ::pcapovertcp::rs;
+
+PcapOverTcpSource::PcapOverTcpSource(const std::string& path, bool is_live) {
+    props.path = path;
+    props.is_live = is_live;
+}
+
+PcapOverTcpSource::~PcapOverTcpSource() { Close(); }
+
+PktSrc* PcapOverTcpSource::Instantiate(const std::string& path, bool is_live) {
+    return new PcapOverTcpSource(path, is_live);
+}
+
+void PcapOverTcpSource::Open() {
+    rs::Options options{BifConst::PcapOverTcp::buffer_size, BifConst::PcapOverTcp::max_caplen};
+
+    try {
+        source = rs::open(props.path, options);
+    } catch ( const rust::Error& e ) {
+        ReportMessages();
+        Error(e.what());
+        return;
+    }
+
+    ReportMessages();
+    props.selectable_fd = (*source)->selectable_fd();
+    props.link_type = (*source)->link_type();
+    props.netmask = NETMASK_UNKNOWN;
+    props.is_live = true;
+    Opened(props);
+}
+
+void PcapOverTcpSource::Close() {
+    if ( ! source )
+        return;
+
+    (*source)->close();
+    ReportMessages();
+    source.reset();
+    Closed();
+}
+
+bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
+    if ( ! source )
+        return false;
+
+    auto& src = *source;
+
+    if ( src->has_messages() )
+        ReportMessages();
+
+    rs::PacketInfo info{};
+
+    while ( true ) {
+        switch ( src->next_packet(info) ) {
+            case rs::Status::Packet: break;
+            case rs::Status::Empty: return false;
+            case rs::Status::Ended:
+            default: Close(); return false;
+        }
+
+        struct timeval ts;
+        ts.tv_sec = static_cast<time_t>(info.ts_sec);
+        ts.tv_usec = static_cast<suseconds_t>(info.ts_usec);
+
+        if ( filter_index >= 0 ) {
+            struct pcap_pkthdr hdr;
+            hdr.ts = ts;
+            hdr.caplen = info.caplen;
+            hdr.len = info.wirelen;
+
+            if ( ! ApplyBPFFilter(filter_index, &hdr, info.data) ) {
+                src->packet_not_delivered(true);
+                continue;
+            }
+        }
+
+        pkt->Init(info.link_type, &ts, info.caplen, info.wirelen, info.data);
+
+        // As Zeek's pcap source does: an empty record is a weird, not a packet.
+        if ( info.caplen == 0 || info.wirelen == 0 ) {
+            Weird("empty_pcap_header", pkt);
+            src->packet_not_delivered(false);
+            continue;
+        }
+
+        return true;
+    }
+}
+
+void PcapOverTcpSource::DoneWithPacket() {
+    // The packet's bytes stay valid until the next ExtractNextPacket(), which
+    // is when the Rust core releases them.
+}
+
+bool PcapOverTcpSource::SetFilter(int index) {
+    auto* code = GetBPFFilter(index);
+
+    if ( ! code ) {
+        Error(util::fmt("No precompiled BPF filter for index %d", index));
+        return false;
+    }
+
+    if ( code->GetState() != detail::FilterState::OK )
+        return false;
+
+    // As Zeek's pcap source: NFLOG does not support BPF filters.
+    filter_index = LinkType() == DLT_NFLOG ? -1 : index;
+    return true;
+}
+
+void PcapOverTcpSource::Statistics(Stats* stats) {
+    if ( ! source ) {
+        stats->received = stats->dropped = stats->link = stats->bytes_received = 0;
+        stats->filtered = 0;
+        return;
+    }
+
+    auto s = (*source)->stats();
+    stats->received = s.received;
+    stats->dropped = s.dropped;
+    stats->link = s.link;
+    stats->bytes_received = s.bytes_received;
+    stats->filtered = s.filtered;
+}
+
+void PcapOverTcpSource::ReportMessages() {
+    if ( ! source )
+        return;
+
+    for ( const auto& line : (*source)->take_messages() ) {
+        std::string msg(line.message);
+
+        switch ( line.level ) {
+            case rs::LogLevel::Error: reporter->Error("%s", msg.c_str()); break;
+            case rs::LogLevel::Warning: reporter->Warning("%s", msg.c_str()); break;
+            case rs::LogLevel::Info: Info(msg); break;
+            case rs::LogLevel::Debug:
+            default: PLUGIN_DBG_LOG(plugin::Zeek_PcapOverTcp::plugin, "%s", msg.c_str()); break;
+        }
+    }
+}
+
+} // namespace zeek::iosource::pcapovertcp

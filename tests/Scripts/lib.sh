@@ -1,0 +1,64 @@
+# Helpers for the btests; sourced by test scripts. Every wait is bounded.
+
+# zeek_offline TRACE DIR [ARGS...]: zeek -r TRACE in DIR.
+zeek_offline() {
+    local trace=$1 dir=$2
+    shift 2
+    mkdir -p "$dir"
+    (cd "$dir" && timeout 120 zeek -r "$trace" allow_network_time_forward=F "$@" >stdout 2>stderr)
+}
+
+# zeek_live PORT DIR [ARGS...]: zeek -i pcapovertcp::127.0.0.1:PORT in DIR,
+# until the stream ends.
+zeek_live() {
+    local port=$1 dir=$2
+    shift 2
+    mkdir -p "$dir"
+    (cd "$dir" && timeout 120 zeek -i "pcapovertcp::127.0.0.1:$port" allow_network_time_forward=F "$@" >stdout 2>stderr)
+}
+
+# serve_nc FILE: serves FILE once with netcat; prints the port.
+serve_nc() {
+    local port
+    port=$(free-port)
+    nc -N -l 127.0.0.1 "$port" <"$1" >/dev/null 2>&1 &
+    wait-listen "$port" 10 || return 1
+    echo "$port"
+}
+
+# serve_tool FILE: serves FILE to one client with pcapovertcp-serve; prints the port.
+serve_tool() {
+    local pf
+    pf=$(mktemp -u "$PWD/port.XXXXXX")
+    "$SERVE" --listen 127.0.0.1:0 --port-file "$pf" --clients 1 "$1" 2>/dev/null &
+    for _ in $(seq 500); do
+        [ -s "$pf" ] && break
+        sleep 0.02
+    done
+    [ -s "$pf" ] || return 1
+    cat "$pf"
+    rm -f "$pf"
+}
+
+# compare_trace SERVER TRACE: zeek -r vs. zeek -i over SERVER (serve_nc or
+# serve_tool); prints one line; returns non-zero on any difference.
+compare_trace() {
+    local server=$1 trace=$2 name port
+    name=$(echo "${trace#"$TRACES"/}" | tr / _)
+    if ! zeek_offline "$trace" "offline-$name"; then
+        echo "$name: rejected by zeek -r: $(grep -m1 -i error "offline-$name/stderr")"
+        return 0
+    fi
+    port=$($server "$trace") || { echo "$name: server did not start"; return 1; }
+    if ! zeek_live "$port" "live-$name"; then
+        echo "$name: zeek -i failed: $(tail -1 "live-$name/stderr")"
+        return 1
+    fi
+    if compare-logs "offline-$name" "live-$name" >"diff-$name"; then
+        echo "$name: identical"
+    else
+        echo "$name: DIFFERENT"
+        cat "diff-$name"
+        return 1
+    fi
+}

@@ -1,0 +1,20 @@
+# Each way of failing to open the source is one clear fatal error that names
+# the endpoint, and Zeek exits with status 1.
+# @TEST-EXEC: bash %INPUT >output 2>&1
+# @TEST-EXEC: btest-diff output
+
+. "$SCRIPTS/lib.sh"
+try() {
+    timeout 30 zeek -i "pcapovertcp::$1" >/dev/null 2>err
+    echo "status $?: $(sed -e "s/$2/PORT/g" err)"
+}
+port=$(free-port)
+try "127.0.0.1:$port" "$port"                  # nothing listens
+try "127.0.0.1" X                               # no port
+try "127.0.0.1:0" X                             # port 0
+try "[::1:57012" X                              # unbalanced bracket
+try "no-such-host.invalid:57012" X              # DNS failure
+printf 'SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n' >banner
+nc -N -l 127.0.0.1 "$port" <banner >/dev/null 2>&1 &
+wait-listen "$port" 10
+try "127.0.0.1:$port" "$port"                   # not PCAP-over-IP

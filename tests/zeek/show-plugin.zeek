@@ -1,0 +1,3 @@
+# The plugin, its packet source and its options, as `zeek -NN` shows them.
+# @TEST-EXEC: zeek -NN Zeek::PcapOverTcp | sed -e 's/version [0-9.]*/version X/' >output
+# @TEST-EXEC: btest-diff output

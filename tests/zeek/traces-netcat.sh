@@ -1,0 +1,13 @@
+# Every shared trace that `zeek -r` reads, served once by netcat
+# (`nc -N -l ... < trace`) and read with `zeek -i pcapovertcp::...`, must
+# produce the same logs as `zeek -r` (see Scripts/compare-logs for the few
+# wall-clock fields a live run may differ in).
+# @TEST-EXEC: bash %INPUT >output 2>&1
+# @TEST-EXEC: btest-diff output
+
+. "$SCRIPTS/lib.sh"
+status=0
+for trace in $(find "$TRACES" -type f \( -name '*.pcap' -o -name '*.pcapng' -o -name '*.cap' \) | sort); do
+    compare_trace serve_nc "$trace" || status=1
+done
+exit $status
