@@ -6,6 +6,7 @@
 
 #include "zeek/DebugLogger.h"
 #include "zeek/Reporter.h"
+#include "zeek/iosource/Manager.h"
 #include "zeek/iosource/BPF_Program.h"
 #include "zeek/iosource/Packet.h"
 
@@ -28,7 +29,10 @@ PktSrc* PcapOverTcpSource::Instantiate(const std::string& path, bool is_live) {
 }
 
 void PcapOverTcpSource::Open() {
-    rs::Options options{BifConst::PcapOverTcp::buffer_size, BifConst::PcapOverTcp::max_caplen};
+    rs::Options options{BifConst::PcapOverTcp::buffer_size,   BifConst::PcapOverTcp::max_caplen,
+                        BifConst::PcapOverTcp::reconnect,     BifConst::PcapOverTcp::reconnect_min,
+                        BifConst::PcapOverTcp::reconnect_max, BifConst::PcapOverTcp::open_timeout,
+                        BifConst::PcapOverTcp::drop_when_full};
 
     try {
         source = rs::open(props.path, options);
@@ -138,6 +142,24 @@ void PcapOverTcpSource::Statistics(Stats* stats) {
     stats->link = s.link;
     stats->bytes_received = s.bytes_received;
     stats->filtered = s.filtered;
+}
+
+RecordValPtr PcapOverTcpSource::StatsVal() {
+    rs::Counters c{};
+
+    if ( auto* src = dynamic_cast<PcapOverTcpSource*>(iosource_mgr->GetPktSrc()); src && src->source )
+        c = (*src->source)->counters();
+
+    auto rec = make_intrusive<RecordVal>(BifType::Record::PcapOverTcp::Stats);
+    rec->Assign(0, c.connects);
+    rec->Assign(1, c.disconnects);
+    rec->Assign(2, c.bytes);
+    rec->Assign(3, c.records);
+    rec->Assign(4, c.dropped);
+    rec->Assign(5, c.truncated);
+    rec->Assign(6, c.corrupt);
+    rec->AssignInterval(7, c.connected);
+    return rec;
 }
 
 void PcapOverTcpSource::ReportMessages() {

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "zeek/Val.h"
 #include "zeek/iosource/PktSrc.h"
 
 #include "zeek-pcapovertcp/src/ffi.rs.h"
@@ -22,6 +23,12 @@ public:
     ~PcapOverTcpSource() override;
 
     static PktSrc* Instantiate(const std::string& path, bool is_live);
+
+    /**
+     * The counters of the PCAP-over-IP source Zeek reads from, as a
+     * PcapOverTcp::Stats record (all zero if the source is another kind).
+     */
+    static RecordValPtr StatsVal();
 
 protected:
     void Open() override;

@@ -50,3 +50,18 @@ pub enum Error {
     #[error("{endpoint}: internal error in the reader thread: {message}")]
     Internal { endpoint: String, message: String },
 }
+
+impl Error {
+    /// Whether waiting and trying again may help. A malformed endpoint, or a
+    /// peer that speaks something other than pcap, is a configuration
+    /// mistake: reported at once rather than retried at start-up.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            Error::Endpoint(_)
+                | Error::Stream { .. }
+                | Error::Setup { .. }
+                | Error::Internal { .. }
+        )
+    }
+}

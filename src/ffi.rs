@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::parse::Limits;
-use crate::source::{Config, Next, Source};
+use crate::source::{Next, Source};
 
 #[cxx::bridge(namespace = "pcapovertcp::rs")]
 pub mod bridge {
@@ -12,6 +13,13 @@ pub mod bridge {
     struct Options {
         buffer_size: u64,
         max_caplen: u64,
+        reconnect: bool,
+        /// Intervals in seconds.
+        reconnect_min: f64,
+        reconnect_max: f64,
+        /// 0: wait for ever.
+        open_timeout: f64,
+        drop_when_full: bool,
     }
 
     enum Status {
@@ -41,6 +49,19 @@ pub mod bridge {
         filtered: u64,
     }
 
+    /// The reader's counters, for `PcapOverTcp::stats()`.
+    struct Counters {
+        connects: u64,
+        disconnects: u64,
+        bytes: u64,
+        records: u64,
+        dropped: u64,
+        truncated: u64,
+        corrupt: u64,
+        /// Seconds.
+        connected: f64,
+    }
+
     enum LogLevel {
         Debug,
         Info,
@@ -65,6 +86,7 @@ pub mod bridge {
         /// BPF filter (`filtered`), or dropped as empty.
         fn packet_not_delivered(self: &mut PcapOverTcp, filtered: bool);
         fn stats(self: &PcapOverTcp) -> SourceStats;
+        fn counters(self: &PcapOverTcp) -> Counters;
         /// Whether `take_messages` has anything; cheap.
         fn has_messages(self: &PcapOverTcp) -> bool;
         fn take_messages(self: &PcapOverTcp) -> Vec<LogLine>;
@@ -72,7 +94,7 @@ pub mod bridge {
     }
 }
 
-use bridge::{LogLevel, LogLine, Options, PacketInfo, SourceStats, Status};
+use bridge::{Counters, LogLevel, LogLine, Options, PacketInfo, SourceStats, Status};
 
 /// The opaque handle the shim owns.
 pub struct PcapOverTcp(Source);
@@ -81,16 +103,29 @@ fn clamp(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }
 
-fn open(path: &str, options: &Options) -> Result<Box<PcapOverTcp>, crate::Error> {
-    crate::logger::install();
-    let config = Config {
-        buffer_size: clamp(options.buffer_size).max(1),
+/// Seconds from a Zeek interval; negative, NaN or huge values are clamped.
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+fn config(options: &Options) -> Config {
+    Config {
+        buffer_size: clamp(options.buffer_size),
         limits: Limits {
             max_caplen: u32::try_from(options.max_caplen).unwrap_or(u32::MAX),
         },
-        connect_timeout: Duration::from_secs(10),
-    };
-    Source::open(path, config).map(|s| Box::new(PcapOverTcp(s)))
+        reconnect: options.reconnect,
+        reconnect_min: seconds(options.reconnect_min),
+        reconnect_max: seconds(options.reconnect_max),
+        open_timeout: (options.open_timeout > 0.0).then(|| seconds(options.open_timeout)),
+        drop_when_full: options.drop_when_full,
+        ..Config::default()
+    }
+}
+
+fn open(path: &str, options: &Options) -> Result<Box<PcapOverTcp>, crate::Error> {
+    crate::logger::install();
+    Source::open(path, config(options)).map(|s| Box::new(PcapOverTcp(s)))
 }
 
 impl PcapOverTcp {
@@ -130,6 +165,20 @@ impl PcapOverTcp {
             link: s.link,
             bytes_received: s.bytes_received,
             filtered: s.filtered,
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        let c = self.0.counters();
+        Counters {
+            connects: c.connects,
+            disconnects: c.disconnects,
+            bytes: c.bytes,
+            records: c.records,
+            dropped: c.dropped,
+            truncated: c.truncated,
+            corrupt: c.corrupt,
+            connected: c.connected.as_secs_f64(),
         }
     }
 

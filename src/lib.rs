@@ -7,6 +7,8 @@
 //! with [`wake`] for Zeek's poll loop) → [`source`] (what Zeek's main loop
 //! calls) → [`ffi`] (the one `cxx` bridge the C++ shim uses).
 
+pub mod config;
+pub mod counters;
 pub mod endpoint;
 pub mod error;
 pub mod ffi;
@@ -18,5 +20,6 @@ pub mod ring;
 pub mod source;
 pub mod wake;
 
+pub use config::Config;
 pub use error::Error;
-pub use source::{Config, Next, Packet, Source, Stats};
+pub use source::{Next, Packet, Source, Stats};

@@ -1,5 +1,7 @@
 //! The reader thread: connects, reads the socket in large chunks, parses whole
-//! records out of them and hands each read's records to the ring as one batch.
+//! records out of them and hands each read's records to the ring as one batch;
+//! when a connection ends or fails, reconnects with exponential backoff (or,
+//! with `reconnect` off, lets the source end).
 //!
 //! Bytes go from the socket straight into a `BytesMut`; the parsed prefix is
 //! split off and frozen, so packets reach Zeek without a copy. Only a record
@@ -7,15 +9,14 @@
 
 use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 
 use crate::error::Error;
 use crate::parse::{Record, StreamParser};
-use crate::ring::Batch;
+use crate::ring::{Batch, Push};
 use crate::source::Shared;
 
 /// Reads are at most this large; a fresh buffer is this large.
@@ -23,46 +24,137 @@ pub const READ_SIZE: usize = 1 << 20;
 /// A buffer with less room than this left is replaced before the next read.
 const MIN_READ: usize = 64 * 1024;
 
-/// Runs the reader until the stream ends, fails, or the source is closed.
+/// Runs the reader until the stream ends for good or the source is closed.
 pub(crate) fn run(shared: Arc<Shared>) {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_stream(&shared)));
-    let failure = match result {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e),
-        Err(panic) => Some(Error::Internal {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| supervise(&shared)));
+    if let Err(panic) = result {
+        let e = Error::Internal {
             endpoint: shared.endpoint.to_string(),
             message: panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic".into()),
-        }),
-    };
-    if let Some(e) = failure {
-        if shared.is_open() {
-            log::error!("{e}");
-        }
+        };
+        log::error!("{e}");
         shared.fail(e);
     }
     shared.ring.finish();
 }
 
-fn read_stream(shared: &Shared) -> Result<(), Error> {
-    let endpoint = shared.endpoint.to_string();
-    let mut stream = connect(shared)?;
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| endpoint.clone(), |a| a.to_string());
-    log::debug!("connected to {endpoint} ({peer})");
-    shared.counters.connects.fetch_add(1, Ordering::Relaxed);
+/// How one connection ended.
+enum End {
+    /// The source is closing.
+    Stopped,
+    /// The server closed the connection.
+    Closed,
+    Failed(Error),
+}
 
+/// The outage in progress, reported once when it starts and once when it ends.
+struct Outage {
+    since: Instant,
+}
+
+fn supervise(shared: &Shared) -> Result<(), ()> {
+    let config = &shared.config;
+    let endpoint = shared.endpoint.to_string();
+    let started = Instant::now();
+    let mut backoff = config.reconnect_min;
+    let mut outage: Option<Outage> = None;
+    let mut link_type: Option<i32> = None;
+    let mut waiting_reported = false;
+    loop {
+        let mut delivered = false;
+        let end = session(shared, &mut link_type, &mut outage, &mut delivered);
+        let (reason, error) = match end {
+            End::Stopped => return Ok(()),
+            End::Closed => ("the server closed the connection".to_string(), None),
+            End::Failed(e) => (e.to_string(), Some(e)),
+        };
+        if !shared.is_open() {
+            // Still in open(): fail it, or keep waiting for a first stream.
+            let e = error.unwrap_or(Error::NoHeader {
+                endpoint: endpoint.clone(),
+            });
+            let waited_out = config
+                .open_timeout
+                .is_some_and(|limit| started.elapsed() >= limit);
+            if !config.reconnect || waited_out || !e.is_transient() {
+                shared.fail(e);
+                return Err(());
+            }
+            if !waiting_reported {
+                log::warn!("{e}; waiting for the server (PcapOverTcp::open_timeout)");
+                waiting_reported = true;
+            }
+        } else if !config.reconnect {
+            if let Some(e) = error {
+                log::error!("{e}");
+            }
+            return Ok(());
+        } else if outage.is_none() {
+            log::warn!("{endpoint}: connection lost ({reason}); reconnecting");
+            outage = Some(Outage {
+                since: Instant::now(),
+            });
+        }
+        if delivered {
+            backoff = config.reconnect_min;
+        }
+        let mut wait = backoff;
+        if let Some(limit) = config.open_timeout.filter(|_| !shared.is_open()) {
+            wait = wait.min(limit.saturating_sub(started.elapsed()));
+        }
+        if !shared.sleep(wait) {
+            return Ok(());
+        }
+        backoff = (backoff * 2).min(config.reconnect_max);
+    }
+}
+
+/// One connection, from connect to its end.
+fn session(
+    shared: &Shared,
+    link_type: &mut Option<i32>,
+    outage: &mut Option<Outage>,
+    delivered: &mut bool,
+) -> End {
+    let endpoint = shared.endpoint.to_string();
+    let mut stream = match connect(shared) {
+        Ok(s) => s,
+        Err(e) => return End::Failed(e),
+    };
+    if shared.stopping() {
+        return End::Stopped;
+    }
+    shared.counters.connected();
+    let end = read_stream(shared, &mut stream, link_type, outage, delivered);
+    shared.counters.disconnected();
+    let _ = stream.shutdown(Shutdown::Both);
+    if let End::Failed(Error::Stream { .. }) = &end {
+        shared.counters.add_corrupt();
+    }
+    log::debug!("{endpoint}: connection ended");
+    end
+}
+
+fn read_stream(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    link_type: &mut Option<i32>,
+    outage: &mut Option<Outage>,
+    delivered: &mut bool,
+) -> End {
+    let endpoint = shared.endpoint.to_string();
     let mut parser = StreamParser::new(shared.config.limits);
+    let mut header_seen = false;
     let mut buf = BytesMut::zeroed(READ_SIZE);
     let mut filled = 0;
     let mut records: Vec<Record> = Vec::new();
     loop {
         if shared.stopping() {
-            return Ok(());
+            return End::Stopped;
         }
         if buf.len() - filled < MIN_READ {
             // Carry the unparsed tail (at most one partial record, bounded by
@@ -74,29 +166,52 @@ fn read_stream(shared: &Shared) -> Result<(), Error> {
         let n = match stream.read(&mut buf[filled..]) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) if shared.stopping() => return Ok(()),
-            Err(source) => return Err(Error::Read { endpoint, source }),
+            Err(_) if shared.stopping() => return End::Stopped,
+            Err(source) => {
+                end_mid_record(shared, &parser, filled);
+                return End::Failed(Error::Read { endpoint, source });
+            }
         };
         if n == 0 {
-            return end_of_stream(shared, &parser, filled);
+            if shared.stopping() {
+                return End::Stopped;
+            }
+            if !header_seen {
+                return End::Failed(Error::NoHeader { endpoint });
+            }
+            end_mid_record(shared, &parser, filled);
+            return End::Closed;
         }
         filled += n;
-        shared.counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        let consumed = parser
-            .parse(&buf[..filled], &mut records)
-            .map_err(|source| Error::Stream {
-                endpoint: endpoint.clone(),
-                source,
-            })?;
-        if !shared.is_open() {
-            if let Some(link_type) = parser.link_type() {
-                log::debug!(
-                    "{endpoint}: {} stream, link type {link_type}",
-                    parser.format_name().unwrap_or("?")
-                );
-                shared.opened(link_type);
+        shared.counters.add_bytes(n);
+        let parsed = parser.parse(&buf[..filled], &mut records);
+        // The header may arrive in the same read as a corruption: note it
+        // first, so that the corruption counts as one after `open`.
+        if !header_seen {
+            if let Some(lt) = parser.link_type() {
+                header_seen = true;
+                stream_started(shared, &parser, lt, link_type, outage);
             }
         }
+        let consumed = match parsed {
+            Ok(c) => c,
+            Err(source) => {
+                // The packets parsed before the corrupt unit are delivered;
+                // their chunk carries the rest of the read along, unused.
+                if !records.is_empty() {
+                    shared.counters.add_records(records.len());
+                    let batch = Batch {
+                        chunk: buf.split_to(filled).freeze(),
+                        records: std::mem::take(&mut records),
+                    };
+                    if let Push::Dropped(n) = shared.ring.push(batch, shared.config.drop_when_full)
+                    {
+                        shared.counters.add_dropped(n);
+                    }
+                }
+                return End::Failed(Error::Stream { endpoint, source });
+            }
+        };
         if consumed == 0 {
             continue;
         }
@@ -105,32 +220,57 @@ fn read_stream(shared: &Shared) -> Result<(), Error> {
         if records.is_empty() {
             continue;
         }
-        shared
-            .counters
-            .records
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        *delivered = true;
+        shared.counters.add_records(records.len());
         let batch = Batch {
             chunk,
             records: std::mem::take(&mut records),
         };
-        if !shared.ring.push(batch) {
-            return Ok(());
+        match shared.ring.push(batch, shared.config.drop_when_full) {
+            Push::Queued => {}
+            Push::Dropped(n) => shared.counters.add_dropped(n),
+            Push::Closed => return End::Stopped,
         }
     }
 }
 
-fn end_of_stream(shared: &Shared, parser: &StreamParser, leftover: usize) -> Result<(), Error> {
-    let endpoint = shared.endpoint.to_string();
-    if parser.link_type().is_none() {
-        return Err(Error::NoHeader { endpoint });
-    }
-    if leftover > 0 {
+/// A connection's stream header has arrived: report what changed, end the
+/// outage, and let `open` return.
+fn stream_started(
+    shared: &Shared,
+    parser: &StreamParser,
+    lt: i32,
+    link_type: &mut Option<i32>,
+    outage: &mut Option<Outage>,
+) {
+    let endpoint = &shared.endpoint;
+    log::debug!(
+        "{endpoint}: {} stream, link type {lt}",
+        parser.format_name().unwrap_or("?")
+    );
+    if let Some(old) = link_type.replace(lt).filter(|&old| old != lt) {
         log::warn!(
-            "{endpoint} closed the connection in the middle of a record; its {leftover} bytes were discarded"
+            "{endpoint}: the new stream's link type is {lt}, the previous one's was {old}; packets carry their own link type, but a capture filter stays compiled for {old}"
         );
     }
-    log::debug!("{endpoint}: end of stream");
-    Ok(())
+    if let Some(o) = outage.take() {
+        log::warn!(
+            "{endpoint}: connection restored after {:.1} s",
+            o.since.elapsed().as_secs_f64()
+        );
+    }
+    shared.opened(lt);
+}
+
+/// Accounts for a record cut off by the end of the connection.
+fn end_mid_record(shared: &Shared, parser: &StreamParser, leftover: usize) {
+    if leftover > 0 && parser.link_type().is_some() {
+        shared.counters.add_truncated();
+        log::warn!(
+            "{}: the connection ended in the middle of a record; its {leftover} bytes were discarded",
+            shared.endpoint
+        );
+    }
 }
 
 /// Tries every resolved address in order; the first that accepts wins.
@@ -145,23 +285,17 @@ fn connect(shared: &Shared) -> Result<TcpStream, Error> {
         if shared.stopping() {
             break;
         }
-        let started = Instant::now();
         match TcpStream::connect_timeout(addr, shared.config.connect_timeout) {
             Ok(stream) => {
                 // Kept so that closing the source can interrupt a blocking read.
                 if let Ok(clone) = stream.try_clone() {
                     shared.set_socket(clone);
                 }
-                if shared.stopping() {
-                    let _ = stream.shutdown(Shutdown::Both);
-                }
+                log::debug!("{endpoint}: connected to {addr}");
                 return Ok(stream);
             }
             Err(e) => {
-                log::debug!(
-                    "{endpoint}: connecting to {addr} failed after {:?}: {e}",
-                    started.elapsed()
-                );
+                log::debug!("{endpoint}: connecting to {addr} failed: {e}");
                 last = Some((*addr, e));
             }
         }
@@ -179,6 +313,3 @@ fn connect(shared: &Shared) -> Result<TcpStream, Error> {
         }),
     }
 }
-
-/// How long one connection attempt may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -33,6 +33,16 @@ impl Batch {
     }
 }
 
+/// What became of a pushed batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// The ring was full; the batch's packets (this many) were dropped.
+    Dropped(usize),
+    /// The consumer has closed; stop producing.
+    Closed,
+}
+
 /// What the consumer finds.
 #[derive(Debug)]
 pub enum Pop {
@@ -93,20 +103,23 @@ impl Ring {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Producer: queues a batch, waiting while it would exceed the capacity.
-    /// Returns false (and drops the batch) once the consumer has closed.
+    /// Producer: queues a batch. While it would exceed the capacity, waits
+    /// (lossless backpressure) or, with `drop_when_full`, drops it at once.
     /// A batch larger than the whole capacity is let through when the ring
     /// is empty, so an undersized ring slows the stream but never stalls it.
-    pub fn push(&self, batch: Batch) -> bool {
+    pub fn push(&self, batch: Batch, drop_when_full: bool) -> Push {
         let cost = batch.cost();
         let mut st = self.lock();
         while !st.consumer_closed && st.used > 0 && st.used + cost > self.capacity {
+            if drop_when_full {
+                return Push::Dropped(batch.records.len());
+            }
             st.producer_waiting = true;
             st = self.space.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.producer_waiting = false;
         if st.consumer_closed {
-            return false;
+            return Push::Closed;
         }
         st.used += cost;
         st.queue.push_back(batch);
@@ -114,7 +127,7 @@ impl Ring {
             st.consumer_waiting = false;
             self.wake.signal();
         }
-        true
+        Push::Queued
     }
 
     /// Producer: no more batches will come.

@@ -4,45 +4,17 @@
 
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::config::Config;
+use crate::counters::{Counters, Snapshot};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::parse::Limits;
 use crate::reader;
 use crate::ring::{Batch, Pop, Ring};
-
-/// Settings, from the `PcapOverTcp::` script constants.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Capacity of the ring in bytes (`PcapOverTcp::buffer_size`).
-    pub buffer_size: usize,
-    pub limits: Limits,
-    pub connect_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            buffer_size: 128 * 1024 * 1024,
-            limits: Limits::default(),
-            connect_timeout: reader::CONNECT_TIMEOUT,
-        }
-    }
-}
-
-/// Counters the reader thread updates.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub connects: AtomicU64,
-    /// Bytes read from the socket.
-    pub bytes: AtomicU64,
-    /// Records parsed from the stream.
-    pub records: AtomicU64,
-}
 
 #[derive(Debug)]
 enum Status {
@@ -62,6 +34,9 @@ pub(crate) struct Shared {
     status_changed: Condvar,
     open: AtomicBool,
     stop: AtomicBool,
+    /// Signalled when `stop` is set, to cut a backoff pause short.
+    stop_lock: Mutex<()>,
+    stopped: Condvar,
     socket: Mutex<Option<TcpStream>>,
 }
 
@@ -95,8 +70,22 @@ impl Shared {
         *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
     }
 
+    /// Pauses the reader; false when the source is closing.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let guard = self.stop_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (_guard, _) = self
+            .stopped
+            .wait_timeout_while(guard, d, |_| !self.stopping())
+            .unwrap_or_else(|e| e.into_inner());
+        !self.stopping()
+    }
+
     fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
+        {
+            let _guard = self.stop_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.stop.store(true, Ordering::Release);
+            self.stopped.notify_all();
+        }
         if let Some(s) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -128,7 +117,8 @@ pub enum Next<'a> {
 pub struct Stats {
     /// Packets handed to Zeek and accepted by its filter.
     pub received: u64,
-    /// Packets lost by the source (none while backpressure is lossless).
+    /// Packets lost by the source: dropped while the buffer was full
+    /// (`drop_when_full`) or cut off by the end of a connection.
     pub dropped: u64,
     /// Records read from the stream.
     pub link: u64,
@@ -152,6 +142,7 @@ impl Source {
     /// Connects and waits for the stream's header. `path` is `host:port`.
     pub fn open(path: &str, config: Config) -> Result<Source, Error> {
         let endpoint = Endpoint::parse(path)?;
+        let config = config.normalized();
         let setup = |source| Error::Setup {
             endpoint: endpoint.to_string(),
             source,
@@ -166,6 +157,8 @@ impl Source {
             status_changed: Condvar::new(),
             open: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            stop_lock: Mutex::new(()),
+            stopped: Condvar::new(),
             socket: Mutex::new(None),
         });
         let thread = {
@@ -289,13 +282,15 @@ impl Source {
 
     pub fn stats(&self) -> Stats {
         Stats {
-            link: self.shared.counters.records.load(Ordering::Relaxed),
+            link: self.shared.counters.records(),
+            dropped: self.shared.counters.lost(),
             ..self.stats
         }
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.shared.counters
+    /// The reader's counters (connections, bytes, drops, ...).
+    pub fn counters(&self) -> Snapshot {
+        self.shared.counters.snapshot()
     }
 
     /// Stops the reader thread and releases the buffer. Idempotent.

@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 use common::{reference_packets, traces, Expected, Rng};
 use pcapovertcp::{Config, Error, Next, Source};
 
+/// A source that ends with its first stream, as `zeek -r` ends with its file.
+fn once() -> Config {
+    Config {
+        reconnect: false,
+        ..Config::default()
+    }
+}
+
 /// Serves `bytes` once to the first client, in chunks of 1..=max_chunk bytes.
 fn serve_once(listener: TcpListener, bytes: Vec<u8>, seed: u64, max_chunk: u64) -> JoinHandle<()> {
     thread::spawn(move || {
@@ -67,8 +75,8 @@ fn every_trace_arrives_intact_in_random_chunks() {
         for max_chunk in [7, 1500, 70_000] {
             let (listener, ep) = listen("127.0.0.1:0");
             let server = serve_once(listener, bytes.clone(), rng.next(), max_chunk);
-            let mut source = Source::open(&ep, Config::default())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let mut source =
+                Source::open(&ep, once()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let got = drain(&mut source);
             server.join().unwrap();
             assert_eq!(
@@ -102,7 +110,7 @@ fn a_small_ring_applies_backpressure_without_loss() {
     let server = serve_once(listener, bytes, 42, 100_000);
     let config = Config {
         buffer_size: 64 * 1024,
-        ..Config::default()
+        ..once()
     };
     let mut source = Source::open(&ep, config).unwrap();
     let got = drain(&mut source);
@@ -118,17 +126,14 @@ fn ipv6_loopback_and_host_names() {
     let (listener, ep) = listen("[::1]:0");
     assert!(ep.starts_with("[::1]:"));
     let server = serve_once(listener, bytes.clone(), 1, 100);
-    assert_eq!(
-        drain(&mut Source::open(&ep, Config::default()).unwrap()),
-        want
-    );
+    assert_eq!(drain(&mut Source::open(&ep, once()).unwrap()), want);
     server.join().unwrap();
 
     // "localhost" may resolve to ::1 first; every address is tried in order.
     let (listener, ep) = listen("127.0.0.1:0");
     let port = ep.rsplit(':').next().unwrap();
     let server = serve_once(listener, bytes, 2, 100);
-    let mut source = Source::open(&format!("localhost:{port}"), Config::default()).unwrap();
+    let mut source = Source::open(&format!("localhost:{port}"), once()).unwrap();
     assert_eq!(drain(&mut source), want);
     server.join().unwrap();
 }
@@ -138,9 +143,7 @@ fn open_errors_are_one_clear_line() {
     // Refused: a port that was just free.
     let (listener, ep) = listen("127.0.0.1:0");
     drop(listener);
-    let e = Source::open(&ep, Config::default())
-        .err()
-        .expect("must fail");
+    let e = Source::open(&ep, once()).err().expect("must fail");
     assert!(matches!(e, Error::Connect { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
@@ -155,7 +158,7 @@ fn open_errors_are_one_clear_line() {
         let _ = c.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n");
         thread::sleep(Duration::from_millis(100));
     });
-    let msg = Source::open(&ep, Config::default())
+    let msg = Source::open(&ep, once())
         .err()
         .expect("must fail")
         .to_string();
@@ -168,7 +171,7 @@ fn open_errors_are_one_clear_line() {
     // A peer that closes before sending a header.
     let (listener, ep) = listen("127.0.0.1:0");
     let server = thread::spawn(move || drop(listener.accept().unwrap()));
-    let msg = Source::open(&ep, Config::default())
+    let msg = Source::open(&ep, once())
         .err()
         .expect("must fail")
         .to_string();
@@ -180,9 +183,7 @@ fn open_errors_are_one_clear_line() {
 
     // Malformed endpoints never reach the network.
     for bad in ["", "127.0.0.1", "127.0.0.1:0", "[::1:5", "host:99999"] {
-        let e = Source::open(bad, Config::default())
-            .err()
-            .expect("must fail");
+        let e = Source::open(bad, once()).err().expect("must fail");
         assert!(matches!(e, Error::Endpoint(_)), "{bad}: {e:?}");
     }
 }
@@ -199,7 +200,7 @@ fn close_while_the_peer_is_idle_returns_promptly() {
         c.write_all(&bytes).unwrap();
         let _ = rx.recv(); // hold the connection open until the test ends
     });
-    let mut source = Source::open(&ep, Config::default()).unwrap();
+    let mut source = Source::open(&ep, once()).unwrap();
     let mut n = 0;
     while n < reference_packets(&path).len() {
         match source.next_packet() {

@@ -23,6 +23,11 @@ PREFIX = "pcapovertcp"
 OPTIONS = {
     "buffer_size": "count",
     "max_caplen": "count",
+    "reconnect": "bool",
+    "reconnect_min": "interval",
+    "reconnect_max": "interval",
+    "open_timeout": "interval",
+    "drop_when_full": "bool",
 }
 
 # A count may be written as Zeek arithmetic, as in init.zeek: 64*1024*1024.

@@ -29,7 +29,7 @@ fn empty_ring_reports_empty_and_is_not_readable() {
 fn push_makes_the_fd_readable_until_drained() {
     let ring = Ring::new(1024).unwrap();
     assert!(matches!(ring.pop(0), Pop::Empty));
-    assert!(ring.push(batch(1, 100)));
+    assert_eq!(ring.push(batch(1, 100), false), Push::Queued);
     assert!(ring.wake_is_signalled());
     let Pop::Batch(b) = ring.pop(0) else {
         panic!("expected a batch")
@@ -45,8 +45,8 @@ fn push_makes_the_fd_readable_until_drained() {
 #[test]
 fn finish_is_seen_after_every_batch() {
     let ring = Ring::new(1024).unwrap();
-    ring.push(batch(1, 10));
-    ring.push(batch(2, 10));
+    ring.push(batch(1, 10), false);
+    ring.push(batch(2, 10), false);
     ring.finish();
     let Pop::Batch(a) = ring.pop(0) else { panic!() };
     let Pop::Batch(b) = ring.pop(a.cost()) else {
@@ -60,12 +60,12 @@ fn finish_is_seen_after_every_batch() {
 #[test]
 fn full_ring_blocks_the_producer_until_space_is_released() {
     let ring = Arc::new(Ring::new(1000).unwrap());
-    assert!(ring.push(batch(1, 600)));
+    assert_eq!(ring.push(batch(1, 600), false), Push::Queued);
     let pushed = Arc::new(AtomicBool::new(false));
     let producer = {
         let (ring, pushed) = (ring.clone(), pushed.clone());
         thread::spawn(move || {
-            let ok = ring.push(batch(2, 600));
+            let ok = ring.push(batch(2, 600), false) == Push::Queued;
             pushed.store(true, Ordering::SeqCst);
             ok
         })
@@ -98,23 +98,27 @@ fn full_ring_blocks_the_producer_until_space_is_released() {
 #[test]
 fn oversized_batch_passes_an_empty_ring() {
     let ring = Ring::new(100).unwrap();
-    assert!(ring.push(batch(1, 500)));
+    assert_eq!(ring.push(batch(1, 500), false), Push::Queued);
     assert_eq!(ring.used(), 500);
 }
 
 #[test]
 fn close_releases_a_blocked_producer() {
     let ring = Arc::new(Ring::new(100).unwrap());
-    ring.push(batch(1, 100));
+    ring.push(batch(1, 100), false);
     let producer = {
         let ring = ring.clone();
-        thread::spawn(move || ring.push(batch(2, 100)))
+        thread::spawn(move || ring.push(batch(2, 100), false))
     };
     while !ring.lock().producer_waiting {
         thread::yield_now();
     }
     ring.close();
-    assert!(!producer.join().unwrap(), "push after close must report it");
+    assert_eq!(
+        producer.join().unwrap(),
+        Push::Closed,
+        "push after close must report it"
+    );
 }
 
 /// Stress: a producer and a consumer on two threads, small capacity, many
@@ -128,7 +132,7 @@ fn stress_order_content_and_bound() {
         thread::spawn(move || {
             for i in 0..N {
                 let len = 1 + (i * 7919) % 3000;
-                assert!(ring.push(batch((i % 251) as u8, len)));
+                assert_eq!(ring.push(batch((i % 251) as u8, len), false), Push::Queued);
             }
             ring.finish();
         })
@@ -154,4 +158,20 @@ fn stress_order_content_and_bound() {
     }
     producer.join().unwrap();
     assert_eq!(seen, N);
+}
+
+#[test]
+fn drop_when_full_drops_whole_batches_without_waiting() {
+    let ring = Ring::new(1000).unwrap();
+    assert_eq!(ring.push(batch(1, 600), true), Push::Queued);
+    // Does not fit: dropped at once, with its packet count.
+    assert_eq!(ring.push(batch(2, 600), true), Push::Dropped(1));
+    assert_eq!(ring.used(), 600);
+    let Pop::Batch(first) = ring.pop(0) else {
+        panic!()
+    };
+    assert_eq!(first.chunk[0], 1);
+    // Released: the next one fits again.
+    assert!(matches!(ring.pop(first.cost()), Pop::Empty));
+    assert_eq!(ring.push(batch(3, 600), true), Push::Queued);
 }

@@ -14,7 +14,7 @@ zeek_live() {
     local port=$1 dir=$2
     shift 2
     mkdir -p "$dir"
-    (cd "$dir" && timeout 120 zeek -i "pcapovertcp::127.0.0.1:$port" allow_network_time_forward=F "$@" >stdout 2>stderr)
+    (cd "$dir" && timeout 120 zeek -i "pcapovertcp::127.0.0.1:$port" allow_network_time_forward=F PcapOverTcp::reconnect=F "$@" >stdout 2>stderr)
 }
 
 # serve_nc FILE: serves FILE once with netcat; prints the port.

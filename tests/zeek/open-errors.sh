@@ -5,7 +5,7 @@
 
 . "$SCRIPTS/lib.sh"
 try() {
-    timeout 30 zeek -i "pcapovertcp::$1" >/dev/null 2>err
+    timeout 30 zeek -i "pcapovertcp::$1" PcapOverTcp::reconnect=F >/dev/null 2>err
     echo "status $?: $(sed -e "s/$2/PORT/g" err)"
 }
 port=$(free-port)

@@ -1,0 +1,1 @@
+@load ./types.zeek
