@@ -1,0 +1,230 @@
+//! Core throughput: a PCAP-over-IP sender on loopback → the reader thread →
+//! a consumer that takes packets the way the Zeek shim does and reads every
+//! byte; beside it the ceiling: the same sender into a plain reader that only
+//! recv()s into a large buffer and discards it.
+//!
+//! cargo bench --bench core [-- --quick] [-- --json FILE]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use pcapovertcp::parse::{Limits, StreamParser};
+use pcapovertcp::{Config, Next, Source};
+
+/// A stream: a global header, then `body` repeated `repeat` times.
+struct Stream {
+    name: String,
+    header: Vec<u8>,
+    body: Vec<u8>,
+    packets_per_body: u64,
+    repeat: u64,
+}
+
+impl Stream {
+    fn packets(&self) -> u64 {
+        self.packets_per_body * self.repeat
+    }
+    fn bytes(&self) -> u64 {
+        self.header.len() as u64 + self.body.len() as u64 * self.repeat
+    }
+}
+
+fn pcap_header() -> Vec<u8> {
+    let mut h = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    h.extend_from_slice(&262_144u32.to_le_bytes());
+    h.extend_from_slice(&1u32.to_le_bytes());
+    h
+}
+
+fn synthetic(size: usize, total_packets: u64) -> Stream {
+    let per_body = ((8 << 20) / (size + 16)).max(1) as u64;
+    let mut body = Vec::new();
+    for i in 0..per_body {
+        body.extend_from_slice(&(1_700_000_000u32 + (i / 1000) as u32).to_le_bytes());
+        body.extend_from_slice(&((i % 1000) as u32 * 1000).to_le_bytes());
+        body.extend_from_slice(&(size as u32).to_le_bytes());
+        body.extend_from_slice(&(size as u32).to_le_bytes());
+        body.extend((0..size).map(|j| (i as usize + j) as u8));
+    }
+    Stream {
+        name: format!("{size} B"),
+        header: pcap_header(),
+        body,
+        packets_per_body: per_body,
+        repeat: total_packets.div_ceil(per_body),
+    }
+}
+
+/// The shared pcap traces (Ethernet, microseconds), repeated as one stream.
+fn trace_mix(total_packets: u64) -> Option<Stream> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces");
+    let mut body = Vec::new();
+    let mut packets = 0u64;
+    let mut files: Vec<_> = walk(&dir);
+    files.sort();
+    for f in files {
+        let bytes = std::fs::read(&f).ok()?;
+        // Little-endian microsecond Ethernet pcaps only: their records can be
+        // concatenated behind one header.
+        if bytes.len() < 24
+            || bytes[..4] != [0xd4, 0xc3, 0xb2, 0xa1]
+            || bytes[20..24] != [1, 0, 0, 0]
+        {
+            continue;
+        }
+        let mut p = StreamParser::new(Limits::default());
+        let mut out = Vec::new();
+        let used = p.parse(&bytes, &mut out).ok()?;
+        body.extend_from_slice(&bytes[24..used]);
+        packets += out.len() as u64;
+    }
+    (packets > 0).then(|| Stream {
+        name: "trace mix".into(),
+        header: pcap_header(),
+        body,
+        packets_per_body: packets,
+        repeat: total_packets.div_ceil(packets),
+    })
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else if p.extension().is_some_and(|e| e == "pcap") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn sender(stream: &Stream) -> (String, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ep = listener.local_addr().unwrap().to_string();
+    let header = stream.header.clone();
+    let body = stream.body.clone();
+    let repeat = stream.repeat;
+    let h = thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        c.write_all(&header).unwrap();
+        for _ in 0..repeat {
+            c.write_all(&body).unwrap();
+        }
+    });
+    (ep, h)
+}
+
+/// The ceiling: recv() into a large buffer, discard.
+fn ceiling(stream: &Stream) -> Duration {
+    let (ep, h) = sender(stream);
+    let mut c = TcpStream::connect(&ep).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let start = Instant::now();
+    let mut total = 0u64;
+    loop {
+        let n = c.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let t = start.elapsed();
+    h.join().unwrap();
+    assert_eq!(total, stream.bytes());
+    t
+}
+
+/// The core: Source on its reader thread, a consumer touching every byte.
+fn core(stream: &Stream) -> Duration {
+    let (ep, h) = sender(stream);
+    let config = Config {
+        reconnect: false,
+        ..Config::default()
+    };
+    let mut source = Source::open(&ep, config).unwrap();
+    let start = Instant::now();
+    let mut packets = 0u64;
+    let mut checksum = 0u64;
+    loop {
+        match source.next_packet() {
+            Next::Packet(p) => {
+                packets += 1;
+                checksum = p
+                    .data
+                    .iter()
+                    .fold(checksum, |a, &b| a.wrapping_add(u64::from(b)));
+            }
+            Next::Empty => std::hint::spin_loop(),
+            Next::Ended => break,
+        }
+    }
+    let t = start.elapsed();
+    h.join().unwrap();
+    assert_eq!(packets, stream.packets());
+    std::hint::black_box(checksum);
+    t
+}
+
+fn best_of<F: FnMut() -> Duration>(n: usize, mut f: F) -> Duration {
+    (0..n).map(|_| f()).min().unwrap()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_path = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let rounds = if quick { 1 } else { 3 };
+    let scale = if quick { 10 } else { 1 };
+    let mut streams = vec![
+        synthetic(64, 5_000_000 / scale),
+        synthetic(512, 2_000_000 / scale),
+        synthetic(1500, 1_000_000 / scale),
+    ];
+    streams.extend(trace_mix(1_000_000 / scale));
+
+    let mut rows = Vec::new();
+    println!(
+        "{:<10} {:>10} {:>12} {:>10} {:>12} {:>10} {:>8}",
+        "stream", "packets", "core Mpps", "core Gb/s", "ceiling Gb/s", "core/ceil", "MB"
+    );
+    for s in &streams {
+        let c = best_of(rounds, || core(s));
+        let l = best_of(rounds, || ceiling(s));
+        let gbit = |t: Duration| s.bytes() as f64 * 8.0 / t.as_secs_f64() / 1e9;
+        let mpps = s.packets() as f64 / c.as_secs_f64() / 1e6;
+        println!(
+            "{:<10} {:>10} {:>12.2} {:>10.2} {:>12.2} {:>10.2} {:>8}",
+            s.name,
+            s.packets(),
+            mpps,
+            gbit(c),
+            gbit(l),
+            l.as_secs_f64() / c.as_secs_f64(),
+            s.bytes() >> 20
+        );
+        rows.push(format!(
+            "{{\"stream\":\"{}\",\"packets\":{},\"bytes\":{},\"core_s\":{},\"ceiling_s\":{},\"core_mpps\":{:.4},\"core_gbps\":{:.4},\"ceiling_gbps\":{:.4}}}",
+            s.name,
+            s.packets(),
+            s.bytes(),
+            c.as_secs_f64(),
+            l.as_secs_f64(),
+            mpps,
+            gbit(c),
+            gbit(l)
+        ));
+    }
+    if let Some(p) = json_path {
+        std::fs::write(&p, format!("[{}]\n", rows.join(",\n"))).unwrap();
+    }
+}
