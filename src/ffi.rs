@@ -125,7 +125,15 @@ fn config(options: &Options) -> Config {
 
 fn open(path: &str, options: &Options) -> Result<Box<PcapOverTcp>, crate::Error> {
     crate::logger::install();
-    Source::open(path, config(options)).map(|s| Box::new(PcapOverTcp(s)))
+    // Nothing here should panic; if it does, Zeek gets an error, not an abort.
+    std::panic::catch_unwind(|| Source::open(path, config(options)))
+        .unwrap_or_else(|_| {
+            Err(crate::Error::Internal {
+                endpoint: path.to_string(),
+                message: "panic while opening the source".into(),
+            })
+        })
+        .map(|s| Box::new(PcapOverTcp(s)))
 }
 
 impl PcapOverTcp {

@@ -62,3 +62,12 @@ compare_trace() {
         return 1
     fi
 }
+
+# compare_all_traces SERVER: compare_trace for every shared trace.
+compare_all_traces() {
+    local status=0 trace
+    for trace in $(find "$TRACES" -type f \( -name '*.pcap' -o -name '*.pcapng' -o -name '*.cap' \) | sort); do
+        compare_trace "$1" "$trace" || status=1
+    done
+    return $status
+}

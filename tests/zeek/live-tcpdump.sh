@@ -17,28 +17,7 @@ zeek_live "$port" live &
 zeek_pid=$!
 for _ in $(seq 500); do grep -q "listening on" tcpdump.err && break; sleep 0.02; done
 
-python3 - "$app" <<'PY'
-import socket, sys, threading
-port = int(sys.argv[1])
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", port))
-srv.listen()
-def serve():
-    for _ in range(3):
-        c, _ = srv.accept()
-        c.recv(100)
-        c.sendall(b"pong\n")
-        c.close()
-t = threading.Thread(target=serve)
-t.start()
-for i in range(3):
-    c = socket.create_connection(("127.0.0.1", port))
-    c.sendall(b"ping %d\n" % i)
-    c.recv(100)
-    c.close()
-t.join()
-PY
+ping-pong "$app" 3
 
 sleep 1 # let tcpdump see the last FIN/ACKs before it is stopped
 kill -INT "$tcpdump_pid"

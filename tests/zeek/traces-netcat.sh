@@ -6,8 +6,4 @@
 # @TEST-EXEC: btest-diff output
 
 . "$SCRIPTS/lib.sh"
-status=0
-for trace in $(find "$TRACES" -type f \( -name '*.pcap' -o -name '*.pcapng' -o -name '*.cap' \) | sort); do
-    compare_trace serve_nc "$trace" || status=1
-done
-exit $status
+compare_all_traces serve_nc

@@ -3,8 +3,4 @@
 # @TEST-EXEC: btest-diff output
 
 . "$SCRIPTS/lib.sh"
-status=0
-for trace in $(find "$TRACES" -type f \( -name '*.pcap' -o -name '*.pcapng' -o -name '*.cap' \) | sort); do
-    compare_trace serve_tool "$trace" || status=1
-done
-exit $status
+compare_all_traces serve_tool

@@ -1,0 +1,39 @@
+# With the stream open and no traffic for 10 s, Zeek sleeps: under 1% CPU,
+# its timers still fire (a scheduled event), and SIGTERM ends it within a
+# second.
+# @TEST-EXEC: bash %INPUT >output 2>&1
+# @TEST-EXEC: btest-diff output
+
+. "$SCRIPTS/lib.sh"
+head -c 24 "$TRACES/dns53.pcap" >header.pcap
+port=$(free-port)
+(cat header.pcap; sleep 60) | nc -N -l 127.0.0.1 "$port" >/dev/null 2>&1 &
+server=$!
+wait-listen "$port" 10
+cat >tick.zeek <<'ZEEK'
+event tick() { print "scheduled event fired"; }
+event zeek_init() { schedule 2 sec { tick() }; }
+ZEEK
+ZEEK_PLUGIN_ACTIVATE=Zeek::PcapOverTcp zeek -b -i "pcapovertcp::127.0.0.1:$port" "$PWD/tick.zeek" >stdout 2>stderr &
+zeek=$!
+sleep 2 # start-up
+ticks() { awk '{print $14 + $15}' "/proc/$zeek/stat"; }
+before=$(ticks)
+sleep 10
+after=$(ticks)
+hz=$(getconf CLK_TCK)
+# CPU percent over the 10 s window, from clock ticks.
+echo "idle CPU under 1%: $(awk -v t=$((after - before)) -v hz="$hz" 'BEGIN { print (100 * t / hz / 10 < 1) ? "yes" : "no (" 100 * t / hz / 10 "%)" }')"
+kill -TERM "$zeek"
+for _ in $(seq 20); do
+    kill -0 "$zeek" 2>/dev/null || break
+    sleep 0.05
+done
+if kill -0 "$zeek" 2>/dev/null; then
+    echo "still running 1 s after SIGTERM"
+    kill -KILL "$zeek"
+else
+    echo "ended within 1 s of SIGTERM"
+fi
+cat stdout
+kill "$server" 2>/dev/null

@@ -1,0 +1,53 @@
+# A `socat TCP-LISTEN:PORT,reuseaddr,fork EXEC:...` server, stopped and
+# restarted under a running Zeek: with PcapOverTcp::reconnect (the default)
+# Zeek keeps running, reconnects, reports the outage once when it starts and
+# once when it ends, and analyses both streams.
+# @TEST-EXEC: bash %INPUT >output 2>&1
+# @TEST-EXEC: btest-diff output
+
+. "$SCRIPTS/lib.sh"
+port=$(free-port)
+a=$TRACES/http-vlan-0.pcap
+b=$TRACES/dns53.pcap
+count() { zeek -r "$1" -b -e 'event zeek_done() { print get_net_stats()$pkts_recvd; }'; }
+want=$(( $(count "$a") + $(count "$b") ))
+
+# Each connection gets its file, then the server keeps it open and idle.
+start_socat() {
+    socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" EXEC:"sh -c 'cat $1; sleep 60'" 2>/dev/null &
+    socat_pid=$!
+    wait-listen "$port" 10
+}
+
+cat >watch.zeek <<ZEEK
+# Ends Zeek once the packets of both streams have arrived.
+event check()
+	{
+	local s = PcapOverTcp::stats();
+	if ( s\$connects >= 2 && s\$records >= $want )
+		{
+		print fmt("connects=%d records=%d truncated=%d", s\$connects, s\$records, s\$truncated);
+		terminate();
+		return;
+		}
+	schedule 50 msec { check() };
+	}
+event zeek_init() { schedule 50 msec { check() }; }
+ZEEK
+
+start_socat "$a"
+(mkdir live && cd live && timeout 60 zeek -i "pcapovertcp::127.0.0.1:$port" ../watch.zeek \
+    PcapOverTcp::reconnect_min=50msec PcapOverTcp::reconnect_max=500msec >stdout 2>stderr) &
+zeek=$!
+# Wait until socat has forked for Zeek's connection, then stop the server.
+for _ in $(seq 500); do pgrep -P "$socat_pid" >/dev/null && break; sleep 0.02; done
+sleep 0.5
+pkill -P "$socat_pid"; kill "$socat_pid"; wait "$socat_pid" 2>/dev/null
+sleep 0.5
+start_socat "$b"
+wait "$zeek"
+echo "zeek exit status: $?"
+cat live/stdout
+zeek-cut message <live/reporter.log | sed -e "s/:$port/:PORT/g" -e 's/after [0-9.]* s/after N s/' | grep -v "listening on"
+echo "conn.log services: $(zeek-cut service <live/conn.log | sort -u | tr '\n' ' ')"
+pkill -P "$socat_pid"; kill "$socat_pid" 2>/dev/null
