@@ -29,14 +29,18 @@ PktSrc* PcapOverTcpSource::Instantiate(const std::string& path, bool is_live) {
 }
 
 void PcapOverTcpSource::Open() {
-    rs::Options options{BifConst::PcapOverTcp::buffer_size,   BifConst::PcapOverTcp::max_caplen,
-                        BifConst::PcapOverTcp::reconnect,     BifConst::PcapOverTcp::reconnect_min,
-                        BifConst::PcapOverTcp::reconnect_max, BifConst::PcapOverTcp::open_timeout,
-                        BifConst::PcapOverTcp::drop_when_full};
+    rs::Options options;
+    options.buffer_size = BifConst::PcapOverTcp::buffer_size;
+    options.max_caplen = BifConst::PcapOverTcp::max_caplen;
+    options.reconnect = BifConst::PcapOverTcp::reconnect;
+    options.reconnect_min = BifConst::PcapOverTcp::reconnect_min;
+    options.reconnect_max = BifConst::PcapOverTcp::reconnect_max;
+    options.open_timeout = BifConst::PcapOverTcp::open_timeout;
+    options.drop_when_full = BifConst::PcapOverTcp::drop_when_full;
 
     try {
         source = rs::open(props.path, options);
-    } catch ( const rust::Error& e ) {
+    } catch ( const ::rust::Error& e ) {
         ReportMessages();
         Error(e.what());
         return;
@@ -51,17 +55,18 @@ void PcapOverTcpSource::Open() {
 }
 
 void PcapOverTcpSource::Close() {
-    if ( ! source )
+    if ( ! source || ! IsOpen() )
         return;
 
+    // The handle stays: its statistics remain readable after the end, as
+    // Zeek's scripts read them in zeek_done.
     (*source)->close();
     ReportMessages();
-    source.reset();
     Closed();
 }
 
 bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
-    if ( ! source )
+    if ( ! source || ! IsOpen() )
         return false;
 
     auto& src = *source;
@@ -121,7 +126,7 @@ bool PcapOverTcpSource::SetFilter(int index) {
         return false;
     }
 
-    if ( code->GetState() != detail::FilterState::OK )
+    if ( code->GetState() != FilterState::OK )
         return false;
 
     // As Zeek's pcap source: NFLOG does not support BPF filters.
@@ -130,7 +135,7 @@ bool PcapOverTcpSource::SetFilter(int index) {
 }
 
 void PcapOverTcpSource::Statistics(Stats* stats) {
-    if ( ! source ) {
+    if ( ! source ) { // Open() failed.
         stats->received = stats->dropped = stats->link = stats->bytes_received = 0;
         stats->filtered = 0;
         return;

@@ -8,6 +8,7 @@
 #include "zeek/Val.h"
 #include "zeek/iosource/PktSrc.h"
 
+#include "rust/cxx.h"
 #include "zeek-pcapovertcp/src/ffi.rs.h"
 
 namespace zeek::iosource::pcapovertcp {
@@ -44,7 +45,7 @@ private:
     void ReportMessages();
 
     Properties props;
-    std::optional<rust::Box<::pcapovertcp::rs::PcapOverTcp>> source;
+    std::optional<::rust::Box<::pcapovertcp::rs::PcapOverTcp>> source;
     int filter_index = -1; // -1: no filter applied.
 };
 

@@ -23,6 +23,7 @@ pub enum Error {
     )]
     Connect {
         endpoint: String,
+        /// The addresses tried, as " (...)", when they are not the endpoint itself.
         tried: String,
         #[source]
         source: io::Error,

@@ -222,9 +222,11 @@ fn read_stream(
         }
         *delivered = true;
         shared.counters.add_records(records.len());
+        // The next read likely carries as many records: size for it once.
+        let next = Vec::with_capacity(records.len());
         let batch = Batch {
             chunk,
-            records: std::mem::take(&mut records),
+            records: std::mem::replace(&mut records, next),
         };
         match shared.ring.push(batch, shared.config.drop_when_full) {
             Push::Queued => {}
@@ -303,10 +305,10 @@ fn connect(shared: &Shared) -> Result<TcpStream, Error> {
     match last {
         None => Err(Error::NoAddress { endpoint }),
         Some((addr, source)) => Err(Error::Connect {
-            tried: if addrs.len() == 1 {
-                addr.to_string()
-            } else {
-                format!("{} addresses, last {addr}", addrs.len())
+            tried: match addrs.len() {
+                1 if addr.to_string() == endpoint => String::new(),
+                1 => format!(" ({addr})"),
+                n => format!(" ({n} addresses, last {addr})"),
             },
             endpoint,
             source,

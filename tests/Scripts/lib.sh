@@ -30,7 +30,8 @@ serve_nc() {
 serve_tool() {
     local pf
     pf=$(mktemp -u "$PWD/port.XXXXXX")
-    "$SERVE" --listen 127.0.0.1:0 --port-file "$pf" --clients 1 "$1" 2>/dev/null &
+    # Not on our stdout: $(serve_tool ...) would wait for the server to exit.
+    "$SERVE" --listen 127.0.0.1:0 --port-file "$pf" --clients 1 "$1" >/dev/null 2>&1 &
     for _ in $(seq 500); do
         [ -s "$pf" ] && break
         sleep 0.02
