@@ -13,7 +13,7 @@ event zeek_done()
 	          s?$pkts_filtered ? s$pkts_filtered : 0, s$pkts_dropped);
 	}
 ZEEK
-trace=$TRACES/http/bro.org.pcap
+trace=$TRACES/tunnels/Teredo.pcap
 zeek_offline "$trace" offline -f "udp port 53" || exit 1
 port=$(serve_tool "$trace")
 zeek_live "$port" live -f "udp port 53" "$PWD/stats.zeek" || exit 1

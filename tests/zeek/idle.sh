@@ -35,5 +35,5 @@ if kill -0 "$zeek" 2>/dev/null; then
 else
     echo "ended within 1 s of SIGTERM"
 fi
-cat stdout
-kill "$server" 2>/dev/null
+grep "scheduled event" stdout
+kill "$server" 2>/dev/null || true

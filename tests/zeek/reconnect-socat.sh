@@ -1,4 +1,4 @@
-# A `socat TCP-LISTEN:PORT,reuseaddr,fork EXEC:...` server, stopped and
+# A `socat TCP-LISTEN:PORT,reuseaddr,fork SYSTEM:...` server, stopped and
 # restarted under a running Zeek: with PcapOverTcp::reconnect (the default)
 # Zeek keeps running, reconnects, reports the outage once when it starts and
 # once when it ends, and analyses both streams.
@@ -14,7 +14,7 @@ want=$(( $(count "$a") + $(count "$b") ))
 
 # Each connection gets its file, then the server keeps it open and idle.
 start_socat() {
-    socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" EXEC:"sh -c 'cat $1; sleep 60'" 2>/dev/null &
+    socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" SYSTEM:"cat $1; sleep 60" >/dev/null 2>&1 &
     socat_pid=$!
     wait-listen "$port" 10
 }

@@ -14,6 +14,6 @@ script_dir = $PWD/state/script_dir
 plugin_dir = $PWD/state/plugin_dir
 bin_dir = $PWD/state/bin
 CFG
-timeout 900 zkg --config zkg.cfg install --force --skip-tests "$PWD/clone" >zkg.log 2>&1 || { cat zkg.log; exit 1; }
+timeout 900 zkg --configfile zkg.cfg install --force --skiptests "$PWD/clone" >zkg.log 2>&1 || { cat zkg.log; exit 1; }
 ZEEK_PLUGIN_PATH=$PWD/state/plugin_dir zeek -N Zeek::PcapOverTcp | sed -e 's/version [0-9.]*/version X/'
 test -x state/bin/pcapovertcp-serve && echo "pcapovertcp-serve installed"
