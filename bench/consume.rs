@@ -23,7 +23,10 @@ fn main() {
         match source.next_packet() {
             Next::Packet(p) => {
                 packets += 1;
-                sum = p.data.iter().fold(sum, |a, &b| a.wrapping_add(u64::from(b)));
+                sum = p
+                    .data
+                    .iter()
+                    .fold(sum, |a, &b| a.wrapping_add(u64::from(b)));
             }
             Next::Empty => std::thread::yield_now(),
             Next::Ended => break,

@@ -18,9 +18,7 @@ pub enum Error {
     },
     #[error("{endpoint} resolves to no address; check the host name")]
     NoAddress { endpoint: String },
-    #[error(
-        "cannot connect to {endpoint}{tried}: {source}; is the PCAP-over-IP server running?"
-    )]
+    #[error("cannot connect to {endpoint}{tried}: {source}; is the PCAP-over-IP server running?")]
     Connect {
         endpoint: String,
         /// The addresses tried, as " (...)", when they are not the endpoint itself.
