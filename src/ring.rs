@@ -28,8 +28,9 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// What the batch holds in memory: its bytes and its packet index.
     pub fn cost(&self) -> usize {
-        self.chunk.len()
+        self.chunk.len() + self.records.capacity() * std::mem::size_of::<Record>()
     }
 }
 

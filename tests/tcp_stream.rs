@@ -214,3 +214,16 @@ fn close_while_the_peer_is_idle_returns_promptly() {
     tx.send(()).unwrap();
     server.join().unwrap();
 }
+
+#[test]
+fn a_peer_that_trickles_one_byte_at_a_time() {
+    let path = common::traces_dir().join("http-vlan-0.pcap");
+    let bytes = std::fs::read(&path).unwrap();
+    let want = reference_packets(&path);
+    let (listener, ep) = listen("127.0.0.1:0");
+    // Chunks of exactly one byte, each its own write (TCP_NODELAY).
+    let server = serve_once(listener, bytes, 3, 1);
+    let mut source = Source::open(&ep, once()).unwrap();
+    assert_eq!(drain(&mut source), want);
+    server.join().unwrap();
+}

@@ -349,3 +349,24 @@ fn pcapng_bad_block_lengths() {
 fn printable_escapes() {
     assert_eq!(printable(b"a\"b\\c\n\x7f"), "a\\\"b\\\\c\\n\\x7f");
 }
+
+#[test]
+fn snaplen_zero_means_the_maximum_and_caplen_zero_is_a_packet() {
+    // As libpcap reads them: snaplen 0 is "no limit"; a caplen-0 record is
+    // delivered (Zeek's shim reports it as the weird empty_pcap_header).
+    let mut stream = pcap_stream(
+        Endianness::Little,
+        TsResolution::MicroSecond,
+        DataLink::ETHERNET,
+    );
+    stream[16..20].copy_from_slice(&0u32.to_le_bytes());
+    stream.extend_from_slice(&1_600_000_003u32.to_le_bytes());
+    stream.extend_from_slice(&[0; 4]);
+    stream.extend_from_slice(&[0; 4]); // caplen 0
+    stream.extend_from_slice(&60u32.to_le_bytes());
+    let (got, used) = parse_all(&stream).unwrap();
+    assert_eq!(used, stream.len());
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[1].3.len(), 256, "not cut");
+    assert_eq!(got[3], (1_600_000_003, 0, 60, vec![], 1));
+}

@@ -4,19 +4,25 @@ use std::thread;
 
 use super::*;
 
+/// A batch whose cost is exactly `len` bytes (its one record included).
 fn batch(tag: u8, len: usize) -> Batch {
+    let len = len.max(RECORD) - RECORD;
+    let mut records = Vec::with_capacity(1);
+    records.push(Record {
+        offset: 0,
+        caplen: len as u32,
+        wirelen: len as u32,
+        ts_sec: i64::from(tag),
+        ts_usec: 0,
+        dlt: 1,
+    });
     Batch {
         chunk: Bytes::from(vec![tag; len]),
-        records: vec![Record {
-            offset: 0,
-            caplen: len as u32,
-            wirelen: len as u32,
-            ts_sec: i64::from(tag),
-            ts_usec: 0,
-            dlt: 1,
-        }],
+        records,
     }
 }
+
+const RECORD: usize = std::mem::size_of::<Record>();
 
 #[test]
 fn empty_ring_reports_empty_and_is_not_readable() {
@@ -45,8 +51,8 @@ fn push_makes_the_fd_readable_until_drained() {
 #[test]
 fn finish_is_seen_after_every_batch() {
     let ring = Ring::new(1024).unwrap();
-    ring.push(batch(1, 10), false);
-    ring.push(batch(2, 10), false);
+    ring.push(batch(1, 100), false);
+    ring.push(batch(2, 100), false);
     ring.finish();
     let Pop::Batch(a) = ring.pop(0) else { panic!() };
     let Pop::Batch(b) = ring.pop(a.cost()) else {
@@ -143,7 +149,7 @@ fn stress_order_content_and_bound() {
         match ring.pop(held) {
             Pop::Batch(b) => {
                 let len = 1 + (seen * 7919) % 3000;
-                assert_eq!(b.chunk.len(), len);
+                assert_eq!(b.cost(), len.max(RECORD));
                 assert!(b.chunk.iter().all(|&x| x == (seen % 251) as u8));
                 assert!(ring.used() <= ring.capacity(), "bound exceeded");
                 held = b.cost();
