@@ -7,15 +7,14 @@ use super::*;
 /// A batch whose cost is exactly `len` bytes (its one record included).
 fn batch(tag: u8, len: usize) -> Batch {
     let len = len.max(RECORD) - RECORD;
-    let mut records = Vec::with_capacity(1);
-    records.push(Record {
+    let records = vec![Record {
         offset: 0,
         caplen: len as u32,
         wirelen: len as u32,
         ts_sec: i64::from(tag),
         ts_usec: 0,
         dlt: 1,
-    });
+    }];
     Batch {
         chunk: Bytes::from(vec![tag; len]),
         records,
