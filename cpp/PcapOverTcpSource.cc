@@ -1,4 +1,4 @@
-// See the file "COPYING" in the main distribution directory for copyright.
+// SPDX-License-Identifier: BSD-3-Clause
 
 #include "PcapOverTcpSource.h"
 
@@ -6,8 +6,8 @@
 
 #include "zeek/DebugLogger.h"
 #include "zeek/Reporter.h"
-#include "zeek/iosource/Manager.h"
 #include "zeek/iosource/BPF_Program.h"
+#include "zeek/iosource/Manager.h"
 #include "zeek/iosource/Packet.h"
 
 #include "Plugin.h"

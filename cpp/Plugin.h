@@ -1,4 +1,4 @@
-// See the file "COPYING" in the main distribution directory for copyright.
+// SPDX-License-Identifier: BSD-3-Clause
 
 #pragma once
 
