@@ -1,0 +1,135 @@
+//! pcapovertcp-serve as users run it: the real binary on loopback, read back
+//! through `Source`.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{reference_packets, traces_dir, Expected};
+use pcapovertcp::{Config, Next, Source};
+
+/// Starts the server with `args`; returns it and the port it bound.
+fn start(args: &[&str], stdin: Stdio) -> (Child, u16) {
+    let dir = std::env::temp_dir().join(format!("pcapovertcp-serve-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let port_file = dir.join(format!("port-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_file(&port_file);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+        .args(["--listen", "127.0.0.1:0", "--port-file"])
+        .arg(&port_file)
+        .args(args)
+        .stdin(stdin)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            if let Ok(port) = text.trim().parse() {
+                return (child, port);
+            }
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn read_all(port: u16) -> Vec<Expected> {
+    let config = Config {
+        reconnect: false,
+        ..Config::default()
+    };
+    drain(&mut Source::open(&format!("127.0.0.1:{port}"), config).unwrap())
+}
+
+fn drain(source: &mut Source) -> Vec<Expected> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    loop {
+        match source.next_packet() {
+            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec, p.wirelen, p.data.to_vec())),
+            Next::Empty => {
+                assert!(Instant::now() < deadline, "the stream did not end");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Next::Ended => return got,
+        }
+    }
+}
+
+#[test]
+fn serves_a_file_looped_with_shifted_timestamps() {
+    let path = traces_dir().join("http-vlan-0.pcap");
+    let want = reference_packets(&path);
+    let (mut server, port) = start(
+        &["--clients", "1", "--loop", "3", path.to_str().unwrap()],
+        Stdio::null(),
+    );
+    let got = read_all(port);
+    server.wait().unwrap();
+    assert_eq!(got.len(), 3 * want.len());
+    let span = want.last().unwrap().0 - want[0].0 + 1;
+    for (round, chunk) in got.chunks(want.len()).enumerate() {
+        for (g, w) in chunk.iter().zip(&want) {
+            assert_eq!(
+                g.0,
+                w.0 + span * round as i64,
+                "seconds shifted by {span} per round"
+            );
+            assert_eq!((g.1, g.2, &g.3), (w.1, w.2, &w.3));
+        }
+    }
+}
+
+#[test]
+fn rate_limit_paces_the_packets() {
+    // 10 packets at 50 per second take at least ~0.18 s: the pacing is real.
+    let path = traces_dir().join("http-vlan-0.pcap");
+    let want = reference_packets(&path);
+    assert!(want.len() >= 10);
+    let started = Instant::now();
+    let (mut server, port) = start(
+        &["--clients", "1", "--rate", "50", path.to_str().unwrap()],
+        Stdio::null(),
+    );
+    let got = read_all(port);
+    server.wait().unwrap();
+    assert_eq!(got, want);
+    let min = Duration::from_secs_f64((want.len() - 1) as f64 / 50.0);
+    assert!(
+        started.elapsed() >= min,
+        "{:?} < {min:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn relays_standard_input_live() {
+    let path = traces_dir().join("dns53.pcap");
+    let bytes = std::fs::read(&path).unwrap();
+    let want = reference_packets(&path);
+    let (mut server, port) = start(&["-"], Stdio::piped());
+    let mut stdin = server.stdin.take().unwrap();
+    // The capture's header arrives first; a client that connects gets it
+    // (open() returns once it has), then the packets captured from then on.
+    stdin.write_all(&bytes[..24]).unwrap();
+    stdin.flush().unwrap();
+    let config = Config {
+        reconnect: false,
+        ..Config::default()
+    };
+    let mut source = Source::open(&format!("127.0.0.1:{port}"), config).unwrap();
+    stdin.write_all(&bytes[24..]).unwrap();
+    drop(stdin); // end of the capture: the relay exits and closes the clients
+    let got = drain(&mut source);
+    server.wait().unwrap();
+    assert_eq!(got, want);
+}
