@@ -12,6 +12,9 @@ use common::{reference_packets, traces_dir, Expected};
 use pcapovertcp::{Config, Next, Source};
 
 /// Starts the server with `args`; returns it and the port it bound.
+// The child is handed to the caller, which waits for it (clippy cannot see
+// through the return inside the loop).
+#[allow(clippy::zombie_processes)]
 fn start(args: &[&str], stdin: Stdio) -> (Child, u16) {
     let dir = std::env::temp_dir().join(format!("pcapovertcp-serve-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
