@@ -56,7 +56,7 @@ struct Outage {
     since: Instant,
 }
 
-fn supervise(shared: &Shared) -> Result<(), ()> {
+fn supervise(shared: &Shared) {
     let config = &shared.config;
     let endpoint = shared.endpoint.to_string();
     let started = Instant::now();
@@ -68,7 +68,7 @@ fn supervise(shared: &Shared) -> Result<(), ()> {
         let mut delivered = false;
         let end = session(shared, &mut link_type, &mut outage, &mut delivered);
         let (reason, error) = match end {
-            End::Stopped => return Ok(()),
+            End::Stopped => return,
             End::Closed => ("the server closed the connection".to_string(), None),
             End::Failed(e) => (e.to_string(), Some(e)),
         };
@@ -82,7 +82,7 @@ fn supervise(shared: &Shared) -> Result<(), ()> {
                 .is_some_and(|limit| started.elapsed() >= limit);
             if !config.reconnect || waited_out || !e.is_transient() {
                 shared.fail(e);
-                return Err(());
+                return;
             }
             if !waiting_reported {
                 log::warn!("{e}; waiting for the server (PcapOverTcp::open_timeout)");
@@ -92,7 +92,7 @@ fn supervise(shared: &Shared) -> Result<(), ()> {
             if let Some(e) = error {
                 log::error!("{e}");
             }
-            return Ok(());
+            return;
         } else if outage.is_none() {
             log::warn!("{endpoint}: connection lost ({reason}); reconnecting");
             outage = Some(Outage {
@@ -107,7 +107,7 @@ fn supervise(shared: &Shared) -> Result<(), ()> {
             wait = wait.min(limit.saturating_sub(started.elapsed()));
         }
         if !shared.sleep(wait) {
-            return Ok(());
+            return;
         }
         backoff = (backoff * 2).min(config.reconnect_max);
     }
