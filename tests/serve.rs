@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{reference_packets, traces_dir, Expected};
-use pcapovertcp::{Config, Next, Source};
+use common::{drain, reference_packets, traces_dir, Expected};
+use pcapovertcp::{Config, Source};
 
 /// Starts the server with `args`; returns it and the port it bound.
 // The child is handed to the caller, which waits for it (clippy cannot see
@@ -51,21 +51,6 @@ fn read_all(port: u16) -> Vec<Expected> {
         ..Config::default()
     };
     drain(&mut Source::open(&format!("127.0.0.1:{port}"), config).unwrap())
-}
-
-fn drain(source: &mut Source) -> Vec<Expected> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = Vec::new();
-    loop {
-        match source.next_packet() {
-            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec, p.wirelen, p.data.to_vec())),
-            Next::Empty => {
-                assert!(Instant::now() < deadline, "the stream did not end");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Next::Ended => return got,
-        }
-    }
 }
 
 #[test]

@@ -7,9 +7,9 @@ mod common;
 use std::io::Write;
 use std::net::TcpListener;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{reference_packets, traces, Expected, Rng};
+use common::{drain, reference_packets, traces, Rng};
 use pcapovertcp::{Config, Error, Next, Source};
 
 /// A source that ends with its first stream, as `zeek -r` ends with its file.
@@ -46,24 +46,6 @@ fn listen(addr: &str) -> (TcpListener, String) {
         a.to_string()
     };
     (l, ep)
-}
-
-/// Drains a source until the end of the stream.
-fn drain(source: &mut Source) -> Vec<Expected> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut got = Vec::new();
-    loop {
-        match source.next_packet() {
-            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec, p.wirelen, p.data.to_vec())),
-            Next::Empty => {
-                assert!(Instant::now() < deadline, "stream did not end");
-                // std has no poll(); a short sleep keeps the test off the
-                // CPU. Zeek's real poll on the fd is exercised by the btests.
-                thread::sleep(Duration::from_micros(200));
-            }
-            Next::Ended => return got,
-        }
-    }
 }
 
 #[test]

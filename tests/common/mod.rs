@@ -4,10 +4,13 @@
 
 use std::path::PathBuf;
 
+use std::time::{Duration, Instant};
+
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::TsResolution;
+use pcapovertcp::{Next, Source};
 
 /// `../shared/traces`, beside the project root. Missing traces fail the
 /// tests: they are part of the test environment.
@@ -128,5 +131,23 @@ impl Rng {
 
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+}
+
+/// Drains a source until the end of the stream (at most 60 s).
+pub fn drain(source: &mut Source) -> Vec<Expected> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    loop {
+        match source.next_packet() {
+            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec, p.wirelen, p.data.to_vec())),
+            Next::Empty => {
+                assert!(Instant::now() < deadline, "the stream did not end");
+                // std has no poll(); a short sleep keeps the test off the
+                // CPU. Zeek's real poll on the fd is exercised by the btests.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Next::Ended => return got,
+        }
     }
 }
