@@ -199,15 +199,13 @@ fn read_stream(
                 // The packets parsed before the corrupt unit are delivered;
                 // their chunk carries the rest of the read along, unused.
                 if !records.is_empty() {
-                    shared.counters.add_records(records.len());
-                    let batch = Batch {
-                        chunk: buf.split_to(filled).freeze(),
-                        records: std::mem::take(&mut records),
-                    };
-                    if let Push::Dropped(n) = shared.ring.push(batch, shared.config.drop_when_full)
-                    {
-                        shared.counters.add_dropped(n);
-                    }
+                    hand_over(
+                        shared,
+                        Batch {
+                            chunk: buf.split_to(filled).freeze(),
+                            records: std::mem::take(&mut records),
+                        },
+                    );
                 }
                 return End::Failed(Error::Stream { endpoint, source });
             }
@@ -221,18 +219,29 @@ fn read_stream(
             continue;
         }
         *delivered = true;
-        shared.counters.add_records(records.len());
         // The next read likely carries as many records: size for it once.
         let next = Vec::with_capacity(records.len());
         let batch = Batch {
             chunk,
             records: std::mem::replace(&mut records, next),
         };
-        match shared.ring.push(batch, shared.config.drop_when_full) {
-            Push::Queued => {}
-            Push::Dropped(n) => shared.counters.add_dropped(n),
-            Push::Closed => return End::Stopped,
+        if !hand_over(shared, batch) {
+            return End::Stopped;
         }
+    }
+}
+
+/// Counts a batch's records and gives it to the ring (which may drop it when
+/// full, with `drop_when_full`); false once the consumer has closed.
+fn hand_over(shared: &Shared, batch: Batch) -> bool {
+    shared.counters.add_records(batch.records.len());
+    match shared.ring.push(batch, shared.config.drop_when_full) {
+        Push::Queued => true,
+        Push::Dropped(n) => {
+            shared.counters.add_dropped(n);
+            true
+        }
+        Push::Closed => false,
     }
 }
 

@@ -221,10 +221,6 @@ impl Source {
         self.shared.ring.wake_fd()
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.shared.endpoint
-    }
-
     /// The next packet, if one is waiting. Never blocks. The previous packet's
     /// bytes are released here, which is what makes them valid until Zeek's
     /// `DoneWithPacket()`.

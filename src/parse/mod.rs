@@ -24,12 +24,6 @@ impl Limits {
     pub fn max_block_len(&self) -> usize {
         self.max_caplen as usize + 64 * 1024
     }
-
-    /// The most bytes a single unit (header, record or block) can occupy; the
-    /// reader's buffer must be able to hold this much beyond what it has.
-    pub fn max_unit_len(&self) -> usize {
-        self.max_block_len()
-    }
 }
 
 impl Default for Limits {
