@@ -155,8 +155,12 @@ impl Ring {
         if st.producer_finished {
             return Pop::Finished;
         }
-        st.consumer_waiting = true;
-        self.wake.clear();
+        // Only the first Empty clears the fd: nothing has signalled it since
+        // (every signal ends the waiting), and clearing costs a syscall.
+        if !st.consumer_waiting {
+            st.consumer_waiting = true;
+            self.wake.clear();
+        }
         Pop::Empty
     }
 

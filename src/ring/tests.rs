@@ -180,3 +180,24 @@ fn drop_when_full_drops_whole_batches_without_waiting() {
     assert!(matches!(ring.pop(first.cost()), Pop::Empty));
     assert_eq!(ring.push(batch(3, 600), true), Push::Queued);
 }
+
+#[test]
+fn repeated_empty_pops_leave_the_fd_clear_and_a_push_still_signals() {
+    let ring = Ring::new(1024).unwrap();
+    for _ in 0..3 {
+        assert!(matches!(ring.pop(0), Pop::Empty));
+        assert!(!ring.wake_is_signalled());
+    }
+    assert_eq!(ring.push(batch(1, 100), false), Push::Queued);
+    assert!(ring.wake_is_signalled());
+    let Pop::Batch(b) = ring.pop(0) else {
+        panic!("expected a batch")
+    };
+    for _ in 0..3 {
+        assert!(matches!(ring.pop(0), Pop::Empty));
+    }
+    assert!(matches!(ring.pop(b.cost()), Pop::Empty));
+    assert!(!ring.wake_is_signalled());
+    assert_eq!(ring.push(batch(2, 100), false), Push::Queued);
+    assert!(ring.wake_is_signalled());
+}
