@@ -6,6 +6,9 @@
 
 use pcapovertcp::{Config, Next, Source};
 
+#[path = "wait.rs"]
+mod wait;
+
 fn main() {
     let endpoint = std::env::args().nth(1).expect("usage: consume HOST:PORT");
     let config = Config {
@@ -19,6 +22,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let fd = source.selectable_fd();
     let (mut packets, mut sum) = (0u64, 0u64);
     loop {
         match source.next_packet() {
@@ -26,7 +30,7 @@ fn main() {
                 packets += 1;
                 sum = sum.wrapping_add(u64::from(p.data.first().copied().unwrap_or(0)));
             }
-            Next::Empty => std::thread::yield_now(),
+            Next::Empty => wait::readable(fd),
             Next::Ended => break,
         }
     }
