@@ -6,6 +6,7 @@
 
 #include "zeek/DebugLogger.h"
 #include "zeek/Reporter.h"
+#include "zeek/RunState.h"
 #include "zeek/iosource/BPF_Program.h"
 #include "zeek/iosource/Manager.h"
 #include "zeek/iosource/Packet.h"
@@ -79,9 +80,12 @@ bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
     while ( true ) {
         switch ( src->next_packet(info) ) {
             case rs::Status::Packet: break;
-            case rs::Status::Empty: return false;
+            case rs::Status::Empty: had_packet = false; return false;
             case rs::Status::Ended:
-            default: Close(); return false;
+            default:
+                had_packet = false;
+                Close();
+                return false;
         }
 
         struct timeval ts;
@@ -109,6 +113,7 @@ bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
             continue;
         }
 
+        had_packet = true;
         return true;
     }
 }
@@ -116,6 +121,18 @@ bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
 void PcapOverTcpSource::DoneWithPacket() {
     // The packet's bytes stay valid until the next ExtractNextPacket(), which
     // is when the Rust core releases them.
+}
+
+double PcapOverTcpSource::GetNextTimeout() {
+    // After a packet more are likely queued: come straight back, as PktSrc
+    // does for sources without an fd. The wake fd turns readable only to
+    // wake an idle Zeek (src/ring.rs), so this is what keeps a busy one
+    // coming on its poll turns (each io_poll_interval_live-th packet), and
+    // spares each of them a ppoll() with a timeout from Zeek's timers.
+    if ( had_packet && ! run_state::is_processing_suspended() && ! run_state::pseudo_realtime )
+        return 0.0;
+
+    return PktSrc::GetNextTimeout();
 }
 
 bool PcapOverTcpSource::SetFilter(int index) {

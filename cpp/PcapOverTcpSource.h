@@ -31,6 +31,8 @@ public:
      */
     static RecordValPtr StatsVal();
 
+    double GetNextTimeout() override;
+
 protected:
     void Open() override;
     void Close() override;
@@ -46,7 +48,8 @@ private:
 
     Properties props;
     std::optional<::rust::Box<::pcapovertcp::rs::PcapOverTcp>> source;
-    int filter_index = -1; // -1: no filter applied.
+    int filter_index = -1;   // -1: no filter applied.
+    bool had_packet = false; // The last ExtractNextPacket() returned one.
 };
 
 } // namespace zeek::iosource::pcapovertcp

@@ -216,7 +216,8 @@ impl Source {
         self.link_type
     }
 
-    /// The fd Zeek polls; readable while packets or the end are waiting.
+    /// The fd Zeek polls after `Next::Empty`; it turns readable when packets
+    /// or the end arrive. After a packet, ask again without waiting for it.
     pub fn selectable_fd(&self) -> RawFd {
         self.shared.ring.wake_fd()
     }

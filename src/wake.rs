@@ -1,5 +1,6 @@
-//! The selectable fd Zeek polls: readable exactly while the consumer has been
-//! told that packets (or the end of the stream) are waiting.
+//! The selectable fd Zeek polls: the ring makes it readable when a consumer
+//! that found nothing has something to take (packets, or the end of the
+//! stream), and clears it once the consumer takes a batch.
 //!
 //! A non-blocking Unix datagram pair: std-only and portable to every platform
 //! Zeek runs on. `signal` queues a byte; `clear` drains them.

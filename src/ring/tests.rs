@@ -31,18 +31,28 @@ fn empty_ring_reports_empty_and_is_not_readable() {
 }
 
 #[test]
-fn push_makes_the_fd_readable_until_drained() {
+fn push_wakes_a_waiting_consumer_until_it_takes_the_batch() {
     let ring = Ring::new(1024).unwrap();
     assert!(matches!(ring.pop(0), Pop::Empty));
     assert_eq!(ring.push(batch(1, 100), false), Push::Queued);
     assert!(ring.wake_is_signalled());
+    assert_eq!(ring.push(batch(2, 100), false), Push::Queued);
     let Pop::Batch(b) = ring.pop(0) else {
         panic!("expected a batch")
     };
-    assert_eq!(ring.used(), 100);
-    // Still readable while the consumer works through what it has.
-    assert!(ring.wake_is_signalled());
-    assert!(matches!(ring.pop(b.cost()), Pop::Empty));
+    assert_eq!(ring.used(), 200);
+    // Quiet while the consumer works through what it has: it asks again
+    // without waiting.
+    assert!(!ring.wake_is_signalled());
+    assert_eq!(ring.push(batch(3, 100), false), Push::Queued);
+    assert!(!ring.wake_is_signalled(), "a busy consumer is not woken");
+    let Pop::Batch(c) = ring.pop(b.cost()) else {
+        panic!("expected the second batch")
+    };
+    let Pop::Batch(d) = ring.pop(c.cost()) else {
+        panic!("expected the third batch")
+    };
+    assert!(matches!(ring.pop(d.cost()), Pop::Empty));
     assert_eq!(ring.used(), 0);
     assert!(!ring.wake_is_signalled());
 }
@@ -59,7 +69,19 @@ fn finish_is_seen_after_every_batch() {
     };
     assert_eq!(b.chunk[0], 2);
     assert!(matches!(ring.pop(b.cost()), Pop::Finished));
+}
+
+#[test]
+fn finish_wakes_a_waiting_consumer_and_stays_readable() {
+    let ring = Ring::new(1024).unwrap();
+    assert!(matches!(ring.pop(0), Pop::Empty));
+    ring.finish();
     assert!(ring.wake_is_signalled(), "the end must wake Zeek");
+    assert!(matches!(ring.pop(0), Pop::Finished));
+    assert!(
+        ring.wake_is_signalled(),
+        "and keep it coming until it closes"
+    );
 }
 
 #[test]
@@ -196,8 +218,72 @@ fn repeated_empty_pops_leave_the_fd_clear_and_a_push_still_signals() {
     for _ in 0..3 {
         assert!(matches!(ring.pop(0), Pop::Empty));
     }
+    assert!(!ring.wake_is_signalled());
     assert!(matches!(ring.pop(b.cost()), Pop::Empty));
     assert!(!ring.wake_is_signalled());
     assert_eq!(ring.push(batch(2, 100), false), Push::Queued);
     assert!(ring.wake_is_signalled());
+}
+
+/// Waits until the fd is readable, as Zeek's poll does; false after `limit`.
+fn poll_readable(fd: std::os::fd::RawFd, limit: std::time::Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd that outlives the call.
+    let n = unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) };
+    n == 1
+}
+
+/// Stress for the wake protocol: the consumer only ever waits on the fd
+/// after `Empty` (never retries on a timer), as Zeek does, while the
+/// producer pushes with random pauses and then finishes. A lost wake-up
+/// shows as a poll that times out.
+#[test]
+fn stress_no_lost_wakeups() {
+    const N: usize = 20_000;
+    let ring = Arc::new(Ring::new(64 * 1024).unwrap());
+    let producer = {
+        let ring = ring.clone();
+        thread::spawn(move || {
+            let mut x: u32 = 0x2545_f491;
+            for i in 0..N {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                match x % 8 {
+                    0 => thread::yield_now(),
+                    1 => thread::sleep(std::time::Duration::from_micros(50)),
+                    _ => {}
+                }
+                let len = 1 + (x as usize) % 2000;
+                assert_eq!(ring.push(batch((i % 251) as u8, len), false), Push::Queued);
+            }
+            ring.finish();
+        })
+    };
+    let (mut held, mut seen, mut waits) = (0, 0, 0);
+    loop {
+        match ring.pop(held) {
+            Pop::Batch(b) => {
+                assert!(b.chunk.iter().all(|&x| x == (seen % 251) as u8));
+                held = b.cost();
+                seen += 1;
+            }
+            Pop::Empty => {
+                held = 0;
+                waits += 1;
+                assert!(
+                    poll_readable(ring.wake_fd(), std::time::Duration::from_secs(10)),
+                    "lost wake-up after {seen} batches"
+                );
+            }
+            Pop::Finished => break,
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(seen, N);
+    assert!(waits > 0, "the consumer never had to wait: nothing tested");
 }
