@@ -80,10 +80,10 @@ bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
     while ( true ) {
         switch ( src->next_packet(info) ) {
             case rs::Status::Packet: break;
-            case rs::Status::Empty: had_packet = false; return false;
+            case rs::Status::Empty: returned_packet = false; return false;
             case rs::Status::Ended:
             default:
-                had_packet = false;
+                returned_packet = false;
                 Close();
                 return false;
         }
@@ -113,7 +113,7 @@ bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
             continue;
         }
 
-        had_packet = true;
+        returned_packet = true;
         return true;
     }
 }
@@ -129,7 +129,7 @@ double PcapOverTcpSource::GetNextTimeout() {
     // wake an idle Zeek (src/ring.rs), so this is what keeps a busy one
     // coming on its poll turns (each io_poll_interval_live-th packet), and
     // spares each of them a ppoll() with a timeout from Zeek's timers.
-    if ( had_packet && ! run_state::is_processing_suspended() && ! run_state::pseudo_realtime )
+    if ( returned_packet && ! run_state::is_processing_suspended() && ! run_state::pseudo_realtime )
         return 0.0;
 
     return PktSrc::GetNextTimeout();

@@ -48,8 +48,8 @@ private:
 
     Properties props;
     std::optional<::rust::Box<::pcapovertcp::rs::PcapOverTcp>> source;
-    int filter_index = -1;   // -1: no filter applied.
-    bool had_packet = false; // The last ExtractNextPacket() returned one.
+    int filter_index = -1;        // -1: no filter applied.
+    bool returned_packet = false; // The last ExtractNextPacket() returned one.
 };
 
 } // namespace zeek::iosource::pcapovertcp
