@@ -6,9 +6,6 @@
 
 use pcapovertcp::{Config, Next, Source};
 
-#[path = "wait.rs"]
-mod wait;
-
 fn main() {
     let endpoint = std::env::args().nth(1).expect("usage: consume HOST:PORT");
     let config = Config {
@@ -22,7 +19,6 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let fd = source.selectable_fd();
     let (mut packets, mut sum) = (0u64, 0u64);
     loop {
         match source.next_packet() {
@@ -30,7 +26,9 @@ fn main() {
                 packets += 1;
                 sum = sum.wrapping_add(u64::from(p.data.first().copied().unwrap_or(0)));
             }
-            Next::Empty => wait::readable(fd),
+            Next::Empty => {
+                source.wait(std::time::Duration::from_millis(100));
+            }
             Next::Ended => break,
         }
     }

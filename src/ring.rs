@@ -108,6 +108,12 @@ impl Ring {
         self.wake.fd()
     }
 
+    /// Consumer: after `Pop::Empty`, blocks until the wake fd turns readable
+    /// or `limit` passes.
+    pub fn wait(&self, limit: std::time::Duration) -> bool {
+        self.wake.wait(limit)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave State inconsistent
         // (every update is a single assignment), so poisoning is ignored.

@@ -222,6 +222,13 @@ impl Source {
         self.shared.ring.wake_fd()
     }
 
+    /// For consumers outside Zeek: after `Next::Empty`, waits on the
+    /// selectable fd as Zeek's loop does, at most `limit`; whether it turned
+    /// readable.
+    pub fn wait(&self, limit: Duration) -> bool {
+        self.shared.ring.wait(limit)
+    }
+
     /// The next packet, if one is waiting. Never blocks. The previous packet's
     /// bytes are released here, which is what makes them valid until Zeek's
     /// `DoneWithPacket()`.

@@ -3,11 +3,13 @@
 //! stream), and clears it once the consumer takes a batch.
 //!
 //! A non-blocking Unix datagram pair: std-only and portable to every platform
-//! Zeek runs on. `signal` queues a byte; `clear` drains them.
+//! Zeek runs on. `signal` queues a byte; `clear` drains them. `wait`, for
+//! consumers outside Zeek (benchmarks, tests), blocks in poll(2) as Zeek does.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct Wake {
@@ -38,6 +40,19 @@ impl Wake {
         self.rx.as_raw_fd()
     }
 
+    /// Blocks until the fd is readable or `limit` has passed; whether it is
+    /// readable. Does not change what it waits for.
+    pub fn wait(&self, limit: Duration) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `p` is one valid pollfd that outlives the call.
+        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    }
+
     /// Whether the fd is readable now (for tests): takes one datagram and,
     /// if there was one, puts it back.
     pub fn is_signalled(&self) -> bool {
@@ -63,6 +78,22 @@ mod tests {
         assert!(w.is_signalled());
         w.clear();
         assert!(!w.is_signalled());
+    }
+
+    #[test]
+    fn wait_returns_once_signalled_and_leaves_the_signal() {
+        let w = Wake::new().unwrap();
+        assert!(!w.wait(Duration::from_millis(20)), "nothing signalled");
+        let waiter = {
+            let fd = w.tx.try_clone().unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                fd.send(&[1]).unwrap();
+            })
+        };
+        assert!(w.wait(Duration::from_secs(10)));
+        waiter.join().unwrap();
+        assert!(w.is_signalled(), "wait must not consume the signal");
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn collect(source: &mut Source, want: usize) -> Vec<Expected> {
                     "only {} of {want} packets arrived",
                     got.len()
                 );
-                thread::sleep(Duration::from_micros(500));
+                source.wait(Duration::from_millis(100));
             }
             Next::Ended => panic!("the source ended after {} of {want} packets", got.len()),
         }
@@ -270,7 +270,9 @@ fn a_million_packets_under_backpressure_arrive_complete() {
                     thread::sleep(Duration::from_millis(20));
                 }
             }
-            Next::Empty => thread::sleep(Duration::from_micros(100)),
+            Next::Empty => {
+                source.wait(Duration::from_millis(100));
+            }
             Next::Ended => break,
         }
     }
@@ -309,7 +311,9 @@ fn drop_when_full_drops_counted_packets_and_keeps_reading() {
     loop {
         match source.next_packet() {
             Next::Packet(_) => received += 1,
-            Next::Empty => thread::sleep(Duration::from_micros(100)),
+            Next::Empty => {
+                source.wait(Duration::from_millis(100));
+            }
             Next::Ended => break,
         }
     }

@@ -187,7 +187,9 @@ fn close_while_the_peer_is_idle_returns_promptly() {
     while n < reference_packets(&path).len() {
         match source.next_packet() {
             Next::Packet(_) => n += 1,
-            Next::Empty => thread::sleep(Duration::from_millis(1)),
+            Next::Empty => {
+                source.wait(Duration::from_millis(100));
+            }
             Next::Ended => panic!("the stream did not end"),
         }
     }

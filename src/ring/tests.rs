@@ -225,18 +225,6 @@ fn repeated_empty_pops_leave_the_fd_clear_and_a_push_still_signals() {
     assert!(ring.wake_is_signalled());
 }
 
-/// Waits until the fd is readable, as Zeek's poll does; false after `limit`.
-fn poll_readable(fd: std::os::fd::RawFd, limit: std::time::Duration) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd that outlives the call.
-    let n = unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) };
-    n == 1
-}
-
 /// Stress for the wake protocol: the consumer only ever waits on the fd
 /// after `Empty` (never retries on a timer), as Zeek does, while the
 /// producer pushes with random pauses and then finishes. A lost wake-up
@@ -276,7 +264,7 @@ fn stress_no_lost_wakeups() {
                 held = 0;
                 waits += 1;
                 assert!(
-                    poll_readable(ring.wake_fd(), std::time::Duration::from_secs(10)),
+                    ring.wait(std::time::Duration::from_secs(10)),
                     "lost wake-up after {seen} batches"
                 );
             }

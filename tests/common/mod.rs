@@ -143,9 +143,7 @@ pub fn drain(source: &mut Source) -> Vec<Expected> {
             Next::Packet(p) => got.push((p.ts_sec, p.ts_usec, p.wirelen, p.data.to_vec())),
             Next::Empty => {
                 assert!(Instant::now() < deadline, "the stream did not end");
-                // std has no poll(); a short sleep keeps the test off the
-                // CPU. Zeek's real poll on the fd is exercised by the btests.
-                std::thread::sleep(Duration::from_micros(200));
+                source.wait(Duration::from_millis(100));
             }
             Next::Ended => return got,
         }
