@@ -26,12 +26,14 @@ serve_nc() {
     echo "$port"
 }
 
-# serve_tool FILE: serves FILE to one client with pcapovertcp-serve; prints the port.
+# serve_tool FILE [ARGS...]: serves FILE to one client with
+# pcapovertcp-serve (ARGS: more of its options); prints the port.
 serve_tool() {
-    local pf
+    local pf file=$1
+    shift
     pf=$(mktemp -u "$PWD/port.XXXXXX")
     # Not on our stdout: $(serve_tool ...) would wait for the server to exit.
-    "$SERVE" --listen 127.0.0.1:0 --port-file "$pf" --clients 1 "$1" >/dev/null 2>&1 &
+    "$SERVE" --listen 127.0.0.1:0 --port-file "$pf" --clients 1 "$@" "$file" >/dev/null 2>&1 &
     for _ in $(seq 500); do
         [ -s "$pf" ] && break
         sleep 0.02

@@ -10,16 +10,10 @@
 # @TEST-EXEC: btest-diff output
 
 . "$SCRIPTS/lib.sh"
-pf=$PWD/port
-"$SERVE" --listen 127.0.0.1:0 --port-file "$pf" --clients 1 --loop 8 "$TRACES/ftp/cwd-navigation.pcap" >/dev/null 2>&1 &
-server=$!
-for _ in $(seq 500); do
-    [ -s "$pf" ] && break
-    sleep 0.02
-done
+port=$(serve_tool "$TRACES/ftp/cwd-navigation.pcap" --loop 8)
 # Without -f, strace follows only the main thread, Zeek's event loop.
 ZEEK_PLUGIN_ACTIVATE=Zeek::PcapOverTcp timeout 120 strace -o trace.txt -e trace=ppoll,ioctl,epoll_wait \
-    "$(command -v zeek)" -b -i "pcapovertcp::127.0.0.1:$(cat "$pf")" PcapOverTcp::reconnect=F allow_network_time_forward=F \
+    "$(command -v zeek)" -b -i "pcapovertcp::127.0.0.1:$port" PcapOverTcp::reconnect=F allow_network_time_forward=F \
     -e 'event zeek_done() { print fmt("packets: %d", get_net_stats()$pkts_recvd); }' >stdout 2>stderr
 cat stdout
 packets=$(awk '/^packets:/ {print $2}' stdout)
@@ -31,4 +25,3 @@ fionread=$(grep -c 'FIONREAD' trace.txt)
 echo "epoll_wait per 1000 packets between 50 and 150: $(awk -v x="$(per_1000 "$epoll")" 'BEGIN { print (x >= 50 && x <= 150) ? "yes" : "no (" x ")" }')"
 echo "ppoll per 1000 packets under 5: $(awk -v x="$(per_1000 "$ppoll")" 'BEGIN { print (x < 5) ? "yes" : "no (" x ")" }')"
 echo "FIONREAD per 1000 packets under 5: $(awk -v x="$(per_1000 "$fionread")" 'BEGIN { print (x < 5) ? "yes" : "no (" x ")" }')"
-kill "$server" 2>/dev/null || true
