@@ -67,6 +67,8 @@ void PcapOverTcpSource::Close() {
 }
 
 bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
+    returned_packet = false;
+
     if ( ! source || ! IsOpen() )
         return false;
 
@@ -80,12 +82,9 @@ bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
     while ( true ) {
         switch ( src->next_packet(info) ) {
             case rs::Status::Packet: break;
-            case rs::Status::Empty: returned_packet = false; return false;
+            case rs::Status::Empty: return false;
             case rs::Status::Ended:
-            default:
-                returned_packet = false;
-                Close();
-                return false;
+            default: Close(); return false;
         }
 
         struct timeval ts;
