@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use crate::sync::lock;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -46,13 +48,13 @@ pub struct Snapshot {
 impl Counters {
     pub fn connected(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
-        let mut c = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = lock(&self.connected);
         c.since = Some(Instant::now());
     }
 
     pub fn disconnected(&self) {
         self.disconnects.fetch_add(1, Ordering::Relaxed);
-        let mut c = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = lock(&self.connected);
         if let Some(since) = c.since.take() {
             c.total += since.elapsed();
         }
@@ -90,7 +92,7 @@ impl Counters {
 
     pub fn snapshot(&self) -> Snapshot {
         let connected = {
-            let c = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+            let c = lock(&self.connected);
             c.total + c.since.map_or(Duration::ZERO, |s| s.elapsed())
         };
         Snapshot {

@@ -18,6 +18,7 @@ pub mod parse;
 mod reader;
 pub mod ring;
 pub mod source;
+mod sync;
 pub mod wake;
 
 pub use config::Config;

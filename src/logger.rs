@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::sync::lock;
+
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 /// Queued messages beyond this are counted, not kept.
@@ -34,7 +36,7 @@ impl Log for QueueLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = lock(&self.queue);
         if q.len() >= MAX_QUEUED {
             self.lost.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -60,7 +62,7 @@ pub fn pending() -> bool {
 
 /// Takes the queued messages, oldest first.
 pub fn take() -> Vec<(Level, String)> {
-    let mut q = LOGGER.queue.lock().unwrap_or_else(|e| e.into_inner());
+    let mut q = lock(&LOGGER.queue);
     LOGGER.pending.store(false, Ordering::Release);
     let mut out = std::mem::take(&mut *q);
     let lost = LOGGER.lost.swap(0, Ordering::Relaxed);

@@ -24,6 +24,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::parse::Record;
+use crate::sync::lock;
 use crate::wake::Wake;
 
 /// One read's worth of complete records.
@@ -115,9 +116,7 @@ impl Ring {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave State inconsistent
-        // (every update is a single assignment), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Producer: queues a batch. While it would exceed the capacity, waits

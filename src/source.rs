@@ -15,6 +15,7 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::reader;
 use crate::ring::{Batch, Pop, Ring};
+use crate::sync::lock;
 
 #[derive(Debug)]
 enum Status {
@@ -50,7 +51,7 @@ impl Shared {
     }
 
     pub fn opened(&self, link_type: i32) {
-        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.status);
         *st = Status::Open { link_type };
         self.open.store(true, Ordering::Release);
         self.status_changed.notify_all();
@@ -59,7 +60,7 @@ impl Shared {
     /// Records why the reader stopped; before `open` returned, that is the
     /// error `open` reports.
     pub fn fail(&self, e: Error) {
-        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = lock(&self.status);
         if matches!(*st, Status::Starting) {
             *st = Status::Failed(e);
             self.status_changed.notify_all();
@@ -67,12 +68,12 @@ impl Shared {
     }
 
     pub fn set_socket(&self, stream: TcpStream) {
-        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+        *lock(&self.socket) = Some(stream);
     }
 
     /// Pauses the reader; false when the source is closing.
     pub fn sleep(&self, d: Duration) -> bool {
-        let guard = self.stop_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = lock(&self.stop_lock);
         let (_guard, _) = self
             .stopped
             .wait_timeout_while(guard, d, |_| !self.stopping())
@@ -82,11 +83,11 @@ impl Shared {
 
     fn stop(&self) {
         {
-            let _guard = self.stop_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = lock(&self.stop_lock);
             self.stop.store(true, Ordering::Release);
             self.stopped.notify_all();
         }
-        if let Some(s) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(s) = lock(&self.socket).take() {
             let _ = s.shutdown(Shutdown::Both);
         }
         self.ring.close();
@@ -178,11 +179,7 @@ impl Source {
             stats: Stats::default(),
         };
         let outcome = {
-            let mut st = source
-                .shared
-                .status
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut st = lock(&source.shared.status);
             while matches!(*st, Status::Starting) {
                 st = source
                     .shared
