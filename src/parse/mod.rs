@@ -69,6 +69,10 @@ pub enum StreamError {
     BadPcapNg(String),
     #[error("corrupt pcapng stream: a packet names interface {0}, which no interface description block declared")]
     UnknownInterface(u32),
+    #[error("corrupt pcapng stream: block of type {block_type:#x} has length {len}, shorter than the {min} bytes of its fixed fields")]
+    BlockTooShort { block_type: u32, len: u32, min: u32 },
+    #[error("corrupt pcapng stream: more than {0} interface description blocks in one section")]
+    TooManyInterfaces(usize),
 }
 
 /// What one step of a format parser found at the front of its input.
@@ -111,12 +115,13 @@ impl StreamParser {
         }
     }
 
-    /// The DLT_ value of the stream, once known: the pcap header's, or the
-    /// first pcapng interface's.
+    /// The DLT_ value of the stream, once its header has been parsed whole:
+    /// the pcap global header's, or the first pcapng interface's. `None`
+    /// before that, however many of the header's bytes have arrived.
     pub fn link_type(&self) -> Option<i32> {
         match &self.format {
             None => None,
-            Some(Format::Pcap(p)) => Some(p.dlt()),
+            Some(Format::Pcap(p)) => p.dlt(),
             Some(Format::PcapNg(p)) => p.first_dlt(),
         }
     }

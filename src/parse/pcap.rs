@@ -37,10 +37,11 @@ impl PcapFormat {
         }
     }
 
-    pub(super) fn dlt(&self) -> i32 {
+    /// The stream's DLT_ value, once the whole global header has arrived.
+    pub(super) fn dlt(&self) -> Option<i32> {
         match &self.state {
-            State::AwaitingHeader => -1,
-            State::Records { dlt, .. } => *dlt,
+            State::AwaitingHeader => None,
+            State::Records { dlt, .. } => Some(*dlt),
         }
     }
 

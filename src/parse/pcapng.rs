@@ -20,6 +20,40 @@ use crate::linktype::linktype_to_dlt;
 
 const BLOCK_HEADER_LEN: usize = 8;
 const SHB_BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
+/// Interface description blocks one section may declare. Each is kept for
+/// the section's life (by `pcap-file`'s parser and here), so a stream of
+/// endless IDBs would otherwise grow memory without bound. Real captures
+/// have a handful; dumpcap's own limit is far below this.
+pub const MAX_INTERFACES: usize = 1024;
+const INTERFACE_STATISTICS_BLOCK: u32 = 0x0000_0005;
+const NAME_RESOLUTION_BLOCK: u32 = 0x0000_0004;
+const DECRYPTION_SECRETS_BLOCK: u32 = 0x0000_000A;
+const CUSTOM_BLOCK: u32 = 0x0000_0BAD;
+const CUSTOM_BLOCK_NO_COPY: u32 = 0x4000_0BAD;
+
+/// The length of a block's fixed part: header, fixed fields and trailing
+/// length. A shorter block would make its fields overlap the next block.
+fn min_block_len(block_type: u32) -> u32 {
+    match block_type {
+        // byte-order magic, version, section length
+        SECTION_HEADER_BLOCK => 12 + 16,
+        // link type, reserved, snaplen
+        INTERFACE_DESCRIPTION_BLOCK => 12 + 8,
+        // interface, timestamp (2), caplen, wirelen
+        ENHANCED_PACKET_BLOCK | PACKET_BLOCK => 12 + 20,
+        // wirelen
+        SIMPLE_PACKET_BLOCK => 12 + 4,
+        // interface, timestamp (2)
+        INTERFACE_STATISTICS_BLOCK => 12 + 12,
+        // at least the end-of-records record
+        NAME_RESOLUTION_BLOCK => 12 + 4,
+        // secrets type, secrets length
+        DECRYPTION_SECRETS_BLOCK => 12 + 8,
+        // private enterprise number
+        CUSTOM_BLOCK | CUSTOM_BLOCK_NO_COPY => 12 + 4,
+        _ => 12,
+    }
+}
 
 /// What a packet block needs to know about its interface, derived once.
 #[derive(Debug, Clone, Copy)]
@@ -111,9 +145,20 @@ impl PcapNgFormat {
                 "block of type {block_type:#x} has length {len}, which is not a multiple of 4 of at least 12"
             )));
         }
+        let min = min_block_len(block_type);
+        if len < min {
+            return Err(StreamError::BlockTooShort {
+                block_type,
+                len,
+                min,
+            });
+        }
         let len = len as usize;
         if buf.len() < len {
             return Ok(Step::NeedMore);
+        }
+        if block_type == INTERFACE_DESCRIPTION_BLOCK && self.interfaces.len() >= MAX_INTERFACES {
+            return Err(StreamError::TooManyInterfaces(MAX_INTERFACES));
         }
         let block = &buf[..len];
         let framed = match &mut self.parser {
@@ -150,7 +195,9 @@ impl PcapNgFormat {
             SIMPLE_PACKET_BLOCK => {
                 let iface = self.interface_for(0)?;
                 let wirelen = read_u32(8);
-                let room = (len - BLOCK_HEADER_LEN - 4 - 4) as u32;
+                // `len` is at least min_block_len(SPB), checked above.
+                let room =
+                    u32::try_from(len.saturating_sub(BLOCK_HEADER_LEN + 4 + 4)).unwrap_or(u32::MAX);
                 return Ok(Step::Packet(
                     len,
                     Record {

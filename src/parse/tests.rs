@@ -34,12 +34,21 @@ fn collect(stream: &[u8], records: &[Record]) -> Vec<Pkt> {
 }
 
 /// Feeds `stream` in pieces whose lengths come from `cuts`, as a reader
-/// would: unconsumed bytes are kept and extended by the next piece.
-fn parse_in_pieces(stream: &[u8], cuts: impl IntoIterator<Item = usize>) -> Vec<Pkt> {
+/// would: unconsumed bytes are kept and extended by the next piece. After
+/// every piece, the link type is unknown until the stream's header (its
+/// first `header_len` bytes) has been consumed whole, and `link_type` from
+/// then on: never a placeholder such as -1.
+fn parse_in_pieces_checked(
+    stream: &[u8],
+    cuts: impl IntoIterator<Item = usize>,
+    header_len: usize,
+    link_type: i32,
+) -> Vec<Pkt> {
     let mut p = StreamParser::new(Limits::default());
     let mut pending: Vec<u8> = Vec::new();
     let mut got = Vec::new();
     let mut pos = 0;
+    let mut consumed = 0;
     let mut cuts = cuts.into_iter();
     while pos < stream.len() {
         let n = cuts
@@ -50,11 +59,39 @@ fn parse_in_pieces(stream: &[u8], cuts: impl IntoIterator<Item = usize>) -> Vec<
         pos += n;
         let mut out = Vec::new();
         let used = p.parse(&pending, &mut out).expect("valid stream");
+        consumed += used;
+        let want = (consumed >= header_len).then_some(link_type);
+        assert_eq!(
+            p.link_type(),
+            want,
+            "after {pos} bytes, {consumed} consumed"
+        );
         got.extend(collect(&pending, &out));
         pending.drain(..used);
     }
     assert!(pending.is_empty(), "{} bytes left unparsed", pending.len());
     got
+}
+
+/// `parse_in_pieces_checked` for the pcap streams of these tests (24-byte
+/// header, Ethernet).
+fn parse_in_pieces(stream: &[u8], cuts: impl IntoIterator<Item = usize>) -> Vec<Pkt> {
+    parse_in_pieces_checked(stream, cuts, 24, 1)
+}
+
+/// The length of the pcapng blocks before the first packet block of
+/// `stream` with its first IDB: the SHB plus that IDB.
+fn pcapng_header_len(stream: &[u8], big: bool) -> usize {
+    let len_at = |at: usize| {
+        let b: [u8; 4] = stream[at + 4..at + 8].try_into().unwrap();
+        (if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }) as usize
+    };
+    let shb = len_at(0);
+    shb + len_at(shb)
 }
 
 fn packets() -> Vec<(Duration, Vec<u8>)> {
@@ -237,15 +274,16 @@ fn pcapng_both_byte_orders_with_per_interface_link_type_and_resolution() {
 fn pcapng_split_at_every_byte_offset() {
     for endianness in [Endianness::Little, Endianness::Big] {
         let stream = pcapng_stream(endianness);
+        let header = pcapng_header_len(&stream, endianness == Endianness::Big);
         for cut in 1..stream.len() {
             assert_eq!(
-                parse_in_pieces(&stream, [cut]),
+                parse_in_pieces_checked(&stream, [cut], header, 1),
                 pcapng_expected(),
                 "cut at {cut}"
             );
         }
         assert_eq!(
-            parse_in_pieces(&stream, std::iter::repeat(1)),
+            parse_in_pieces_checked(&stream, std::iter::repeat(1), header, 1),
             pcapng_expected()
         );
     }
@@ -369,4 +407,131 @@ fn snaplen_zero_means_the_maximum_and_caplen_zero_is_a_packet() {
     assert_eq!(got.len(), 4);
     assert_eq!(got[1].3.len(), 256, "not cut");
     assert_eq!(got[3], (1_600_000_003, 0, 60, vec![], 1));
+}
+
+#[test]
+fn pcap_header_in_pieces_reports_no_link_type_until_whole() {
+    // Raw IP (LINKTYPE 101 -> DLT_RAW 12) in pieces of 7 bytes, as a sender
+    // writing small chunks delivers it; and 10 + 14 bytes of header.
+    for res in [TsResolution::MicroSecond, TsResolution::NanoSecond] {
+        let stream = pcap_stream(Endianness::Big, res, DataLink::RAW);
+        let whole = parse_in_pieces_checked(&stream, [stream.len()], 24, 12);
+        assert!(whole.iter().all(|p| p.4 == 12), "every packet's DLT");
+        assert_eq!(
+            parse_in_pieces_checked(&stream, std::iter::repeat(7), 24, 12),
+            whole
+        );
+        assert_eq!(parse_in_pieces_checked(&stream, [10, 14], 24, 12), whole);
+    }
+}
+
+/// SHB + Ethernet IDB + `blocks` (raw little-endian block bytes).
+fn pcapng_with(blocks: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    w.write_block(&idb(DataLink::ETHERNET, vec![])).unwrap();
+    let mut s = w.into_inner();
+    for b in blocks {
+        s.extend_from_slice(b);
+    }
+    s
+}
+
+/// A little-endian block of `block_type` whose total length is `len`,
+/// filled with `fill`.
+fn raw_block(block_type: u32, len: u32, fill: u8) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&block_type.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
+    b.resize(len as usize - 4, fill);
+    b.extend_from_slice(&len.to_le_bytes());
+    b
+}
+
+/// The bytes of one EPB for interface 0.
+fn epb_bytes(data: &[u8]) -> Vec<u8> {
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    w.write_block(&idb(DataLink::ETHERNET, vec![])).unwrap();
+    let header = w.get_ref().len();
+    w.write_block(&epb(0, 1_600_000_000_000_000, data)).unwrap();
+    w.into_inner().split_off(header)
+}
+
+#[test]
+fn a_12_byte_simple_packet_block_is_corrupt_and_counts_no_packet() {
+    let data: Vec<u8> = (0..40).collect();
+    let stream = pcapng_with(&[
+        epb_bytes(&data),
+        raw_block(3, 12, 0),
+        epb_bytes(&data[..20]),
+    ]);
+    let mut p = StreamParser::new(Limits::default());
+    let mut out = Vec::new();
+    let e = p.parse(&stream, &mut out).unwrap_err();
+    assert_eq!(
+        e,
+        StreamError::BlockTooShort {
+            block_type: 3,
+            len: 12,
+            min: 16
+        }
+    );
+    // The packet before the bad block is kept; nothing is made up.
+    assert_eq!(collect(&stream, &out).len(), 1);
+    assert_eq!(collect(&stream, &out)[0].3, data);
+}
+
+#[test]
+fn every_block_type_shorter_than_its_fixed_part_is_rejected() {
+    // (type, fixed length): SHB needs its own stream start, the rest follow
+    // an SHB and an IDB.
+    for (block_type, min) in [
+        (1u32, 20u32),
+        (2, 32),
+        (3, 16),
+        (4, 16),
+        (5, 24),
+        (6, 32),
+        (0xA, 20),
+        (0xBAD, 16),
+        (0x4000_0BAD, 16),
+    ] {
+        for len in (12..min).step_by(4) {
+            let stream = pcapng_with(&[raw_block(block_type, len, 0)]);
+            let e = parse_all(&stream).unwrap_err();
+            assert_eq!(
+                e,
+                StreamError::BlockTooShort {
+                    block_type,
+                    len,
+                    min
+                },
+                "type {block_type:#x} of {len} bytes"
+            );
+        }
+    }
+    let mut shb = raw_block(0x0A0D_0D0A, 24, 0);
+    shb[8..12].copy_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
+    assert!(matches!(
+        parse_all(&shb).unwrap_err(),
+        StreamError::BlockTooShort { min: 28, .. }
+    ));
+    // Unknown block types need only the common header and trailer.
+    let stream = pcapng_with(&[raw_block(0x7777, 12, 0), epb_bytes(b"abcd")]);
+    assert_eq!(parse_all(&stream).unwrap().0.len(), 1);
+}
+
+#[test]
+fn interface_blocks_per_section_are_capped() {
+    let mut stream = pcapng_with(&[]);
+    let shb_len = u32::from_le_bytes(stream[4..8].try_into().unwrap()) as usize;
+    let one_idb = stream[shb_len..].to_vec();
+    for _ in 1..pcapng::MAX_INTERFACES {
+        stream.extend_from_slice(&one_idb);
+    }
+    assert!(parse_all(&stream).is_ok());
+    stream.extend_from_slice(&one_idb);
+    assert_eq!(
+        parse_all(&stream).unwrap_err(),
+        StreamError::TooManyInterfaces(pcapng::MAX_INTERFACES)
+    );
 }
