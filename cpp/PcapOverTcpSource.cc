@@ -10,6 +10,7 @@
 #include "zeek/iosource/BPF_Program.h"
 #include "zeek/iosource/Manager.h"
 #include "zeek/iosource/Packet.h"
+#include "zeek/iosource/pcap/pcap.bif.h"
 
 #include "Plugin.h"
 #include "pcapovertcp.bif.h"
@@ -38,32 +39,72 @@ void PcapOverTcpSource::Open() {
     options.reconnect_max = BifConst::PcapOverTcp::reconnect_max;
     options.open_timeout = BifConst::PcapOverTcp::open_timeout;
     options.drop_when_full = BifConst::PcapOverTcp::drop_when_full;
+    options.keepalive_idle = BifConst::PcapOverTcp::keepalive_idle;
+    options.keepalive_interval = BifConst::PcapOverTcp::keepalive_interval;
+    options.keepalive_probes = BifConst::PcapOverTcp::keepalive_probes;
+    options.idle_timeout = BifConst::PcapOverTcp::idle_timeout;
+
+    // The path as bytes: an interface name that is not UTF-8 is the core's
+    // error to report, not an exception from rust::Str.
+    auto path = ::rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(props.path.data()), props.path.size());
 
     try {
-        source = rs::open(props.path, options);
-    } catch ( const ::rust::Error& e ) {
-        ReportMessages();
+        source = rs::start(path, options);
+    } catch ( const std::exception& e ) {
         Error(e.what());
         return;
     }
 
-    ReportMessages();
-    props.selectable_fd = (*source)->selectable_fd();
-    props.link_type = (*source)->link_type();
+    auto& src = *source;
+
+    // Wait for the stream's header in short steps, reporting what the core
+    // says meanwhile, so that a wait at start-up is never silent.
+    auto status = rs::OpenStatus::Waiting;
+    while ( status == rs::OpenStatus::Waiting ) {
+        status = src->wait_open(0.2);
+        ReportMessages();
+    }
+
+    if ( status != rs::OpenStatus::Open ) {
+        Error(std::string(src->open_error()));
+        return;
+    }
+
+    // The wake fd is registered here, after Opened() has succeeded, rather
+    // than by Opened() itself: when Opened() fails (a filter that cannot be
+    // compiled), it calls Close(), whose Closed() would unregister an fd it
+    // never registered.
+    props.selectable_fd = -1;
+    props.link_type = src->link_type();
     props.netmask = NETMASK_UNKNOWN;
     props.is_live = true;
     Opened(props);
+
+    if ( ! IsOpen() )
+        return;
+
+    if ( ! iosource_mgr->RegisterFd(src->selectable_fd(), this) )
+        reporter->FatalError("Failed to register the PCAP-over-IP source's fd with iosource_mgr");
+
+    fd_registered = true;
 }
 
 void PcapOverTcpSource::Close() {
-    if ( ! source || ! IsOpen() )
+    if ( ! source )
         return;
+
+    if ( fd_registered ) {
+        iosource_mgr->UnregisterFd((*source)->selectable_fd(), this);
+        fd_registered = false;
+    }
 
     // The handle stays: its statistics remain readable after the end, as
     // Zeek's scripts read them in zeek_done.
     (*source)->close();
     ReportMessages();
-    Closed();
+
+    if ( IsOpen() )
+        Closed();
 }
 
 bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
@@ -97,7 +138,7 @@ bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
             hdr.caplen = info.caplen;
             hdr.len = info.wirelen;
 
-            if ( ! ApplyBPFFilter(filter_index, &hdr, info.data) ) {
+            if ( ! FilterAccepts(info.link_type, &hdr, info.data) ) {
                 src->packet_not_delivered(true);
                 continue;
             }
@@ -131,7 +172,22 @@ double PcapOverTcpSource::GetNextTimeout() {
     if ( returned_packet && ! run_state::is_processing_suspended() && ! run_state::pseudo_realtime )
         return 0.0;
 
+    // The base class would spin (Pcap::non_fd_timeout) since Opened() saw no
+    // fd; the wake fd is registered by Open() itself, so wait for it.
+    if ( fd_registered && ! run_state::pseudo_realtime )
+        return -1.0;
+
     return PktSrc::GetNextTimeout();
+}
+
+bool PcapOverTcpSource::PrecompileFilter(int index, const std::string& filter) {
+    filter_texts[index] = filter;
+
+    for ( auto it = other_link_filters.begin(); it != other_link_filters.end(); )
+        it = it->first.first == index ? other_link_filters.erase(it) : std::next(it);
+
+    // Compiled for the stream's link type by Zeek, which reports a bad filter.
+    return PktSrc::PrecompileBPFFilter(index, filter);
 }
 
 bool PcapOverTcpSource::SetFilter(int index) {
@@ -145,9 +201,45 @@ bool PcapOverTcpSource::SetFilter(int index) {
     if ( code->GetState() != FilterState::OK )
         return false;
 
-    // As Zeek's pcap source: NFLOG does not support BPF filters.
-    filter_index = LinkType() == DLT_NFLOG ? -1 : index;
+    auto text = filter_texts.find(index);
+    filter_index = text == filter_texts.end() || text->second.empty() ? -1 : index;
     return true;
+}
+
+bool PcapOverTcpSource::FilterAccepts(int link_type, const struct pcap_pkthdr* hdr, const u_char* data) {
+    // As Zeek's pcap source: NFLOG does not support BPF filters.
+    if ( link_type == DLT_NFLOG )
+        return true;
+
+    if ( link_type == LinkType() )
+        return ApplyBPFFilter(filter_index, hdr, data);
+
+    auto* code = FilterFor(link_type);
+
+    if ( ! code || code->MatchesAnything() )
+        return true;
+
+    return pcap_offline_filter(code->GetProgram(), hdr, data) != 0;
+}
+
+detail::BPF_Program* PcapOverTcpSource::FilterFor(int link_type) {
+    auto key = std::make_pair(filter_index, link_type);
+
+    if ( auto it = other_link_filters.find(key); it != other_link_filters.end() )
+        return it->second.get();
+
+    const auto& text = filter_texts[filter_index];
+    auto code = std::make_unique<detail::BPF_Program>();
+
+    if ( ! code->Compile(BifConst::Pcap::snaplen, link_type, text.c_str(), Netmask()) ) {
+        reporter->Warning("%s: capture filter \"%s\" cannot be compiled for link type %d (%s); its packets pass unfiltered",
+                          props.path.c_str(), text.c_str(), link_type, code->GetStateMessage().c_str());
+        code.reset();
+    }
+
+    auto* result = code.get();
+    other_link_filters.emplace(key, std::move(code));
+    return result;
 }
 
 void PcapOverTcpSource::Statistics(Stats* stats) {

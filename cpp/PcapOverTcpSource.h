@@ -2,8 +2,11 @@
 
 #pragma once
 
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "zeek/Val.h"
 #include "zeek/iosource/PktSrc.h"
@@ -38,6 +41,7 @@ protected:
     void Close() override;
     bool ExtractNextPacket(Packet* pkt) override;
     void DoneWithPacket() override;
+    bool PrecompileFilter(int index, const std::string& filter) override;
     bool SetFilter(int index) override;
     void Statistics(Stats* stats) override;
 
@@ -46,10 +50,25 @@ private:
     // reporter and debug log, here on the main thread.
     void ReportMessages();
 
+    // Whether the active capture filter accepts the packet, compiled for
+    // the packet's own link type (pcapng interfaces and reconnects may
+    // bring several).
+    bool FilterAccepts(int link_type, const struct pcap_pkthdr* hdr, const u_char* data);
+
+    // The active filter compiled for `link_type`, or nullptr when it cannot
+    // be (reported once; such packets pass unfiltered, as NFLOG's do).
+    detail::BPF_Program* FilterFor(int link_type);
+
     Properties props;
     std::optional<::rust::Box<::pcapovertcp::rs::PcapOverTcp>> source;
     int filter_index = -1;        // -1: no filter applied.
     bool returned_packet = false; // The last ExtractNextPacket() returned one.
+    bool fd_registered = false;   // The wake fd is registered with Zeek's loop.
+
+    // Filter texts by index, and their programs for link types other than
+    // the stream's (which Zeek's own PrecompileBPFFilter holds).
+    std::map<int, std::string> filter_texts;
+    std::map<std::pair<int, int>, std::unique_ptr<detail::BPF_Program>> other_link_filters;
 };
 
 } // namespace zeek::iosource::pcapovertcp

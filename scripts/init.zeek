@@ -33,14 +33,45 @@ export {
 	## The longest pause between connection attempts.
 	const reconnect_max = 30 sec &redef;
 
-	## With :zeek:see:`PcapOverTcp::reconnect`, how long Zeek waits at
-	## start-up for a first stream before it gives up (so that zeekctl can
-	## start workers before their feed). 0 waits for ever.
+	## How long Zeek waits at start-up for a stream's header, whatever the
+	## server does (refuses, accepts and stays silent, sends half a header),
+	## before it gives up with one error naming the endpoint. 0 waits for
+	## ever (so that zeekctl can start workers before their feed); either
+	## way the wait is reported within about a second.
 	const open_timeout = 0 sec &redef;
 
 	## When the buffer is full, keep reading the socket and drop whole
-	## packets (counted as dropped in Zeek's packet statistics, so capture
-	## loss sees them) instead of slowing the sender down. For a server that
+	## packets instead of slowing the sender down. Drops are counted in
+	## Zeek's packet statistics (stats.log's ``pkts_dropped``,
+	## :zeek:see:`get_net_stats`); capture-loss.log estimates loss from TCP
+	## gaps and so shows their effect, not their count. For a server that
 	## feeds several sensors, where one slow Zeek must not stall the others.
 	const drop_when_full = F &redef;
+
+	## Dead-peer detection. After this long without traffic the kernel
+	## sends TCP keepalive probes to the server; a server whose host is
+	## down, or whose path is cut (NAT or firewall state expired, cable
+	## pulled), answers none and the connection fails after
+	## :zeek:see:`PcapOverTcp::keepalive_probes` of them, one every
+	## :zeek:see:`PcapOverTcp::keepalive_interval` (TCP_USER_TIMEOUT is set
+	## to the same bound on Linux). That is an outage like any other: it is
+	## reported and, with :zeek:see:`PcapOverTcp::reconnect`, the source
+	## reconnects. A server that is alive but has nothing to send answers
+	## the probes, so a quiet network never counts as an outage. With the
+	## defaults a dead peer is noticed within 10 + 4 * 3 = 22 seconds.
+	## 0 sec leaves the system's keepalive settings alone.
+	const keepalive_idle = 10 sec &redef;
+
+	## The pause between keepalive probes (whole seconds).
+	const keepalive_interval = 3 sec &redef;
+
+	## How many unanswered keepalive probes make the server dead.
+	const keepalive_probes = 4 &redef;
+
+	## When no bytes at all arrive for this long, treat it as an outage
+	## (report it, and reconnect with :zeek:see:`PcapOverTcp::reconnect`).
+	## For servers that should never be quiet, or that hang while their
+	## host stays up. 0 (the default) never does: a quiet network is
+	## legitimate, and keepalive already notices a dead host.
+	const idle_timeout = 0 sec &redef;
 }

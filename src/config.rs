@@ -14,14 +14,39 @@ pub struct Config {
     /// First and longest wait between connection attempts.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
-    /// How long `open` waits for a first stream when reconnecting; `None`
-    /// waits for ever (`open_timeout` 0).
+    /// How long `open` waits for a stream header, whatever the peer does;
+    /// `None` waits for ever (`open_timeout` 0).
     pub open_timeout: Option<Duration>,
     /// Drop whole packets instead of blocking the reader while the ring is
     /// full (`drop_when_full`).
     pub drop_when_full: bool,
     /// How long one TCP connect may take.
     pub connect_timeout: Duration,
+    /// Dead-peer detection by TCP keepalive; `None` leaves the system's
+    /// defaults (`keepalive_idle` 0).
+    pub keepalive: Option<Keepalive>,
+    /// No bytes for this long counts as an outage (`idle_timeout`); `None`
+    /// waits for ever, since a quiet network is legitimate.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// TCP keepalive: after `idle` without traffic the kernel probes the peer
+/// every `interval`; after `probes` unanswered probes (and, on Linux,
+/// TCP_USER_TIMEOUT at the same bound) the connection fails. A healthy but
+/// quiet peer's kernel answers every probe, so this never fires on silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub probes: u32,
+}
+
+impl Keepalive {
+    /// The longest a dead peer can go unnoticed.
+    pub fn bound(&self) -> Duration {
+        self.idle
+            .saturating_add(self.interval.saturating_mul(self.probes))
+    }
 }
 
 impl Default for Config {
@@ -35,18 +60,31 @@ impl Default for Config {
             open_timeout: None,
             drop_when_full: false,
             connect_timeout: Duration::from_secs(10),
+            keepalive: Some(Keepalive {
+                idle: Duration::from_secs(10),
+                interval: Duration::from_secs(3),
+                probes: 4,
+            }),
+            idle_timeout: None,
         }
     }
 }
 
 impl Config {
     /// The same settings with inconsistent values made usable: a zero
-    /// backoff becomes 1 ms, and the maximum is at least the minimum.
+    /// backoff becomes 1 ms, the maximum is at least the minimum, keepalive
+    /// times are whole seconds of at least 1 (the kernel's unit).
     pub fn normalized(mut self) -> Config {
         self.buffer_size = self.buffer_size.max(1);
         self.reconnect_min = self.reconnect_min.max(Duration::from_millis(1));
         self.reconnect_max = self.reconnect_max.max(self.reconnect_min);
         self.connect_timeout = self.connect_timeout.max(Duration::from_millis(1));
+        if let Some(k) = &mut self.keepalive {
+            let secs = |d: Duration| Duration::from_secs(d.as_secs().clamp(1, 32767));
+            k.idle = secs(k.idle);
+            k.interval = secs(k.interval);
+            k.probes = k.probes.clamp(1, 127);
+        }
         self
     }
 }

@@ -102,6 +102,12 @@ impl Endpoint {
     }
 
     /// Every address the host resolves to, in the resolver's order.
+    /// The address itself when the host is an IP literal: no resolver needed.
+    pub fn literal_addrs(&self) -> Option<Vec<SocketAddr>> {
+        let ip: std::net::IpAddr = self.host.parse().ok()?;
+        Some(vec![SocketAddr::new(ip, self.port)])
+    }
+
     pub fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
         (self.host.as_str(), self.port)
             .to_socket_addrs()

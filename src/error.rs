@@ -10,6 +10,8 @@ use crate::parse::StreamError;
 pub enum Error {
     #[error("{0}")]
     Endpoint(#[from] EndpointError),
+    #[error("the interface name \"{0}\" is not valid UTF-8; expected pcapovertcp::HOST:PORT")]
+    NotUtf8(String),
     #[error("cannot resolve {endpoint}: {source}; check the host name")]
     Resolve {
         endpoint: String,
@@ -34,6 +36,17 @@ pub enum Error {
     },
     #[error("{endpoint} closed the connection before a pcap header arrived; is it a PCAP-over-IP server?")]
     NoHeader { endpoint: String },
+    #[error("no PCAP-over-IP stream from {endpoint} within PcapOverTcp::open_timeout ({seconds:.1} s): {waiting_for}")]
+    OpenTimeout {
+        endpoint: String,
+        seconds: f64,
+        /// What the reader was waiting for when time ran out.
+        waiting_for: String,
+    },
+    #[error("{endpoint} sent nothing for {seconds:.1} s (PcapOverTcp::idle_timeout)")]
+    Idle { endpoint: String, seconds: f64 },
+    #[error("{endpoint} stopped answering: no reply to TCP keepalive probes within {seconds:.0} s (PcapOverTcp::keepalive_*); is the capture host or the path to it down?")]
+    DeadPeer { endpoint: String, seconds: f64 },
     #[error("{endpoint}: {source}")]
     Stream {
         endpoint: String,
@@ -58,6 +71,8 @@ impl Error {
         !matches!(
             self,
             Error::Endpoint(_)
+                | Error::NotUtf8(_)
+                | Error::OpenTimeout { .. }
                 | Error::Stream { .. }
                 | Error::Setup { .. }
                 | Error::Internal { .. }

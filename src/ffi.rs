@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, Keepalive};
 use crate::parse::Limits;
-use crate::source::{Next, Source};
+use crate::source::{Next, Opening, Source};
 
 #[cxx::bridge(namespace = "pcapovertcp::rs")]
 pub mod bridge {
@@ -20,6 +20,21 @@ pub mod bridge {
         /// 0: wait for ever.
         open_timeout: f64,
         drop_when_full: bool,
+        /// 0: the system's keepalive settings.
+        keepalive_idle: f64,
+        keepalive_interval: f64,
+        keepalive_probes: u64,
+        /// 0: no limit.
+        idle_timeout: f64,
+    }
+
+    enum OpenStatus {
+        /// The stream's header arrived; `link_type` is valid.
+        Open,
+        /// Still waiting; report messages and ask again.
+        Waiting,
+        /// Opening failed for good; `open_error` says why.
+        Failed,
     }
 
     enum Status {
@@ -77,8 +92,15 @@ pub mod bridge {
     extern "Rust" {
         type PcapOverTcp;
 
-        /// Connects to `path` (`host:port`) and waits for the stream header.
-        fn open(path: &str, options: &Options) -> Result<Box<PcapOverTcp>>;
+        /// Checks `path` (the interface name after the prefix, as bytes:
+        /// it may not be UTF-8) and starts connecting; returns at once.
+        fn start(path: &[u8], options: &Options) -> Result<Box<PcapOverTcp>>;
+        /// Waits at most `seconds` for the stream's header.
+        fn wait_open(self: &mut PcapOverTcp, seconds: f64) -> OpenStatus;
+        /// Why opening failed (after `OpenStatus::Failed`).
+        fn open_error(self: &PcapOverTcp) -> String;
+        /// The stream's DLT_ value once open (its first interface's for
+        /// pcapng; packets carry their own).
         fn link_type(self: &PcapOverTcp) -> i32;
         fn selectable_fd(self: &PcapOverTcp) -> i32;
         fn next_packet(self: &mut PcapOverTcp, info: &mut PacketInfo) -> Status;
@@ -94,10 +116,13 @@ pub mod bridge {
     }
 }
 
-use bridge::{Counters, LogLevel, LogLine, Options, PacketInfo, SourceStats, Status};
+use bridge::{Counters, LogLevel, LogLine, OpenStatus, Options, PacketInfo, SourceStats, Status};
 
 /// The opaque handle the shim owns.
-pub struct PcapOverTcp(Source);
+pub struct PcapOverTcp {
+    source: Source,
+    open_error: String,
+}
 
 fn clamp(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
@@ -119,34 +144,64 @@ fn config(options: &Options) -> Config {
         reconnect_max: seconds(options.reconnect_max),
         open_timeout: (options.open_timeout > 0.0).then(|| seconds(options.open_timeout)),
         drop_when_full: options.drop_when_full,
+        keepalive: (options.keepalive_idle > 0.0).then(|| Keepalive {
+            idle: seconds(options.keepalive_idle),
+            interval: seconds(options.keepalive_interval),
+            probes: u32::try_from(options.keepalive_probes).unwrap_or(u32::MAX),
+        }),
+        idle_timeout: (options.idle_timeout > 0.0).then(|| seconds(options.idle_timeout)),
         ..Config::default()
     }
 }
 
-fn open(path: &str, options: &Options) -> Result<Box<PcapOverTcp>, crate::Error> {
-    crate::logger::install();
+fn start(path: &[u8], options: &Options) -> Result<Box<PcapOverTcp>, crate::Error> {
+    let Ok(path) = std::str::from_utf8(path) else {
+        return Err(crate::Error::NotUtf8(
+            String::from_utf8_lossy(path).into_owned(),
+        ));
+    };
     // Nothing here should panic; if it does, Zeek gets an error, not an abort.
-    std::panic::catch_unwind(|| Source::open(path, config(options)))
+    std::panic::catch_unwind(|| Source::start(path, config(options)))
         .unwrap_or_else(|_| {
             Err(crate::Error::Internal {
                 endpoint: path.to_string(),
-                message: "panic while opening the source".into(),
+                message: "panic while starting the source".into(),
             })
         })
-        .map(|s| Box::new(PcapOverTcp(s)))
+        .map(|source| {
+            Box::new(PcapOverTcp {
+                source,
+                open_error: String::new(),
+            })
+        })
 }
 
 impl PcapOverTcp {
+    fn wait_open(&mut self, secs: f64) -> OpenStatus {
+        match self.source.wait_open(seconds(secs)) {
+            Opening::Open(_) => OpenStatus::Open,
+            Opening::Waiting => OpenStatus::Waiting,
+            Opening::Failed(e) => {
+                self.open_error = e.to_string();
+                OpenStatus::Failed
+            }
+        }
+    }
+
+    fn open_error(&self) -> String {
+        self.open_error.clone()
+    }
+
     fn link_type(&self) -> i32 {
-        self.0.link_type()
+        self.source.link_type().unwrap_or(-1)
     }
 
     fn selectable_fd(&self) -> i32 {
-        self.0.selectable_fd()
+        self.source.selectable_fd()
     }
 
     fn next_packet(&mut self, info: &mut PacketInfo) -> Status {
-        match self.0.next_packet() {
+        match self.source.next_packet() {
             Next::Packet(p) => {
                 info.data = p.data.as_ptr();
                 info.caplen = p.data.len() as u32;
@@ -162,11 +217,11 @@ impl PcapOverTcp {
     }
 
     fn packet_not_delivered(&mut self, filtered: bool) {
-        self.0.not_delivered(filtered);
+        self.source.not_delivered(filtered);
     }
 
     fn stats(&self) -> SourceStats {
-        let s = self.0.stats();
+        let s = self.source.stats();
         SourceStats {
             received: s.received,
             dropped: s.dropped,
@@ -177,7 +232,7 @@ impl PcapOverTcp {
     }
 
     fn counters(&self) -> Counters {
-        let c = self.0.counters();
+        let c = self.source.counters();
         Counters {
             connects: c.connects,
             disconnects: c.disconnects,
@@ -191,11 +246,12 @@ impl PcapOverTcp {
     }
 
     fn has_messages(&self) -> bool {
-        crate::logger::pending()
+        self.source.has_messages()
     }
 
     fn take_messages(&self) -> Vec<LogLine> {
-        crate::logger::take()
+        self.source
+            .take_messages()
             .into_iter()
             .map(|(level, message)| LogLine {
                 level: match level {
@@ -210,6 +266,56 @@ impl PcapOverTcp {
     }
 
     fn close(&mut self) {
-        self.0.close();
+        self.source.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options {
+            buffer_size: 1 << 20,
+            max_caplen: 65535,
+            reconnect: false,
+            reconnect_min: 0.1,
+            reconnect_max: 1.0,
+            open_timeout: 0.0,
+            drop_when_full: false,
+            keepalive_idle: 10.0,
+            keepalive_interval: 3.0,
+            keepalive_probes: 4,
+            idle_timeout: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_path_that_is_not_utf8_is_an_error_not_an_abort() {
+        let Err(e) = start(b"\xff\xfe:57012", &options()) else {
+            panic!("must fail");
+        };
+        assert_eq!(
+            e.to_string(),
+            "the interface name \"\u{fffd}\u{fffd}:57012\" is not valid UTF-8; expected pcapovertcp::HOST:PORT"
+        );
+    }
+
+    #[test]
+    fn options_become_the_config() {
+        let mut o = options();
+        let c = config(&o);
+        assert_eq!(
+            c.keepalive.map(|k| k.bound()),
+            Some(Duration::from_secs(22))
+        );
+        assert_eq!(c.idle_timeout, None);
+        o.keepalive_idle = 0.0;
+        o.idle_timeout = 2.5;
+        o.open_timeout = -1.0;
+        let c = config(&o);
+        assert_eq!(c.keepalive, None);
+        assert_eq!(c.idle_timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(c.open_timeout, None);
     }
 }

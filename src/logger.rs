@@ -1,33 +1,31 @@
 //! The `log` facade, routed to Zeek.
 //!
 //! Zeek's reporter may only be called from the main thread, but most messages
-//! come from reader threads. So records are queued here and the shim drains
-//! them on the main thread (`Source::take_messages`), reporting warnings and
-//! errors through the reporter and the rest to the plugin's debug stream.
+//! come from reader threads. A thread that works for a source routes its
+//! records to that source's [`Messages`] queue ([`route_to`]); the shim
+//! drains the queue on the main thread, reporting warnings and errors
+//! through the reporter and the rest to the plugin's debug stream. Records
+//! from a thread that works for no source go to a process-wide queue
+//! ([`take_unrouted`]).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
-
-use crate::sync::lock;
+use std::cell::RefCell;
+use std::sync::{Arc, LazyLock};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-/// Queued messages beyond this are counted, not kept.
-const MAX_QUEUED: usize = 1000;
+use crate::messages::Messages;
 
-struct QueueLogger {
-    queue: Mutex<Vec<(Level, String)>>,
-    pending: AtomicBool,
-    lost: AtomicUsize,
+thread_local! {
+    static ROUTE: RefCell<Option<Arc<Messages>>> = const { RefCell::new(None) };
 }
 
-static LOGGER: QueueLogger = QueueLogger {
-    queue: Mutex::new(Vec::new()),
-    pending: AtomicBool::new(false),
-    lost: AtomicUsize::new(0),
-};
+static UNROUTED: LazyLock<Messages> = LazyLock::new(Messages::default);
 
-impl Log for QueueLogger {
+struct Router;
+
+static LOGGER: Router = Router;
+
+impl Log for Router {
     fn enabled(&self, metadata: &Metadata) -> bool {
         metadata.target().starts_with("pcapovertcp")
     }
@@ -36,41 +34,45 @@ impl Log for QueueLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let mut q = lock(&self.queue);
-        if q.len() >= MAX_QUEUED {
-            self.lost.fetch_add(1, Ordering::Relaxed);
-        } else {
-            q.push((record.level(), record.args().to_string()));
+        let message = record.args().to_string();
+        let level = record.level();
+        let routed = ROUTE.with(|r| match &*r.borrow() {
+            Some(sink) => {
+                sink.push(level, message.clone());
+                true
+            }
+            None => false,
+        });
+        if !routed {
+            UNROUTED.push(level, message);
         }
-        self.pending.store(true, Ordering::Release);
     }
 
     fn flush(&self) {}
 }
 
-/// Installs the queueing logger, unless the host program installed one.
+/// Installs the routing logger, unless the host program installed one.
 pub fn install() {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(LevelFilter::Debug);
     }
 }
 
-/// Whether messages are waiting; cheap enough to call per packet.
-pub fn pending() -> bool {
-    LOGGER.pending.load(Ordering::Acquire)
+/// From now on, what this thread logs goes to `sink`.
+pub fn route_to(sink: Arc<Messages>) {
+    ROUTE.with(|r| *r.borrow_mut() = Some(sink));
 }
 
-/// Takes the queued messages, oldest first.
-pub fn take() -> Vec<(Level, String)> {
-    let mut q = lock(&LOGGER.queue);
-    LOGGER.pending.store(false, Ordering::Release);
-    let mut out = std::mem::take(&mut *q);
-    let lost = LOGGER.lost.swap(0, Ordering::Relaxed);
-    if lost > 0 {
-        out.push((
-            Level::Warn,
-            format!("{lost} further messages of the PCAP-over-IP reader were dropped"),
-        ));
-    }
+/// Runs `f` with this thread's records routed to `sink`, then restores the
+/// previous route.
+pub fn routed<T>(sink: &Arc<Messages>, f: impl FnOnce() -> T) -> T {
+    let previous = ROUTE.with(|r| r.borrow_mut().replace(sink.clone()));
+    let out = f();
+    ROUTE.with(|r| *r.borrow_mut() = previous);
     out
+}
+
+/// Takes what threads working for no source logged.
+pub fn take_unrouted() -> Vec<(Level, String)> {
+    UNROUTED.take()
 }

@@ -151,6 +151,13 @@ impl Ring {
         self.wake_consumer(&mut st);
     }
 
+    /// Wakes a consumer that is waiting, without giving it a batch: it has
+    /// something else to do (report a message). Its next `pop` clears the fd.
+    pub fn notify(&self) {
+        let mut st = self.lock();
+        self.wake_consumer(&mut st);
+    }
+
     fn wake_consumer(&self, st: &mut State) {
         if st.consumer_waiting {
             st.consumer_waiting = false;
@@ -164,7 +171,9 @@ impl Ring {
     pub fn pop(&self, done: usize) -> Pop {
         let mut st = self.lock();
         if done > 0 {
-            st.used -= done;
+            // `done` is a batch's cost, added to `used` when it was pushed;
+            // saturating keeps a bookkeeping slip from wrapping to "full".
+            st.used = st.used.saturating_sub(done);
             if st.producer_waiting {
                 self.space.notify_one();
             }

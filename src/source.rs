@@ -1,98 +1,29 @@
-//! The consumer side, driven by Zeek's main loop through the shim: open the
-//! source (wait for the stream's header), take packets one at a time, count
-//! them, close. Nothing here blocks once `open` has returned.
+//! The consumer side, driven by Zeek's main loop through the shim: start the
+//! source, wait (in short steps, so that the shim can report progress) for
+//! the stream's header, take packets one at a time, count them, close.
+//! Nothing here blocks once the source is open, and closing returns within
+//! a second whatever the reader is doing.
 
-use std::net::{Shutdown, TcpStream};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use log::Level;
 
 use crate::config::Config;
-use crate::counters::{Counters, Snapshot};
+use crate::control::Control;
+pub use crate::control::Opening;
+use crate::counters::Snapshot;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::messages::Messages;
 use crate::reader;
 use crate::ring::{Batch, Pop, Ring};
-use crate::sync::lock;
 
-#[derive(Debug)]
-enum Status {
-    Starting,
-    Open { link_type: i32 },
-    Failed(Error),
-}
-
-/// State shared by the reader thread and the consumer.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub endpoint: Endpoint,
-    pub config: Config,
-    pub ring: Ring,
-    pub counters: Counters,
-    status: Mutex<Status>,
-    status_changed: Condvar,
-    open: AtomicBool,
-    stop: AtomicBool,
-    /// Signalled when `stop` is set, to cut a backoff pause short.
-    stop_lock: Mutex<()>,
-    stopped: Condvar,
-    socket: Mutex<Option<TcpStream>>,
-}
-
-impl Shared {
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
-    }
-
-    pub fn opened(&self, link_type: i32) {
-        let mut st = lock(&self.status);
-        *st = Status::Open { link_type };
-        self.open.store(true, Ordering::Release);
-        self.status_changed.notify_all();
-    }
-
-    /// Records why the reader stopped; before `open` returned, that is the
-    /// error `open` reports.
-    pub fn fail(&self, e: Error) {
-        let mut st = lock(&self.status);
-        if matches!(*st, Status::Starting) {
-            *st = Status::Failed(e);
-            self.status_changed.notify_all();
-        }
-    }
-
-    pub fn set_socket(&self, stream: TcpStream) {
-        *lock(&self.socket) = Some(stream);
-    }
-
-    /// Pauses the reader; false when the source is closing.
-    pub fn sleep(&self, d: Duration) -> bool {
-        let guard = lock(&self.stop_lock);
-        let (_guard, _) = self
-            .stopped
-            .wait_timeout_while(guard, d, |_| !self.stopping())
-            .unwrap_or_else(|e| e.into_inner());
-        !self.stopping()
-    }
-
-    fn stop(&self) {
-        {
-            let _guard = lock(&self.stop_lock);
-            self.stop.store(true, Ordering::Release);
-            self.stopped.notify_all();
-        }
-        if let Some(s) = lock(&self.socket).take() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        self.ring.close();
-    }
-}
+/// How long `close` waits for the reader thread before leaving it to end on
+/// its own (it holds nothing the consumer needs).
+const CLOSE_WAIT: Duration = Duration::from_millis(900);
 
 /// One packet, valid until the next call to `Source::next_packet`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,9 +61,10 @@ pub struct Stats {
 }
 
 pub struct Source {
-    shared: Arc<Shared>,
+    control: Arc<Control>,
     thread: Option<JoinHandle<()>>,
-    link_type: i32,
+    started: Instant,
+    link_type: Option<i32>,
     current: Option<Batch>,
     next_record: usize,
     last_wirelen: u32,
@@ -140,8 +72,10 @@ pub struct Source {
 }
 
 impl Source {
-    /// Connects and waits for the stream's header. `path` is `host:port`.
-    pub fn open(path: &str, config: Config) -> Result<Source, Error> {
+    /// Checks the endpoint and starts the reader; returns at once. Then
+    /// call `wait_open` until the stream opens or fails.
+    pub fn start(path: &str, config: Config) -> Result<Source, Error> {
+        crate::logger::install();
         let endpoint = Endpoint::parse(path)?;
         let config = config.normalized();
         let setup = |source| Error::Setup {
@@ -149,81 +83,112 @@ impl Source {
             source,
         };
         let ring = Ring::new(config.buffer_size).map_err(setup)?;
-        let shared = Arc::new(Shared {
-            endpoint: endpoint.clone(),
-            config,
-            ring,
-            counters: Counters::default(),
-            status: Mutex::new(Status::Starting),
-            status_changed: Condvar::new(),
-            open: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            stop_lock: Mutex::new(()),
-            stopped: Condvar::new(),
-            socket: Mutex::new(None),
-        });
+        let messages = Arc::new(Messages::default());
+        let control = Arc::new(Control::new(endpoint.clone(), config, ring, messages));
+        {
+            // A message wakes an idle consumer, so that it is reported now.
+            let weak = Arc::downgrade(&control);
+            control.messages.on_message(move || {
+                if let Some(c) = weak.upgrade() {
+                    c.ring.notify();
+                }
+            });
+        }
         let thread = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("pcapovertcp {endpoint}"))
-                .spawn(move || reader::run(shared))
-                .map_err(setup)?
+            let control = control.clone();
+            crate::threads::spawn(format!("pcapovertcp {endpoint}"), move || {
+                reader::run(control)
+            })
+            .map_err(setup)?
         };
-        let mut source = Source {
-            shared,
+        Ok(Source {
+            control,
             thread: Some(thread),
-            link_type: -1,
+            started: Instant::now(),
+            link_type: None,
             current: None,
             next_record: 0,
             last_wirelen: 0,
             stats: Stats::default(),
+        })
+    }
+
+    /// Waits at most `limit` for the stream's header. `open_timeout` is
+    /// enforced here, whatever the peer does; a failure closes the source
+    /// (its messages stay readable).
+    pub fn wait_open(&mut self, limit: Duration) -> Opening {
+        if let Some(lt) = self.link_type {
+            return Opening::Open(lt);
+        }
+        let now = Instant::now();
+        let mut until = now + limit;
+        let deadline = self.control.config.open_timeout.map(|t| self.started + t);
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
+        let outcome = match self.control.wait_open(until) {
+            Opening::Waiting if deadline.is_some_and(|d| Instant::now() >= d) => {
+                Opening::Failed(Error::OpenTimeout {
+                    endpoint: self.control.endpoint.to_string(),
+                    seconds: self
+                        .control
+                        .config
+                        .open_timeout
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                    waiting_for: self.control.waiting_for(),
+                })
+            }
+            other => other,
         };
-        let outcome = {
-            let mut st = lock(&source.shared.status);
-            while matches!(*st, Status::Starting) {
-                st = source
-                    .shared
-                    .status_changed
-                    .wait(st)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            match std::mem::replace(&mut *st, Status::Starting) {
-                Status::Open { link_type } => {
-                    *st = Status::Open { link_type };
-                    Ok(link_type)
-                }
-                Status::Failed(e) => Err(e),
-                Status::Starting => unreachable!("waited for a change"),
-            }
-        };
-        match outcome {
-            Ok(link_type) => {
-                source.link_type = link_type;
-                Ok(source)
-            }
-            Err(e) => {
-                source.close();
-                Err(e)
+        match &outcome {
+            Opening::Open(lt) => self.link_type = Some(*lt),
+            Opening::Failed(_) => self.close(),
+            Opening::Waiting => {}
+        }
+        outcome
+    }
+
+    /// `start`, then waits for the stream's header (or a failure).
+    pub fn open(path: &str, config: Config) -> Result<Source, Error> {
+        let mut source = Source::start(path, config)?;
+        loop {
+            match source.wait_open(Duration::from_secs(1)) {
+                Opening::Open(_) => return Ok(source),
+                Opening::Waiting => {}
+                Opening::Failed(e) => return Err(e),
             }
         }
     }
 
-    /// The DLT_ value of the stream, for compiling BPF filters.
-    pub fn link_type(&self) -> i32 {
+    /// The DLT_ value of the stream (its first interface's for pcapng), for
+    /// compiling BPF filters; `None` until open.
+    pub fn link_type(&self) -> Option<i32> {
         self.link_type
     }
 
-    /// The fd Zeek polls after `Next::Empty`; it turns readable when packets
-    /// or the end arrive. After a packet, ask again without waiting for it.
+    /// The fd Zeek polls after `Next::Empty`; it turns readable when packets,
+    /// messages or the end arrive. After a packet, ask again without waiting
+    /// for it.
     pub fn selectable_fd(&self) -> RawFd {
-        self.shared.ring.wake_fd()
+        self.control.ring.wake_fd()
     }
 
     /// For consumers outside Zeek: after `Next::Empty`, waits on the
     /// selectable fd as Zeek's loop does, at most `limit`; whether it turned
     /// readable.
     pub fn wait(&self, limit: Duration) -> bool {
-        self.shared.ring.wait(limit)
+        self.control.ring.wait(limit)
+    }
+
+    /// Whether messages for the operator are waiting; cheap.
+    pub fn has_messages(&self) -> bool {
+        self.control.messages.pending()
+    }
+
+    /// This source's messages for the operator, oldest first.
+    pub fn take_messages(&self) -> Vec<(Level, String)> {
+        self.control.messages.take()
     }
 
     /// The next packet, if one is waiting. Never blocks. The previous packet's
@@ -237,7 +202,7 @@ impl Source {
         {
             let done = self.current.take().map_or(0, |b| b.cost());
             self.next_record = 0;
-            match self.shared.ring.pop(done) {
+            match self.control.ring.pop(done) {
                 Pop::Batch(b) => self.current = Some(b),
                 Pop::Empty => return Next::Empty,
                 Pop::Finished => return Next::Ended,
@@ -283,23 +248,40 @@ impl Source {
 
     pub fn stats(&self) -> Stats {
         Stats {
-            link: self.shared.counters.records(),
-            dropped: self.shared.counters.lost(),
+            link: self.control.counters.records(),
+            dropped: self.control.counters.lost(),
             ..self.stats
         }
     }
 
     /// The reader's counters (connections, bytes, drops, ...).
     pub fn counters(&self) -> Snapshot {
-        self.shared.counters.snapshot()
+        self.control.counters.snapshot()
     }
 
-    /// Stops the reader thread and releases the buffer. Idempotent.
+    /// Stops the reader thread and releases the buffer. Idempotent; returns
+    /// within a second in every reader state (each of them gives way to
+    /// the stop signal within a tick, and a reader that does not is left to
+    /// end on its own).
     pub fn close(&mut self) {
-        self.shared.stop();
+        self.control.stop();
         self.current = None;
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let deadline = Instant::now() + CLOSE_WAIT;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                crate::logger::routed(&self.control.messages, || {
+                    log::warn!(
+                        "{}: the reader thread did not stop within {} ms; left to end on its own",
+                        self.control.endpoint,
+                        CLOSE_WAIT.as_millis()
+                    )
+                });
+            }
         }
     }
 }

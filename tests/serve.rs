@@ -55,69 +55,75 @@ fn read_all(port: u16) -> Vec<Expected> {
 
 #[test]
 fn serves_a_file_looped_with_shifted_timestamps() {
-    let path = traces_dir().join("http-vlan-0.pcap");
-    let want = reference_packets(&path);
-    let (mut server, port) = start(
-        &["--clients", "1", "--loop", "3", path.to_str().unwrap()],
-        Stdio::null(),
-    );
-    let got = read_all(port);
-    server.wait().unwrap();
-    assert_eq!(got.len(), 3 * want.len());
-    let span = want.last().unwrap().0 - want[0].0 + 1;
-    for (round, chunk) in got.chunks(want.len()).enumerate() {
-        for (g, w) in chunk.iter().zip(&want) {
-            assert_eq!(
-                g.0,
-                w.0 + span * round as i64,
-                "seconds shifted by {span} per round"
-            );
-            assert_eq!((g.1, g.2, &g.3), (w.1, w.2, &w.3));
+    common::within(std::time::Duration::from_secs(120), || {
+        let path = traces_dir().join("http-vlan-0.pcap");
+        let want = reference_packets(&path);
+        let (mut server, port) = start(
+            &["--clients", "1", "--loop", "3", path.to_str().unwrap()],
+            Stdio::null(),
+        );
+        let got = read_all(port);
+        server.wait().unwrap();
+        assert_eq!(got.len(), 3 * want.len());
+        let span = want.last().unwrap().0 - want[0].0 + 1;
+        for (round, chunk) in got.chunks(want.len()).enumerate() {
+            for (g, w) in chunk.iter().zip(&want) {
+                assert_eq!(
+                    g.0,
+                    w.0 + span * round as i64,
+                    "seconds shifted by {span} per round"
+                );
+                assert_eq!((g.1, g.2, &g.3), (w.1, w.2, &w.3));
+            }
         }
-    }
+    })
 }
 
 #[test]
 fn rate_limit_paces_the_packets() {
-    // 10 packets at 50 per second take at least ~0.18 s: the pacing is real.
-    let path = traces_dir().join("http-vlan-0.pcap");
-    let want = reference_packets(&path);
-    assert!(want.len() >= 10);
-    let started = Instant::now();
-    let (mut server, port) = start(
-        &["--clients", "1", "--rate", "50", path.to_str().unwrap()],
-        Stdio::null(),
-    );
-    let got = read_all(port);
-    server.wait().unwrap();
-    assert_eq!(got, want);
-    let min = Duration::from_secs_f64((want.len() - 1) as f64 / 50.0);
-    assert!(
-        started.elapsed() >= min,
-        "{:?} < {min:?}",
-        started.elapsed()
-    );
+    common::within(std::time::Duration::from_secs(120), || {
+        // 10 packets at 50 per second take at least ~0.18 s: the pacing is real.
+        let path = traces_dir().join("http-vlan-0.pcap");
+        let want = reference_packets(&path);
+        assert!(want.len() >= 10);
+        let started = Instant::now();
+        let (mut server, port) = start(
+            &["--clients", "1", "--rate", "50", path.to_str().unwrap()],
+            Stdio::null(),
+        );
+        let got = read_all(port);
+        server.wait().unwrap();
+        assert_eq!(got, want);
+        let min = Duration::from_secs_f64((want.len() - 1) as f64 / 50.0);
+        assert!(
+            started.elapsed() >= min,
+            "{:?} < {min:?}",
+            started.elapsed()
+        );
+    })
 }
 
 #[test]
 fn relays_standard_input_live() {
-    let path = traces_dir().join("dns53.pcap");
-    let bytes = std::fs::read(&path).unwrap();
-    let want = reference_packets(&path);
-    let (mut server, port) = start(&["-"], Stdio::piped());
-    let mut stdin = server.stdin.take().unwrap();
-    // The capture's header arrives first; a client that connects gets it
-    // (open() returns once it has), then the packets captured from then on.
-    stdin.write_all(&bytes[..24]).unwrap();
-    stdin.flush().unwrap();
-    let config = Config {
-        reconnect: false,
-        ..Config::default()
-    };
-    let mut source = Source::open(&format!("127.0.0.1:{port}"), config).unwrap();
-    stdin.write_all(&bytes[24..]).unwrap();
-    drop(stdin); // end of the capture: the relay exits and closes the clients
-    let got = drain(&mut source);
-    server.wait().unwrap();
-    assert_eq!(got, want);
+    common::within(std::time::Duration::from_secs(120), || {
+        let path = traces_dir().join("dns53.pcap");
+        let bytes = std::fs::read(&path).unwrap();
+        let want = reference_packets(&path);
+        let (mut server, port) = start(&["-"], Stdio::piped());
+        let mut stdin = server.stdin.take().unwrap();
+        // The capture's header arrives first; a client that connects gets it
+        // (open() returns once it has), then the packets captured from then on.
+        stdin.write_all(&bytes[..24]).unwrap();
+        stdin.flush().unwrap();
+        let config = Config {
+            reconnect: false,
+            ..Config::default()
+        };
+        let mut source = Source::open(&format!("127.0.0.1:{port}"), config).unwrap();
+        stdin.write_all(&bytes[24..]).unwrap();
+        drop(stdin); // end of the capture: the relay exits and closes the clients
+        let got = drain(&mut source);
+        server.wait().unwrap();
+        assert_eq!(got, want);
+    })
 }

@@ -28,6 +28,10 @@ OPTIONS = {
     "reconnect_max": "interval",
     "open_timeout": "interval",
     "drop_when_full": "bool",
+    "keepalive_idle": "interval",
+    "keepalive_interval": "interval",
+    "keepalive_probes": "count",
+    "idle_timeout": "interval",
 }
 
 # A count may be written as Zeek arithmetic, as in init.zeek: 64*1024*1024.

@@ -1,6 +1,8 @@
 // Shared by the stream targets: parse the input whole and in two pieces (cut
 // where the first byte says); the parser must never panic, must agree with
-// itself however the bytes arrive, and must only describe bytes it consumed.
+// itself however the bytes arrive, must only describe bytes it consumed, and
+// must report a link type only once the stream's header is whole: never a
+// placeholder (-1), never before a packet needs one, never changing.
 
 use pcapovertcp::parse::{Limits, Record, StreamParser};
 
@@ -13,7 +15,17 @@ fn run(stream: &[u8], cut: usize) -> (Vec<(Record, Vec<u8>)>, Result<usize, ()>)
     for piece in [&stream[..cut], &stream[cut..]] {
         pending.extend_from_slice(piece);
         let mut records = Vec::new();
-        match p.parse(&pending, &mut records) {
+        let before = p.link_type();
+        let parsed = p.parse(&pending, &mut records);
+        let after = p.link_type();
+        assert_ne!(after, Some(-1), "a placeholder link type");
+        if before.is_some() {
+            assert_eq!(before, after, "the stream's link type changed");
+        }
+        if !records.is_empty() {
+            assert!(after.is_some(), "packets before the link type is known");
+        }
+        match parsed {
             Ok(used) => {
                 assert!(used <= pending.len());
                 for r in records {

@@ -275,3 +275,34 @@ fn stress_no_lost_wakeups() {
     assert_eq!(seen, N);
     assert!(waits > 0, "the consumer never had to wait: nothing tested");
 }
+
+#[test]
+fn releasing_more_than_is_used_does_not_wrap_to_full() {
+    let ring = Ring::new(1024).unwrap();
+    assert_eq!(ring.push(batch(1, 100), false), Push::Queued);
+    let Pop::Batch(_) = ring.pop(0) else {
+        panic!("expected a batch")
+    };
+    // A bookkeeping slip must not turn into a ring that looks full for ever.
+    assert!(matches!(ring.pop(500), Pop::Empty));
+    assert_eq!(ring.used(), 0);
+    assert_eq!(ring.push(batch(2, 1000), false), Push::Queued);
+}
+
+#[test]
+fn notify_wakes_only_a_waiting_consumer() {
+    let ring = Ring::new(1024).unwrap();
+    // A consumer that has not yet found the ring empty is busy: not woken.
+    assert_eq!(ring.push(batch(1, 100), false), Push::Queued);
+    let Pop::Batch(b) = ring.pop(0) else {
+        panic!("expected a batch")
+    };
+    ring.notify();
+    assert!(!ring.wake_is_signalled());
+    // Once it waits, a notification wakes it, and its next pop clears it.
+    assert!(matches!(ring.pop(b.cost()), Pop::Empty));
+    ring.notify();
+    assert!(ring.wake_is_signalled());
+    assert!(matches!(ring.pop(0), Pop::Empty));
+    assert!(!ring.wake_is_signalled());
+}

@@ -149,3 +149,29 @@ pub fn drain(source: &mut Source) -> Vec<Expected> {
         }
     }
 }
+
+/// Runs `f` on its own thread and fails the test if it has not finished
+/// within `limit`: a network test must fail, never hang. (A thread still
+/// blocked is left behind; the test process ends with the test run.)
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the test did not finish within {limit:?}")
+        }
+        // The closure panicked: re-raise its panic here, with its message.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("a finished worker sent its result"),
+        },
+    }
+}
+
+/// Every message the source logged, oldest first.
+pub fn messages(source: &Source) -> Vec<String> {
+    source.take_messages().into_iter().map(|(_, m)| m).collect()
+}
