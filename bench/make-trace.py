@@ -29,6 +29,15 @@ for path in sorted(traces.rglob("*.pcap")):
     offset += last + 1
 span = offset + 1
 
+# The loop below repeats the packets until there are enough: with none to
+# repeat it would never end.
+if not laid:
+    if not traces.is_dir():
+        why = f"{traces} does not exist"
+    else:
+        why = f"{traces} holds no little-endian microsecond Ethernet .pcap file with a packet"
+    sys.exit(f"make-trace.py: no packets to repeat: {why}")
+
 with out.open("wb") as f:
     f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
     n = rep = 0

@@ -34,13 +34,19 @@ serve_tool() {
     pf=$(mktemp -u "$PWD/port.XXXXXX")
     # Not on our stdout: $(serve_tool ...) would wait for the server to exit.
     "$SERVE" --listen 127.0.0.1:0 --port-file "$pf" --clients 1 "$@" "$file" >/dev/null 2>&1 &
+    read_port_file "$pf"
+}
+
+# read_port_file PF: waits (10 s at most) for a server to write its port to
+# PF; prints it.
+read_port_file() {
     for _ in $(seq 500); do
-        [ -s "$pf" ] && break
+        [ -s "$1" ] && break
         sleep 0.02
     done
-    [ -s "$pf" ] || return 1
-    cat "$pf"
-    rm -f "$pf"
+    [ -s "$1" ] || return 1
+    cat "$1"
+    rm -f "$1"
 }
 
 # compare_trace SERVER TRACE: zeek -r vs. zeek -i over SERVER (serve_nc or
@@ -73,4 +79,48 @@ compare_all_traces() {
         compare_trace "$1" "$trace" || status=1
     done
     return $status
+}
+
+# stream_server [OPTIONS] FILE...: starts tests/Scripts/stream-server on
+# 127.0.0.1 in the background (see its options); prints the port. Its pid
+# is in ./stream-server.pid.
+stream_server() {
+    local pf
+    pf=$(mktemp -u "$PWD/port.XXXXXX")
+    stream-server --listen 127.0.0.1:0 --port-file "$pf" "$@" >/dev/null 2>&1 &
+    echo $! >stream-server.pid
+    read_port_file "$pf"
+}
+
+# elapsed_since T0: seconds since T0 (from `date +%s.%N`), one decimal.
+elapsed_since() {
+    awk -v t0="$1" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f", t1 - t0 }'
+}
+
+# wait_for_line FILE TEXT SECONDS: until FILE has a line containing TEXT;
+# fails after SECONDS.
+wait_for_line() {
+    local i
+    for i in $(seq $(($3 * 20))); do
+        grep -qF -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# sigterm_within PID SECONDS: sends SIGTERM to PID (a child of this shell)
+# and prints its exit status and whether it ended within SECONDS.
+sigterm_within() {
+    local t0 status took
+    t0=$(date +%s.%N)
+    kill -TERM "$1"
+    wait "$1"
+    status=$?
+    took=$(elapsed_since "$t0")
+    echo "status $status"
+    if awk -v t="$took" -v limit="$2" 'BEGIN { exit !(t < limit) }'; then
+        echo "ended within $2 s of SIGTERM"
+    else
+        echo "took $took s after SIGTERM"
+    fi
 }

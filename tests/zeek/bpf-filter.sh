@@ -1,6 +1,7 @@
 # A BPF capture filter (-f) applies to the stream: the logs equal those of
 # `zeek -r -f` with the same filter, and the packets the filter rejected are
 # counted as filtered in the source's statistics.
+# @TEST-REQUIRES: test -d "$TRACES"
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 

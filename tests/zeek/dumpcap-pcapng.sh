@@ -1,6 +1,8 @@
 # Wireshark's dumpcap writes pcapng to standard output; piped into netcat
 # it is a PCAP-over-IP server Zeek can read.
-# @TEST-REQUIRES: which dumpcap
+# @TEST-REQUIRES: test "$(id -u)" = 0
+# @TEST-REQUIRES: command -v dumpcap
+# @TEST-REQUIRES: command -v nc
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 

@@ -5,6 +5,7 @@
 # of `zeek -b -r` on the same trace (Zeek's own state; 68 MiB here, so an
 # absolute "buffer_size + 64 MiB" would measure Zeek, not the source) by at
 # most buffer_size + 16 MiB.
+# @TEST-REQUIRES: test -d "$TRACES"
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 

@@ -1,6 +1,8 @@
 # With the stream open and no traffic for 10 s, Zeek sleeps: under 1% CPU,
 # its timers still fire (a scheduled event), and SIGTERM ends it within a
 # second.
+# @TEST-REQUIRES: test -d "$TRACES"
+# @TEST-REQUIRES: command -v nc
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 

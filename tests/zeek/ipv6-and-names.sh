@@ -1,4 +1,5 @@
 # The endpoint may be an IPv6 literal in brackets or a host name.
+# @TEST-REQUIRES: test -d "$TRACES"
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 

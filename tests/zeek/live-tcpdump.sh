@@ -1,6 +1,9 @@
 # A live capture: `tcpdump -U -w - -i lo` piped into netcat, read by Zeek
 # while the traffic happens. Three known TCP exchanges on a loopback port
 # must appear in conn.log; stopping tcpdump ends the stream and Zeek.
+# @TEST-REQUIRES: test "$(id -u)" = 0
+# @TEST-REQUIRES: command -v tcpdump
+# @TEST-REQUIRES: command -v nc
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 

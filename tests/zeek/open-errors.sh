@@ -1,5 +1,6 @@
 # Each way of failing to open the source is one clear fatal error that names
 # the endpoint, and Zeek exits with status 1.
+# @TEST-REQUIRES: command -v nc
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 
@@ -19,3 +20,5 @@ printf 'SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n' >banner
 nc -N -l 127.0.0.1 "$port" <banner >/dev/null 2>&1 &
 wait-listen "$port" 10
 try "127.0.0.1:$port" "$port"                   # not PCAP-over-IP
+# An interface name that is not UTF-8: an error line, not std::terminate.
+try "$(printf '\xff\xfe'):57012" X 2>&1 | LC_ALL=C sed 's/[\x80-\xff]/?/g'

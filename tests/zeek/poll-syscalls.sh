@@ -5,7 +5,8 @@
 # FIONREAD ioctl on the wake fd (it turns readable only to wake an idle
 # Zeek). Counted with strace on Zeek's main thread over 66,536 packets;
 # without either measure, each costs one syscall per 10 packets.
-# @TEST-REQUIRES: which strace
+# @TEST-REQUIRES: test -d "$TRACES"
+# @TEST-REQUIRES: command -v strace
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 

@@ -2,6 +2,8 @@
 # restarted under a running Zeek: with PcapOverTcp::reconnect (the default)
 # Zeek keeps running, reconnects, reports the outage once when it starts and
 # once when it ends, and analyses both streams.
+# @TEST-REQUIRES: test -d "$TRACES"
+# @TEST-REQUIRES: command -v socat
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 

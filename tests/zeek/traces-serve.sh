@@ -1,4 +1,5 @@
 # As traces-netcat.sh, with pcapovertcp-serve as the server.
+# @TEST-REQUIRES: test -d "$TRACES"
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 
