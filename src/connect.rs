@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::config::Config;
-use crate::control::Control;
+use crate::control::{Control, NOTICE_AFTER};
 use crate::error::Error;
 
 /// How often a blocked step looks up to see whether the source is closing,
@@ -103,10 +103,19 @@ fn connect_one(control: &Control, addr: &SocketAddr) -> io::Result<TcpStream> {
     match socket.connect(&(*addr).into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            let deadline = Instant::now() + control.config.connect_timeout;
+            let started = Instant::now();
+            let deadline = started + control.config.connect_timeout;
             loop {
                 if control.stopping() {
                     return Err(io::Error::other("the source is closing"));
+                }
+                if started.elapsed() >= NOTICE_AFTER {
+                    control.mention_wait(&format!(
+                        "{}: connecting to {addr} gets no answer after {} s (the connect times out after {} s)",
+                        control.endpoint,
+                        NOTICE_AFTER.as_secs(),
+                        control.config.connect_timeout.as_secs()
+                    ));
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {

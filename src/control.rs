@@ -19,6 +19,10 @@ use crate::messages::Messages;
 use crate::ring::Ring;
 use crate::sync::lock;
 
+/// A start-up step (a connect, a header) still unfinished after this long is
+/// mentioned to the operator (once per start-up), while the wait goes on.
+pub const NOTICE_AFTER: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 enum Status {
     Starting,
@@ -57,6 +61,8 @@ pub(crate) struct Control {
     socket: Mutex<Option<Socket>>,
     /// Why no stream is open yet, for the error when the wait runs out.
     waiting_for: Mutex<String>,
+    /// The start-up wait has been mentioned to the operator.
+    wait_mentioned: AtomicBool,
 }
 
 impl Control {
@@ -75,6 +81,7 @@ impl Control {
             stopped: Condvar::new(),
             socket: Mutex::new(None),
             waiting_for: Mutex::new("no connection was attempted yet".into()),
+            wait_mentioned: AtomicBool::new(false),
         }
     }
 
@@ -109,6 +116,22 @@ impl Control {
     /// Reader: what it is waiting for, in words, while no stream is open.
     pub fn note_waiting(&self, why: String) {
         *lock(&self.waiting_for) = why;
+    }
+
+    /// Reader: tells the operator, once per start-up, that Zeek is waiting
+    /// and why (`what`), with how long it will wait.
+    pub fn mention_wait(&self, what: &str) {
+        if self.is_open() || self.wait_mentioned.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let how_long = match self.config.open_timeout {
+            None => "waiting for a stream (PcapOverTcp::open_timeout is 0: no time limit)".into(),
+            Some(limit) => format!(
+                "waiting for a stream for up to {:.1} s (PcapOverTcp::open_timeout)",
+                limit.as_secs_f64()
+            ),
+        };
+        log::warn!("{what}; {how_long}");
     }
 
     pub fn waiting_for(&self) -> String {

@@ -17,14 +17,14 @@
 use std::io::{self, ErrorKind};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use socket2::SockRef;
 
 use crate::config::Config;
 use crate::connect::{self, Failure};
-use crate::control::Control;
+use crate::control::{Control, NOTICE_AFTER};
 use crate::error::Error;
 use crate::parse::{Record, StreamParser};
 use crate::ring::{Batch, Push};
@@ -34,9 +34,6 @@ pub const READ_SIZE: usize = 1 << 20;
 /// A buffer with less room than this left is reclaimed or replaced before the
 /// next read.
 const MIN_READ: usize = 64 * 1024;
-/// A connection that has sent no whole header this long after connecting is
-/// mentioned to the operator (once), while the wait goes on.
-const HEADER_NOTICE: Duration = Duration::from_secs(1);
 
 /// Runs the reader until the stream ends for good or the source is closed.
 pub(crate) fn run(control: Arc<Control>) {
@@ -76,8 +73,6 @@ struct Supervisor<'a> {
     link_type: Option<i32>,
     /// When the outage in progress began; reported once at each end.
     outage: Option<Instant>,
-    /// The start-up wait was mentioned (once is enough).
-    waiting_reported: bool,
 }
 
 impl<'a> Supervisor<'a> {
@@ -87,7 +82,6 @@ impl<'a> Supervisor<'a> {
             endpoint: control.endpoint.to_string(),
             link_type: None,
             outage: None,
-            waiting_reported: false,
         }
     }
 
@@ -115,10 +109,7 @@ impl<'a> Supervisor<'a> {
                     self.control.fail(e);
                     return;
                 }
-                if !self.waiting_reported {
-                    log::warn!("{e}; {}", waiting_note(self.config()));
-                    self.waiting_reported = true;
-                }
+                self.control.mention_wait(&e.to_string());
             } else if !self.config().reconnect {
                 if let Some(e) = error {
                     log::error!("{e}");
@@ -169,7 +160,6 @@ impl<'a> Supervisor<'a> {
         let mut header_seen = false;
         let connected = Instant::now();
         let mut last_data = connected;
-        let mut header_noticed = false;
         if !control.is_open() {
             control.note_waiting(format!(
                 "{endpoint} accepted the connection but sent no pcap header"
@@ -195,18 +185,12 @@ impl<'a> Supervisor<'a> {
                 Err(_) if control.stopping() => return End::Stopped,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The receive timeout: nothing arrived for one tick.
-                    if !header_seen
-                        && !header_noticed
-                        && !control.is_open()
-                        && connected.elapsed() >= HEADER_NOTICE
-                    {
-                        header_noticed = true;
-                        log::warn!(
-                            "{endpoint}: connected, but no pcap header has arrived after {} s ({} bytes so far); {}",
-                            HEADER_NOTICE.as_secs(),
+                    if !header_seen && connected.elapsed() >= NOTICE_AFTER {
+                        control.mention_wait(&format!(
+                            "{endpoint}: connected, but no pcap header has arrived after {} s ({} bytes so far)",
+                            NOTICE_AFTER.as_secs(),
                             buf.len(),
-                            waiting_note(&control.config)
-                        );
+                        ));
                     }
                     if let Some(limit) = control.config.idle_timeout {
                         if last_data.elapsed() >= limit {
@@ -317,17 +301,6 @@ impl<'a> Supervisor<'a> {
             );
         }
         self.control.opened(lt);
-    }
-}
-
-/// How the start-up wait goes on, for the operator.
-fn waiting_note(config: &Config) -> String {
-    match config.open_timeout {
-        None => "waiting for a stream (PcapOverTcp::open_timeout is 0: no time limit)".into(),
-        Some(limit) => format!(
-            "waiting for a stream for up to {:.1} s (PcapOverTcp::open_timeout)",
-            limit.as_secs_f64()
-        ),
     }
 }
 

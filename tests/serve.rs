@@ -11,36 +11,52 @@ use std::time::{Duration, Instant};
 use common::{drain, reference_packets, traces_dir, Expected};
 use pcapovertcp::{Config, Source};
 
+/// A running pcapovertcp-serve, killed when dropped: a failing test must not
+/// leave a server running (or holding the test run's output open).
+struct Server(Child);
+
+impl Server {
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the server with `args`; returns it and the port it bound.
-// The child is handed to the caller, which waits for it (clippy cannot see
-// through the return inside the loop).
-#[allow(clippy::zombie_processes)]
-fn start(args: &[&str], stdin: Stdio) -> (Child, u16) {
+fn start(args: &[&str], stdin: Stdio) -> (Server, u16) {
     let dir = std::env::temp_dir().join(format!("pcapovertcp-serve-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let port_file = dir.join(format!("port-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_file(&port_file);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-        .args(["--listen", "127.0.0.1:0", "--port-file"])
-        .arg(&port_file)
-        .args(args)
-        .stdin(stdin)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = Server(
+        Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+            .args(["--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(text) = std::fs::read_to_string(&port_file) {
             if let Ok(port) = text.trim().parse() {
-                return (child, port);
+                return (server, port);
             }
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server did not start");
-        }
+        // Dropping `server` kills it.
+        assert!(Instant::now() < deadline, "the server did not start");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -110,7 +126,7 @@ fn relays_standard_input_live() {
         let bytes = std::fs::read(&path).unwrap();
         let want = reference_packets(&path);
         let (mut server, port) = start(&["-"], Stdio::piped());
-        let mut stdin = server.stdin.take().unwrap();
+        let mut stdin = server.0.stdin.take().unwrap();
         // The capture's header arrives first; a client that connects gets it
         // (open() returns once it has), then the packets captured from then on.
         stdin.write_all(&bytes[..24]).unwrap();
@@ -125,5 +141,19 @@ fn relays_standard_input_live() {
         let got = drain(&mut source);
         server.wait().unwrap();
         assert_eq!(got, want);
+    })
+}
+
+#[test]
+fn looping_a_file_without_packets_ends_instead_of_spinning() {
+    common::within(std::time::Duration::from_secs(30), || {
+        let path = traces_dir().join("empty.pcap");
+        let (mut server, port) = start(
+            &["--clients", "1", "--loop", "0", path.to_str().unwrap()],
+            Stdio::null(),
+        );
+        // The header arrives, then the end of the stream: nothing to repeat.
+        assert!(read_all(port).is_empty());
+        assert!(server.wait().unwrap().success());
     })
 }

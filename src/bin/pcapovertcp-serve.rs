@@ -166,6 +166,10 @@ fn serve_file(
 ) -> io::Result<()> {
     let _ = out.set_nodelay(true);
     out.write_all(&framed.data[..framed.header_end])?;
+    if framed.packets.is_empty() {
+        // Nothing to repeat: --loop 0 would spin for ever sending nothing.
+        return Ok(());
+    }
     let mut pacer = Pacer {
         rate,
         start: Instant::now(),
