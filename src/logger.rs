@@ -4,12 +4,12 @@
 //! come from reader threads. A thread that works for a source routes its
 //! records to that source's [`Messages`] queue ([`route_to`]); the shim
 //! drains the queue on the main thread, reporting warnings and errors
-//! through the reporter and the rest to the plugin's debug stream. Records
-//! from a thread that works for no source go to a process-wide queue
-//! ([`take_unrouted`]).
+//! through the reporter and the rest to the plugin's debug stream. A record
+//! from a thread that works for no source (there is none today) has no
+//! queue to go to: it is written to stderr rather than lost.
 
 use std::cell::RefCell;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -18,8 +18,6 @@ use crate::messages::Messages;
 thread_local! {
     static ROUTE: RefCell<Option<Arc<Messages>>> = const { RefCell::new(None) };
 }
-
-static UNROUTED: LazyLock<Messages> = LazyLock::new(Messages::default);
 
 struct Router;
 
@@ -43,8 +41,8 @@ impl Log for Router {
             }
             None => false,
         });
-        if !routed {
-            UNROUTED.push(level, message);
+        if !routed && level <= Level::Info {
+            eprintln!("pcapovertcp: {level}: {message}");
         }
     }
 
@@ -70,9 +68,4 @@ pub fn routed<T>(sink: &Arc<Messages>, f: impl FnOnce() -> T) -> T {
     let out = f();
     ROUTE.with(|r| *r.borrow_mut() = previous);
     out
-}
-
-/// Takes what threads working for no source logged.
-pub fn take_unrouted() -> Vec<(Level, String)> {
-    UNROUTED.take()
 }

@@ -73,6 +73,17 @@ impl Step for Source {
     }
 }
 
+/// Waits, in the shim's steps, until opening fails; the error.
+fn open_failure(source: &mut Source) -> Error {
+    loop {
+        match source.wait_open(Duration::from_millis(100)) {
+            Opening::Failed(e) => return e,
+            Opening::Waiting => {}
+            Opening::Open(lt) => panic!("opened (link type {lt}); expected a failure"),
+        }
+    }
+}
+
 fn closes_promptly(mut source: Source, state: &str) {
     let t = Instant::now();
     source.close();
@@ -115,13 +126,7 @@ fn messages_before_an_open_failure_are_kept() {
             ..reconnecting()
         };
         let mut source = Source::start(&ep, config).unwrap();
-        let e = loop {
-            match source.wait_open(Duration::from_millis(100)) {
-                Opening::Failed(e) => break e,
-                Opening::Waiting => {}
-                Opening::Open(_) => panic!("nothing listens"),
-            }
-        };
+        let e = open_failure(&mut source);
         assert!(matches!(e, Error::OpenTimeout { .. }), "{e:?}");
         assert!(e.to_string().contains("refused"), "{e}");
         let msgs = messages(&source);
@@ -175,13 +180,7 @@ fn open_timeout_ends_the_wait_for_a_silent_server() {
                 };
                 let t = Instant::now();
                 let mut source = Source::start(&ep, config).unwrap();
-                let e = loop {
-                    match source.wait_open(Duration::from_millis(100)) {
-                        Opening::Failed(e) => break e,
-                        Opening::Waiting => {}
-                        Opening::Open(_) => panic!("no header was sent"),
-                    }
-                };
+                let e = open_failure(&mut source);
                 let took = t.elapsed();
                 assert!(took < Duration::from_millis(2500), "{took:?}");
                 let msg = e.to_string();
