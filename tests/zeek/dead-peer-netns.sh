@@ -28,6 +28,7 @@ for n in "$nz" "$ns"; do ip -n "$n" link set lo up; done
 ip -n "$nz" link set "$vz" up
 ip -n "$ns" link set "$vs" up
 
+rm -f pf
 ip netns exec "$ns" stream-server --listen "${net}2:0" --port-file pf --after hold "$TRACES/dns53.pcap" >/dev/null 2>&1 &
 for _ in $(seq 200); do [ -s pf ] && break; sleep 0.05; done
 port=$(cat pf)
