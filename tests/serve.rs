@@ -1,9 +1,9 @@
 //! pcapovertcp-serve as users run it: the real binary on loopback, read back
-//! through `Source`.
+//! through `Source` (or, with --connect, by a listener in the test).
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -154,6 +154,241 @@ fn looping_a_file_without_packets_ends_instead_of_spinning() {
         );
         // The header arrives, then the end of the stream: nothing to repeat.
         assert!(read_all(port).is_empty());
+        assert!(server.wait().unwrap().success());
+    })
+}
+
+/// Starts the server in --connect mode (no listening, no port file), stderr
+/// captured for the tests that read its lines.
+fn start_connect(args: &[&str], stdin: Stdio) -> Server {
+    Server(
+        Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A receiver on a free loopback port, and its `HOST:PORT`.
+fn receiver() -> (std::net::TcpListener, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    (l, addr)
+}
+
+/// Accepts one connection and reads it to its end.
+fn receive_one(listener: &std::net::TcpListener) -> Vec<u8> {
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    got
+}
+
+/// The packets of a received pcap stream, read with `pcap-file`.
+fn pcap_packet_count(bytes: &[u8]) -> usize {
+    let mut r = pcap_file::pcap::PcapReader::new(bytes).unwrap();
+    let mut n = 0;
+    while let Some(p) = r.next_raw_packet() {
+        p.unwrap();
+        n += 1;
+    }
+    n
+}
+
+fn stderr_of(server: &mut Server) -> String {
+    let mut text = String::new();
+    if let Some(mut e) = server.0.stderr.take() {
+        e.read_to_string(&mut text).unwrap();
+    }
+    text
+}
+
+#[test]
+fn connect_sends_the_file_to_a_listening_receiver() {
+    common::within(Duration::from_secs(60), || {
+        let path = traces_dir().join("http-vlan-0.pcap");
+        let want = std::fs::read(&path).unwrap();
+        let (listener, addr) = receiver();
+        let mut server =
+            start_connect(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
+        let got = receive_one(&listener);
+        assert_eq!(got, want);
+        assert_eq!(pcap_packet_count(&got), reference_packets(&path).len());
+        assert!(server.wait().unwrap().success());
+    })
+}
+
+#[test]
+fn connect_retries_until_the_receiver_is_up() {
+    common::within(Duration::from_secs(60), || {
+        let path = traces_dir().join("http-vlan-0.pcap");
+        let want = std::fs::read(&path).unwrap();
+        // A port that was free a moment ago: nothing listens there yet.
+        let addr = receiver().1;
+        let mut server =
+            start_connect(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
+        std::thread::sleep(Duration::from_millis(500));
+        let listener = std::net::TcpListener::bind(&addr).unwrap();
+        let got = receive_one(&listener);
+        assert_eq!(got, want);
+        assert!(server.wait().unwrap().success());
+        // One line for the outage and one for the connection, not one per attempt.
+        let stderr = stderr_of(&mut server);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(
+            lines.iter().filter(|l| l.contains("retrying")).count(),
+            1,
+            "{stderr}"
+        );
+        assert_eq!(
+            lines.iter().filter(|l| l.ends_with("connected")).count(),
+            1,
+            "{stderr}"
+        );
+        assert!(lines.iter().all(|l| l.contains(&addr)), "{stderr}");
+    })
+}
+
+#[test]
+fn connect_to_two_receivers_sends_each_the_whole_file() {
+    common::within(Duration::from_secs(60), || {
+        let path = traces_dir().join("irc-dcc-send.pcapng");
+        let want = std::fs::read(&path).unwrap();
+        let (a, addr_a) = receiver();
+        let (b, addr_b) = receiver();
+        let mut server = start_connect(
+            &[
+                "--connect",
+                &addr_a,
+                "--connect",
+                &addr_b,
+                path.to_str().unwrap(),
+            ],
+            Stdio::null(),
+        );
+        let other = std::thread::spawn(move || receive_one(&b));
+        let got_a = receive_one(&a);
+        let got_b = other.join().unwrap();
+        assert!(
+            got_a == want,
+            "receiver A: {} of {} bytes",
+            got_a.len(),
+            want.len()
+        );
+        assert!(
+            got_b == want,
+            "receiver B: {} of {} bytes",
+            got_b.len(),
+            want.len()
+        );
+        assert!(server.wait().unwrap().success());
+    })
+}
+
+#[test]
+fn connect_resends_the_file_after_a_broken_connection() {
+    common::within(Duration::from_secs(60), || {
+        // Paced, so the tool is still writing when the receiver goes away.
+        let path = traces_dir().join("http-vlan-0.pcap");
+        let want = std::fs::read(&path).unwrap();
+        let (listener, addr) = receiver();
+        let mut server = start_connect(
+            &["--connect", &addr, "--rate", "20", path.to_str().unwrap()],
+            Stdio::null(),
+        );
+        {
+            let (mut first, _) = listener.accept().unwrap();
+            let mut header = [0u8; 24];
+            first.read_exact(&mut header).unwrap();
+            assert_eq!(header[..], want[..24]);
+        } // dropped mid-stream
+          // A new stream: the header again, then every packet.
+        let got = receive_one(&listener);
+        assert_eq!(got, want);
+        assert!(server.wait().unwrap().success());
+        let stderr = stderr_of(&mut server);
+        assert_eq!(stderr.matches("connection lost").count(), 1, "{stderr}");
+        assert_eq!(stderr.matches("connected").count(), 2, "{stderr}");
+    })
+}
+
+#[test]
+fn connect_relays_standard_input() {
+    common::within(Duration::from_secs(60), || {
+        let path = traces_dir().join("rotation.pcap");
+        let bytes = std::fs::read(&path).unwrap();
+        let (a, addr_a) = receiver();
+        let (b, addr_b) = receiver();
+        let mut server = start_connect(
+            &["--connect", &addr_a, "--connect", &addr_b, "-"],
+            Stdio::piped(),
+        );
+        let mut stdin = server.0.stdin.take().unwrap();
+        stdin.write_all(&bytes[..24]).unwrap();
+        stdin.flush().unwrap();
+        // Both receivers have the header: both are among the relay's clients.
+        let (mut ca, _) = a.accept().unwrap();
+        let (mut cb, _) = b.accept().unwrap();
+        for c in [&mut ca, &mut cb] {
+            let mut header = [0u8; 24];
+            c.read_exact(&mut header).unwrap();
+            assert_eq!(header[..], bytes[..24]);
+        }
+        stdin.write_all(&bytes[24..]).unwrap();
+        drop(stdin); // end of the capture: the streams end
+        for c in [&mut ca, &mut cb] {
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).unwrap();
+            assert_eq!(rest[..], bytes[24..]);
+        }
+        assert!(server.wait().unwrap().success());
+    })
+}
+
+#[test]
+fn connect_with_listen_or_port_file_is_rejected() {
+    common::within(Duration::from_secs(30), || {
+        let path = traces_dir().join("dns53.pcap");
+        for extra in [
+            ["--listen", "127.0.0.1:0"],
+            ["--port-file", "/nonexistent/port"],
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+                .args(["--connect", "127.0.0.1:9"])
+                .args(extra)
+                .arg(&path)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(
+                stderr.contains("--connect") && stderr.contains(extra[0]),
+                "{stderr}"
+            );
+        }
+    })
+}
+
+#[test]
+fn connect_relay_reads_nothing_before_a_receiver_is_up() {
+    common::within(Duration::from_secs(60), || {
+        // `tcpdump -w - | pcapovertcp-serve --connect ... -` started before
+        // the receiver: the capture waits in the pipe, nothing is lost.
+        let path = traces_dir().join("rotation.pcap");
+        let bytes = std::fs::read(&path).unwrap();
+        let addr = receiver().1;
+        let mut server = start_connect(&["--connect", &addr, "-"], Stdio::piped());
+        let mut stdin = server.0.stdin.take().unwrap();
+        stdin.write_all(&bytes).unwrap();
+        drop(stdin);
+        std::thread::sleep(Duration::from_millis(300));
+        let listener = std::net::TcpListener::bind(&addr).unwrap();
+        assert_eq!(receive_one(&listener), bytes);
         assert!(server.wait().unwrap().success());
     })
 }

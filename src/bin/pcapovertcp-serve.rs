@@ -5,21 +5,30 @@
 //! several times, optionally rate-limited). From standard input the stream
 //! is relayed live: each client gets the stream's header blocks, then the
 //! records that arrive after it connected.
+//!
+//! With --connect it dials out instead of listening (for receivers that
+//! listen, as PolarProxy's --pcapoveripconnect or `tcpdump -w - | nc HOST
+//! PORT` do): each target gets its own connection, redialled with backoff
+//! until the receiver is up and whenever the connection breaks.
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use pcapovertcp::endpoint::Endpoint;
 use pcapovertcp::parse::{Limits, StreamParser};
 
 const USAGE: &str = "\
 usage: pcapovertcp-serve [options] FILE|-
+       pcapovertcp-serve --connect HOST:PORT [--connect HOST:PORT ...] [options] FILE|-
 
-Serves a pcap or pcapng file as PCAP-over-IP to every client that connects.
+Serves a pcap or pcapng file as PCAP-over-IP to every client that connects,
+or with --connect sends it to receivers that listen.
 With -, relays standard input (e.g. `tcpdump -U -w - | pcapovertcp-serve -`).
 
 options:
@@ -27,14 +36,40 @@ options:
                       picks a free port)
   --port-file PATH    write the bound port to PATH once listening
   --clients N         exit after N clients have been served (default: never)
+  --connect HOST:PORT dial out to a receiver that listens, instead of
+                      listening; repeat for several receivers, each gets its
+                      own connection. Each is retried until the receiver is
+                      up (every 100 ms, doubling up to 5 s). A connection
+                      that breaks is redialled and gets a new stream: the
+                      file again from its start, or the header and the live
+                      records of standard input. With a file, exits once
+                      every receiver has all of it. With -, reading starts
+                      once the first receiver is connected. Not with
+                      --listen, --port-file or --clients.
   --loop N            send a file's packets N times (default 1; 0 = forever);
                       pcap timestamps are shifted so time keeps moving forward
-  --rate PPS          send at most PPS packets per second per client
+  --rate PPS          send at most PPS packets per second per client/target
   -h, --help          this text
+
+examples:
+  pcapovertcp-serve --listen 0.0.0.0:57012 trace.pcap
+  pcapovertcp-serve --connect sensor:57012 --rate 10000 trace.pcap
+  tcpdump -U -w - -i eth0 | pcapovertcp-serve --connect sensor1:57012 --connect sensor2:57012 -
 ";
+
+/// First pause between connection attempts with --connect...
+const RETRY_MIN: Duration = Duration::from_millis(100);
+/// ...doubling up to this.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Bound on one connection attempt (a host that drops SYNs).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a receiver may take to close after the whole file was sent.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 struct Options {
     listen: SocketAddr,
+    listen_given: bool,
+    connect: Vec<String>,
     port_file: Option<String>,
     clients: Option<u64>,
     loops: u64,
@@ -46,6 +81,8 @@ fn parse_args() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let mut o = Options {
         listen: "127.0.0.1:57012".parse().expect("valid literal"),
+        listen_given: false,
+        connect: Vec::new(),
         port_file: None,
         clients: None,
         loops: 1,
@@ -61,7 +98,14 @@ fn parse_args() -> Result<Options, String> {
                 let v = value("--listen")?;
                 o.listen = v
                     .parse()
-                    .map_err(|_| format!("--listen {v}: expected ADDR:PORT"))?
+                    .map_err(|_| format!("--listen {v}: expected ADDR:PORT"))?;
+                o.listen_given = true
+            }
+            "--connect" => {
+                let v = value("--connect")?;
+                // The plugin's own endpoint grammar: HOST:PORT, [V6]:PORT.
+                let target = Endpoint::parse(&v).map_err(|e| format!("--connect: {e}"))?;
+                o.connect.push(target.to_string())
             }
             "--port-file" => o.port_file = Some(value("--port-file")?),
             "--clients" => {
@@ -86,6 +130,27 @@ fn parse_args() -> Result<Options, String> {
     }
     o.input = input.ok_or("missing FILE or -")?;
     Ok(o)
+}
+
+/// Options that make no sense together, as one line.
+fn conflicts(o: &Options) -> Result<(), &'static str> {
+    if o.connect.is_empty() {
+        return Ok(());
+    }
+    if o.listen_given {
+        return Err("--connect and --listen exclude each other: with --connect the tool dials out and does not listen");
+    }
+    if o.port_file.is_some() {
+        return Err(
+            "--port-file needs --listen: with --connect there is no listening port to write",
+        );
+    }
+    if o.clients.is_some() {
+        return Err(
+            "--clients needs --listen: with --connect the tool ends once every target has the file",
+        );
+    }
+    Ok(())
 }
 
 /// A stream cut into its units: the header blocks, then one unit per record.
@@ -159,7 +224,7 @@ impl Pacer {
 }
 
 fn serve_file(
-    mut out: TcpStream,
+    out: &mut TcpStream,
     framed: &Framed,
     loops: u64,
     rate: Option<f64>,
@@ -219,7 +284,9 @@ fn serve_file(
 struct Relay {
     header: Vec<u8>,
     header_done: bool,
-    clients: Vec<TcpStream>,
+    /// Each client, and for a --connect target where to report that the
+    /// relay dropped it (so its thread redials).
+    clients: Vec<(TcpStream, Option<Sender<io::Error>>)>,
 }
 
 fn relay_stdin(relay: Arc<Mutex<Relay>>) -> io::Result<()> {
@@ -251,7 +318,15 @@ fn relay_stdin(relay: Arc<Mutex<Relay>>) -> io::Result<()> {
                 r.header_done = true;
             }
             // A client that cannot keep up or went away is dropped.
-            r.clients.retain_mut(|c| c.write_all(bytes).is_ok());
+            r.clients.retain_mut(|(c, lost)| match c.write_all(bytes) {
+                Ok(()) => true,
+                Err(e) => {
+                    if let Some(lost) = lost {
+                        let _ = lost.send(e);
+                    }
+                    false
+                }
+            });
         }
         drop(r);
         buf.copy_within(consumed..filled, 0);
@@ -271,6 +346,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(msg) = conflicts(&o) {
+        eprintln!("pcapovertcp-serve: {msg}");
+        return ExitCode::from(2);
+    }
+    if !o.connect.is_empty() {
+        return connect_mode(&o);
+    }
     let listener = match TcpListener::bind(o.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -306,7 +388,7 @@ fn main() -> ExitCode {
                     let mut r = relay.lock().unwrap_or_else(|e| e.into_inner());
                     let mut conn = conn;
                     if conn.write_all(&r.header).is_ok() {
-                        r.clients.push(conn);
+                        r.clients.push((conn, None));
                     }
                 }
             });
@@ -344,7 +426,8 @@ fn main() -> ExitCode {
         let (loops, rate) = (o.loops, o.rate);
         workers.push(thread::spawn(move || {
             let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            if let Err(e) = serve_file(conn, &framed, loops, rate) {
+            let mut conn = conn;
+            if let Err(e) = serve_file(&mut conn, &framed, loops, rate) {
                 eprintln!("pcapovertcp-serve: {peer}: {e}");
             }
         }));
@@ -357,4 +440,197 @@ fn main() -> ExitCode {
         let _ = w.join();
     }
     ExitCode::SUCCESS
+}
+
+/// Exponential backoff between connection attempts.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn wait(&mut self) {
+        thread::sleep(self.0);
+        self.0 = self.0.saturating_mul(2).min(RETRY_MAX);
+    }
+}
+
+/// One attempt to connect to `target`, every address it resolves to in turn.
+fn try_connect(target: &str) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in target.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            // Dialling a free loopback port can meet itself (TCP simultaneous
+            // open): that is no receiver.
+            Ok(s) if s.local_addr().ok() == Some(addr) => {
+                last = Some(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "connection refused",
+                ))
+            }
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("the name resolves to no address")))
+}
+
+/// Dials `target` until it answers. Reports the first failure and the
+/// connection, not every attempt.
+fn dial(target: &str, backoff: &mut Backoff) -> TcpStream {
+    let mut reported = false;
+    loop {
+        match try_connect(target) {
+            Ok(s) => {
+                eprintln!("pcapovertcp-serve: {target}: connected");
+                return s;
+            }
+            Err(e) => {
+                if !reported {
+                    eprintln!(
+                        "pcapovertcp-serve: {target}: {e}; retrying until it is up (every {:?} to {:?})",
+                        RETRY_MIN, RETRY_MAX
+                    );
+                    reported = true;
+                }
+                backoff.wait();
+            }
+        }
+    }
+}
+
+/// After the whole file: shutdown write, then wait (bounded) for the
+/// receiver to close, so a receiver that reset the connection without
+/// reading everything is noticed and gets the file again.
+fn finish(conn: &mut TcpStream) -> io::Result<()> {
+    conn.shutdown(Shutdown::Write)?;
+    conn.set_read_timeout(Some(CLOSE_WAIT))?;
+    let deadline = Instant::now() + CLOSE_WAIT;
+    let mut sink = [0u8; 4096];
+    while Instant::now() < deadline {
+        match conn.read(&mut sink) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends the file to `target` until one connection has carried all of it.
+fn send_file_to(target: &str, framed: &Framed, loops: u64, rate: Option<f64>) {
+    let mut backoff = Backoff(RETRY_MIN);
+    loop {
+        let mut conn = dial(target, &mut backoff);
+        let since = Instant::now();
+        match serve_file(&mut conn, framed, loops, rate).and_then(|()| finish(&mut conn)) {
+            Ok(()) => {
+                eprintln!("pcapovertcp-serve: {target}: sent the whole file");
+                return;
+            }
+            Err(e) => eprintln!(
+                "pcapovertcp-serve: {target}: connection lost: {e}; redialling to send the file again from its start"
+            ),
+        }
+        drop(conn);
+        if since.elapsed() >= RETRY_MAX {
+            backoff = Backoff(RETRY_MIN);
+        }
+        backoff.wait();
+    }
+}
+
+/// Keeps `target` among the relay's clients: dials, joins (the header so
+/// far, then the live records), and redials when the relay drops it.
+fn relay_to(target: &str, relay: &Mutex<Relay>, first: &Sender<()>) {
+    let mut backoff = Backoff(RETRY_MIN);
+    loop {
+        let mut conn = dial(target, &mut backoff);
+        let since = Instant::now();
+        let (lost_tx, lost_rx) = mpsc::channel();
+        {
+            let mut r = relay.lock().unwrap_or_else(|e| e.into_inner());
+            match conn.write_all(&r.header) {
+                Ok(()) => r.clients.push((conn, Some(lost_tx))),
+                Err(e) => {
+                    let _ = lost_tx.send(e);
+                }
+            }
+        }
+        let _ = first.send(());
+        let why = lost_rx
+            .recv()
+            .map_or_else(|_| "closed".to_string(), |e| e.to_string());
+        eprintln!(
+            "pcapovertcp-serve: {target}: connection lost: {why}; redialling for a new stream (header, then live records)"
+        );
+        if since.elapsed() >= RETRY_MAX {
+            backoff = Backoff(RETRY_MIN);
+        }
+        backoff.wait();
+    }
+}
+
+/// --connect: one thread per target.
+fn connect_mode(o: &Options) -> ExitCode {
+    if o.input == "-" {
+        let relay = Arc::new(Mutex::new(Relay {
+            header: Vec::new(),
+            header_done: false,
+            clients: Vec::new(),
+        }));
+        let (first_tx, first_rx) = mpsc::channel();
+        for target in &o.connect {
+            let (target, relay, first) = (target.clone(), relay.clone(), first_tx.clone());
+            thread::spawn(move || relay_to(&target, &relay, &first));
+        }
+        drop(first_tx);
+        // Nothing is read (the pipe holds the capture) until a target is
+        // connected, so a single target loses nothing; the others join live.
+        let _ = first_rx.recv();
+        let result = relay_stdin(relay.clone());
+        let r = relay.lock().unwrap_or_else(|e| e.into_inner());
+        for (c, _) in &r.clients {
+            let _ = c.shutdown(Shutdown::Write);
+        }
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pcapovertcp-serve: standard input: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let framed = match fs::read(&o.input)
+        .map_err(|e| e.to_string())
+        .and_then(frame)
+    {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            eprintln!("pcapovertcp-serve: {}: {e}", o.input);
+            return ExitCode::FAILURE;
+        }
+    };
+    let workers: Vec<_> = o
+        .connect
+        .iter()
+        .map(|target| {
+            let (target, framed, loops, rate) = (target.clone(), framed.clone(), o.loops, o.rate);
+            thread::spawn(move || send_file_to(&target, &framed, loops, rate))
+        })
+        .collect();
+    let mut code = ExitCode::SUCCESS;
+    for w in workers {
+        if w.join().is_err() {
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
 }
