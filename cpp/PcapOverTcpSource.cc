@@ -258,20 +258,34 @@ void PcapOverTcpSource::Statistics(Stats* stats) {
 }
 
 RecordValPtr PcapOverTcpSource::StatsVal() {
-    rs::Counters c{};
+    auto* src = dynamic_cast<PcapOverTcpSource*>(iosource_mgr->GetPktSrc());
+    auto counters = src && src->source ? (*src->source)->counters() : rs::zero_counters();
 
-    if ( auto* src = dynamic_cast<PcapOverTcpSource*>(iosource_mgr->GetPktSrc()); src && src->source )
-        c = (*src->source)->counters();
-
+    // By field name: the core's counter list (src/counters.rs) and the
+    // record type (scripts/types.zeek) are the two places that define them.
     auto rec = make_intrusive<RecordVal>(BifType::Record::PcapOverTcp::Stats);
-    rec->Assign(0, c.connects);
-    rec->Assign(1, c.disconnects);
-    rec->Assign(2, c.bytes);
-    rec->Assign(3, c.records);
-    rec->Assign(4, c.dropped);
-    rec->Assign(5, c.truncated);
-    rec->Assign(6, c.corrupt);
-    rec->AssignInterval(7, c.connected);
+    const auto& type = rec->GetType<RecordType>();
+
+    for ( const auto& c : counters ) {
+        std::string field(c.field);
+        int offset = type->FieldOffset(field.c_str());
+
+        if ( offset < 0 ) {
+            reporter->InternalWarning("PcapOverTcp::Stats has no field \"%s\"", field.c_str());
+            continue;
+        }
+
+        if ( c.is_interval )
+            rec->AssignInterval(offset, c.seconds);
+        else
+            rec->Assign(offset, c.count);
+    }
+
+    // src/counters.rs's test holds the two lists equal; this names a slip.
+    for ( int i = 0; i < type->NumFields(); ++i )
+        if ( ! rec->HasField(i) )
+            reporter->InternalWarning("PcapOverTcp::Stats field \"%s\" has no counter", type->FieldName(i));
+
     return rec;
 }
 

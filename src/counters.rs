@@ -45,6 +45,32 @@ pub struct Snapshot {
     pub connected: Duration,
 }
 
+/// One counter as script land sees it: the `PcapOverTcp::Stats` field it
+/// fills, by name, and its value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Field {
+    Count(&'static str, u64),
+    Interval(&'static str, Duration),
+}
+
+impl Snapshot {
+    /// The counters by their `PcapOverTcp::Stats` field names (types.zeek):
+    /// the one list the shim fills the record from.
+    pub fn fields(&self) -> [Field; 8] {
+        use Field::{Count, Interval};
+        [
+            Count("connects", self.connects),
+            Count("disconnects", self.disconnects),
+            Count("bytes", self.bytes),
+            Count("records", self.records),
+            Count("dropped", self.dropped),
+            Count("truncated", self.truncated),
+            Count("corrupt", self.corrupt),
+            Interval("connected", self.connected),
+        ]
+    }
+}
+
 impl Counters {
     pub fn connected(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
@@ -105,5 +131,43 @@ impl Counters {
             corrupt: self.corrupt.load(Ordering::Relaxed),
             connected,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `PcapOverTcp::Stats` record of scripts/types.zeek, as
+    /// (field, type) pairs in order.
+    fn stats_record() -> Vec<(String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/types.zeek");
+        let text = std::fs::read_to_string(path).unwrap();
+        let body = text
+            .split_once("type Stats: record {")
+            .and_then(|(_, rest)| rest.split_once("};"))
+            .map(|(body, _)| body)
+            .expect("a Stats record in types.zeek");
+        body.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with("##") && l.ends_with(';'))
+            .filter_map(|l| {
+                let (name, ty) = l.trim_end_matches(';').split_once(':')?;
+                Some((name.trim().to_string(), ty.trim().to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_counter_list_is_the_stats_record_of_types_zeek() {
+        let ours: Vec<(String, String)> = Snapshot::default()
+            .fields()
+            .iter()
+            .map(|f| match f {
+                Field::Count(name, _) => (name.to_string(), "count".to_string()),
+                Field::Interval(name, _) => (name.to_string(), "interval".to_string()),
+            })
+            .collect();
+        assert_eq!(ours, stats_record());
     }
 }

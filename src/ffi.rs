@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::config::{Config, Keepalive};
+use crate::counters::{Field, Snapshot};
 use crate::parse::Limits;
 use crate::source::{Next, Opening, Source};
 
@@ -64,17 +65,15 @@ pub mod bridge {
         filtered: u64,
     }
 
-    /// The reader's counters, for `PcapOverTcp::stats()`.
-    struct Counters {
-        connects: u64,
-        disconnects: u64,
-        bytes: u64,
-        records: u64,
-        dropped: u64,
-        truncated: u64,
-        corrupt: u64,
-        /// Seconds.
-        connected: f64,
+    /// One of the reader's counters, for `PcapOverTcp::stats()`: the
+    /// `PcapOverTcp::Stats` field it fills, by name.
+    struct Counter {
+        field: String,
+        /// For a `count` field.
+        count: u64,
+        /// Seconds, for an `interval` field.
+        seconds: f64,
+        is_interval: bool,
     }
 
     enum LogLevel {
@@ -108,7 +107,9 @@ pub mod bridge {
         /// BPF filter (`filtered`), or dropped as empty.
         fn packet_not_delivered(self: &mut PcapOverTcp, filtered: bool);
         fn stats(self: &PcapOverTcp) -> SourceStats;
-        fn counters(self: &PcapOverTcp) -> Counters;
+        fn counters(self: &PcapOverTcp) -> Vec<Counter>;
+        /// The counters of a source that never opened: every one zero.
+        fn zero_counters() -> Vec<Counter>;
         /// Whether `take_messages` has anything; cheap.
         fn has_messages(self: &PcapOverTcp) -> bool;
         fn take_messages(self: &PcapOverTcp) -> Vec<LogLine>;
@@ -116,7 +117,7 @@ pub mod bridge {
     }
 }
 
-use bridge::{Counters, LogLevel, LogLine, OpenStatus, Options, PacketInfo, SourceStats, Status};
+use bridge::{Counter, LogLevel, LogLine, OpenStatus, Options, PacketInfo, SourceStats, Status};
 
 /// The opaque handle the shim owns.
 pub struct PcapOverTcp {
@@ -152,6 +153,31 @@ fn config(options: &Options) -> Config {
         idle_timeout: (options.idle_timeout > 0.0).then(|| seconds(options.idle_timeout)),
         ..Config::default()
     }
+}
+
+fn to_bridge(snapshot: &Snapshot) -> Vec<Counter> {
+    snapshot
+        .fields()
+        .iter()
+        .map(|f| match *f {
+            Field::Count(field, count) => Counter {
+                field: field.into(),
+                count,
+                seconds: 0.0,
+                is_interval: false,
+            },
+            Field::Interval(field, d) => Counter {
+                field: field.into(),
+                count: 0,
+                seconds: d.as_secs_f64(),
+                is_interval: true,
+            },
+        })
+        .collect()
+}
+
+fn zero_counters() -> Vec<Counter> {
+    to_bridge(&Snapshot::default())
 }
 
 fn start(path: &[u8], options: &Options) -> Result<Box<PcapOverTcp>, crate::Error> {
@@ -231,18 +257,8 @@ impl PcapOverTcp {
         }
     }
 
-    fn counters(&self) -> Counters {
-        let c = self.source.counters();
-        Counters {
-            connects: c.connects,
-            disconnects: c.disconnects,
-            bytes: c.bytes,
-            records: c.records,
-            dropped: c.dropped,
-            truncated: c.truncated,
-            corrupt: c.corrupt,
-            connected: c.connected.as_secs_f64(),
-        }
+    fn counters(&self) -> Vec<Counter> {
+        to_bridge(&self.source.counters())
     }
 
     fn has_messages(&self) -> bool {
