@@ -334,6 +334,29 @@ fn relay_stdin(relay: Arc<Mutex<Relay>>) -> io::Result<()> {
     }
 }
 
+/// How the stdin relay ended, as the tool's exit.
+fn exit_code(relayed: io::Result<()>) -> ExitCode {
+    match relayed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pcapovertcp-serve: standard input: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads and frames the file to serve; an unreadable or invalid one is
+/// reported and fails the tool.
+fn load(input: &str) -> Result<Arc<Framed>, ExitCode> {
+    match fs::read(input).map_err(|e| e.to_string()).and_then(frame) {
+        Ok(f) => Ok(Arc::new(f)),
+        Err(e) => {
+            eprintln!("pcapovertcp-serve: {input}: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let o = match parse_args() {
         Ok(o) => o,
@@ -393,24 +416,12 @@ fn main() -> ExitCode {
                 }
             });
         }
-        return match relay_stdin(relay) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("pcapovertcp-serve: standard input: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit_code(relay_stdin(relay));
     }
 
-    let framed = match fs::read(&o.input)
-        .map_err(|e| e.to_string())
-        .and_then(frame)
-    {
-        Ok(f) => Arc::new(f),
-        Err(e) => {
-            eprintln!("pcapovertcp-serve: {}: {e}", o.input);
-            return ExitCode::FAILURE;
-        }
+    let framed = match load(&o.input) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
     let mut workers = Vec::new();
     let mut served = 0u64;
@@ -599,24 +610,12 @@ fn connect_mode(o: &Options) -> ExitCode {
         for (c, _) in &r.clients {
             let _ = c.shutdown(Shutdown::Write);
         }
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("pcapovertcp-serve: standard input: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit_code(result);
     }
 
-    let framed = match fs::read(&o.input)
-        .map_err(|e| e.to_string())
-        .and_then(frame)
-    {
-        Ok(f) => Arc::new(f),
-        Err(e) => {
-            eprintln!("pcapovertcp-serve: {}: {e}", o.input);
-            return ExitCode::FAILURE;
-        }
+    let framed = match load(&o.input) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
     let workers: Vec<_> = o
         .connect
