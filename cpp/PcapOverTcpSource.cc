@@ -43,6 +43,17 @@ void PcapOverTcpSource::Open() {
     options.keepalive_interval = BifConst::PcapOverTcp::keepalive_interval;
     options.keepalive_probes = BifConst::PcapOverTcp::keepalive_probes;
     options.idle_timeout = BifConst::PcapOverTcp::idle_timeout;
+    options.merge_window = BifConst::PcapOverTcp::merge_window;
+    options.max_senders = BifConst::PcapOverTcp::max_senders;
+    options.header_timeout = BifConst::PcapOverTcp::header_timeout;
+
+    // A set is no BIF constant: read it by name.
+    if ( auto allowed = id::find_const<TableVal>("PcapOverTcp::allowed_senders") ) {
+        auto subnets = allowed->ToPureListVal();
+
+        for ( int i = 0; i < subnets->Length(); ++i )
+            options.allowed_senders.push_back(subnets->Idx(i)->AsSubNet().AsString());
+    }
 
     // The path as bytes: an interface name that is not UTF-8 is the core's
     // error to report, not an exception from rust::Str.
@@ -257,13 +268,11 @@ void PcapOverTcpSource::Statistics(Stats* stats) {
     stats->filtered = s.filtered;
 }
 
-RecordValPtr PcapOverTcpSource::StatsVal() {
-    auto* src = dynamic_cast<PcapOverTcpSource*>(iosource_mgr->GetPktSrc());
-    auto counters = src && src->source ? (*src->source)->counters() : rs::zero_counters();
-
-    // By field name: the core's counter list (src/counters.rs) and the
-    // record type (scripts/types.zeek) are the two places that define them.
-    auto rec = make_intrusive<RecordVal>(BifType::Record::PcapOverTcp::Stats);
+// Fills a PcapOverTcp::Stats or PcapOverTcp::Sender record by field name:
+// the core's counter list (src/counters.rs) and the record types
+// (scripts/types.zeek) are the two places that define them, and
+// src/counters.rs's test holds them equal.
+static void AssignCounters(RecordVal* rec, const ::rust::Vec<rs::Counter>& counters) {
     const auto& type = rec->GetType<RecordType>();
 
     for ( const auto& c : counters ) {
@@ -271,7 +280,7 @@ RecordValPtr PcapOverTcpSource::StatsVal() {
         int offset = type->FieldOffset(field.c_str());
 
         if ( offset < 0 ) {
-            reporter->InternalWarning("PcapOverTcp::Stats has no field \"%s\"", field.c_str());
+            reporter->InternalWarning("%s has no field \"%s\"", type->GetName().c_str(), field.c_str());
             continue;
         }
 
@@ -281,11 +290,29 @@ RecordValPtr PcapOverTcpSource::StatsVal() {
             rec->Assign(offset, c.count);
     }
 
-    // src/counters.rs's test holds the two lists equal; this names a slip.
     for ( int i = 0; i < type->NumFields(); ++i )
         if ( ! rec->HasField(i) )
-            reporter->InternalWarning("PcapOverTcp::Stats field \"%s\" has no counter", type->FieldName(i));
+            reporter->InternalWarning("%s field \"%s\" has no counter", type->GetName().c_str(), type->FieldName(i));
+}
 
+RecordValPtr PcapOverTcpSource::StatsVal() {
+    auto* src = dynamic_cast<PcapOverTcpSource*>(iosource_mgr->GetPktSrc());
+    bool ours = src && src->source;
+
+    auto senders = make_intrusive<VectorVal>(id::find_type<VectorType>("PcapOverTcp::SenderList"));
+
+    if ( ours ) {
+        for ( const auto& s : (*src->source)->senders() ) {
+            auto sender = make_intrusive<RecordVal>(BifType::Record::PcapOverTcp::Sender);
+            sender->Assign(sender->GetType<RecordType>()->FieldOffset("address"), std::string(s.address));
+            AssignCounters(sender.get(), s.counters);
+            senders->Append(std::move(sender));
+        }
+    }
+
+    auto rec = make_intrusive<RecordVal>(BifType::Record::PcapOverTcp::Stats);
+    rec->Assign(rec->GetType<RecordType>()->FieldOffset("senders"), std::move(senders));
+    AssignCounters(rec.get(), ours ? (*src->source)->counters() : rs::zero_counters());
     return rec;
 }
 

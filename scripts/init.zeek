@@ -1,4 +1,6 @@
-##! Options of the PCAP-over-IP packet source (``-i pcapovertcp::HOST:PORT``).
+##! Options of the PCAP-over-IP packet source
+##! (``-i pcapovertcp::[SCHEME://]HOST:PORT[,...]``, SCHEME ``tcp`` or
+##! ``tcp-listen``).
 ##! Each is a ``&redef`` constant, read when the source opens; redefine it in
 ##! local.zeek, on the command line (``PcapOverTcp::buffer_size=...``), or per
 ##! zeekctl worker with ``pcapovertcp_<option>=`` in node.cfg.
@@ -74,4 +76,31 @@ export {
 	## host stays up. 0 (the default) never does: a quiet network is
 	## legitimate, and keepalive already notices a dead host.
 	const idle_timeout = 0 sec &redef;
+
+	## With several connections (a listen endpoint, or several endpoints),
+	## how long a packet may wait for the other connections before it is
+	## released anyway. Packets are released in timestamp order: one goes
+	## when every other connected sender has a later packet queued, or when
+	## it has waited this long (wall clock), so an idle or slow sender
+	## delays the others by at most this much. A packet older than one
+	## already released is still delivered, and counted as ``late`` in
+	## :zeek:see:`PcapOverTcp::stats`. 0 releases packets as they arrive
+	## (each batch in its own order): no delay, but senders whose clocks or
+	## delays differ are interleaved out of order, and Zeek's network time,
+	## which never goes backwards, skews the later one's timers.
+	const merge_window = 100 msec &redef;
+
+	## Listening: how many senders may be connected at once; one more is
+	## closed at once and reported with its address.
+	const max_senders = 64 &redef;
+
+	## Listening: the networks senders may connect from; empty (the
+	## default) allows any. A sender outside is closed at once and reported
+	## (at most once per address every 10 seconds).
+	const allowed_senders: set[subnet] = {} &redef;
+
+	## Listening: a sender whose stream header has not arrived after this
+	## long is closed and reported (a port scanner, an SSH client, a
+	## sender that hangs). 0 waits for ever.
+	const header_timeout = 10 sec &redef;
 }

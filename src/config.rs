@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::parse::Limits;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +30,18 @@ pub struct Config {
     /// No bytes for this long counts as an outage (`idle_timeout`); `None`
     /// waits for ever, since a quiet network is legitimate.
     pub idle_timeout: Option<Duration>,
+    /// With several connections: how long a read may wait for the other
+    /// connections' records before it is released anyway (`merge_window`);
+    /// zero releases what has arrived at once.
+    pub merge_window: Duration,
+    /// Listening: senders connected at once (`max_senders`).
+    pub max_senders: usize,
+    /// Listening: the networks senders may connect from; empty = any
+    /// (`allowed_senders`).
+    pub allowed_senders: Vec<IpNet>,
+    /// Listening: a sender whose header has not arrived after this long is
+    /// closed (`header_timeout`); `None` waits for ever.
+    pub header_timeout: Option<Duration>,
 }
 
 /// TCP keepalive: after `idle` without traffic the kernel probes the peer
@@ -66,6 +80,10 @@ impl Default for Config {
                 probes: 4,
             }),
             idle_timeout: None,
+            merge_window: Duration::from_millis(100),
+            max_senders: 64,
+            allowed_senders: Vec::new(),
+            header_timeout: Some(Duration::from_secs(10)),
         }
     }
 }

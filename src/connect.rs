@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::config::Config;
-use crate::control::{Control, NOTICE_AFTER};
+use crate::control::{Control, SocketHold, NOTICE_AFTER};
+use crate::endpoint::Endpoint;
 use crate::error::Error;
 
 /// How often a blocked step looks up to see whether the source is closing,
@@ -26,10 +27,15 @@ pub enum Failure {
     Failed(Error),
 }
 
-/// Tries every resolved address in order; the first that accepts wins.
-pub fn connect(control: &Control) -> Result<TcpStream, Failure> {
-    let endpoint = control.endpoint.to_string();
-    let addrs = resolve(control).map_err(|source| {
+/// Tries every resolved address in order; the first that accepts wins. The
+/// socket stays registered with `control` (so that closing can cut a read
+/// short) while the hold lives.
+pub(crate) fn connect<'c>(
+    control: &'c Control,
+    target: &Endpoint,
+) -> Result<(TcpStream, SocketHold<'c>), Failure> {
+    let endpoint = target.to_string();
+    let addrs = resolve(control, target).map_err(|source| {
         if control.stopping() {
             Failure::Stopped
         } else {
@@ -44,7 +50,7 @@ pub fn connect(control: &Control) -> Result<TcpStream, Failure> {
         if control.stopping() {
             return Err(Failure::Stopped);
         }
-        match connect_one(control, addr) {
+        match connect_one(control, target, addr) {
             Ok(stream) => {
                 log::debug!("{endpoint}: connected to {addr}");
                 return Ok(stream);
@@ -72,12 +78,12 @@ pub fn connect(control: &Control) -> Result<TcpStream, Failure> {
 
 /// Resolves on a helper thread, so that a slow resolver never holds up
 /// closing: the thread is left to finish on its own.
-fn resolve(control: &Control) -> io::Result<Vec<SocketAddr>> {
-    if let Some(addrs) = control.endpoint.literal_addrs() {
+fn resolve(control: &Control, target: &Endpoint) -> io::Result<Vec<SocketAddr>> {
+    if let Some(addrs) = target.literal_addrs() {
         return Ok(addrs);
     }
     let (tx, rx) = mpsc::channel();
-    let endpoint = control.endpoint.clone();
+    let endpoint = target.clone();
     crate::threads::spawn("pcapovertcp resolve".into(), move || {
         let _ = tx.send(endpoint.resolve());
     })?;
@@ -91,7 +97,11 @@ fn resolve(control: &Control) -> io::Result<Vec<SocketAddr>> {
 }
 
 /// A non-blocking connect, waited for in ticks.
-fn connect_one(control: &Control, addr: &SocketAddr) -> io::Result<TcpStream> {
+fn connect_one<'c>(
+    control: &'c Control,
+    target: &Endpoint,
+    addr: &SocketAddr,
+) -> io::Result<(TcpStream, SocketHold<'c>)> {
     let socket = Socket::new(
         Domain::for_address(*addr),
         Type::STREAM,
@@ -99,7 +109,7 @@ fn connect_one(control: &Control, addr: &SocketAddr) -> io::Result<TcpStream> {
     )?;
     socket.set_nonblocking(true)?;
     // Kept so that closing the source can cut a connect or a read short.
-    control.set_socket(socket.try_clone()?);
+    let hold = control.hold_socket(socket.try_clone()?);
     match socket.connect(&(*addr).into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
@@ -112,7 +122,7 @@ fn connect_one(control: &Control, addr: &SocketAddr) -> io::Result<TcpStream> {
                 if started.elapsed() >= NOTICE_AFTER {
                     control.mention_wait(&format!(
                         "{}: connecting to {addr} gets no answer after {} s (the connect times out after {} s)",
-                        control.endpoint,
+                        target,
                         NOTICE_AFTER.as_secs(),
                         control.config.connect_timeout.as_secs()
                     ));
@@ -133,7 +143,7 @@ fn connect_one(control: &Control, addr: &SocketAddr) -> io::Result<TcpStream> {
     }
     socket.set_nonblocking(false)?;
     set_up(&socket, &control.config)?;
-    Ok(socket.into())
+    Ok((socket.into(), hold))
 }
 
 fn wait_writable(socket: &Socket, limit: Duration) -> io::Result<bool> {
@@ -159,8 +169,8 @@ fn wait_writable(socket: &Socket, limit: Duration) -> io::Result<bool> {
 }
 
 /// The receive timeout is the read loop's tick; keepalive detects a peer
-/// that stopped answering.
-fn set_up(socket: &Socket, config: &Config) -> io::Result<()> {
+/// that stopped answering. For connected and accepted sockets alike.
+pub(crate) fn set_up(socket: &Socket, config: &Config) -> io::Result<()> {
     socket.set_read_timeout(Some(TICK))?;
     if let Some(k) = &config.keepalive {
         let params = TcpKeepalive::new()
@@ -190,7 +200,7 @@ mod tests {
 
     fn control(ep: &str, config: Config) -> Control {
         Control::new(
-            Endpoint::parse(ep).unwrap(),
+            ep.to_string(),
             config.normalized(),
             Ring::new(1024).unwrap(),
             Arc::new(Messages::default()),
@@ -209,7 +219,8 @@ mod tests {
             }),
             ..Config::default()
         };
-        let Ok(stream) = connect(&control(&ep, config)) else {
+        let control = control(&ep, config);
+        let Ok((stream, _hold)) = connect(&control, &Endpoint::parse(&ep).unwrap()) else {
             panic!("connect failed");
         };
         let s = SockRef::from(&stream);
@@ -234,7 +245,8 @@ mod tests {
             keepalive: None,
             ..Config::default()
         };
-        let Ok(stream) = connect(&control(&ep, config)) else {
+        let control = control(&ep, config);
+        let Ok((stream, _hold)) = connect(&control, &Endpoint::parse(&ep).unwrap()) else {
             panic!("connect failed");
         };
         assert!(!SockRef::from(&stream).keepalive().unwrap());

@@ -1,19 +1,20 @@
-//! What the reader thread and the consumer share: the settings, the ring
-//! and counters, the message queue, whether the stream has opened (or why
-//! it could not), and the stop signal that closing sends.
+//! What the source's threads (connections, listeners, the merge) and the
+//! consumer share: the settings, the ring and counters, the message queue,
+//! whether the source has opened (or why it could not), the stop signal
+//! that closing sends, and the sockets and threads that closing must end.
 //!
-//! Both [`crate::reader`] and [`crate::source`] use it; neither owns it, so
-//! the data path has no circle: source → reader → control.
+//! Every layer uses it and none owns it, so the data path has no circle.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
 use crate::config::Config;
-use crate::counters::Counters;
-use crate::endpoint::Endpoint;
+use crate::counters::Registry;
 use crate::error::Error;
 use crate::messages::Messages;
 use crate::ring::Ring;
@@ -43,12 +44,14 @@ pub enum Opening {
     Failed(Error),
 }
 
-#[derive(Debug)]
+type Hook = Box<dyn Fn() + Send + Sync>;
+
 pub(crate) struct Control {
-    pub endpoint: Endpoint,
+    /// The whole interface name, for what concerns the source as a whole.
+    pub label: String,
     pub config: Config,
     pub ring: Ring,
-    pub counters: Counters,
+    pub counters: Registry,
     pub messages: Arc<Messages>,
     status: Mutex<Status>,
     status_changed: Condvar,
@@ -57,21 +60,46 @@ pub(crate) struct Control {
     /// Signalled when `stop` is set, to cut a backoff pause short.
     stop_lock: Mutex<()>,
     stopped: Condvar,
-    /// The socket being connected or read, so that closing can shut it.
-    socket: Mutex<Option<Socket>>,
+    /// The sockets being connected, read or listened on, so that closing
+    /// can shut them; by a key each holder removes on its way out.
+    sockets: Mutex<(u64, HashMap<u64, Socket>)>,
+    /// Called by `stop`: what else must wake up (a budget, the merge).
+    on_stop: Mutex<Vec<Hook>>,
+    /// The source's threads, for closing to wait for.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// Why no stream is open yet, for the error when the wait runs out.
     waiting_for: Mutex<String>,
     /// The start-up wait has been mentioned to the operator.
     wait_mentioned: AtomicBool,
 }
 
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A socket registered with [`Control::hold_socket`]; unregistered on drop.
+pub(crate) struct SocketHold<'a> {
+    control: &'a Control,
+    key: u64,
+}
+
+impl Drop for SocketHold<'_> {
+    fn drop(&mut self) {
+        lock(&self.control.sockets).1.remove(&self.key);
+    }
+}
+
 impl Control {
-    pub fn new(endpoint: Endpoint, config: Config, ring: Ring, messages: Arc<Messages>) -> Self {
+    pub fn new(label: String, config: Config, ring: Ring, messages: Arc<Messages>) -> Self {
         Control {
-            endpoint,
+            label,
             config,
             ring,
-            counters: Counters::default(),
+            counters: Registry::default(),
             messages,
             status: Mutex::new(Status::Starting),
             status_changed: Condvar::new(),
@@ -79,7 +107,9 @@ impl Control {
             stop: AtomicBool::new(false),
             stop_lock: Mutex::new(()),
             stopped: Condvar::new(),
-            socket: Mutex::new(None),
+            sockets: Mutex::new((0, HashMap::new())),
+            on_stop: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
             waiting_for: Mutex::new("no connection was attempted yet".into()),
             wait_mentioned: AtomicBool::new(false),
         }
@@ -138,8 +168,78 @@ impl Control {
         lock(&self.waiting_for).clone()
     }
 
-    pub fn set_socket(&self, socket: Socket) {
-        *lock(&self.socket) = Some(socket);
+    /// Keeps a handle to a socket so that closing the source can shut it
+    /// (which cuts a connect, read or accept short), until the returned
+    /// hold is dropped.
+    pub fn hold_socket(&self, socket: Socket) -> SocketHold<'_> {
+        let mut s = lock(&self.sockets);
+        let key = s.0;
+        s.0 += 1;
+        if self.stopping() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+        s.1.insert(key, socket);
+        SocketHold { control: self, key }
+    }
+
+    /// Runs `hook` when the source is stopped.
+    pub fn on_stop(&self, hook: impl Fn() + Send + Sync + 'static) {
+        lock(&self.on_stop).push(Box::new(hook));
+    }
+
+    /// Spawns one of the source's threads, with its messages routed to the
+    /// source and a panic turned into an error line; closing waits for it.
+    pub fn spawn(
+        self: &Arc<Self>,
+        name: String,
+        f: impl FnOnce(&Arc<Control>) + Send + 'static,
+    ) -> std::io::Result<()> {
+        let control = self.clone();
+        let handle = crate::threads::spawn(name, move || {
+            crate::logger::route_to(control.messages.clone());
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&control)));
+            if let Err(panic) = result {
+                let e = Error::Internal {
+                    endpoint: control.label.clone(),
+                    message: panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".into()),
+                };
+                log::error!("{e}");
+                control.fail(e);
+            }
+        })?;
+        let mut threads = lock(&self.threads);
+        threads.retain(|t| !t.is_finished());
+        threads.push(handle);
+        Ok(())
+    }
+
+    /// Waits until every thread of the source has ended, at most until
+    /// `deadline`; whether they all did.
+    pub fn join_threads(&self, deadline: Instant) -> bool {
+        loop {
+            let pending: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.threads));
+            if pending.is_empty() {
+                return true;
+            }
+            let (done, running): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|t| t.is_finished());
+            for t in done {
+                let _ = t.join();
+            }
+            if running.is_empty() {
+                // A thread may have spawned another meanwhile: look again.
+                continue;
+            }
+            lock(&self.threads).extend(running);
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Pauses the reader; false when the source is closing.
@@ -188,8 +288,11 @@ impl Control {
             self.stop.store(true, Ordering::Release);
             self.stopped.notify_all();
         }
-        if let Some(s) = lock(&self.socket).take() {
+        for s in lock(&self.sockets).1.values() {
             let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        for hook in lock(&self.on_stop).iter() {
+            hook();
         }
         self.ring.close();
     }

@@ -1,10 +1,18 @@
-//! What the reader thread counts, readable at any time from the main thread.
+//! What the connections count, readable at any time from the main thread:
+//! one set of counters per sender (a connect endpoint, or a listening
+//! source's sender address), and their sum.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::sync::lock;
 use std::time::{Duration, Instant};
+
+/// Senders beyond this many distinct addresses are counted together under
+/// [`OTHER_SENDERS`], so that a scan of the listening port cannot grow the
+/// list without bound.
+pub const MAX_SENDERS_LISTED: usize = 1024;
+pub const OTHER_SENDERS: &str = "other";
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -15,6 +23,7 @@ pub struct Counters {
     dropped: AtomicU64,
     truncated: AtomicU64,
     corrupt: AtomicU64,
+    late: AtomicU64,
     connected: Mutex<Connected>,
 }
 
@@ -41,7 +50,11 @@ pub struct Snapshot {
     pub truncated: u64,
     /// Connections whose stream turned out not to be valid pcap/pcapng.
     pub corrupt: u64,
-    /// Time spent connected, the current connection included.
+    /// Records older than a record the merge had already released
+    /// (delivered all the same).
+    pub late: u64,
+    /// Time spent connected, the current connection included (summed over
+    /// connections for a total).
     pub connected: Duration,
 }
 
@@ -56,7 +69,7 @@ pub enum Field {
 impl Snapshot {
     /// The counters by their `PcapOverTcp::Stats` field names (types.zeek):
     /// the one list the shim fills the record from.
-    pub fn fields(&self) -> [Field; 8] {
+    pub fn fields(&self) -> [Field; 9] {
         use Field::{Count, Interval};
         [
             Count("connects", self.connects),
@@ -66,8 +79,22 @@ impl Snapshot {
             Count("dropped", self.dropped),
             Count("truncated", self.truncated),
             Count("corrupt", self.corrupt),
+            Count("late", self.late),
             Interval("connected", self.connected),
         ]
+    }
+
+    fn add(mut self, o: &Snapshot) -> Snapshot {
+        self.connects += o.connects;
+        self.disconnects += o.disconnects;
+        self.bytes += o.bytes;
+        self.records += o.records;
+        self.dropped += o.dropped;
+        self.truncated += o.truncated;
+        self.corrupt += o.corrupt;
+        self.late += o.late;
+        self.connected += o.connected;
+        self
     }
 }
 
@@ -106,6 +133,10 @@ impl Counters {
         self.corrupt.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add_late(&self, n: u64) {
+        self.late.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Records parsed so far; cheap (for per-packet statistics).
     pub fn records(&self) -> u64 {
         self.records.load(Ordering::Relaxed)
@@ -129,8 +160,60 @@ impl Counters {
             dropped: self.dropped.load(Ordering::Relaxed),
             truncated: self.truncated.load(Ordering::Relaxed),
             corrupt: self.corrupt.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
             connected,
         }
+    }
+}
+
+/// Every sender's counters, in order of first appearance. A sender keeps its
+/// entry after it leaves, so that totals never go down.
+#[derive(Debug, Default)]
+pub struct Registry {
+    senders: Mutex<Vec<(String, Arc<Counters>)>>,
+}
+
+impl Registry {
+    /// The counters of `address`, created on first use.
+    pub fn sender(&self, address: &str) -> Arc<Counters> {
+        let mut senders = lock(&self.senders);
+        if let Some((_, c)) = senders.iter().find(|(a, _)| a == address) {
+            return c.clone();
+        }
+        let address = if senders.len() >= MAX_SENDERS_LISTED {
+            OTHER_SENDERS
+        } else {
+            address
+        };
+        if let Some((_, c)) = senders.iter().find(|(a, _)| a == address) {
+            return c.clone();
+        }
+        let c = Arc::new(Counters::default());
+        senders.push((address.to_string(), c.clone()));
+        c
+    }
+
+    /// Each sender's counters.
+    pub fn senders(&self) -> Vec<(String, Snapshot)> {
+        lock(&self.senders)
+            .iter()
+            .map(|(a, c)| (a.clone(), c.snapshot()))
+            .collect()
+    }
+
+    /// The sum over all senders.
+    pub fn total(&self) -> Snapshot {
+        lock(&self.senders)
+            .iter()
+            .fold(Snapshot::default(), |sum, (_, c)| sum.add(&c.snapshot()))
+    }
+
+    /// Records parsed and records lost, summed; cheap enough for Zeek's
+    /// periodic statistics.
+    pub fn records_and_lost(&self) -> (u64, u64) {
+        lock(&self.senders)
+            .iter()
+            .fold((0, 0), |(r, l), (_, c)| (r + c.records(), l + c.lost()))
     }
 }
 
@@ -138,16 +221,16 @@ impl Counters {
 mod tests {
     use super::*;
 
-    /// The `PcapOverTcp::Stats` record of scripts/types.zeek, as
-    /// (field, type) pairs in order.
-    fn stats_record() -> Vec<(String, String)> {
+    /// The fields of record `name` in scripts/types.zeek, as (field, type)
+    /// pairs in order, without `skip`.
+    fn record(name: &str, skip: &str) -> Vec<(String, String)> {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/types.zeek");
         let text = std::fs::read_to_string(path).unwrap();
         let body = text
-            .split_once("type Stats: record {")
+            .split_once(&format!("type {name}: record {{"))
             .and_then(|(_, rest)| rest.split_once("};"))
             .map(|(body, _)| body)
-            .expect("a Stats record in types.zeek");
+            .unwrap_or_else(|| panic!("a {name} record in types.zeek"));
         body.lines()
             .map(str::trim)
             .filter(|l| !l.starts_with("##") && l.ends_with(';'))
@@ -155,19 +238,42 @@ mod tests {
                 let (name, ty) = l.trim_end_matches(';').split_once(':')?;
                 Some((name.trim().to_string(), ty.trim().to_string()))
             })
+            .filter(|(field, _)| field != skip)
             .collect()
     }
 
-    #[test]
-    fn the_counter_list_is_the_stats_record_of_types_zeek() {
-        let ours: Vec<(String, String)> = Snapshot::default()
+    fn ours() -> Vec<(String, String)> {
+        Snapshot::default()
             .fields()
             .iter()
             .map(|f| match f {
                 Field::Count(name, _) => (name.to_string(), "count".to_string()),
                 Field::Interval(name, _) => (name.to_string(), "interval".to_string()),
             })
-            .collect();
-        assert_eq!(ours, stats_record());
+            .collect()
+    }
+
+    #[test]
+    fn the_counter_list_is_the_stats_and_sender_records_of_types_zeek() {
+        assert_eq!(ours(), record("Stats", "senders"));
+        assert_eq!(ours(), record("Sender", "address"));
+    }
+
+    #[test]
+    fn totals_sum_the_senders_and_the_list_is_bounded() {
+        let r = Registry::default();
+        r.sender("10.0.0.1").add_records(3);
+        r.sender("10.0.0.2").add_records(4);
+        r.sender("10.0.0.1").add_dropped(1);
+        assert_eq!(r.total().records, 7);
+        assert_eq!(r.records_and_lost(), (7, 1));
+        for i in 0..2000 {
+            r.sender(&format!("10.1.{}.{}", i / 256, i % 256))
+                .add_records(1);
+        }
+        let senders = r.senders();
+        assert_eq!(senders.len(), MAX_SENDERS_LISTED + 1);
+        assert_eq!(senders.last().map(|(a, _)| a.as_str()), Some(OTHER_SENDERS));
+        assert_eq!(r.total().records, 2007);
     }
 }

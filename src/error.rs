@@ -43,6 +43,22 @@ pub enum Error {
         /// What the reader was waiting for when time ran out.
         waiting_for: String,
     },
+    #[error("{endpoint} sent no whole pcap header within {seconds:.1} s (PcapOverTcp::header_timeout; {bytes} bytes received)")]
+    HeaderTimeout {
+        endpoint: String,
+        seconds: f64,
+        bytes: usize,
+    },
+    #[error("cannot listen on {endpoint}: {source}; is another program (or another Zeek) using the port?")]
+    Listen {
+        endpoint: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("\"{endpoint}\": {what} is not supported by this version of the packet source")]
+    Unsupported { endpoint: String, what: String },
+    #[error("PcapOverTcp::allowed_senders: \"{0}\" is not a subnet")]
+    BadSubnet(String),
     #[error("{endpoint} sent nothing for {seconds:.1} s (PcapOverTcp::idle_timeout)")]
     Idle { endpoint: String, seconds: f64 },
     #[error("{endpoint} stopped answering: no reply to TCP keepalive probes within {seconds:.0} s (PcapOverTcp::keepalive_*); is the capture host or the path to it down?")]
@@ -75,6 +91,9 @@ impl Error {
                 | Error::OpenTimeout { .. }
                 | Error::Stream { .. }
                 | Error::Setup { .. }
+                | Error::Listen { .. }
+                | Error::Unsupported { .. }
+                | Error::BadSubnet(_)
                 | Error::Internal { .. }
         )
     }

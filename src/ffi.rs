@@ -27,6 +27,13 @@ pub mod bridge {
         keepalive_probes: u64,
         /// 0: no limit.
         idle_timeout: f64,
+        /// 0: release what has arrived at once.
+        merge_window: f64,
+        max_senders: u64,
+        /// Subnets as text (`10.0.0.0/8`, `2001:db8::/32`); empty: any.
+        allowed_senders: Vec<String>,
+        /// 0: no limit.
+        header_timeout: f64,
     }
 
     enum OpenStatus {
@@ -76,6 +83,12 @@ pub mod bridge {
         is_interval: bool,
     }
 
+    /// One sender's counters, for `PcapOverTcp::stats()$senders`.
+    struct SenderCounters {
+        address: String,
+        counters: Vec<Counter>,
+    }
+
     enum LogLevel {
         Debug,
         Info,
@@ -108,6 +121,7 @@ pub mod bridge {
         fn packet_not_delivered(self: &mut PcapOverTcp, filtered: bool);
         fn stats(self: &PcapOverTcp) -> SourceStats;
         fn counters(self: &PcapOverTcp) -> Vec<Counter>;
+        fn senders(self: &PcapOverTcp) -> Vec<SenderCounters>;
         /// The counters of a source that never opened: every one zero.
         fn zero_counters() -> Vec<Counter>;
         /// Whether `take_messages` has anything; cheap.
@@ -117,7 +131,10 @@ pub mod bridge {
     }
 }
 
-use bridge::{Counter, LogLevel, LogLine, OpenStatus, Options, PacketInfo, SourceStats, Status};
+use bridge::{
+    Counter, LogLevel, LogLine, OpenStatus, Options, PacketInfo, SenderCounters, SourceStats,
+    Status,
+};
 
 /// The opaque handle the shim owns.
 pub struct PcapOverTcp {
@@ -134,8 +151,16 @@ fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::MAX)
 }
 
-fn config(options: &Options) -> Config {
-    Config {
+fn config(options: &Options) -> Result<Config, crate::Error> {
+    let allowed_senders = options
+        .allowed_senders
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .map_err(|_| crate::Error::BadSubnet(text.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Config {
         buffer_size: clamp(options.buffer_size),
         limits: Limits {
             max_caplen: u32::try_from(options.max_caplen).unwrap_or(u32::MAX),
@@ -151,8 +176,12 @@ fn config(options: &Options) -> Config {
             probes: u32::try_from(options.keepalive_probes).unwrap_or(u32::MAX),
         }),
         idle_timeout: (options.idle_timeout > 0.0).then(|| seconds(options.idle_timeout)),
+        merge_window: seconds(options.merge_window),
+        max_senders: clamp(options.max_senders),
+        allowed_senders,
+        header_timeout: (options.header_timeout > 0.0).then(|| seconds(options.header_timeout)),
         ..Config::default()
-    }
+    })
 }
 
 fn to_bridge(snapshot: &Snapshot) -> Vec<Counter> {
@@ -187,7 +216,7 @@ fn start(path: &[u8], options: &Options) -> Result<Box<PcapOverTcp>, crate::Erro
         ));
     };
     // Nothing here should panic; if it does, Zeek gets an error, not an abort.
-    std::panic::catch_unwind(|| Source::start(path, config(options)))
+    std::panic::catch_unwind(|| Source::start(path, config(options)?))
         .unwrap_or_else(|_| {
             Err(crate::Error::Internal {
                 endpoint: path.to_string(),
@@ -261,6 +290,17 @@ impl PcapOverTcp {
         to_bridge(&self.source.counters())
     }
 
+    fn senders(&self) -> Vec<SenderCounters> {
+        self.source
+            .senders()
+            .into_iter()
+            .map(|(address, snapshot)| SenderCounters {
+                address,
+                counters: to_bridge(&snapshot),
+            })
+            .collect()
+    }
+
     fn has_messages(&self) -> bool {
         self.source.has_messages()
     }
@@ -303,6 +343,10 @@ mod tests {
             keepalive_interval: 3.0,
             keepalive_probes: 4,
             idle_timeout: 0.0,
+            merge_window: 0.1,
+            max_senders: 64,
+            allowed_senders: vec!["10.0.0.0/8".into(), "::1/128".into()],
+            header_timeout: 10.0,
         }
     }
 
@@ -320,7 +364,9 @@ mod tests {
     #[test]
     fn options_become_the_config() {
         let mut o = options();
-        let c = config(&o);
+        let c = config(&o).unwrap();
+        assert_eq!(c.allowed_senders.len(), 2);
+        assert_eq!(c.merge_window, Duration::from_millis(100));
         assert_eq!(
             c.keepalive.map(|k| k.bound()),
             Some(Duration::from_secs(22))
@@ -329,9 +375,19 @@ mod tests {
         o.keepalive_idle = 0.0;
         o.idle_timeout = 2.5;
         o.open_timeout = -1.0;
-        let c = config(&o);
+        o.header_timeout = 0.0;
+        let c = config(&o).unwrap();
+        assert_eq!(c.header_timeout, None);
         assert_eq!(c.keepalive, None);
         assert_eq!(c.idle_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(c.open_timeout, None);
+        o.allowed_senders = vec!["10.0.0.0/33".into()];
+        let Err(e) = config(&o) else {
+            panic!("a bad subnet must fail");
+        };
+        assert_eq!(
+            e.to_string(),
+            "PcapOverTcp::allowed_senders: \"10.0.0.0/33\" is not a subnet"
+        );
     }
 }

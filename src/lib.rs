@@ -1,29 +1,35 @@
 //! zeek-pcapovertcp: a Zeek packet source that reads PCAP-over-IP.
 //!
 //! The data path, in order:
-//! [`endpoint`] (where to connect) → [`connect`] (resolve, connect, socket
-//! options) → [`reader`] (the thread that owns the socket) → [`parse`]
-//! (pcap/pcapng records out of a byte stream, with [`linktype`] for link
-//! types) → [`ring`] (the bounded, zero-copy hand-over, with [`wake`] for
-//! Zeek's poll loop) → [`source`] (what Zeek's main loop calls) → [`ffi`]
-//! (the one `cxx` bridge the C++ shim uses).
+//! [`endpoint`] (the interface name: where to connect or listen) →
+//! [`dial`] (one connect endpoint's life, with [`connect`] for resolving and
+//! connecting) or [`listen`] (accepting senders) → [`connection`] (one
+//! stream: socket → its own [`parse`]r, with [`linktype`]) → [`merge`]
+//! (several connections in timestamp order, within one [`budget`]; skipped
+//! when there is one connection) → [`ring`] (the zero-copy hand-over, with
+//! [`wake`] for Zeek's poll loop) → [`source`] (what Zeek's main loop
+//! calls) → [`ffi`] (the one `cxx` bridge the C++ shim uses).
 //!
-//! Beside it: [`control`] (what the reader and the consumer share),
+//! Beside it: [`control`] (what the threads and the consumer share),
 //! [`messages`] and [`logger`] (the operator's messages, per source),
 //! [`counters`], [`config`], [`threads`].
 
+pub mod budget;
 pub mod config;
 mod connect;
+mod connection;
 mod control;
 pub mod counters;
+mod dial;
 pub mod endpoint;
 pub mod error;
 pub mod ffi;
 pub mod linktype;
+mod listen;
 pub mod logger;
+pub mod merge;
 pub mod messages;
 pub mod parse;
-mod reader;
 pub mod ring;
 pub mod source;
 mod sync;

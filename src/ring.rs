@@ -19,23 +19,35 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use crate::budget::Charge;
 use crate::parse::Record;
 use crate::sync::lock;
 use crate::wake::Wake;
 
-/// One read's worth of complete records.
+/// One read's worth of complete records (or, after a merge, a run of them).
 #[derive(Debug)]
 pub struct Batch {
     pub chunk: Bytes,
     /// Offsets are relative to `chunk`.
     pub records: Vec<Record>,
+    /// When several connections share the budget: the read's bytes, given
+    /// back when the last run cut from it is dropped.
+    pub charge: Option<Arc<Charge>>,
 }
 
 impl Batch {
+    pub fn new(chunk: Bytes, records: Vec<Record>) -> Batch {
+        Batch {
+            chunk,
+            records,
+            charge: None,
+        }
+    }
+
     /// What the batch holds in memory: its bytes and its packet index.
     pub fn cost(&self) -> usize {
         self.chunk.len() + self.records.capacity() * std::mem::size_of::<Record>()
@@ -126,7 +138,7 @@ impl Ring {
     pub fn push(&self, batch: Batch, drop_when_full: bool) -> Push {
         let cost = batch.cost();
         let mut st = self.lock();
-        while !st.consumer_closed && st.used > 0 && st.used + cost > self.capacity {
+        while !st.consumer_closed && st.used > 0 && st.used.saturating_add(cost) > self.capacity {
             if drop_when_full {
                 return Push::Dropped(batch.records.len());
             }
@@ -137,7 +149,7 @@ impl Ring {
         if st.consumer_closed {
             return Push::Closed;
         }
-        st.used += cost;
+        st.used = st.used.saturating_add(cost);
         st.queue.push_back(batch);
         self.wake_consumer(&mut st);
         Push::Queued
@@ -200,10 +212,14 @@ impl Ring {
 
     /// Consumer: stops taking batches; a waiting producer returns at once.
     pub fn close(&self) {
-        let mut st = self.lock();
-        st.consumer_closed = true;
-        st.queue.clear();
-        self.space.notify_all();
+        let queued = {
+            let mut st = self.lock();
+            st.consumer_closed = true;
+            self.space.notify_all();
+            std::mem::take(&mut st.queue)
+        };
+        // Dropped unlocked: dropping a batch may give its budget back.
+        drop(queued);
     }
 
     /// Bytes currently accounted (queued or held by the consumer).

@@ -4,22 +4,30 @@
 //! Nothing here blocks once the source is open, and closing returns within
 //! a second whatever the reader is doing.
 
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::Level;
 
 use crate::config::Config;
+use crate::connection::Sink;
 use crate::control::Control;
 pub use crate::control::Opening;
 use crate::counters::Snapshot;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Scheme, Spec};
 use crate::error::Error;
+use crate::merge::Merge;
 use crate::messages::Messages;
-use crate::reader;
 use crate::ring::{Batch, Pop, Ring};
+use crate::{dial, listen};
+
+/// The link type a listening source opens with, before any sender has
+/// connected: Ethernet, the common case. It only decides which link type
+/// Zeek checks the capture filter against at start-up; every packet carries
+/// its own link type, and the filter is compiled for each one seen.
+pub const NOMINAL_LINK_TYPE: i32 = 1;
 
 /// How long `close` waits for the reader thread before leaving it to end on
 /// its own (it holds nothing the consumer needs).
@@ -62,7 +70,8 @@ pub struct Stats {
 
 pub struct Source {
     control: Arc<Control>,
-    thread: Option<JoinHandle<()>>,
+    /// The addresses listened on.
+    listening: Vec<SocketAddr>,
     started: Instant,
     link_type: Option<i32>,
     current: Option<Batch>,
@@ -72,19 +81,45 @@ pub struct Source {
 }
 
 impl Source {
-    /// Checks the endpoint and starts the reader; returns at once. Then
-    /// call `wait_open` until the stream opens or fails.
+    /// Checks the interface name, binds its listen endpoints and starts its
+    /// threads; returns at once. Then call `wait_open` until the source
+    /// opens or fails.
     pub fn start(path: &str, config: Config) -> Result<Source, Error> {
         crate::logger::install();
-        let endpoint = Endpoint::parse(path)?;
+        let spec = Spec::parse(path)?;
+        let label = spec.to_string();
+        let unsupported = |what: &str| Error::Unsupported {
+            endpoint: label.clone(),
+            what: what.to_string(),
+        };
+        if spec.share.is_some() {
+            return Err(unsupported(
+                "?share=I/N (one stream shared by several workers)",
+            ));
+        }
+        if spec.endpoints.iter().any(|e| e.scheme().is_tls()) {
+            return Err(unsupported("TLS (tls:// and tls-listen://)"));
+        }
         let config = config.normalized();
         let setup = |source| Error::Setup {
-            endpoint: endpoint.to_string(),
+            endpoint: label.clone(),
             source,
         };
-        let ring = Ring::new(config.buffer_size).map_err(setup)?;
+        // One connect endpoint goes straight to the ring, which then holds
+        // the whole budget; several go through the merge, whose budget
+        // bounds them all, so the ring needs no bound of its own.
+        let direct = match spec.endpoints.as_slice() {
+            [one] => one.scheme() == Scheme::Tcp,
+            _ => false,
+        };
+        let capacity = if direct {
+            config.buffer_size
+        } else {
+            usize::MAX
+        };
+        let ring = Ring::new(capacity).map_err(setup)?;
         let messages = Arc::new(Messages::default());
-        let control = Arc::new(Control::new(endpoint.clone(), config, ring, messages));
+        let control = Arc::new(Control::new(label.clone(), config, ring, messages));
         {
             // A message wakes an idle consumer, so that it is reported now.
             let weak = Arc::downgrade(&control);
@@ -94,23 +129,83 @@ impl Source {
                 }
             });
         }
-        let thread = {
-            let control = control.clone();
-            crate::threads::spawn(format!("pcapovertcp {endpoint}"), move || {
-                reader::run(control)
-            })
-            .map_err(setup)?
-        };
-        Ok(Source {
-            control,
-            thread: Some(thread),
+        let mut source = Source {
+            control: control.clone(),
+            listening: Vec::new(),
             started: Instant::now(),
             link_type: None,
             current: None,
             next_record: 0,
             last_wirelen: 0,
             stats: Stats::default(),
-        })
+        };
+        if direct {
+            let endpoint = spec.endpoints[0].clone();
+            let counters = control.counters.sender(&endpoint.to_string());
+            control
+                .spawn(format!("pcapovertcp {endpoint}"), move |c| {
+                    let _finish = FinishRing(&c.ring);
+                    dial::run(c, &endpoint, &counters, Sink::Ring(&c.ring));
+                })
+                .map_err(setup)?;
+            return Ok(source);
+        }
+        // Bound before anything starts, so that a port in use is the error.
+        let mut bound = Vec::new();
+        for endpoint in spec.endpoints.iter().filter(|e| e.scheme().is_listen()) {
+            let b = listen::bind(endpoint)?;
+            source.listening.extend(b.local_addrs());
+            bound.push((endpoint.clone(), b));
+        }
+        let merge = Merge::new(control.config.merge_window, control.config.buffer_size);
+        {
+            let merge = merge.clone();
+            control.on_stop(move || merge.stop());
+        }
+        for endpoint in spec.endpoints.iter().filter(|e| !e.scheme().is_listen()) {
+            let endpoint = endpoint.clone();
+            let counters = control.counters.sender(&endpoint.to_string());
+            let producer = merge.producer();
+            let merge = merge.clone();
+            control
+                .spawn(format!("pcapovertcp {endpoint}"), move |c| {
+                    let _producer = producer;
+                    dial::run(c, &endpoint, &counters, Sink::Merge(&merge));
+                })
+                .map_err(setup)?;
+        }
+        let listens = !bound.is_empty();
+        for (endpoint, b) in bound {
+            let addrs = b.local_addrs();
+            let producer = merge.producer();
+            let merge = merge.clone();
+            control
+                .spawn(format!("pcapovertcp {endpoint}"), move |c| {
+                    let _producer = producer;
+                    listen::run(c, &merge, b);
+                })
+                .map_err(setup)?;
+            let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            crate::logger::routed(&control.messages, || {
+                log::info!(
+                    "{endpoint}: listening on {}; senders may connect now",
+                    addrs.join(" and ")
+                )
+            });
+        }
+        control
+            .spawn("pcapovertcp merge".into(), move |c| merge.run(&c.ring))
+            .map_err(setup)?;
+        if listens {
+            // Listening is open: senders come and go from now on.
+            control.opened(NOMINAL_LINK_TYPE);
+        }
+        Ok(source)
+    }
+
+    /// The addresses the source listens on (its listen endpoints, bound).
+    pub fn listening(&self) -> &[SocketAddr] {
+        &self.listening
     }
 
     /// Waits at most `limit` for the stream's header. `open_timeout` is
@@ -129,7 +224,7 @@ impl Source {
         let outcome = match self.control.wait_open(until) {
             Opening::Waiting if deadline.is_some_and(|d| Instant::now() >= d) => {
                 Opening::Failed(Error::OpenTimeout {
-                    endpoint: self.control.endpoint.to_string(),
+                    endpoint: self.control.label.clone(),
                     seconds: self
                         .control
                         .config
@@ -247,16 +342,23 @@ impl Source {
     }
 
     pub fn stats(&self) -> Stats {
+        let (link, dropped) = self.control.counters.records_and_lost();
         Stats {
-            link: self.control.counters.records(),
-            dropped: self.control.counters.lost(),
+            link,
+            dropped,
             ..self.stats
         }
     }
 
-    /// The reader's counters (connections, bytes, drops, ...).
+    /// The counters (connections, bytes, drops, ...) summed over senders.
     pub fn counters(&self) -> Snapshot {
-        self.control.counters.snapshot()
+        self.control.counters.total()
+    }
+
+    /// Each sender's counters: a connect endpoint's, or a listening
+    /// source's sender address's, in order of first appearance.
+    pub fn senders(&self) -> Vec<(String, Snapshot)> {
+        self.control.counters.senders()
     }
 
     /// Stops the reader thread and releases the buffer. Idempotent; returns
@@ -266,23 +368,25 @@ impl Source {
     pub fn close(&mut self) {
         self.control.stop();
         self.current = None;
-        if let Some(t) = self.thread.take() {
-            let deadline = Instant::now() + CLOSE_WAIT;
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
-                crate::logger::routed(&self.control.messages, || {
-                    log::warn!(
-                        "{}: the reader thread did not stop within {} ms; left to end on its own",
-                        self.control.endpoint,
-                        CLOSE_WAIT.as_millis()
-                    )
-                });
-            }
+        if !self.control.join_threads(Instant::now() + CLOSE_WAIT) {
+            crate::logger::routed(&self.control.messages, || {
+                log::warn!(
+                    "{}: a thread of the source did not stop within {} ms; left to end on its own",
+                    self.control.label,
+                    CLOSE_WAIT.as_millis()
+                )
+            });
         }
+    }
+}
+
+/// Finishes the ring when dropped: the one connection's thread has ended,
+/// normally or not.
+struct FinishRing<'a>(&'a Ring);
+
+impl Drop for FinishRing<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 

@@ -32,6 +32,10 @@ OPTIONS = {
     "keepalive_interval": "interval",
     "keepalive_probes": "count",
     "idle_timeout": "interval",
+    "merge_window": "interval",
+    "max_senders": "count",
+    "allowed_senders": "subnets",
+    "header_timeout": "interval",
 }
 
 # A count may be written as Zeek arithmetic, as in init.zeek: 64*1024*1024.
@@ -39,7 +43,10 @@ COUNT = re.compile(r"^\s*\d+(\s*[*+]\s*\d+)*\s*$")
 BOOL = re.compile(r"^\s*[TF]\s*$")
 INTERVAL = re.compile(r"^\s*\d+(\.\d+)?\s*(usec|msec|sec|min|hr|day)s?\s*$")
 
-VALID = {"count": COUNT, "bool": BOOL, "interval": INTERVAL}
+# A set of subnets, as Zeek writes it: {10.0.0.0/8, [2001:db8::]/32}.
+SUBNETS = re.compile(r"^\s*\{\s*([0-9.]+/\d+|\[[0-9a-fA-F:.]+\]/\d+)?(\s*,\s*([0-9.]+/\d+|\[[0-9a-fA-F:.]+\]/\d+))*\s*\}\s*$")
+
+VALID = {"count": COUNT, "bool": BOOL, "interval": INTERVAL, "subnets": SUBNETS}
 
 
 def format_redefs(node_name, values):

@@ -15,10 +15,7 @@ fn batch(tag: u8, len: usize) -> Batch {
         ts_usec: 0,
         dlt: 1,
     }];
-    Batch {
-        chunk: Bytes::from(vec![tag; len]),
-        records,
-    }
+    Batch::new(Bytes::from(vec![tag; len]), records)
 }
 
 const RECORD: usize = std::mem::size_of::<Record>();

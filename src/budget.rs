@@ -1,0 +1,200 @@
+//! The byte budget that `buffer_size` sets for all connections together when
+//! several are merged, and each connection's fair share of it.
+//!
+//! A connection charges each read's bytes before queueing them and gets
+//! them back when Zeek has released the last packet cut from that read (the
+//! [`Charge`] travels with the packets and is released on drop, wherever
+//! that happens). A connection may hold at most an equal share of the
+//! budget among the connections attached now, so a flooding sender fills
+//! its own share and then waits (or drops, with `drop_when_full`) while a
+//! slow one always finds room. A connection holding nothing may always
+//! charge one read, however large: an undersized budget slows streams down
+//! but never stalls them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::sync::lock;
+
+#[derive(Debug)]
+pub struct Budget {
+    capacity: usize,
+    state: Mutex<State>,
+    space: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    used: usize,
+    /// Connections attached now; each may hold `capacity / shares`.
+    shares: usize,
+    closed: bool,
+}
+
+/// One connection's account: what it holds now.
+#[derive(Debug)]
+pub struct Account {
+    budget: Arc<Budget>,
+    held: AtomicUsize,
+}
+
+/// Bytes charged to an account, given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    account: Arc<Account>,
+    bytes: usize,
+}
+
+/// What became of a request for budget.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Grant {
+    Granted,
+    /// Over the budget or the share, with `drop_when_full`.
+    Full,
+    /// The budget was closed: the source is closing.
+    Closed,
+}
+
+impl Budget {
+    pub fn new(capacity: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            capacity: capacity.max(1),
+            state: Mutex::new(State::default()),
+            space: Condvar::new(),
+        })
+    }
+
+    /// A new connection's account; it counts as a share until dropped.
+    pub fn open_account(self: &Arc<Self>) -> Arc<Account> {
+        lock(&self.state).shares += 1;
+        Arc::new(Account {
+            budget: self.clone(),
+            held: AtomicUsize::new(0),
+        })
+    }
+
+    /// Wakes every waiting connection for good: the source is closing.
+    pub fn close(&self) {
+        lock(&self.state).closed = true;
+        self.space.notify_all();
+    }
+
+    /// Bytes charged and not yet given back.
+    pub fn used(&self) -> usize {
+        lock(&self.state).used
+    }
+
+    fn release(&self, bytes: usize) {
+        let mut st = lock(&self.state);
+        st.used = st.used.saturating_sub(bytes);
+        self.space.notify_all();
+    }
+}
+
+impl Account {
+    /// Charges `bytes`, waiting for room (or, with `drop_when_full`, giving
+    /// up at once) while the budget or this account's share is exhausted.
+    pub fn charge(self: &Arc<Self>, bytes: usize, drop_when_full: bool) -> (Grant, Option<Charge>) {
+        let budget = &self.budget;
+        let mut st = lock(&budget.state);
+        loop {
+            if st.closed {
+                return (Grant::Closed, None);
+            }
+            let held = self.held.load(Ordering::Acquire);
+            let share = budget.capacity / st.shares.max(1);
+            let fits = held == 0
+                || (st.used.saturating_add(bytes) <= budget.capacity
+                    && held.saturating_add(bytes) <= share);
+            if fits {
+                st.used = st.used.saturating_add(bytes);
+                self.held.fetch_add(bytes, Ordering::AcqRel);
+                let charge = Charge {
+                    account: self.clone(),
+                    bytes,
+                };
+                return (Grant::Granted, Some(charge));
+            }
+            if drop_when_full {
+                return (Grant::Full, None);
+            }
+            st = budget.space.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Bytes this connection holds now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        // Every charge holds the account, so nothing is held any more.
+        let mut st = lock(&self.budget.state);
+        st.shares = st.shares.saturating_sub(1);
+        self.budget.space.notify_all();
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.account.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.account.budget.release(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_connection_holds_at_most_its_share() {
+        let b = Budget::new(1000);
+        let flood = b.open_account();
+        let slow = b.open_account();
+        let (g1, c1) = flood.charge(400, true);
+        assert_eq!(g1, Grant::Granted);
+        // 400 + 200 exceeds the flooder's share of 500.
+        assert_eq!(flood.charge(200, true).0, Grant::Full);
+        // The slow sender still finds room.
+        let (g2, _c2) = slow.charge(450, true);
+        assert_eq!(g2, Grant::Granted);
+        drop(c1);
+        assert_eq!(flood.held(), 0);
+        assert_eq!(b.used(), 450);
+    }
+
+    #[test]
+    fn an_empty_account_may_always_charge_one_read() {
+        let b = Budget::new(10);
+        let a = b.open_account();
+        let (g, c) = a.charge(1 << 20, true);
+        assert_eq!(g, Grant::Granted);
+        assert!(c.is_some());
+    }
+
+    #[test]
+    fn a_waiting_connection_resumes_on_release_and_ends_on_close() {
+        let b = Budget::new(100);
+        let a = b.open_account();
+        let (_, held) = a.charge(100, false);
+        let waiter = {
+            let a = a.clone();
+            std::thread::spawn(move || a.charge(50, false).0)
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), Grant::Granted);
+
+        let (_, _held) = a.charge(100, false);
+        let waiter = {
+            let a = a.clone();
+            std::thread::spawn(move || a.charge(80, false).0)
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        b.close();
+        assert_eq!(waiter.join().unwrap(), Grant::Closed);
+    }
+}

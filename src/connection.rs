@@ -1,0 +1,287 @@
+//! One connection's stream: reads the socket in large chunks, parses whole
+//! records out of them with the connection's own parser (its own header,
+//! byte order, resolution and link types), and hands each read's records
+//! on as one batch: to the ring when the source has one connection, to its
+//! lane of the merge when it has several.
+//!
+//! Bytes go from the socket straight into a `BytesMut`; the parsed prefix is
+//! split off and frozen, so packets reach Zeek without a copy. Only a record
+//! cut by the end of a buffer is copied, once, to the front of the next one.
+//! A buffer is reused as soon as Zeek has released every packet in it, and
+//! never zero-filled: the kernel writes it directly.
+//!
+//! The socket's receive timeout ([`crate::connect::TICK`]) is this loop's
+//! clock while the peer is quiet: it notices a closing source, a missing
+//! header and `idle_timeout` without a second thread. TCP keepalive notices
+//! a peer that stopped answering (the read then fails with ETIMEDOUT).
+
+use std::io::{self, ErrorKind};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use socket2::SockRef;
+
+use crate::control::{Control, NOTICE_AFTER};
+use crate::counters::Counters;
+use crate::error::Error;
+use crate::merge::Lane;
+use crate::parse::{Record, StreamParser};
+use crate::ring::{Batch, Push, Ring};
+
+/// Reads are at most this large; a buffer is this large.
+pub const READ_SIZE: usize = 1 << 20;
+/// A buffer with less room than this left is reclaimed or replaced before the
+/// next read.
+const MIN_READ: usize = 64 * 1024;
+
+/// Where a source's connections deliver: the ring itself when there is one
+/// connection, else the merge (a lane per connection).
+#[derive(Clone, Copy)]
+pub(crate) enum Sink<'a> {
+    Ring(&'a Ring),
+    Merge(&'a std::sync::Arc<crate::merge::Merge>),
+}
+
+/// Where one connection's batches go.
+pub(crate) enum Outlet<'a> {
+    /// The source's one connection: straight to the ring.
+    Ring(&'a Ring),
+    /// One of several: to its lane of the merge.
+    Lane(&'a Lane),
+}
+
+impl Outlet<'_> {
+    fn push(&self, batch: Batch, drop_when_full: bool) -> Push {
+        match self {
+            Outlet::Ring(ring) => ring.push(batch, drop_when_full),
+            Outlet::Lane(lane) => lane.push(batch, drop_when_full),
+        }
+    }
+}
+
+/// How one connection ended.
+pub(crate) enum End {
+    /// The source is closing.
+    Stopped,
+    /// The peer closed the connection.
+    Closed,
+    Failed(Error),
+}
+
+/// One connection's settings and destinations.
+pub(crate) struct Connection<'a> {
+    pub control: &'a Control,
+    /// Names the peer in messages: the endpoint, or the sender's address.
+    pub label: &'a str,
+    pub counters: &'a Counters,
+    pub outlet: Outlet<'a>,
+    /// The source waits for this connection's header to open: say what it
+    /// waits for (`open_timeout`'s error quotes it).
+    pub opens_source: bool,
+    /// Close a connection whose header has not arrived after this long.
+    pub header_timeout: Option<Duration>,
+}
+
+impl Connection<'_> {
+    /// Reads the stream until it ends; calls `on_header` once its header has
+    /// arrived. Returns how it ended and how many records it handed on.
+    pub fn read(
+        &self,
+        stream: &TcpStream,
+        on_header: &mut dyn FnMut(&StreamParser, i32),
+    ) -> (End, u64) {
+        let mut handed = 0;
+        let end = self.read_loop(stream, on_header, &mut handed);
+        if let End::Failed(Error::Stream { .. }) = &end {
+            self.counters.add_corrupt();
+        }
+        (end, handed)
+    }
+
+    fn read_loop(
+        &self,
+        stream: &TcpStream,
+        on_header: &mut dyn FnMut(&StreamParser, i32),
+        handed: &mut u64,
+    ) -> End {
+        let control = self.control;
+        let endpoint = || self.label.to_string();
+        let mut parser = StreamParser::new(control.config.limits);
+        let mut header_seen = false;
+        let connected = Instant::now();
+        let mut last_data = connected;
+        if self.opens_source && !control.is_open() {
+            control.note_waiting(format!(
+                "{} accepted the connection but sent no pcap header",
+                self.label
+            ));
+        }
+        // Holds the unparsed tail: at most one partial record, bounded by the
+        // parser's limits.
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let mut records: Vec<Record> = Vec::new();
+        loop {
+            if control.stopping() {
+                return End::Stopped;
+            }
+            if buf.capacity() - buf.len() < MIN_READ {
+                // Takes the whole allocation back, the tail moved to its front,
+                // once every chunk split off it has been dropped; otherwise
+                // allocates a fresh buffer and copies the tail there.
+                buf.reserve(READ_SIZE.max(buf.len() + MIN_READ) - buf.len());
+            }
+            let n = match recv_into(stream, &mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) if control.stopping() => return End::Stopped,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // The receive timeout: nothing arrived for one tick.
+                    if !header_seen {
+                        if let Some(limit) = self.header_timeout {
+                            if connected.elapsed() >= limit {
+                                return End::Failed(Error::HeaderTimeout {
+                                    endpoint: endpoint(),
+                                    seconds: limit.as_secs_f64(),
+                                    bytes: buf.len(),
+                                });
+                            }
+                        }
+                        if self.opens_source && connected.elapsed() >= NOTICE_AFTER {
+                            control.mention_wait(&format!(
+                                "{}: connected, but no pcap header has arrived after {} s ({} bytes so far)",
+                                self.label,
+                                NOTICE_AFTER.as_secs(),
+                                buf.len(),
+                            ));
+                        }
+                    }
+                    if let Some(limit) = control.config.idle_timeout {
+                        if last_data.elapsed() >= limit {
+                            self.end_mid_record(&parser, buf.len());
+                            return End::Failed(Error::Idle {
+                                endpoint: endpoint(),
+                                seconds: limit.as_secs_f64(),
+                            });
+                        }
+                    }
+                    continue;
+                }
+                Err(source) if source.kind() == ErrorKind::TimedOut => {
+                    self.end_mid_record(&parser, buf.len());
+                    return End::Failed(Error::DeadPeer {
+                        endpoint: endpoint(),
+                        seconds: control
+                            .config
+                            .keepalive
+                            .map_or(0.0, |k| k.bound().as_secs_f64()),
+                    });
+                }
+                Err(source) => {
+                    self.end_mid_record(&parser, buf.len());
+                    return End::Failed(Error::Read {
+                        endpoint: endpoint(),
+                        source,
+                    });
+                }
+            };
+            if n == 0 {
+                if control.stopping() {
+                    return End::Stopped;
+                }
+                if !header_seen {
+                    return End::Failed(Error::NoHeader {
+                        endpoint: endpoint(),
+                    });
+                }
+                self.end_mid_record(&parser, buf.len());
+                return End::Closed;
+            }
+            last_data = Instant::now();
+            self.counters.add_bytes(n);
+            let parsed = parser.parse(&buf, &mut records);
+            // The header may arrive in the same read as a corruption: note it
+            // first, so that the corruption counts as one after `open`.
+            if !header_seen {
+                if let Some(lt) = parser.link_type() {
+                    header_seen = true;
+                    on_header(&parser, lt);
+                } else if self.opens_source && !control.is_open() {
+                    control.note_waiting(format!(
+                        "{} sent {} bytes, not yet a whole pcap header",
+                        self.label,
+                        buf.len()
+                    ));
+                }
+            }
+            let consumed = match parsed {
+                Ok(c) => c,
+                Err(source) => {
+                    // The packets parsed before the corrupt unit are delivered;
+                    // their chunk carries the rest of the read along, unused.
+                    if !records.is_empty() {
+                        let batch = Batch::new(buf.split().freeze(), std::mem::take(&mut records));
+                        *handed += batch.records.len() as u64;
+                        self.hand_over(batch);
+                    }
+                    return End::Failed(Error::Stream {
+                        endpoint: endpoint(),
+                        source,
+                    });
+                }
+            };
+            if consumed == 0 {
+                continue;
+            }
+            let chunk = buf.split_to(consumed).freeze();
+            if records.is_empty() {
+                continue;
+            }
+            *handed += records.len() as u64;
+            // The next read likely carries as many records: size for it once.
+            let next = Vec::with_capacity(records.len());
+            let batch = Batch::new(chunk, std::mem::replace(&mut records, next));
+            if !self.hand_over(batch) {
+                return End::Stopped;
+            }
+        }
+    }
+
+    /// Counts a batch's records and hands it on (which may drop it when
+    /// full, with `drop_when_full`); false once the source is closing.
+    fn hand_over(&self, batch: Batch) -> bool {
+        self.counters.add_records(batch.records.len());
+        match self.outlet.push(batch, self.control.config.drop_when_full) {
+            Push::Queued => true,
+            Push::Dropped(n) => {
+                self.counters.add_dropped(n);
+                true
+            }
+            Push::Closed => false,
+        }
+    }
+
+    /// Accounts for a record cut off by the end of the connection.
+    fn end_mid_record(&self, parser: &StreamParser, leftover: usize) {
+        if leftover > 0 && parser.link_type().is_some() {
+            self.counters.add_truncated();
+            log::warn!(
+                "{}: the connection ended in the middle of a record; its {leftover} bytes were discarded",
+                self.label
+            );
+        }
+    }
+}
+
+/// Appends what one recv() returns to `buf`, without initialising the
+/// buffer first (the zero-fill cost as much as a quarter of this thread's
+/// time at 1500-byte packets).
+fn recv_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len();
+    let n = SockRef::from(stream).recv(spare)?.min(room);
+    // SAFETY: recv() initialised the first `n` bytes of the spare capacity
+    // (and never reports more than it was given, which `min` also ensures).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}

@@ -1,0 +1,161 @@
+//! One connect endpoint's life: connect, read the stream (see
+//! [`crate::connection`]), and when the connection ends or fails, reconnect
+//! with exponential backoff (or, with `reconnect` off, end). Outages are
+//! reported once when they start and once when they end.
+
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::connect::{self, Failure};
+use crate::connection::{Connection, End, Outlet, Sink};
+use crate::control::Control;
+use crate::counters::Counters;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::parse::StreamParser;
+
+/// Runs one connect endpoint until its stream ends for good or the source
+/// is closed.
+pub(crate) fn run(control: &Control, endpoint: &Endpoint, counters: &Arc<Counters>, sink: Sink) {
+    Supervisor {
+        control,
+        endpoint,
+        label: endpoint.to_string(),
+        counters,
+        sink,
+        link_type: None,
+        outage: None,
+    }
+    .run()
+}
+
+/// The connection's life across reconnects.
+struct Supervisor<'a> {
+    control: &'a Control,
+    endpoint: &'a Endpoint,
+    label: String,
+    counters: &'a Arc<Counters>,
+    sink: Sink<'a>,
+    /// The link type of the last stream, to report a change.
+    link_type: Option<i32>,
+    /// When the outage in progress began; reported once at each end.
+    outage: Option<Instant>,
+}
+
+impl Supervisor<'_> {
+    fn config(&self) -> &Config {
+        &self.control.config
+    }
+
+    fn run(&mut self) {
+        let mut backoff = self.config().reconnect_min;
+        loop {
+            let mut delivered = false;
+            let (reason, error) = match self.session(&mut delivered) {
+                End::Stopped => return,
+                End::Closed => ("the server closed the connection".to_string(), None),
+                End::Failed(e) => (e.to_string(), Some(e)),
+            };
+            if !self.control.is_open() {
+                // No stream yet: fail the start-up, or keep waiting for one
+                // (the consumer enforces open_timeout).
+                let e = error.unwrap_or(Error::NoHeader {
+                    endpoint: self.label.clone(),
+                });
+                self.control.note_waiting(e.to_string());
+                if !self.config().reconnect || !e.is_transient() {
+                    self.control.fail(e);
+                    return;
+                }
+                self.control.mention_wait(&e.to_string());
+            } else if !self.config().reconnect {
+                if let Some(e) = error {
+                    log::error!("{e}");
+                }
+                return;
+            } else if self.outage.is_none() {
+                log::warn!("{}: connection lost ({reason}); reconnecting", self.label);
+                self.outage = Some(Instant::now());
+            }
+            if delivered {
+                backoff = self.config().reconnect_min;
+            }
+            if !self.control.sleep(backoff) {
+                return;
+            }
+            backoff = backoff.saturating_mul(2).min(self.config().reconnect_max);
+        }
+    }
+
+    /// One connection, from connect to its end.
+    fn session(&mut self, delivered: &mut bool) -> End {
+        let (stream, _hold) = match connect::connect(self.control, self.endpoint) {
+            Ok(s) => s,
+            Err(Failure::Stopped) => return End::Stopped,
+            Err(Failure::Failed(e)) => return End::Failed(e),
+        };
+        if self.control.stopping() {
+            return End::Stopped;
+        }
+        self.counters.connected();
+        // A lane per connection: the merge waits for a connected endpoint
+        // only, never for one in an outage.
+        let lane;
+        let outlet = match self.sink {
+            Sink::Ring(ring) => Outlet::Ring(ring),
+            Sink::Merge(merge) => {
+                lane = merge.lane(self.counters.clone());
+                Outlet::Lane(&lane)
+            }
+        };
+        let connection = Connection {
+            control: self.control,
+            label: &self.label,
+            counters: self.counters,
+            outlet,
+            opens_source: true,
+            header_timeout: None,
+        };
+        let label = &self.label;
+        let outage = &mut self.outage;
+        let link_type = &mut self.link_type;
+        let (end, handed) = connection.read(&stream, &mut |parser, lt| {
+            stream_started(connection.control, label, outage, link_type, parser, lt)
+        });
+        self.counters.disconnected();
+        let _ = stream.shutdown(Shutdown::Both);
+        *delivered = handed > 0;
+        log::debug!("{}: connection ended", self.label);
+        end
+    }
+}
+
+/// A connection's stream header has arrived: report what changed, end the
+/// outage, and let `open` return.
+fn stream_started(
+    control: &Control,
+    label: &str,
+    outage: &mut Option<Instant>,
+    link_type: &mut Option<i32>,
+    parser: &StreamParser,
+    lt: i32,
+) {
+    log::debug!(
+        "{label}: {} stream, link type {lt}",
+        parser.format_name().unwrap_or("?")
+    );
+    if let Some(old) = link_type.replace(lt).filter(|&old| old != lt) {
+        log::warn!(
+            "{label}: the new stream's link type is {lt}, the previous one's was {old}; packets carry their own link type, and a capture filter is compiled for each"
+        );
+    }
+    if let Some(since) = outage.take() {
+        log::warn!(
+            "{label}: connection restored after {:.1} s",
+            since.elapsed().as_secs_f64()
+        );
+    }
+    control.opened(lt);
+}

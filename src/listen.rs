@@ -1,0 +1,262 @@
+//! A listen endpoint (`tcp-listen://HOST:PORT`): binds at start-up, then
+//! accepts senders for as long as the source runs. Each sender gets its own
+//! thread, parser and lane of the merge; its arrival and departure are
+//! reported once, with its packet count. A sender outside
+//! `allowed_senders`, or one over `max_senders`, is closed at once and
+//! reported (at most once per address every [`REPORT_EVERY`]).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::connect::{self, TICK};
+use crate::connection::{Connection, End, Outlet};
+use crate::control::Control;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::merge::Merge;
+
+/// Refusals of one address are reported at most this often.
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Addresses remembered for rate-limiting refusals; beyond, forgotten.
+const REFUSALS_KEPT: usize = 4096;
+
+/// The bound sockets of one listen endpoint.
+pub(crate) struct Bound {
+    endpoint: Endpoint,
+    listeners: Vec<TcpListener>,
+}
+
+impl Bound {
+    /// The local addresses, as bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+}
+
+/// Binds every address of `endpoint` (one dual-stack socket for an empty
+/// host), so that a port in use is an error at start-up.
+pub(crate) fn bind(endpoint: &Endpoint) -> Result<Bound, Error> {
+    let failed = |source: io::Error| Error::Listen {
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let addrs = endpoint.bind_addrs().map_err(failed)?;
+    let mut listeners = Vec::new();
+    if endpoint.host().is_empty() {
+        // Every address: [::] taking IPv4 too, or 0.0.0.0 without IPv6.
+        let mut last = None;
+        for addr in &addrs {
+            match bind_one(addr, false) {
+                Ok(l) => {
+                    listeners.push(l);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(failed(e)),
+                Err(e) => last = Some(e),
+            }
+        }
+        if listeners.is_empty() {
+            return Err(failed(
+                last.unwrap_or_else(|| io::Error::other("no address")),
+            ));
+        }
+    } else {
+        for addr in &addrs {
+            listeners.push(bind_one(addr, true).map_err(failed)?);
+        }
+    }
+    if listeners.is_empty() {
+        return Err(failed(io::Error::other("the host resolves to no address")));
+    }
+    Ok(Bound {
+        endpoint: endpoint.clone(),
+        listeners,
+    })
+}
+
+fn bind_one(addr: &SocketAddr, only_v6: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(only_v6)?;
+    }
+    socket.bind(&(*addr).into())?;
+    socket.listen(128)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Accepts senders until the source closes.
+pub(crate) fn run(control: &Arc<Control>, merge: &Arc<Merge>, bound: Bound) {
+    let endpoint = bound.endpoint.to_string();
+    let _holds: Vec<_> = bound
+        .listeners
+        .iter()
+        .filter_map(|l| Some(control.hold_socket(Socket::from(l.try_clone().ok()?))))
+        .collect();
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut refusals = Refusals::default();
+    let mut polls: Vec<libc::pollfd> = bound
+        .listeners
+        .iter()
+        .map(|l| libc::pollfd {
+            fd: l.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    while !control.stopping() {
+        if !wait_readable(&mut polls, TICK) {
+            continue;
+        }
+        for listener in &bound.listeners {
+            loop {
+                let (stream, peer) = match listener.accept() {
+                    Ok(accepted) => accepted,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) if control.stopping() => return,
+                    Err(e) => {
+                        // Out of fds, say: report, pause, carry on.
+                        log::warn!("{endpoint}: accepting a sender failed: {e}");
+                        control.sleep(TICK);
+                        break;
+                    }
+                };
+                let ip = peer.ip().to_canonical();
+                let allowed = &control.config.allowed_senders;
+                if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&ip)) {
+                    refusals.report(&endpoint, peer, "it is not in PcapOverTcp::allowed_senders");
+                    continue;
+                }
+                let max = control.config.max_senders;
+                if active.load(Ordering::Acquire) >= max {
+                    refusals.report(
+                        &endpoint,
+                        peer,
+                        &format!("PcapOverTcp::max_senders ({max}) senders are connected"),
+                    );
+                    continue;
+                }
+                active.fetch_add(1, Ordering::AcqRel);
+                let slot = Slot(active.clone());
+                let merge = merge.clone();
+                let listen = endpoint.clone();
+                let spawned = control.spawn(format!("pcapovertcp sender {peer}"), move |c| {
+                    let _slot = slot;
+                    serve(c, &merge, &listen, stream, peer);
+                });
+                if let Err(e) = spawned {
+                    log::warn!("{endpoint}: cannot start a thread for sender {peer}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Counts a sender as connected until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One sender's connection, from accept to its end.
+fn serve(control: &Control, merge: &Arc<Merge>, listen: &str, stream: TcpStream, peer: SocketAddr) {
+    let socket = Socket::from(stream);
+    if let Err(e) = socket
+        .set_nonblocking(false)
+        .and_then(|()| connect::set_up(&socket, &control.config))
+    {
+        log::warn!("{listen}: sender {peer}: cannot set the socket up: {e}");
+        return;
+    }
+    let _hold = socket.try_clone().map(|s| control.hold_socket(s));
+    let stream: TcpStream = socket.into();
+    let address = peer.ip().to_canonical().to_string();
+    let counters = control.counters.sender(&address);
+    counters.connected();
+    log::info!("{listen}: sender {peer} connected");
+    let lane = merge.lane(counters.clone());
+    let label = format!("sender {peer}");
+    let connection = Connection {
+        control,
+        label: &label,
+        counters: &counters,
+        outlet: Outlet::Lane(&lane),
+        opens_source: false,
+        header_timeout: control.config.header_timeout,
+    };
+    let (end, packets) = connection.read(&stream, &mut |parser, lt| {
+        log::debug!(
+            "{listen}: sender {peer}: {} stream, link type {lt}",
+            parser.format_name().unwrap_or("?")
+        );
+    });
+    drop(lane);
+    counters.disconnected();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    match end {
+        End::Stopped => {}
+        End::Closed => log::info!("{listen}: sender {peer} left after {packets} packets"),
+        End::Failed(e) => {
+            log::warn!("{listen}: {e}; its connection was closed after {packets} packets")
+        }
+    }
+}
+
+/// Remembers refused addresses, so that a sender retrying in a loop is
+/// reported once per [`REPORT_EVERY`], with how often it was refused since.
+#[derive(Default)]
+struct Refusals {
+    /// When the address was last reported, and refusals since.
+    seen: HashMap<IpAddr, (Option<Instant>, u64)>,
+}
+
+impl Refusals {
+    fn report(&mut self, endpoint: &str, peer: SocketAddr, why: &str) {
+        if self.seen.len() >= REFUSALS_KEPT {
+            self.seen.clear();
+        }
+        let now = Instant::now();
+        let entry = self.seen.entry(peer.ip()).or_insert((None, 0));
+        if entry
+            .0
+            .is_some_and(|last| now.duration_since(last) < REPORT_EVERY)
+        {
+            entry.1 += 1;
+            return;
+        }
+        let since = match entry.1 {
+            0 => String::new(),
+            n => format!(" (refused {n} more times from this address since the last report)"),
+        };
+        *entry = (Some(now), 0);
+        log::warn!("{endpoint}: refused sender {peer}: {why}{since}");
+    }
+}
+
+/// Waits until one of `polls` is readable, at most `limit`.
+fn wait_readable(polls: &mut [libc::pollfd], limit: Duration) -> bool {
+    let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `polls` is a valid array of pollfd of the given length that
+    // outlives the call.
+    let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, ms) };
+    n > 0
+}

@@ -1,0 +1,196 @@
+use std::thread;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::parse::Record;
+use crate::ring::Pop;
+
+/// A batch of records with these (seconds) timestamps, each one byte `tag`.
+fn batch(tag: u8, times: &[i64]) -> Batch {
+    let records = times
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| Record {
+            offset: i,
+            caplen: 1,
+            wirelen: 1,
+            ts_sec: t,
+            ts_usec: 0,
+            dlt: 1,
+        })
+        .collect();
+    Batch::new(Bytes::from(vec![tag; times.len()]), records)
+}
+
+/// Everything the ring received, as (tag, seconds), until it finished.
+fn drain(ring: &Ring) -> Vec<(u8, i64)> {
+    let mut out = Vec::new();
+    let mut done = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "the merge never finished");
+        match ring.pop(done) {
+            Pop::Batch(b) => {
+                done = b.cost();
+                for r in &b.records {
+                    out.push((b.chunk[r.offset], r.ts_sec));
+                }
+            }
+            Pop::Empty => {
+                done = 0;
+                ring.wait(Duration::from_millis(50));
+            }
+            Pop::Finished => return out,
+        }
+    }
+}
+
+fn run_merge(merge: &Arc<Merge>) -> (Arc<Ring>, thread::JoinHandle<()>) {
+    let ring = Arc::new(Ring::new(usize::MAX).unwrap());
+    let handle = {
+        let (merge, ring) = (merge.clone(), ring.clone());
+        thread::spawn(move || merge.run(&ring))
+    };
+    (ring, handle)
+}
+
+fn counters() -> Arc<Counters> {
+    Arc::new(Counters::default())
+}
+
+#[test]
+fn interleaved_senders_come_out_in_timestamp_order() {
+    let merge = Merge::new(Duration::from_secs(5), 1 << 20);
+    let producer = merge.producer();
+    let (a, b) = (merge.lane(counters()), merge.lane(counters()));
+    assert_eq!(a.push(batch(b'a', &[1, 3, 5, 7]), false), Push::Queued);
+    assert_eq!(b.push(batch(b'b', &[2, 4]), false), Push::Queued);
+    assert_eq!(b.push(batch(b'b', &[6, 8]), false), Push::Queued);
+    let (ring, handle) = run_merge(&merge);
+    drop((a, b, producer));
+    let got = drain(&ring);
+    handle.join().unwrap();
+    let times: Vec<i64> = got.iter().map(|&(_, t)| t).collect();
+    assert_eq!(times, (1..=8).collect::<Vec<_>>());
+    assert_eq!(got[0].0, b'a');
+    assert_eq!(got[1].0, b'b');
+}
+
+#[test]
+fn a_quiet_sender_holds_the_others_for_the_window_only() {
+    let window = Duration::from_millis(300);
+    let merge = Merge::new(window, 1 << 20);
+    let producer = merge.producer();
+    let (busy, quiet) = (merge.lane(counters()), merge.lane(counters()));
+    // The quiet lane is active (it delivered once) and now has nothing.
+    quiet.push(batch(b'q', &[1]), false);
+    let (ring, handle) = run_merge(&merge);
+    let first = Instant::now();
+    busy.push(batch(b'b', &[10, 11]), false);
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match ring.pop(0) {
+            Pop::Batch(b) => got.extend(b.records.iter().map(|r| r.ts_sec)),
+            _ => {
+                ring.wait(Duration::from_millis(20));
+            }
+        }
+        assert!(first.elapsed() < Duration::from_secs(5));
+    }
+    // Released once the window passed, not before.
+    assert!(first.elapsed() >= window, "{:?}", first.elapsed());
+    assert_eq!(got, vec![1, 10, 11]);
+    drop((busy, quiet, producer));
+    drain(&ring);
+    handle.join().unwrap();
+}
+
+#[test]
+fn a_late_record_is_delivered_and_counted() {
+    let merge = Merge::new(Duration::ZERO, 1 << 20);
+    let producer = merge.producer();
+    let late = counters();
+    let (a, b) = (merge.lane(counters()), merge.lane(late.clone()));
+    let (ring, handle) = run_merge(&merge);
+    a.push(batch(b'a', &[100]), false);
+    // Window 0: released at once, before b's older record arrives.
+    while merge.used() > 0 && ring.used() == 0 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(Duration::from_millis(50));
+    b.push(batch(b'b', &[50]), false);
+    drop((a, b, producer));
+    let got = drain(&ring);
+    handle.join().unwrap();
+    assert_eq!(got, vec![(b'a', 100), (b'b', 50)]);
+    assert_eq!(late.snapshot().late, 1);
+}
+
+#[test]
+fn an_ended_lane_no_longer_holds_the_others_and_its_records_are_kept() {
+    let merge = Merge::new(Duration::from_secs(60), 1 << 20);
+    let producer = merge.producer();
+    let (a, b) = (merge.lane(counters()), merge.lane(counters()));
+    a.push(batch(b'a', &[1, 2]), false);
+    b.push(batch(b'b', &[5]), false);
+    drop(b); // b's connection ends: its record still comes, in order.
+    let (ring, handle) = run_merge(&merge);
+    a.push(batch(b'a', &[9]), false);
+    drop((a, producer));
+    let got = drain(&ring);
+    handle.join().unwrap();
+    assert_eq!(got, vec![(b'a', 1), (b'a', 2), (b'b', 5), (b'a', 9)]);
+}
+
+#[test]
+fn the_merge_ends_only_after_every_producer() {
+    let merge = Merge::new(Duration::ZERO, 1 << 20);
+    let producer = merge.producer();
+    let (ring, handle) = run_merge(&merge);
+    thread::sleep(Duration::from_millis(50));
+    assert!(matches!(ring.pop(0), Pop::Empty));
+    drop(producer);
+    assert!(drain(&ring).is_empty());
+    handle.join().unwrap();
+}
+
+#[test]
+fn stop_ends_the_merge_and_a_lane_waiting_for_budget() {
+    let merge = Merge::new(Duration::ZERO, 100);
+    let _producer = merge.producer();
+    let lane = merge.lane(counters());
+    // Held by nobody: the first read always fits, the second waits.
+    assert_eq!(lane.push(batch(b'a', &[1; 200]), false), Push::Queued);
+    let (_ring, handle) = run_merge(&merge);
+    let waiter = {
+        let merge = merge.clone();
+        thread::spawn(move || {
+            let lane = merge.lane(counters());
+            lane.push(batch(b'b', &[1; 200]), false);
+            lane.push(batch(b'b', &[1; 200]), false)
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    merge.stop();
+    assert_eq!(waiter.join().unwrap(), Push::Closed);
+    handle.join().unwrap();
+}
+
+#[test]
+fn a_flooding_lane_drops_within_its_share_and_the_other_keeps_room() {
+    let merge = Merge::new(Duration::from_secs(60), 4000);
+    let _producer = merge.producer();
+    let (flood, slow) = (merge.lane(counters()), merge.lane(counters()));
+    let cost = batch(b'f', &[1; 10]).cost();
+    let mut dropped = 0;
+    for _ in 0..100 {
+        if let Push::Dropped(_) = flood.push(batch(b'f', &[1; 10]), true) {
+            dropped += 1;
+        }
+    }
+    assert!(dropped > 0);
+    // The flooder holds about its half, not the whole budget.
+    assert!(merge.used() <= 2000 + cost, "{}", merge.used());
+    assert_eq!(slow.push(batch(b's', &[1; 10]), true), Push::Queued);
+}
