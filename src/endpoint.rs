@@ -9,7 +9,8 @@
 //! HOST is a name, an IPv4 address or `[IPv6]` (a zone such as `%lo` is
 //! allowed inside the brackets); it may be empty only for the listen schemes,
 //! where it means every local address. PORT is 1..65535, digits only.
-//! `?share=I/N` (1 <= I <= N <= 1024) applies to the whole SPEC.
+//! `?share=I/N` (0 <= I < N <= 1024; I is 0-based, as systemd's
+//! `${worker_index0}`) applies to the whole SPEC.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -58,7 +59,7 @@ pub enum EndpointError {
     EmptyOption(String),
     #[error("\"{spec}\": unknown option \"{key}\"; the only option is ?share=I/N")]
     UnknownOption { spec: String, key: String },
-    #[error("\"{spec}\": \"{share}\" is not share=I/N with digits only and 1 <= I <= N <= 1024")]
+    #[error("\"{spec}\": \"{share}\" is not share=I/N with digits only and 0 <= I < N <= 1024 (I counts from 0)")]
     BadShare { spec: String, share: String },
 }
 
@@ -293,7 +294,7 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// `?share=I/N`: this instance takes share `index` of `count` (1-based).
+/// `?share=I/N`: this instance takes share `index` (0-based) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Share {
     pub index: u32,
@@ -377,7 +378,7 @@ fn parse_query(spec: &str, query: &str) -> Result<Share, EndpointError> {
         digits.parse().map_err(|_| bad_share())
     };
     let (index, count) = (number(index)?, number(count)?);
-    if index == 0 || index > count || count > MAX_SHARE_COUNT {
+    if count == 0 || index >= count || count > MAX_SHARE_COUNT {
         return Err(bad_share());
     }
     Ok(Share { index, count })
@@ -494,13 +495,13 @@ mod tests {
             (vec![(Tcp, "::1".into(), 1), (Tcp, "::2".into(), 2)], None)
         );
         assert_eq!(
-            parts("[::1]:1,tls://[fe80::1%lo]:2?share=1/1"),
+            parts("[::1]:1,tls://[fe80::1%lo]:2?share=0/1"),
             (
                 vec![(Tcp, "::1".into(), 1), (Tls, "fe80::1%lo".into(), 2)],
-                Some((1, 1))
+                Some((0, 1))
             )
         );
-        assert_eq!(parts("h:1?share=1024/1024").1, Some((1024, 1024)));
+        assert_eq!(parts("h:1?share=1023/1024").1, Some((1023, 1024)));
         assert_eq!(parts("h:1?share=01/04").1, Some((1, 4)));
         // The same host and port under different schemes are different endpoints.
         assert_eq!(parts("h:1,tls://h:1,tcp-listen://h:1").0.len(), 3);
@@ -528,7 +529,7 @@ mod tests {
             "h:1",
             "a:1,tcp-listen://:2",
             "h:1?share=2/4",
-            "[::1]:1,[::2]:2,tls-listen://:3?share=1/1024",
+            "[::1]:1,[::2]:2,tls-listen://:3?share=0/1024",
         ] {
             let s = spec(text);
             assert_eq!(s.to_string(), text);
@@ -627,7 +628,7 @@ mod tests {
             ("a:1?share=1", |e| matches!(e, BadShare { .. })),
             ("a:1?share=/2", |e| matches!(e, BadShare { .. })),
             ("a:1?share=1/", |e| matches!(e, BadShare { .. })),
-            ("a:1?share=0/2", |e| matches!(e, BadShare { .. })),
+            ("a:1?share=2/2", |e| matches!(e, BadShare { .. })),
             ("a:1?share=3/2", |e| matches!(e, BadShare { .. })),
             ("a:1?share=0/0", |e| matches!(e, BadShare { .. })),
             ("a:1?share=1/1025", |e| matches!(e, BadShare { .. })),
