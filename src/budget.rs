@@ -7,9 +7,12 @@
 //! that happens). A connection may hold at most an equal share of the
 //! budget among the connections attached now, so a flooding sender fills
 //! its own share and then waits (or drops, with `drop_when_full`) while a
-//! slow one always finds room. A connection holding nothing may always
-//! charge one read, however large: an undersized budget slows streams down
-//! but never stalls them.
+//! slow one always finds room in its own. A connection holding nothing may
+//! always charge one read, however large: an undersized budget slows
+//! streams down but never stalls them. So the bytes held stay within the
+//! capacity, plus at most one read per connection when shares are smaller
+//! than a read, plus what connections took before others joined and
+//! shrank their shares (given back as Zeek takes it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -103,9 +106,11 @@ impl Account {
             }
             let held = self.held.load(Ordering::Acquire);
             let share = budget.capacity / st.shares.max(1);
-            let fits = held == 0
-                || (st.used.saturating_add(bytes) <= budget.capacity
-                    && held.saturating_add(bytes) <= share);
+            // Within its share a connection always gets room, so a slow
+            // sender is never starved by a flooder, whatever the total; one
+            // holding nothing may always take one read, so that a budget
+            // smaller than a read slows streams down but never stalls them.
+            let fits = held == 0 || held.saturating_add(bytes) <= share;
             if fits {
                 st.used = st.used.saturating_add(bytes);
                 self.held.fetch_add(bytes, Ordering::AcqRel);
@@ -164,6 +169,23 @@ mod tests {
         drop(c1);
         assert_eq!(flood.held(), 0);
         assert_eq!(b.used(), 450);
+    }
+
+    #[test]
+    fn a_slow_sender_keeps_room_when_a_flooder_took_more_than_the_budget() {
+        // A budget smaller than one read: the flooder's first read alone
+        // exceeds it.
+        let b = Budget::new(1000);
+        let flood = b.open_account();
+        let slow = b.open_account();
+        let (g, _big) = flood.charge(5000, true);
+        assert_eq!(g, Grant::Granted);
+        assert_eq!(flood.charge(10, true).0, Grant::Full);
+        let (g1, _c1) = slow.charge(200, true);
+        let (g2, _c2) = slow.charge(200, true);
+        assert_eq!((g1, g2), (Grant::Granted, Grant::Granted));
+        // Its share (500) is the limit.
+        assert_eq!(slow.charge(200, true).0, Grant::Full);
     }
 
     #[test]

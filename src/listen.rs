@@ -18,9 +18,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::connect::{self, TICK};
 use crate::connection::{Connection, End, Outlet};
 use crate::control::Control;
+use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::merge::Merge;
+use crate::merge::{Lane, Merge};
 
 /// Refusals of one address are reported at most this often.
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -154,11 +155,14 @@ pub(crate) fn run(control: &Arc<Control>, merge: &Arc<Merge>, bound: Bound) {
                 }
                 active.fetch_add(1, Ordering::AcqRel);
                 let slot = Slot(active.clone());
-                let merge = merge.clone();
+                // The lane opens here, in accept order, before the sender's
+                // thread runs: a sender accepted later must not have its
+                // packets released before this one is waited for.
+                let counters = control.counters.sender(&ip.to_string());
+                let lane = merge.lane(counters.clone());
                 let listen = endpoint.clone();
                 let spawned = control.spawn(format!("pcapovertcp sender {peer}"), move |c| {
-                    let _slot = slot;
-                    serve(c, &merge, &listen, stream, peer);
+                    serve(c, &listen, stream, peer, Joined { counters, lane, slot });
                 });
                 if let Err(e) = spawned {
                     log::warn!("{endpoint}: cannot start a thread for sender {peer}: {e}");
@@ -177,8 +181,21 @@ impl Drop for Slot {
     }
 }
 
+/// What an accepted sender has from the start: its counters, its lane of
+/// the merge, and its place among `max_senders`.
+struct Joined {
+    counters: Arc<Counters>,
+    lane: Lane,
+    slot: Slot,
+}
+
 /// One sender's connection, from accept to its end.
-fn serve(control: &Control, merge: &Arc<Merge>, listen: &str, stream: TcpStream, peer: SocketAddr) {
+fn serve(control: &Control, listen: &str, stream: TcpStream, peer: SocketAddr, joined: Joined) {
+    let Joined {
+        counters,
+        lane,
+        slot,
+    } = joined;
     let socket = Socket::from(stream);
     if let Err(e) = socket
         .set_nonblocking(false)
@@ -189,11 +206,8 @@ fn serve(control: &Control, merge: &Arc<Merge>, listen: &str, stream: TcpStream,
     }
     let _hold = socket.try_clone().map(|s| control.hold_socket(s));
     let stream: TcpStream = socket.into();
-    let address = peer.ip().to_canonical().to_string();
-    let counters = control.counters.sender(&address);
     counters.connected();
     log::info!("{listen}: sender {peer} connected");
-    let lane = merge.lane(counters.clone());
     let label = format!("sender {peer}");
     let connection = Connection {
         control,
@@ -212,6 +226,9 @@ fn serve(control: &Control, merge: &Arc<Merge>, listen: &str, stream: TcpStream,
     drop(lane);
     counters.disconnected();
     let _ = stream.shutdown(std::net::Shutdown::Both);
+    // Its place is free before its departure is reported: a sender that
+    // reconnects at once is not refused.
+    drop(slot);
     match end {
         End::Stopped => {}
         End::Closed => log::info!("{listen}: sender {peer} left after {packets} packets"),
