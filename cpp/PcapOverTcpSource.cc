@@ -11,6 +11,7 @@
 #include "zeek/iosource/Manager.h"
 #include "zeek/iosource/Packet.h"
 #include "zeek/iosource/pcap/pcap.bif.h"
+#include "zeek/telemetry/Manager.h"
 
 #include "Plugin.h"
 #include "pcapovertcp.bif.h"
@@ -47,7 +48,10 @@ void PcapOverTcpSource::Open() {
     options.max_senders = BifConst::PcapOverTcp::max_senders;
     options.header_timeout = BifConst::PcapOverTcp::header_timeout;
 
-    // A set is no BIF constant: read it by name.
+    // An enum and a set are no BIF constants: read them by name.
+    if ( auto by = id::find_const("PcapOverTcp::share_by") )
+        options.share_by = static_cast<uint8_t>(by->AsEnum());
+
     if ( auto allowed = id::find_const<TableVal>("PcapOverTcp::allowed_senders") ) {
         auto subnets = allowed->ToPureListVal();
 
@@ -60,7 +64,7 @@ void PcapOverTcpSource::Open() {
     auto path = ::rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t*>(props.path.data()), props.path.size());
 
     try {
-        source = rs::start(path, options);
+        source = std::make_shared<::rust::Box<rs::PcapOverTcp>>(rs::start(path, options));
     } catch ( const std::exception& e ) {
         Error(e.what());
         return;
@@ -98,6 +102,7 @@ void PcapOverTcpSource::Open() {
         reporter->FatalError("Failed to register the PCAP-over-IP source's fd with iosource_mgr");
 
     fd_registered = true;
+    UpdateMetrics();
 }
 
 void PcapOverTcpSource::Close() {
@@ -316,9 +321,60 @@ RecordValPtr PcapOverTcpSource::StatsVal() {
     return rec;
 }
 
+void PcapOverTcpSource::UpdateMetrics() {
+    if ( ! source || ! telemetry_mgr )
+        return;
+
+    auto shared = source;
+    const auto& src = *source;
+
+    if ( gauge_metrics.empty() ) {
+        std::string iface = "pcapovertcp::" + props.path;
+        gauge_metrics.push_back(telemetry_mgr->GaugeInstance("zeek", "pcapovertcp_buffer_used", {{"endpoint", iface}},
+                                                             "Bytes of the buffer in use", "bytes", [shared]() {
+                                                                 return static_cast<double>((*shared)->buffer().used);
+                                                             }));
+        gauge_metrics.push_back(telemetry_mgr->GaugeInstance("zeek", "pcapovertcp_buffer_capacity",
+                                                             {{"endpoint", iface}},
+                                                             "PcapOverTcp::buffer_size", "bytes", [shared]() {
+                                                                 return static_cast<double>((*shared)->buffer().capacity);
+                                                             }));
+    }
+
+    // One instance per sender and counter, in the core's order, so that
+    // a callback names its value by two indices.
+    auto senders = src->senders();
+
+    for ( size_t i = senders_exported; i < senders.size(); ++i ) {
+        std::string endpoint(senders[i].address);
+        const auto& counters = senders[i].counters;
+
+        for ( size_t f = 0; f < counters.size(); ++f ) {
+            const auto& c = counters[f];
+            std::string name = "pcapovertcp_" + std::string(c.field);
+            std::string help = "PcapOverTcp::Sender$" + std::string(c.field);
+            auto value = [shared, i, f]() { return (*shared)->sender_value(i, f); };
+
+            if ( c.is_level )
+                gauge_metrics.push_back(
+                    telemetry_mgr->GaugeInstance("zeek", name, {{"endpoint", endpoint}}, help, "", value));
+            else
+                counter_metrics.push_back(telemetry_mgr->CounterInstance("zeek", name, {{"endpoint", endpoint}},
+                                                                         help, c.is_interval ? "seconds" : "",
+                                                                         value));
+        }
+    }
+
+    senders_exported = senders.size();
+}
+
 void PcapOverTcpSource::ReportMessages() {
     if ( ! source )
         return;
+
+    // A new sender announces itself with a message: export it too.
+    if ( IsOpen() )
+        UpdateMetrics();
 
     for ( const auto& line : (*source)->take_messages() ) {
         std::string msg(line.message);

@@ -7,9 +7,12 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "zeek/Val.h"
 #include "zeek/iosource/PktSrc.h"
+#include "zeek/telemetry/Counter.h"
+#include "zeek/telemetry/Gauge.h"
 
 #include "rust/cxx.h"
 #include "zeek-pcapovertcp/src/ffi.rs.h"
@@ -50,6 +53,10 @@ private:
     // reporter and debug log, here on the main thread.
     void ReportMessages();
 
+    // Exports the core's counters through Zeek's telemetry, one instance
+    // per sender, labelled by endpoint; called again as senders appear.
+    void UpdateMetrics();
+
     // Whether the active capture filter accepts the packet, compiled for
     // the packet's own link type (pcapng interfaces and reconnects may
     // bring several).
@@ -60,7 +67,8 @@ private:
     detail::BPF_Program* FilterFor(int link_type);
 
     Properties props;
-    std::optional<::rust::Box<::pcapovertcp::rs::PcapOverTcp>> source;
+    // Shared with the metrics callbacks, which may outlive this object.
+    std::shared_ptr<::rust::Box<::pcapovertcp::rs::PcapOverTcp>> source;
     int filter_index = -1;        // -1: no filter applied.
     bool returned_packet = false; // The last ExtractNextPacket() returned one.
     bool fd_registered = false;   // The wake fd is registered with Zeek's loop.
@@ -69,6 +77,11 @@ private:
     // the stream's (which Zeek's own PrecompileBPFFilter holds).
     std::map<int, std::string> filter_texts;
     std::map<std::pair<int, int>, std::unique_ptr<detail::BPF_Program>> other_link_filters;
+
+    // Metric instances (their values come from callbacks into the core).
+    std::vector<telemetry::CounterPtr> counter_metrics;
+    std::vector<telemetry::GaugePtr> gauge_metrics;
+    size_t senders_exported = 0;
 };
 
 } // namespace zeek::iosource::pcapovertcp

@@ -103,4 +103,15 @@ export {
 	## long is closed and reported (a port scanner, an SSH client, a
 	## sender that hangs). 0 waits for ever.
 	const header_timeout = 10 sec &redef;
+
+	## With ``?share=I/N`` (I counting from 0), this worker keeps only the
+	## packets whose flow hash falls in share I of N; the reader thread
+	## discards the others before they reach Zeek (counted as
+	## ``other_share`` in :zeek:see:`PcapOverTcp::stats`, not as drops).
+	## ADDRESS_PAIR (the default) hashes the sorted pair of outermost IP
+	## addresses, so every packet and fragment of a connection, in both
+	## directions, lands on one worker; FIVE_TUPLE adds protocol and ports
+	## (see the README for how fragments follow their flow). Packets
+	## that are not IP go to share 0. All workers must use the same value.
+	const share_by = ADDRESS_PAIR &redef;
 }

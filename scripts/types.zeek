@@ -4,6 +4,17 @@
 module PcapOverTcp;
 
 export {
+	## How a shared stream (``?share=I/N``) assigns packets to workers;
+	## see :zeek:see:`PcapOverTcp::share_by`.
+	type ShareBy: enum {
+		## The sorted pair of outermost IP addresses: both directions,
+		## and every fragment, of a connection land on the same worker.
+		ADDRESS_PAIR,
+		## Addresses, ports and protocol: spreads many connections
+		## between two hosts over the workers.
+		FIVE_TUPLE,
+	};
+
 	## One sender's counters: a connect endpoint (``host:port``), or a
 	## listening source's sender, by IP address (every connection from that
 	## address together). Senders beyond 1024 addresses are counted
@@ -29,6 +40,17 @@ export {
 		## Records older than one already released by the merge
 		## (:zeek:see:`PcapOverTcp::merge_window`); delivered all the same.
 		late: count;
+		## Connections lost and reconnected (connect endpoints): each
+		## outage counts once, however many attempts it took.
+		outages: count;
+		## Records of other workers' shares (``?share=I/N``), discarded
+		## before they reached Zeek (not drops).
+		other_share: count;
+		## Connections open now.
+		open: count;
+		## Time the reader waited for buffer space while TCP slowed the
+		## sender down (:zeek:see:`PcapOverTcp::buffer_size`).
+		backpressure: interval;
 		## Time spent connected, the current connections included.
 		connected: interval;
 	};
@@ -47,6 +69,10 @@ export {
 		truncated: count;
 		corrupt: count;
 		late: count;
+		outages: count;
+		other_share: count;
+		open: count;
+		backpressure: interval;
 		## Summed over connections: with several senders, more than the
 		## time elapsed.
 		connected: interval;

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::endpoint::Share;
+use crate::share::ShareBy;
+
 use crate::parse::Limits;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +45,10 @@ pub struct Config {
     /// Listening: a sender whose header has not arrived after this long is
     /// closed (`header_timeout`); `None` waits for ever.
     pub header_timeout: Option<Duration>,
+    /// This worker's share of the stream (`?share=I/N`); `None` keeps all.
+    pub share: Option<Share>,
+    /// How packets are assigned to shares (`share_by`).
+    pub share_by: ShareBy,
 }
 
 /// TCP keepalive: after `idle` without traffic the kernel probes the peer
@@ -84,6 +91,8 @@ impl Default for Config {
             max_senders: 64,
             allowed_senders: Vec::new(),
             header_timeout: Some(Duration::from_secs(10)),
+            share: None,
+            share_by: ShareBy::AddressPair,
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::error::Error;
 use crate::merge::Lane;
 use crate::parse::{Record, StreamParser};
 use crate::ring::{Batch, Push, Ring};
+use crate::share::{Sharer, Verdict};
 
 /// Reads are at most this large; a buffer is this large.
 pub const READ_SIZE: usize = 1 << 20;
@@ -117,6 +118,11 @@ impl Connection<'_> {
                 self.label
             ));
         }
+        let mut share = control.config.share.map(|s| Share {
+            index: s.index,
+            sharer: Sharer::new(control.config.share_by, s.count),
+            warned: Vec::new(),
+        });
         // Holds the unparsed tail: at most one partial record, bounded by the
         // parser's limits.
         let mut buf = BytesMut::with_capacity(READ_SIZE);
@@ -200,6 +206,9 @@ impl Connection<'_> {
             last_data = Instant::now();
             self.counters.add_bytes(n);
             let parsed = parser.parse(&buf, &mut records);
+            if let Some(share) = &mut share {
+                share.keep_ours(&buf, &mut records, self);
+            }
             // The header may arrive in the same read as a corruption: note it
             // first, so that the corruption counts as one after `open`.
             if !header_seen {
@@ -251,7 +260,14 @@ impl Connection<'_> {
     /// full, with `drop_when_full`); false once the source is closing.
     fn hand_over(&self, batch: Batch) -> bool {
         self.counters.add_records(batch.records.len());
-        match self.outlet.push(batch, self.control.config.drop_when_full) {
+        let started = Instant::now();
+        let pushed = self.outlet.push(batch, self.control.config.drop_when_full);
+        let waited = started.elapsed();
+        // A push that did not wait takes well under this.
+        if waited >= Duration::from_millis(1) {
+            self.counters.add_backpressure(waited);
+        }
+        match pushed {
             Push::Queued => true,
             Push::Dropped(n) => {
                 self.counters.add_dropped(n);
@@ -270,6 +286,44 @@ impl Connection<'_> {
                 self.label
             );
         }
+    }
+}
+
+/// `?share=I/N`: which records are this worker's.
+struct Share {
+    index: u32,
+    sharer: Sharer,
+    /// Link types already reported as not hashable.
+    warned: Vec<i32>,
+}
+
+impl Share {
+    /// Drops the records of other shares, here in the reader thread, so
+    /// that they cost Zeek nothing; they are counted, not as drops.
+    fn keep_ours(&mut self, buf: &[u8], records: &mut Vec<Record>, c: &Connection) {
+        let before = records.len();
+        records.retain(|r| {
+            let data = buf
+                .get(r.offset..r.offset + r.caplen as usize)
+                .unwrap_or_default();
+            let share = match self.sharer.share_of(data, r.dlt, r.ts_sec) {
+                Verdict::Share(s) => s,
+                Verdict::NotIp {
+                    unhashable_link_type,
+                } => {
+                    if let Some(lt) = unhashable_link_type.filter(|lt| !self.warned.contains(lt)) {
+                        self.warned.push(lt);
+                        log::warn!(
+                            "{}: packets of link type {lt} cannot be assigned to a share by their flow; all of them go to share 0",
+                            c.label
+                        );
+                    }
+                    0
+                }
+            };
+            share == self.index
+        });
+        c.counters.add_other_share(before - records.len());
     }
 }
 

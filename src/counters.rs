@@ -24,13 +24,19 @@ pub struct Counters {
     truncated: AtomicU64,
     corrupt: AtomicU64,
     late: AtomicU64,
+    outages: AtomicU64,
+    other_share: AtomicU64,
     connected: Mutex<Connected>,
+    /// Nanoseconds spent waiting for buffer space (TCP backpressure).
+    backpressure: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Connected {
+    /// Closed connections' time.
     total: Duration,
-    since: Option<Instant>,
+    /// When each open connection began (several may share an address).
+    open: Vec<Instant>,
 }
 
 /// A consistent-enough copy of the counters for reporting.
@@ -53,6 +59,14 @@ pub struct Snapshot {
     /// Records older than a record the merge had already released
     /// (delivered all the same).
     pub late: u64,
+    /// Outages: a connection lost and not yet back (connect endpoints).
+    pub outages: u64,
+    /// Records of other workers' shares (`?share=I/N`), discarded.
+    pub other_share: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Time spent waiting for buffer space, while TCP slowed the sender.
+    pub backpressure: Duration,
     /// Time spent connected, the current connection included (summed over
     /// connections for a total).
     pub connected: Duration,
@@ -64,13 +78,15 @@ pub struct Snapshot {
 pub enum Field {
     Count(&'static str, u64),
     Interval(&'static str, Duration),
+    /// A count that goes up and down (a `count` field too).
+    Level(&'static str, u64),
 }
 
 impl Snapshot {
     /// The counters by their `PcapOverTcp::Stats` field names (types.zeek):
     /// the one list the shim fills the record from.
-    pub fn fields(&self) -> [Field; 9] {
-        use Field::{Count, Interval};
+    pub fn fields(&self) -> [Field; 13] {
+        use Field::{Count, Interval, Level};
         [
             Count("connects", self.connects),
             Count("disconnects", self.disconnects),
@@ -80,6 +96,10 @@ impl Snapshot {
             Count("truncated", self.truncated),
             Count("corrupt", self.corrupt),
             Count("late", self.late),
+            Count("outages", self.outages),
+            Count("other_share", self.other_share),
+            Level("open", self.open),
+            Interval("backpressure", self.backpressure),
             Interval("connected", self.connected),
         ]
     }
@@ -93,6 +113,10 @@ impl Snapshot {
         self.truncated += o.truncated;
         self.corrupt += o.corrupt;
         self.late += o.late;
+        self.outages += o.outages;
+        self.other_share += o.other_share;
+        self.open += o.open;
+        self.backpressure += o.backpressure;
         self.connected += o.connected;
         self
     }
@@ -102,13 +126,15 @@ impl Counters {
     pub fn connected(&self) {
         self.connects.fetch_add(1, Ordering::Relaxed);
         let mut c = lock(&self.connected);
-        c.since = Some(Instant::now());
+        c.open.push(Instant::now());
     }
 
     pub fn disconnected(&self) {
         self.disconnects.fetch_add(1, Ordering::Relaxed);
         let mut c = lock(&self.connected);
-        if let Some(since) = c.since.take() {
+        // Which connection ended does not matter: the sum of the open ones'
+        // times plus the closed ones' comes out the same.
+        if let Some(since) = c.open.pop() {
             c.total += since.elapsed();
         }
     }
@@ -137,6 +163,19 @@ impl Counters {
         self.late.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn add_outage(&self) {
+        self.outages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_other_share(&self, n: usize) {
+        self.other_share.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn add_backpressure(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.backpressure.fetch_add(ns, Ordering::Relaxed);
+    }
+
     /// Records parsed so far; cheap (for per-packet statistics).
     pub fn records(&self) -> u64 {
         self.records.load(Ordering::Relaxed)
@@ -148,9 +187,12 @@ impl Counters {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let connected = {
+        let (connected, open) = {
             let c = lock(&self.connected);
-            c.total + c.since.map_or(Duration::ZERO, |s| s.elapsed())
+            (
+                c.open.iter().fold(c.total, |t, s| t + s.elapsed()),
+                c.open.len() as u64,
+            )
         };
         Snapshot {
             connects: self.connects.load(Ordering::Relaxed),
@@ -161,6 +203,10 @@ impl Counters {
             truncated: self.truncated.load(Ordering::Relaxed),
             corrupt: self.corrupt.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
+            outages: self.outages.load(Ordering::Relaxed),
+            other_share: self.other_share.load(Ordering::Relaxed),
+            open,
+            backpressure: Duration::from_nanos(self.backpressure.load(Ordering::Relaxed)),
             connected,
         }
     }
@@ -191,6 +237,11 @@ impl Registry {
         let c = Arc::new(Counters::default());
         senders.push((address.to_string(), c.clone()));
         c
+    }
+
+    /// The counters of the `index`th sender (in order of first appearance).
+    pub fn sender_at(&self, index: usize) -> Option<Snapshot> {
+        lock(&self.senders).get(index).map(|(_, c)| c.snapshot())
     }
 
     /// Each sender's counters.
@@ -247,7 +298,9 @@ mod tests {
             .fields()
             .iter()
             .map(|f| match f {
-                Field::Count(name, _) => (name.to_string(), "count".to_string()),
+                Field::Count(name, _) | Field::Level(name, _) => {
+                    (name.to_string(), "count".to_string())
+                }
                 Field::Interval(name, _) => (name.to_string(), "interval".to_string()),
             })
             .collect()

@@ -78,6 +78,7 @@ impl Supervisor<'_> {
             } else if self.outage.is_none() {
                 log::warn!("{}: connection lost ({reason}); reconnecting", self.label);
                 self.outage = Some(Instant::now());
+                self.counters.add_outage();
             }
             if delivered {
                 backoff = self.config().reconnect_min;

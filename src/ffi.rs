@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::config::{Config, Keepalive};
 use crate::counters::{Field, Snapshot};
 use crate::parse::Limits;
+use crate::share::ShareBy;
 use crate::source::{Next, Opening, Source};
 
 #[cxx::bridge(namespace = "pcapovertcp::rs")]
@@ -34,6 +35,8 @@ pub mod bridge {
         allowed_senders: Vec<String>,
         /// 0: no limit.
         header_timeout: f64,
+        /// `PcapOverTcp::ShareBy`: 0 ADDRESS_PAIR, 1 FIVE_TUPLE.
+        share_by: u8,
     }
 
     enum OpenStatus {
@@ -81,6 +84,14 @@ pub mod bridge {
         /// Seconds, for an `interval` field.
         seconds: f64,
         is_interval: bool,
+        /// A level that goes up and down (a gauge), not a running total.
+        is_level: bool,
+    }
+
+    /// The buffer's bytes in use and its capacity (`buffer_size`).
+    struct BufferUse {
+        used: u64,
+        capacity: u64,
     }
 
     /// One sender's counters, for `PcapOverTcp::stats()$senders`.
@@ -122,6 +133,11 @@ pub mod bridge {
         fn stats(self: &PcapOverTcp) -> SourceStats;
         fn counters(self: &PcapOverTcp) -> Vec<Counter>;
         fn senders(self: &PcapOverTcp) -> Vec<SenderCounters>;
+        /// The `field`th counter (in `counters()`'s order) of the `sender`th
+        /// sender, as a number (seconds for intervals); 0 if there is none.
+        /// Cheap: for metrics callbacks.
+        fn sender_value(self: &PcapOverTcp, sender: usize, field: usize) -> f64;
+        fn buffer(self: &PcapOverTcp) -> BufferUse;
         /// The counters of a source that never opened: every one zero.
         fn zero_counters() -> Vec<Counter>;
         /// Whether `take_messages` has anything; cheap.
@@ -132,8 +148,8 @@ pub mod bridge {
 }
 
 use bridge::{
-    Counter, LogLevel, LogLine, OpenStatus, Options, PacketInfo, SenderCounters, SourceStats,
-    Status,
+    BufferUse, Counter, LogLevel, LogLine, OpenStatus, Options, PacketInfo, SenderCounters,
+    SourceStats, Status,
 };
 
 /// The opaque handle the shim owns.
@@ -180,6 +196,10 @@ fn config(options: &Options) -> Result<Config, crate::Error> {
         max_senders: clamp(options.max_senders),
         allowed_senders,
         header_timeout: (options.header_timeout > 0.0).then(|| seconds(options.header_timeout)),
+        share_by: match options.share_by {
+            1 => ShareBy::FiveTuple,
+            _ => ShareBy::AddressPair,
+        },
         ..Config::default()
     })
 }
@@ -189,17 +209,19 @@ fn to_bridge(snapshot: &Snapshot) -> Vec<Counter> {
         .fields()
         .iter()
         .map(|f| match *f {
-            Field::Count(field, count) => Counter {
+            Field::Count(field, count) | Field::Level(field, count) => Counter {
                 field: field.into(),
                 count,
                 seconds: 0.0,
                 is_interval: false,
+                is_level: matches!(f, Field::Level(..)),
             },
             Field::Interval(field, d) => Counter {
                 field: field.into(),
                 count: 0,
                 seconds: d.as_secs_f64(),
                 is_interval: true,
+                is_level: false,
             },
         })
         .collect()
@@ -301,6 +323,25 @@ impl PcapOverTcp {
             .collect()
     }
 
+    fn sender_value(&self, sender: usize, field: usize) -> f64 {
+        let Some(snapshot) = self.source.sender_at(sender) else {
+            return 0.0;
+        };
+        match snapshot.fields().get(field) {
+            Some(Field::Count(_, n) | Field::Level(_, n)) => *n as f64,
+            Some(Field::Interval(_, d)) => d.as_secs_f64(),
+            None => 0.0,
+        }
+    }
+
+    fn buffer(&self) -> BufferUse {
+        let (used, capacity) = self.source.buffer();
+        BufferUse {
+            used: used as u64,
+            capacity: capacity as u64,
+        }
+    }
+
     fn has_messages(&self) -> bool {
         self.source.has_messages()
     }
@@ -347,6 +388,7 @@ mod tests {
             max_senders: 64,
             allowed_senders: vec!["10.0.0.0/8".into(), "::1/128".into()],
             header_timeout: 10.0,
+            share_by: 0,
         }
     }
 

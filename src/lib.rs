@@ -31,6 +31,7 @@ pub mod merge;
 pub mod messages;
 pub mod parse;
 pub mod ring;
+pub mod share;
 pub mod source;
 mod sync;
 mod threads;

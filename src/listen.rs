@@ -162,7 +162,17 @@ pub(crate) fn run(control: &Arc<Control>, merge: &Arc<Merge>, bound: Bound) {
                 let lane = merge.lane(counters.clone());
                 let listen = endpoint.clone();
                 let spawned = control.spawn(format!("pcapovertcp sender {peer}"), move |c| {
-                    serve(c, &listen, stream, peer, Joined { counters, lane, slot });
+                    serve(
+                        c,
+                        &listen,
+                        stream,
+                        peer,
+                        Joined {
+                            counters,
+                            lane,
+                            slot,
+                        },
+                    );
                 });
                 if let Err(e) = spawned {
                     log::warn!("{endpoint}: cannot start a thread for sender {peer}: {e}");

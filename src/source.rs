@@ -72,6 +72,8 @@ pub struct Source {
     control: Arc<Control>,
     /// The addresses listened on.
     listening: Vec<SocketAddr>,
+    /// With several connections: the merge, whose budget is the buffer.
+    merge: Option<Arc<Merge>>,
     started: Instant,
     link_type: Option<i32>,
     current: Option<Batch>,
@@ -92,15 +94,14 @@ impl Source {
             endpoint: label.clone(),
             what: what.to_string(),
         };
-        if spec.share.is_some() {
-            return Err(unsupported(
-                "?share=I/N (one stream shared by several workers)",
-            ));
-        }
         if spec.endpoints.iter().any(|e| e.scheme().is_tls()) {
             return Err(unsupported("TLS (tls:// and tls-listen://)"));
         }
-        let config = config.normalized();
+        let config = Config {
+            share: spec.share.filter(|s| s.count > 1),
+            ..config
+        }
+        .normalized();
         let setup = |source| Error::Setup {
             endpoint: label.clone(),
             source,
@@ -132,6 +133,7 @@ impl Source {
         let mut source = Source {
             control: control.clone(),
             listening: Vec::new(),
+            merge: None,
             started: Instant::now(),
             link_type: None,
             current: None,
@@ -158,6 +160,7 @@ impl Source {
             bound.push((endpoint.clone(), b));
         }
         let merge = Merge::new(control.config.merge_window, control.config.buffer_size);
+        source.merge = Some(merge.clone());
         {
             let merge = merge.clone();
             control.on_stop(move || merge.stop());
@@ -353,6 +356,20 @@ impl Source {
     /// The counters (connections, bytes, drops, ...) summed over senders.
     pub fn counters(&self) -> Snapshot {
         self.control.counters.total()
+    }
+
+    /// The `index`th sender's counters; cheap enough for a metrics scrape.
+    pub fn sender_at(&self, index: usize) -> Option<Snapshot> {
+        self.control.counters.sender_at(index)
+    }
+
+    /// Bytes of the buffer in use (queued or held by Zeek), and its size.
+    pub fn buffer(&self) -> (usize, usize) {
+        let used = match &self.merge {
+            Some(merge) => merge.used(),
+            None => self.control.ring.used(),
+        };
+        (used, self.control.config.buffer_size)
     }
 
     /// Each sender's counters: a connect endpoint's, or a listening

@@ -36,6 +36,7 @@ OPTIONS = {
     "max_senders": "count",
     "allowed_senders": "subnets",
     "header_timeout": "interval",
+    "share_by": "share_by",
 }
 
 # A count may be written as Zeek arithmetic, as in init.zeek: 64*1024*1024.
@@ -46,7 +47,9 @@ INTERVAL = re.compile(r"^\s*\d+(\.\d+)?\s*(usec|msec|sec|min|hr|day)s?\s*$")
 # A set of subnets, as Zeek writes it: {10.0.0.0/8, [2001:db8::]/32}.
 SUBNETS = re.compile(r"^\s*\{\s*([0-9.]+/\d+|\[[0-9a-fA-F:.]+\]/\d+)?(\s*,\s*([0-9.]+/\d+|\[[0-9a-fA-F:.]+\]/\d+))*\s*\}\s*$")
 
-VALID = {"count": COUNT, "bool": BOOL, "interval": INTERVAL, "subnets": SUBNETS}
+SHARE_BY = re.compile(r"^\s*(PcapOverTcp::)?(ADDRESS_PAIR|FIVE_TUPLE)\s*$")
+
+VALID = {"count": COUNT, "bool": BOOL, "interval": INTERVAL, "subnets": SUBNETS, "share_by": SHARE_BY}
 
 
 def format_redefs(node_name, values):
@@ -73,7 +76,36 @@ class PcapOverTcp(ZeekControl.plugin.Plugin):
 
     def init(self):
         # Only active when some worker reads PCAP-over-IP.
-        return any(self._is_ours(nn) for nn in self.nodes())
+        ours = [nn for nn in self.nodes() if self._is_ours(nn)]
+        for nn in ours:
+            self._share(nn)
+        return bool(ours)
+
+    def _share(self, nn):
+        """A worker expanded by lb_procs=N (ZeekControl names the processes
+        NAME-1 .. NAME-N) takes share k-1 of N of the stream: each connects
+        to it and keeps its own flows. Without this, every process would
+        receive the whole stream."""
+        procs = str(nn.lb_procs or "").strip()
+        if not procs or procs == "1":
+            return
+        if nn.lb_method != "custom":
+            self.error(
+                f"{nn.name}: lb_procs={procs} with a {PREFIX} interface needs lb_method=custom; "
+                "each process would otherwise receive the whole stream"
+            )
+            return
+        if "?share=" in nn.interface:
+            self.error(
+                f"{nn.name}: interface {nn.interface} already has a ?share= suffix; "
+                f"with lb_procs, ZeekControl adds it for each process"
+            )
+            return
+        base, _, index = nn.name.rpartition("-")
+        if not base or not index.isdigit():
+            self.error(f"{nn.name}: cannot tell which of the lb_procs={procs} processes this is")
+            return
+        nn.interface = f"{nn.interface}?share={int(index) - 1}/{procs}"
 
     def nodeKeys(self):
         return list(OPTIONS)
@@ -97,6 +129,8 @@ class PcapOverTcp(ZeekControl.plugin.Plugin):
                         f"{nn.name}: {PREFIX}_{key}={value!r} is not a valid {kind}; ignored"
                     )
                     continue
+                if kind == "share_by" and "::" not in value:
+                    value = f"PcapOverTcp::{value.strip()}"
                 values.append((key, value))
             script += format_redefs(nn.name, values)
         return script

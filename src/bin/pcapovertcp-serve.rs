@@ -36,6 +36,9 @@ options:
                       picks a free port)
   --port-file PATH    write the bound port to PATH once listening
   --clients N         exit after N clients have been served (default: never)
+  --wait-clients N    start sending only once N clients are connected (so
+                      that N workers sharing one stream, ?share=I/N, all
+                      get it from its first packet); default 1
   --connect HOST:PORT dial out to a receiver that listens, instead of
                       listening; repeat for several receivers, each gets its
                       own connection. Each is retried until the receiver is
@@ -72,6 +75,7 @@ struct Options {
     connect: Vec<String>,
     port_file: Option<String>,
     clients: Option<u64>,
+    wait_clients: usize,
     loops: u64,
     rate: Option<f64>,
     input: String,
@@ -85,6 +89,7 @@ fn parse_args() -> Result<Options, String> {
         connect: Vec::new(),
         port_file: None,
         clients: None,
+        wait_clients: 1,
         loops: 1,
         rate: None,
         input: String::new(),
@@ -111,6 +116,13 @@ fn parse_args() -> Result<Options, String> {
             "--clients" => {
                 let v = value("--clients")?;
                 o.clients = Some(v.parse().map_err(|_| format!("--clients {v}"))?)
+            }
+            "--wait-clients" => {
+                let v = value("--wait-clients")?;
+                o.wait_clients =
+                    v.parse().ok().filter(|&n: &usize| n >= 1).ok_or_else(|| {
+                        format!("--wait-clients {v}: expected a number of at least 1")
+                    })?
             }
             "--loop" => {
                 let v = value("--loop")?;
@@ -144,6 +156,9 @@ fn conflicts(o: &Options) -> Result<(), &'static str> {
         return Err(
             "--port-file needs --listen: with --connect there is no listening port to write",
         );
+    }
+    if o.wait_clients > 1 && !o.connect.is_empty() {
+        return Err("--wait-clients needs --listen: with --connect the tool dials its targets");
     }
     if o.clients.is_some() {
         return Err(
@@ -404,8 +419,10 @@ fn main() -> ExitCode {
             header_done: false,
             clients: Vec::new(),
         }));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         {
             let relay = relay.clone();
+            let wait = o.wait_clients;
             thread::spawn(move || {
                 for conn in listener.incoming().flatten() {
                     let mut r = relay.lock().unwrap_or_else(|e| e.into_inner());
@@ -413,9 +430,14 @@ fn main() -> ExitCode {
                     if conn.write_all(&r.header).is_ok() {
                         r.clients.push((conn, None));
                     }
+                    if r.clients.len() >= wait {
+                        let _ = ready_tx.send(());
+                    }
                 }
             });
         }
+        // Standard input is not read before enough clients are connected.
+        let _ = ready_rx.recv();
         return exit_code(relay_stdin(relay));
     }
 
@@ -425,6 +447,9 @@ fn main() -> ExitCode {
     };
     let mut workers = Vec::new();
     let mut served = 0u64;
+    // Clients held back until --wait-clients of them are connected.
+    let mut waiting = Vec::new();
+    let mut started = false;
     for conn in listener.incoming() {
         let conn = match conn {
             Ok(c) => c,
@@ -433,17 +458,26 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        let framed = framed.clone();
-        let (loops, rate) = (o.loops, o.rate);
-        workers.push(thread::spawn(move || {
-            let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            let mut conn = conn;
-            if let Err(e) = serve_file(&mut conn, &framed, loops, rate) {
-                eprintln!("pcapovertcp-serve: {peer}: {e}");
-            }
-        }));
+        waiting.push(conn);
         served += 1;
-        if o.clients.is_some_and(|n| served >= n) {
+        let last = o.clients.is_some_and(|n| served >= n);
+        if waiting.len() < o.wait_clients && !started && !last {
+            continue;
+        }
+        // Once started, later clients are served as they come.
+        started = true;
+        for conn in waiting.drain(..) {
+            let framed = framed.clone();
+            let (loops, rate) = (o.loops, o.rate);
+            workers.push(thread::spawn(move || {
+                let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                let mut conn = conn;
+                if let Err(e) = serve_file(&mut conn, &framed, loops, rate) {
+                    eprintln!("pcapovertcp-serve: {peer}: {e}");
+                }
+            }));
+        }
+        if last {
             break;
         }
     }
