@@ -48,7 +48,20 @@ void PcapOverTcpSource::Open() {
     options.max_senders = BifConst::PcapOverTcp::max_senders;
     options.header_timeout = BifConst::PcapOverTcp::header_timeout;
 
-    // An enum and a set are no BIF constants: read them by name.
+    options.tls_ca_file = BifConst::PcapOverTcp::tls_ca_file->ToStdString();
+    options.tls_server_name = BifConst::PcapOverTcp::tls_server_name->ToStdString();
+    options.tls_cert_file = BifConst::PcapOverTcp::tls_cert_file->ToStdString();
+    options.tls_key_file = BifConst::PcapOverTcp::tls_key_file->ToStdString();
+    options.tls_require_client_cert = BifConst::PcapOverTcp::tls_require_client_cert;
+
+    // An enum and sets are no BIF constants: read them by name.
+    if ( auto names = id::find_const<TableVal>("PcapOverTcp::tls_allowed_names") ) {
+        auto list = names->ToPureListVal();
+
+        for ( int i = 0; i < list->Length(); ++i )
+            options.tls_allowed_names.push_back(list->Idx(i)->AsStringVal()->ToStdString());
+    }
+
     if ( auto by = id::find_const("PcapOverTcp::share_by") )
         options.share_by = static_cast<uint8_t>(by->AsEnum());
 

@@ -1,6 +1,6 @@
 ##! Options of the PCAP-over-IP packet source
-##! (``-i pcapovertcp::[SCHEME://]HOST:PORT[,...]``, SCHEME ``tcp`` or
-##! ``tcp-listen``).
+##! (``-i pcapovertcp::[SCHEME://]HOST:PORT[,...][?share=I/N]``, SCHEME
+##! ``tcp``, ``tcp-listen``, ``tls`` or ``tls-listen``).
 ##! Each is a ``&redef`` constant, read when the source opens; redefine it in
 ##! local.zeek, on the command line (``PcapOverTcp::buffer_size=...``), or per
 ##! zeekctl worker with ``pcapovertcp_<option>=`` in node.cfg.
@@ -114,4 +114,34 @@ export {
 	## (see the README for how fragments follow their flow). Packets
 	## that are not IP go to share 0. All workers must use the same value.
 	const share_by = ADDRESS_PAIR &redef;
+
+	## PCAP-over-TLS: a PEM bundle of the CA certificates that verify the
+	## peer. For ``tls://`` endpoints, empty uses the system's roots; for
+	## ``tls-listen://`` it enables client certificates (see
+	## :zeek:see:`PcapOverTcp::tls_require_client_cert`). Certificate and
+	## key files are read when the source opens: to rotate them, restart.
+	const tls_ca_file = "" &redef;
+
+	## ``tls://``: the name the server's certificate must be valid for
+	## (and the SNI sent); empty uses the endpoint's host.
+	const tls_server_name = "" &redef;
+
+	## Our certificate chain (PEM): the server certificate for
+	## ``tls-listen://``, the client certificate for ``tls://`` with
+	## mutual TLS. Needs :zeek:see:`PcapOverTcp::tls_key_file`.
+	const tls_cert_file = "" &redef;
+
+	## The private key of :zeek:see:`PcapOverTcp::tls_cert_file` (PEM:
+	## PKCS#8, PKCS#1 or SEC1).
+	const tls_key_file = "" &redef;
+
+	## ``tls-listen://`` with a :zeek:see:`PcapOverTcp::tls_ca_file`:
+	## senders must present a client certificate signed by it. With F, a
+	## sender without one is accepted (one with a bad one is not).
+	const tls_require_client_cert = T &redef;
+
+	## ``tls-listen://``: accept only client certificates valid for one of
+	## these names (DNS names or IP addresses, as in the certificate's
+	## subject alternative names); empty accepts any the CA signed.
+	const tls_allowed_names: set[string] = {} &redef;
 }

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 
 use crate::endpoint::Share;
 use crate::share::ShareBy;
+use crate::tls::TlsOptions;
 
 use crate::parse::Limits;
 
@@ -49,6 +50,8 @@ pub struct Config {
     pub share: Option<Share>,
     /// How packets are assigned to shares (`share_by`).
     pub share_by: ShareBy,
+    /// The `tls_*` options.
+    pub tls: TlsOptions,
 }
 
 /// TCP keepalive: after `idle` without traffic the kernel probes the peer
@@ -93,6 +96,7 @@ impl Default for Config {
             header_timeout: Some(Duration::from_secs(10)),
             share: None,
             share_by: ShareBy::AddressPair,
+            tls: TlsOptions::default(),
         }
     }
 }

@@ -15,12 +15,10 @@
 //! header and `idle_timeout` without a second thread. TCP keepalive notices
 //! a peer that stopped answering (the read then fails with ETIMEDOUT).
 
-use std::io::{self, ErrorKind};
-use std::net::TcpStream;
+use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use socket2::SockRef;
 
 use crate::control::{Control, NOTICE_AFTER};
 use crate::counters::Counters;
@@ -29,6 +27,7 @@ use crate::merge::Lane;
 use crate::parse::{Record, StreamParser};
 use crate::ring::{Batch, Push, Ring};
 use crate::share::{Sharer, Verdict};
+use crate::tls::{is_tls_hello, TlsError, Transport};
 
 /// Reads are at most this large; a buffer is this large.
 pub const READ_SIZE: usize = 1 << 20;
@@ -89,11 +88,11 @@ impl Connection<'_> {
     /// arrived. Returns how it ended and how many records it handed on.
     pub fn read(
         &self,
-        stream: &TcpStream,
+        transport: &mut Transport,
         on_header: &mut dyn FnMut(&StreamParser, i32),
     ) -> (End, u64) {
         let mut handed = 0;
-        let end = self.read_loop(stream, on_header, &mut handed);
+        let end = self.read_loop(transport, on_header, &mut handed);
         if let End::Failed(Error::Stream { .. }) = &end {
             self.counters.add_corrupt();
         }
@@ -102,7 +101,7 @@ impl Connection<'_> {
 
     fn read_loop(
         &self,
-        stream: &TcpStream,
+        transport: &mut Transport,
         on_header: &mut dyn FnMut(&StreamParser, i32),
         handed: &mut u64,
     ) -> End {
@@ -137,7 +136,7 @@ impl Connection<'_> {
                 // allocates a fresh buffer and copies the tail there.
                 buf.reserve(READ_SIZE.max(buf.len() + MIN_READ) - buf.len());
             }
-            let n = match recv_into(stream, &mut buf) {
+            let n = match transport.read_into(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) if control.stopping() => return End::Stopped,
@@ -185,6 +184,12 @@ impl Connection<'_> {
                 }
                 Err(source) => {
                     self.end_mid_record(&parser, buf.len());
+                    if let Some(tls) = source.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) {
+                        return End::Failed(Error::Tls {
+                            endpoint: endpoint(),
+                            what: tls.0.clone(),
+                        });
+                    }
                     return End::Failed(Error::Read {
                         endpoint: endpoint(),
                         source,
@@ -232,6 +237,11 @@ impl Connection<'_> {
                         let batch = Batch::new(buf.split().freeze(), std::mem::take(&mut records));
                         *handed += batch.records.len() as u64;
                         self.hand_over(batch);
+                    }
+                    if !header_seen && is_tls_hello(&buf) {
+                        return End::Failed(Error::TlsOnPlain {
+                            endpoint: endpoint(),
+                        });
                     }
                     return End::Failed(Error::Stream {
                         endpoint: endpoint(),
@@ -325,17 +335,4 @@ impl Share {
         });
         c.counters.add_other_share(before - records.len());
     }
-}
-
-/// Appends what one recv() returns to `buf`, without initialising the
-/// buffer first (the zero-fill cost as much as a quarter of this thread's
-/// time at 1500-byte packets).
-fn recv_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
-    let room = spare.len();
-    let n = SockRef::from(stream).recv(spare)?.min(room);
-    // SAFETY: recv() initialised the first `n` bytes of the spare capacity
-    // (and never reports more than it was given, which `min` also ensures).
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
 }

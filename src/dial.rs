@@ -15,13 +15,21 @@ use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::parse::StreamParser;
+use crate::tls::{ClientTls, Transport};
 
 /// Runs one connect endpoint until its stream ends for good or the source
 /// is closed.
-pub(crate) fn run(control: &Control, endpoint: &Endpoint, counters: &Arc<Counters>, sink: Sink) {
+pub(crate) fn run(
+    control: &Control,
+    endpoint: &Endpoint,
+    counters: &Arc<Counters>,
+    sink: Sink,
+    tls: Option<&ClientTls>,
+) {
     Supervisor {
         control,
         endpoint,
+        tls,
         label: endpoint.to_string(),
         counters,
         sink,
@@ -35,6 +43,8 @@ pub(crate) fn run(control: &Control, endpoint: &Endpoint, counters: &Arc<Counter
 struct Supervisor<'a> {
     control: &'a Control,
     endpoint: &'a Endpoint,
+    /// For a `tls://` endpoint.
+    tls: Option<&'a ClientTls>,
     label: String,
     counters: &'a Arc<Counters>,
     sink: Sink<'a>,
@@ -100,6 +110,18 @@ impl Supervisor<'_> {
         if self.control.stopping() {
             return End::Stopped;
         }
+        let mut transport = match self.tls {
+            None => Transport::Plain(stream),
+            Some(tls) => match tls.connect(self.endpoint.host(), stream) {
+                Ok(t) => t,
+                Err(what) => {
+                    return End::Failed(Error::Tls {
+                        endpoint: self.label.clone(),
+                        what,
+                    })
+                }
+            },
+        };
         self.counters.connected();
         // A lane per connection: the merge waits for a connected endpoint
         // only, never for one in an outage.
@@ -122,11 +144,11 @@ impl Supervisor<'_> {
         let label = &self.label;
         let outage = &mut self.outage;
         let link_type = &mut self.link_type;
-        let (end, handed) = connection.read(&stream, &mut |parser, lt| {
+        let (end, handed) = connection.read(&mut transport, &mut |parser, lt| {
             stream_started(connection.control, label, outage, link_type, parser, lt)
         });
         self.counters.disconnected();
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = transport.tcp().shutdown(Shutdown::Both);
         *delivered = handed > 0;
         log::debug!("{}: connection ended", self.label);
         end

@@ -55,14 +55,18 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("\"{endpoint}\": {what} is not supported by this version of the packet source")]
-    Unsupported { endpoint: String, what: String },
     #[error("PcapOverTcp::allowed_senders: \"{0}\" is not a subnet")]
     BadSubnet(String),
     #[error("{endpoint} sent nothing for {seconds:.1} s (PcapOverTcp::idle_timeout)")]
     Idle { endpoint: String, seconds: f64 },
     #[error("{endpoint} stopped answering: no reply to TCP keepalive probes within {seconds:.0} s (PcapOverTcp::keepalive_*); is the capture host or the path to it down?")]
     DeadPeer { endpoint: String, seconds: f64 },
+    #[error("{endpoint}: {what}")]
+    Tls { endpoint: String, what: String },
+    #[error("{endpoint} speaks TLS (its first bytes are a TLS handshake): use tls:// or tls-listen:// for it")]
+    TlsOnPlain { endpoint: String },
+    #[error("{0}; check the PcapOverTcp::tls_* options")]
+    TlsSetup(#[from] crate::tls::SetupError),
     #[error("{endpoint}: {source}")]
     Stream {
         endpoint: String,
@@ -92,8 +96,9 @@ impl Error {
                 | Error::Stream { .. }
                 | Error::Setup { .. }
                 | Error::Listen { .. }
-                | Error::Unsupported { .. }
                 | Error::BadSubnet(_)
+                | Error::TlsSetup(_)
+                | Error::TlsOnPlain { .. }
                 | Error::Internal { .. }
         )
     }

@@ -8,6 +8,7 @@ use crate::counters::{Field, Snapshot};
 use crate::parse::Limits;
 use crate::share::ShareBy;
 use crate::source::{Next, Opening, Source};
+use crate::tls::TlsOptions;
 
 #[cxx::bridge(namespace = "pcapovertcp::rs")]
 pub mod bridge {
@@ -37,6 +38,13 @@ pub mod bridge {
         header_timeout: f64,
         /// `PcapOverTcp::ShareBy`: 0 ADDRESS_PAIR, 1 FIVE_TUPLE.
         share_by: u8,
+        /// Paths and names; empty: unset.
+        tls_ca_file: String,
+        tls_server_name: String,
+        tls_cert_file: String,
+        tls_key_file: String,
+        tls_require_client_cert: bool,
+        tls_allowed_names: Vec<String>,
     }
 
     enum OpenStatus {
@@ -167,6 +175,10 @@ fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::MAX)
 }
 
+fn path(text: &str) -> Option<std::path::PathBuf> {
+    (!text.is_empty()).then(|| text.into())
+}
+
 fn config(options: &Options) -> Result<Config, crate::Error> {
     let allowed_senders = options
         .allowed_senders
@@ -199,6 +211,15 @@ fn config(options: &Options) -> Result<Config, crate::Error> {
         share_by: match options.share_by {
             1 => ShareBy::FiveTuple,
             _ => ShareBy::AddressPair,
+        },
+        tls: TlsOptions {
+            ca_file: path(&options.tls_ca_file),
+            server_name: (!options.tls_server_name.is_empty())
+                .then(|| options.tls_server_name.clone()),
+            cert_file: path(&options.tls_cert_file),
+            key_file: path(&options.tls_key_file),
+            require_client_cert: options.tls_require_client_cert,
+            allowed_names: options.tls_allowed_names.clone(),
         },
         ..Config::default()
     })
@@ -389,6 +410,12 @@ mod tests {
             allowed_senders: vec!["10.0.0.0/8".into(), "::1/128".into()],
             header_timeout: 10.0,
             share_by: 0,
+            tls_ca_file: String::new(),
+            tls_server_name: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_require_client_cert: true,
+            tls_allowed_names: Vec::new(),
         }
     }
 

@@ -35,6 +35,7 @@ pub mod share;
 pub mod source;
 mod sync;
 mod threads;
+pub mod tls;
 pub mod wake;
 
 pub use config::{Config, Keepalive};

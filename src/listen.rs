@@ -22,6 +22,7 @@ use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::merge::{Lane, Merge};
+use crate::tls::{ServerTls, Transport};
 
 /// Refusals of one address are reported at most this often.
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -102,7 +103,12 @@ fn bind_one(addr: &SocketAddr, only_v6: bool) -> io::Result<TcpListener> {
 }
 
 /// Accepts senders until the source closes.
-pub(crate) fn run(control: &Arc<Control>, merge: &Arc<Merge>, bound: Bound) {
+pub(crate) fn run(
+    control: &Arc<Control>,
+    merge: &Arc<Merge>,
+    bound: Bound,
+    tls: Option<ServerTls>,
+) {
     let endpoint = bound.endpoint.to_string();
     let _holds: Vec<_> = bound
         .listeners
@@ -161,18 +167,14 @@ pub(crate) fn run(control: &Arc<Control>, merge: &Arc<Merge>, bound: Bound) {
                 let counters = control.counters.sender(&ip.to_string());
                 let lane = merge.lane(counters.clone());
                 let listen = endpoint.clone();
+                let tls = tls.clone();
                 let spawned = control.spawn(format!("pcapovertcp sender {peer}"), move |c| {
-                    serve(
-                        c,
-                        &listen,
-                        stream,
-                        peer,
-                        Joined {
-                            counters,
-                            lane,
-                            slot,
-                        },
-                    );
+                    let joined = Joined {
+                        counters,
+                        lane,
+                        slot,
+                    };
+                    serve(c, &listen, stream, peer, joined, tls.as_ref());
                 });
                 if let Err(e) = spawned {
                     log::warn!("{endpoint}: cannot start a thread for sender {peer}: {e}");
@@ -200,7 +202,14 @@ struct Joined {
 }
 
 /// One sender's connection, from accept to its end.
-fn serve(control: &Control, listen: &str, stream: TcpStream, peer: SocketAddr, joined: Joined) {
+fn serve(
+    control: &Control,
+    listen: &str,
+    stream: TcpStream,
+    peer: SocketAddr,
+    joined: Joined,
+    tls: Option<&ServerTls>,
+) {
     let Joined {
         counters,
         lane,
@@ -216,9 +225,19 @@ fn serve(control: &Control, listen: &str, stream: TcpStream, peer: SocketAddr, j
     }
     let _hold = socket.try_clone().map(|s| control.hold_socket(s));
     let stream: TcpStream = socket.into();
+    let label = format!("sender {peer}");
+    let mut transport = match tls {
+        None => Transport::Plain(stream),
+        Some(tls) => match tls.accept(stream) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("{listen}: {label}: cannot start TLS: {e}");
+                return;
+            }
+        },
+    };
     counters.connected();
     log::info!("{listen}: sender {peer} connected");
-    let label = format!("sender {peer}");
     let connection = Connection {
         control,
         label: &label,
@@ -227,7 +246,7 @@ fn serve(control: &Control, listen: &str, stream: TcpStream, peer: SocketAddr, j
         opens_source: false,
         header_timeout: control.config.header_timeout,
     };
-    let (end, packets) = connection.read(&stream, &mut |parser, lt| {
+    let (end, packets) = connection.read(&mut transport, &mut |parser, lt| {
         log::debug!(
             "{listen}: sender {peer}: {} stream, link type {lt}",
             parser.format_name().unwrap_or("?")
@@ -235,7 +254,7 @@ fn serve(control: &Control, listen: &str, stream: TcpStream, peer: SocketAddr, j
     });
     drop(lane);
     counters.disconnected();
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = transport.tcp().shutdown(std::net::Shutdown::Both);
     // Its place is free before its departure is reported: a sender that
     // reconnects at once is not refused.
     drop(slot);

@@ -16,11 +16,12 @@ use crate::connection::Sink;
 use crate::control::Control;
 pub use crate::control::Opening;
 use crate::counters::Snapshot;
-use crate::endpoint::{Scheme, Spec};
+use crate::endpoint::{Endpoint, Scheme, Spec};
 use crate::error::Error;
 use crate::merge::Merge;
 use crate::messages::Messages;
 use crate::ring::{Batch, Pop, Ring};
+use crate::tls::{ClientTls, ServerTls};
 use crate::{dial, listen};
 
 /// The link type a listening source opens with, before any sender has
@@ -90,13 +91,6 @@ impl Source {
         crate::logger::install();
         let spec = Spec::parse(path)?;
         let label = spec.to_string();
-        let unsupported = |what: &str| Error::Unsupported {
-            endpoint: label.clone(),
-            what: what.to_string(),
-        };
-        if spec.endpoints.iter().any(|e| e.scheme().is_tls()) {
-            return Err(unsupported("TLS (tls:// and tls-listen://)"));
-        }
         let config = Config {
             share: spec.share.filter(|s| s.count > 1),
             ..config
@@ -110,8 +104,26 @@ impl Source {
         // the whole budget; several go through the merge, whose budget
         // bounds them all, so the ring needs no bound of its own.
         let direct = match spec.endpoints.as_slice() {
-            [one] => one.scheme() == Scheme::Tcp,
+            [one] => !one.scheme().is_listen(),
             _ => false,
+        };
+        // The certificate files are read now, once: a mistake in them is
+        // an error at start-up, not one per connection.
+        let client_tls = match spec.endpoints.iter().any(|e| e.scheme() == Scheme::Tls) {
+            true => Some(ClientTls::new(&config.tls)?),
+            false => None,
+        };
+        let server_tls = match spec
+            .endpoints
+            .iter()
+            .any(|e| e.scheme() == Scheme::TlsListen)
+        {
+            true => Some(ServerTls::new(&config.tls)?),
+            false => None,
+        };
+        let tls_for = |e: &Endpoint| match e.scheme() {
+            Scheme::Tls => client_tls.clone(),
+            _ => None,
         };
         let capacity = if direct {
             config.buffer_size
@@ -144,10 +156,11 @@ impl Source {
         if direct {
             let endpoint = spec.endpoints[0].clone();
             let counters = control.counters.sender(&endpoint.to_string());
+            let tls = tls_for(&endpoint);
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _finish = FinishRing(&c.ring);
-                    dial::run(c, &endpoint, &counters, Sink::Ring(&c.ring));
+                    dial::run(c, &endpoint, &counters, Sink::Ring(&c.ring), tls.as_ref());
                 })
                 .map_err(setup)?;
             return Ok(source);
@@ -170,10 +183,11 @@ impl Source {
             let counters = control.counters.sender(&endpoint.to_string());
             let producer = merge.producer();
             let merge = merge.clone();
+            let tls = tls_for(&endpoint);
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _producer = producer;
-                    dial::run(c, &endpoint, &counters, Sink::Merge(&merge));
+                    dial::run(c, &endpoint, &counters, Sink::Merge(&merge), tls.as_ref());
                 })
                 .map_err(setup)?;
         }
@@ -182,10 +196,14 @@ impl Source {
             let addrs = b.local_addrs();
             let producer = merge.producer();
             let merge = merge.clone();
+            let tls = match endpoint.scheme() {
+                Scheme::TlsListen => server_tls.clone(),
+                _ => None,
+            };
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _producer = producer;
-                    listen::run(c, &merge, b);
+                    listen::run(c, &merge, b, tls);
                 })
                 .map_err(setup)?;
             let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();

@@ -37,6 +37,12 @@ OPTIONS = {
     "allowed_senders": "subnets",
     "header_timeout": "interval",
     "share_by": "share_by",
+    "tls_ca_file": "string",
+    "tls_server_name": "string",
+    "tls_cert_file": "string",
+    "tls_key_file": "string",
+    "tls_require_client_cert": "bool",
+    "tls_allowed_names": "strings",
 }
 
 # A count may be written as Zeek arithmetic, as in init.zeek: 64*1024*1024.
@@ -47,9 +53,21 @@ INTERVAL = re.compile(r"^\s*\d+(\.\d+)?\s*(usec|msec|sec|min|hr|day)s?\s*$")
 # A set of subnets, as Zeek writes it: {10.0.0.0/8, [2001:db8::]/32}.
 SUBNETS = re.compile(r"^\s*\{\s*([0-9.]+/\d+|\[[0-9a-fA-F:.]+\]/\d+)?(\s*,\s*([0-9.]+/\d+|\[[0-9a-fA-F:.]+\]/\d+))*\s*\}\s*$")
 
+# A string, quoted as in Zeek or bare (a path): "x" or x; and a set of
+# quoted ones: {"a", "b"}.
+STRING = re.compile(r'^\s*("[^"\\]*"|[^"\\\s]+)\s*$')
+STRINGS = re.compile(r'^\s*\{\s*("[^"\\]*"(\s*,\s*"[^"\\]*")*)?\s*\}\s*$')
 SHARE_BY = re.compile(r"^\s*(PcapOverTcp::)?(ADDRESS_PAIR|FIVE_TUPLE)\s*$")
 
-VALID = {"count": COUNT, "bool": BOOL, "interval": INTERVAL, "subnets": SUBNETS, "share_by": SHARE_BY}
+VALID = {
+    "count": COUNT,
+    "bool": BOOL,
+    "interval": INTERVAL,
+    "subnets": SUBNETS,
+    "share_by": SHARE_BY,
+    "string": STRING,
+    "strings": STRINGS,
+}
 
 
 def format_redefs(node_name, values):
@@ -131,6 +149,8 @@ class PcapOverTcp(ZeekControl.plugin.Plugin):
                     continue
                 if kind == "share_by" and "::" not in value:
                     value = f"PcapOverTcp::{value.strip()}"
+                if kind == "string" and not value.strip().startswith('"'):
+                    value = f'"{value.strip()}"'
                 values.append((key, value))
             script += format_redefs(nn.name, values)
         return script

@@ -1,0 +1,630 @@
+//! PCAP-over-TLS: the `tls://` and `tls-listen://` endpoints.
+//!
+//! rustls with the `ring` provider (chosen explicitly: no C build of
+//! aws-lc), TLS 1.2 and 1.3, certificates and keys in PEM (PKCS#8, PKCS#1
+//! and SEC1 keys) through rustls-pki-types. The files are read once, when
+//! the source opens; rotating them takes a restart.
+//!
+//! A connection's [`Transport`] is what [`crate::connection`] reads from:
+//! the plain socket, or rustls over it. Decrypted bytes are read straight
+//! into the connection's buffer (rustls' own copy out of its record buffer
+//! is the only one), so the zero-copy path after it is unchanged.
+//!
+//! Every failure becomes one line in an operator's words: which file, which
+//! names, which dates, which side refused whom.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
+
+/// The `PcapOverTcp::tls_*` options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM bundle that verifies the peer; for `tls://`, `None` uses the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The name to verify (and send as SNI) for `tls://`; `None` uses the
+    /// endpoint's host.
+    pub server_name: Option<String>,
+    /// Our certificate chain and key: the server's for `tls-listen://`, the
+    /// client's for `tls://` with mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// `tls-listen://` with a CA file: senders must present a certificate
+    /// it signed.
+    pub require_client_cert: bool,
+    /// `tls-listen://`: accept only client certificates valid for one of
+    /// these names (DNS names or IP addresses in the certificate's subject
+    /// alternative names); empty accepts any the CA signed.
+    pub allowed_names: Vec<String>,
+}
+
+/// Why TLS could not be set up from the options (a configuration error).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read {option} {path}: {source}")]
+    Read {
+        option: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{option} {path} holds no {what} in PEM form")]
+    Empty {
+        option: &'static str,
+        path: String,
+        what: &'static str,
+    },
+    #[error("{option} {path}: {what}")]
+    Invalid {
+        option: &'static str,
+        path: String,
+        what: String,
+    },
+    #[error("tls-listen:// needs a certificate and its key: set PcapOverTcp::tls_cert_file and PcapOverTcp::tls_key_file")]
+    NoServerCert,
+    #[error(
+        "PcapOverTcp::tls_cert_file and PcapOverTcp::tls_key_file go together: set both or neither"
+    )]
+    CertWithoutKey,
+    #[error("the key in PcapOverTcp::tls_key_file does not match the certificate in PcapOverTcp::tls_cert_file")]
+    KeyMismatch,
+    #[error("PcapOverTcp::tls_allowed_names needs PcapOverTcp::tls_ca_file (and tls_require_client_cert): without them no client certificate is asked for")]
+    NamesWithoutCa,
+    #[error(
+        "cannot load the system's CA certificates for tls:// ({0}); set PcapOverTcp::tls_ca_file"
+    )]
+    NoSystemRoots(String),
+    #[error("TLS setup failed: {0}")]
+    Rustls(String),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_file(option: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
+    std::fs::read(path).map_err(|source| SetupError::Read {
+        option,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn certs(option: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, SetupError> {
+    let pem = read_file(option, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SetupError::Invalid {
+            option,
+            path: path.display().to_string(),
+            what: format!("not a readable PEM certificate bundle ({e})"),
+        })?;
+    if certs.is_empty() {
+        return Err(SetupError::Empty {
+            option,
+            path: path.display().to_string(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, SetupError> {
+    let option = "PcapOverTcp::tls_key_file";
+    let pem = read_file(option, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => SetupError::Empty {
+            option,
+            path: path.display().to_string(),
+            what: "private key (PKCS#8, PKCS#1 or SEC1)",
+        },
+        e => SetupError::Invalid {
+            option,
+            path: path.display().to_string(),
+            what: format!("not a readable PEM private key ({e})"),
+        },
+    })
+}
+
+fn roots(path: &Path) -> Result<RootCertStore, SetupError> {
+    let option = "PcapOverTcp::tls_ca_file";
+    let mut store = RootCertStore::empty();
+    for cert in certs(option, path)? {
+        store.add(cert).map_err(|e| SetupError::Invalid {
+            option,
+            path: path.display().to_string(),
+            what: format!("a certificate is not usable as a CA ({e})"),
+        })?;
+    }
+    Ok(store)
+}
+
+fn system_roots() -> Result<RootCertStore, SetupError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut store = RootCertStore::empty();
+    let (added, _) = store.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or_else(|| "none found".to_string(), |e| e.to_string());
+        return Err(SetupError::NoSystemRoots(why));
+    }
+    Ok(store)
+}
+
+fn our_cert(
+    o: &TlsOptions,
+) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, SetupError> {
+    match (&o.cert_file, &o.key_file) {
+        (Some(c), Some(k)) => Ok(Some((certs("PcapOverTcp::tls_cert_file", c)?, key(k)?))),
+        (None, None) => Ok(None),
+        _ => Err(SetupError::CertWithoutKey),
+    }
+}
+
+fn rustls_setup(e: rustls::Error) -> SetupError {
+    match e {
+        rustls::Error::InconsistentKeys(_) => SetupError::KeyMismatch,
+        e => SetupError::Rustls(e.to_string()),
+    }
+}
+
+/// What `tls://` endpoints connect with.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    config: Arc<ClientConfig>,
+    server_name: Option<String>,
+}
+
+impl ClientTls {
+    pub fn new(o: &TlsOptions) -> Result<ClientTls, SetupError> {
+        let roots = match &o.ca_file {
+            Some(path) => roots(path)?,
+            None => system_roots()?,
+        };
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| SetupError::Rustls(e.to_string()))?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(rustls_setup)?
+            .with_webpki_verifier(verifier);
+        let config = match our_cert(o)? {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(rustls_setup)?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(ClientTls {
+            config: Arc::new(config),
+            server_name: o.server_name.clone(),
+        })
+    }
+
+    /// Starts the handshake over a connected socket to `host` (the
+    /// endpoint's host, unless `tls_server_name` names another).
+    pub fn connect(&self, host: &str, tcp: TcpStream) -> Result<Transport, String> {
+        let name = self.server_name.as_deref().unwrap_or(host);
+        let name = ServerName::try_from(name.to_string()).map_err(|_| {
+            format!("\"{name}\" is not a valid TLS server name (PcapOverTcp::tls_server_name)")
+        })?;
+        let conn =
+            rustls::ClientConnection::new(self.config.clone(), name).map_err(|e| e.to_string())?;
+        Ok(Transport::Tls(Box::new(TlsStream::new(
+            rustls::Connection::Client(conn),
+            tcp,
+            Vec::new(),
+        ))))
+    }
+}
+
+/// What `tls-listen://` endpoints accept senders with.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+    allowed_names: Vec<String>,
+}
+
+impl ServerTls {
+    pub fn new(o: &TlsOptions) -> Result<ServerTls, SetupError> {
+        let (chain, key) = our_cert(o)?.ok_or(SetupError::NoServerCert)?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(rustls_setup)?;
+        let builder = match &o.ca_file {
+            Some(path) => {
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots(path)?), provider());
+                let verifier = if o.require_client_cert {
+                    verifier
+                } else {
+                    verifier.allow_unauthenticated()
+                };
+                builder.with_client_cert_verifier(
+                    verifier
+                        .build()
+                        .map_err(|e| SetupError::Rustls(e.to_string()))?,
+                )
+            }
+            None if !o.allowed_names.is_empty() => return Err(SetupError::NamesWithoutCa),
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder.with_single_cert(chain, key).map_err(rustls_setup)?;
+        Ok(ServerTls {
+            config: Arc::new(config),
+            allowed_names: o.allowed_names.clone(),
+        })
+    }
+
+    /// Starts the handshake over an accepted socket.
+    pub fn accept(&self, tcp: TcpStream) -> Result<Transport, String> {
+        let conn = rustls::ServerConnection::new(self.config.clone()).map_err(|e| e.to_string())?;
+        Ok(Transport::Tls(Box::new(TlsStream::new(
+            rustls::Connection::Server(conn),
+            tcp,
+            self.allowed_names.clone(),
+        ))))
+    }
+}
+
+/// A connection's bytes: plain, or decrypted from TLS.
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Transport {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(t) => &t.tcp,
+        }
+    }
+
+    /// Appends the next bytes of the stream to `buf`: what one recv()
+    /// returns, or what the next TLS records decrypt to. 0 at the end of the
+    /// stream. A receive timeout surfaces as `WouldBlock`, at any point of
+    /// a TLS handshake or record.
+    pub fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => recv_into(s, buf),
+            Transport::Tls(t) => t.read_into(buf),
+        }
+    }
+}
+
+/// Appends what one recv() returns to `buf`, without initialising the
+/// buffer first (the zero-fill cost as much as a quarter of the reader's
+/// time at 1500-byte packets).
+fn recv_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len();
+    let n = socket2::SockRef::from(stream).recv(spare)?.min(room);
+    // SAFETY: recv() initialised the first `n` bytes of the spare capacity
+    // (and never reports more than it was given, which `min` also ensures).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// The most plaintext one call reads; zero-filled first, since rustls
+/// writes into initialised memory only.
+const TLS_READ: usize = 64 * 1024;
+
+pub struct TlsStream {
+    conn: rustls::Connection,
+    tcp: TcpStream,
+    /// The first bytes the peer sent, to recognise a peer that does not
+    /// speak TLS.
+    first: Vec<u8>,
+    allowed_names: Vec<String>,
+    names_checked: bool,
+}
+
+/// Why a TLS connection failed, in an operator's words (without the peer's
+/// name, which the caller adds).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(pub String);
+
+impl TlsStream {
+    fn new(conn: rustls::Connection, tcp: TcpStream, allowed_names: Vec<String>) -> TlsStream {
+        TlsStream {
+            conn,
+            tcp,
+            first: Vec::new(),
+            allowed_names,
+            names_checked: false,
+        }
+    }
+
+    fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            if !self.conn.is_handshaking() && !self.names_checked {
+                self.names_checked = true;
+                self.check_names()?;
+            }
+            let old = buf.len();
+            buf.resize(old + TLS_READ, 0);
+            let read = self.conn.reader().read(&mut buf[old..]);
+            buf.truncate(old + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(n) => return Ok(n), // 0: the peer's close_notify
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            self.flush()?;
+            let n = {
+                let mut recording = Recording {
+                    tcp: &self.tcp,
+                    first: &mut self.first,
+                };
+                self.conn.read_tls(&mut recording)?
+            };
+            if n == 0 {
+                if self.conn.is_handshaking() {
+                    return Err(fail(self.handshake_eof()));
+                }
+                // Many PCAP-over-IP senders (socat, ncat) end without a
+                // close_notify: the end of the stream, as over plain TCP.
+                return Ok(0);
+            }
+            if let Err(e) = self.conn.process_new_packets() {
+                // Tell the peer why (the alert rustls queued), then report.
+                let _ = self.flush();
+                return Err(fail(self.describe(&e)));
+            }
+            self.flush()?;
+        }
+    }
+
+    /// Sends what rustls has queued (handshake messages, alerts).
+    fn flush(&mut self) -> io::Result<()> {
+        let mut tcp = &self.tcp;
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut tcp)?;
+        }
+        tcp.flush()
+    }
+
+    fn is_server(&self) -> bool {
+        matches!(self.conn, rustls::Connection::Server(_))
+    }
+
+    fn check_names(&self) -> io::Result<()> {
+        if self.allowed_names.is_empty() {
+            return Ok(());
+        }
+        let Some(cert) = self.conn.peer_certificates().and_then(|c| c.first()) else {
+            return Err(fail(
+                "the sender sent no client certificate, and PcapOverTcp::tls_allowed_names needs one".into(),
+            ));
+        };
+        let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
+            return Err(fail(
+                "the sender's client certificate cannot be parsed".into(),
+            ));
+        };
+        let matches = self.allowed_names.iter().any(|name| {
+            ServerName::try_from(name.as_str())
+                .is_ok_and(|n| ee.verify_is_valid_for_subject_name(&n).is_ok())
+        });
+        if matches {
+            Ok(())
+        } else {
+            Err(fail(format!(
+                "the sender's client certificate is valid for none of PcapOverTcp::tls_allowed_names ({})",
+                self.allowed_names.join(", ")
+            )))
+        }
+    }
+
+    fn handshake_eof(&self) -> String {
+        if self.is_server() && self.first.is_empty() {
+            return "the sender closed the connection before the TLS handshake".into();
+        }
+        if self.is_server() {
+            return "the sender closed the connection during the TLS handshake (does it trust our certificate? check its CA file)".into();
+        }
+        "the server closed the connection during the TLS handshake (does it require a client certificate? set PcapOverTcp::tls_cert_file and tls_key_file)".into()
+    }
+
+    fn describe(&self, e: &rustls::Error) -> String {
+        if let Some(what) = not_tls(&self.first) {
+            return what;
+        }
+        let whose = if self.is_server() {
+            "the sender's client certificate"
+        } else {
+            "the server's certificate"
+        };
+        match e {
+            rustls::Error::InvalidCertificate(c) => match c {
+                CertificateError::UnknownIssuer => format!(
+                    "{whose} is signed by a CA that PcapOverTcp::tls_ca_file does not hold (unknown CA)"
+                ),
+                CertificateError::BadSignature => {
+                    format!("{whose} has a bad signature (not issued by the CA it names)")
+                }
+                CertificateError::ExpiredContext { not_after, .. } => {
+                    format!("{whose} expired on {}", date(*not_after))
+                }
+                CertificateError::Expired => format!("{whose} has expired"),
+                CertificateError::NotValidYetContext { not_before, .. } => {
+                    format!("{whose} is not valid before {}", date(*not_before))
+                }
+                CertificateError::NotValidForNameContext { expected, presented } => format!(
+                    "{whose} is not valid for the name {} (it names {}); set PcapOverTcp::tls_server_name to one of its names",
+                    name_text(expected),
+                    if presented.is_empty() {
+                        "no name".to_string()
+                    } else {
+                        presented.iter().map(|p| plain_name(p)).collect::<Vec<_>>().join(", ")
+                    }
+                ),
+                CertificateError::NotValidForName => format!("{whose} is not valid for the expected name"),
+                other => format!("{whose} was rejected: {other:?}"),
+            },
+            rustls::Error::NoCertificatesPresented => {
+                "the sender sent no client certificate, and PcapOverTcp::tls_require_client_cert requires one".into()
+            }
+            rustls::Error::AlertReceived(alert) => {
+                use rustls::AlertDescription as A;
+                let hint = match alert {
+                    A::UnknownCA | A::BadCertificate | A::CertificateUnknown => {
+                        " (it does not trust our certificate: check its CA file)"
+                    }
+                    A::CertificateRequired => {
+                        " (it requires a client certificate: set PcapOverTcp::tls_cert_file and tls_key_file)"
+                    }
+                    A::CertificateExpired => " (our certificate has expired)",
+                    _ => "",
+                };
+                format!("the peer refused the TLS handshake: alert {alert:?}{hint}")
+            }
+            e => format!("TLS failed: {e}"),
+        }
+    }
+}
+
+/// A peer that is not speaking TLS at all, recognised by what it sent.
+fn not_tls(first: &[u8]) -> Option<String> {
+    let looks_tls = matches!(first, [0x14..=0x17, 0x03, ..]);
+    if first.is_empty() || looks_tls {
+        return None;
+    }
+    let pcap = matches!(
+        first.get(..4),
+        Some([0xd4, 0xc3, 0xb2, 0xa1] | [0xa1, 0xb2, 0xc3, 0xd4] | [0x4d, 0x3c, 0xb2, 0xa1])
+            | Some([0xa1, 0xb2, 0x3c, 0x4d] | [0x0a, 0x0d, 0x0d, 0x0a])
+    );
+    Some(if pcap {
+        "the peer sends plaintext PCAP-over-IP, not TLS: use tcp:// (or tcp-listen://) for it, or make it speak TLS".into()
+    } else {
+        let text: String = first
+            .iter()
+            .take(16)
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        format!("the peer does not speak TLS (first bytes: \"{text}\")")
+    })
+}
+
+/// Whether `first` (the first bytes of a plaintext connection) is a TLS
+/// ClientHello: a TLS sender on a `tcp-listen://` endpoint, or a TLS server
+/// behind a `tcp://` one.
+pub fn is_tls_hello(first: &[u8]) -> bool {
+    matches!(first, [0x16, 0x03, 0x00..=0x04, ..])
+}
+
+/// `localhost` for rustls' `DnsName("localhost")`, `127.0.0.1` for
+/// `IpAddress(127.0.0.1)`.
+fn plain_name(presented: &str) -> String {
+    let inner = presented
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(presented);
+    inner.trim_matches('"').to_string()
+}
+
+fn name_text(name: &ServerName<'_>) -> String {
+    match name {
+        ServerName::DnsName(d) => d.as_ref().to_string(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn fail(message: String) -> io::Error {
+    io::Error::other(TlsError(message))
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of a certificate time.
+fn date(t: UnixTime) -> String {
+    let secs = t.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Reads from the socket, keeping the first bytes the peer sent.
+struct Recording<'a> {
+    tcp: &'a TcpStream,
+    first: &'a mut Vec<u8>,
+}
+
+impl Read for Recording<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = (&mut &*self.tcp).read(out)?;
+        if self.first.len() < 16 {
+            let take = (16 - self.first.len()).min(n);
+            self.first.extend_from_slice(&out[..take]);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(
+            date(UnixTime::since_unix_epoch(std::time::Duration::ZERO)),
+            "1970-01-01 00:00:00 UTC"
+        );
+        assert_eq!(
+            date(UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                1_709_251_199
+            ))),
+            "2024-02-29 23:59:59 UTC"
+        );
+    }
+
+    #[test]
+    fn presented_names_read_plainly() {
+        assert_eq!(plain_name("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(plain_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(plain_name("example.org"), "example.org");
+    }
+
+    #[test]
+    fn a_plaintext_pcap_peer_is_recognised() {
+        let msg = not_tls(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]).unwrap();
+        assert!(msg.contains("plaintext PCAP-over-IP"), "{msg}");
+        assert!(not_tls(&[0x16, 0x03, 0x01, 0x02]).is_none());
+        assert!(not_tls(b"SSH-2.0-OpenSSH_9").unwrap().contains("SSH-2.0"));
+        assert!(is_tls_hello(&[0x16, 0x03, 0x01, 0x00, 0xa5]));
+        assert!(!is_tls_hello(&[0xd4, 0xc3, 0xb2, 0xa1]));
+    }
+}
