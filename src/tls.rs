@@ -39,7 +39,7 @@ pub struct TlsOptions {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     /// `tls-listen://` with a CA file: senders must present a certificate
-    /// it signed.
+    /// it signed (always so when `allowed_names` is set).
     pub require_client_cert: bool,
     /// `tls-listen://`: accept only client certificates valid for one of
     /// these names (DNS names or IP addresses in the certificate's subject
@@ -211,19 +211,34 @@ impl ClientTls {
         })
     }
 
+    /// The rustls configuration built from the options, for callers that
+    /// drive rustls themselves (pcapovertcp-serve writes through it).
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+
+    /// The name to verify (and send as SNI) when connecting to `host`: the
+    /// `tls_server_name` option, or else `host` itself.
+    pub fn server_name(&self, host: &str) -> Result<ServerName<'static>, String> {
+        match &self.server_name {
+            Some(name) => ServerName::try_from(name.clone()).map_err(|_| {
+                format!("\"{name}\" (PcapOverTcp::tls_server_name) is not a valid TLS server name")
+            }),
+            None => ServerName::try_from(host.to_string()).map_err(|_| {
+                format!("the endpoint's host \"{host}\" is not a valid TLS server name; set PcapOverTcp::tls_server_name")
+            }),
+        }
+    }
+
     /// Starts the handshake over a connected socket to `host` (the
     /// endpoint's host, unless `tls_server_name` names another).
     pub fn connect(&self, host: &str, tcp: TcpStream) -> Result<Transport, String> {
-        let name = self.server_name.as_deref().unwrap_or(host);
-        let name = ServerName::try_from(name.to_string()).map_err(|_| {
-            format!("\"{name}\" is not a valid TLS server name (PcapOverTcp::tls_server_name)")
-        })?;
+        let name = self.server_name(host)?;
         let conn =
             rustls::ClientConnection::new(self.config.clone(), name).map_err(|e| e.to_string())?;
         Ok(Transport::Tls(Box::new(TlsStream::new(
             rustls::Connection::Client(conn),
             tcp,
-            Vec::new(),
         ))))
     }
 }
@@ -232,7 +247,6 @@ impl ClientTls {
 #[derive(Debug, Clone)]
 pub struct ServerTls {
     config: Arc<ServerConfig>,
-    allowed_names: Vec<String>,
 }
 
 impl ServerTls {
@@ -245,16 +259,23 @@ impl ServerTls {
             Some(path) => {
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots(path)?), provider());
-                let verifier = if o.require_client_cert {
+                // Allowed names need a certificate to check.
+                let verifier = if o.require_client_cert || !o.allowed_names.is_empty() {
                     verifier
                 } else {
                     verifier.allow_unauthenticated()
                 };
-                builder.with_client_cert_verifier(
-                    verifier
-                        .build()
-                        .map_err(|e| SetupError::Rustls(e.to_string()))?,
-                )
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| SetupError::Rustls(e.to_string()))?;
+                if o.allowed_names.is_empty() {
+                    builder.with_client_cert_verifier(verifier)
+                } else {
+                    builder.with_client_cert_verifier(Arc::new(NamedClients {
+                        inner: verifier,
+                        names: o.allowed_names.clone(),
+                    }))
+                }
             }
             None if !o.allowed_names.is_empty() => return Err(SetupError::NamesWithoutCa),
             None => builder.with_no_client_auth(),
@@ -262,8 +283,14 @@ impl ServerTls {
         let config = builder.with_single_cert(chain, key).map_err(rustls_setup)?;
         Ok(ServerTls {
             config: Arc::new(config),
-            allowed_names: o.allowed_names.clone(),
         })
+    }
+
+    /// The rustls configuration built from the options (the
+    /// `tls_allowed_names` check included), for callers that drive rustls
+    /// themselves (pcapovertcp-serve writes through it).
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config.clone()
     }
 
     /// Starts the handshake over an accepted socket.
@@ -272,8 +299,91 @@ impl ServerTls {
         Ok(Transport::Tls(Box::new(TlsStream::new(
             rustls::Connection::Server(conn),
             tcp,
-            self.allowed_names.clone(),
         ))))
+    }
+}
+
+/// `tls_allowed_names`: the CA's verdict, then the names, inside the
+/// handshake, so that a refused sender gets a TLS alert (bad certificate)
+/// and knows it was refused.
+#[derive(Debug)]
+struct NamedClients {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    names: Vec<String>,
+}
+
+/// The certificate is valid, but for none of the allowed names.
+#[derive(Debug)]
+struct NotAllowed(String);
+
+impl std::fmt::Display for NotAllowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotAllowed {}
+
+impl rustls::server::danger::ClientCertVerifier for NamedClients {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let allowed = webpki::EndEntityCert::try_from(end_entity).is_ok_and(|ee| {
+            self.names.iter().any(|name| {
+                ServerName::try_from(name.as_str())
+                    .is_ok_and(|n| ee.verify_is_valid_for_subject_name(&n).is_ok())
+            })
+        });
+        if allowed {
+            return Ok(verified);
+        }
+        let why = NotAllowed(format!(
+            "the sender's client certificate is valid for none of PcapOverTcp::tls_allowed_names ({})",
+            self.names.join(", ")
+        ));
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+            rustls::OtherError(Arc::new(why)),
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -326,8 +436,6 @@ pub struct TlsStream {
     /// The first bytes the peer sent, to recognise a peer that does not
     /// speak TLS.
     first: Vec<u8>,
-    allowed_names: Vec<String>,
-    names_checked: bool,
 }
 
 /// Why a TLS connection failed, in an operator's words (without the peer's
@@ -337,22 +445,16 @@ pub struct TlsStream {
 pub struct TlsError(pub String);
 
 impl TlsStream {
-    fn new(conn: rustls::Connection, tcp: TcpStream, allowed_names: Vec<String>) -> TlsStream {
+    fn new(conn: rustls::Connection, tcp: TcpStream) -> TlsStream {
         TlsStream {
             conn,
             tcp,
             first: Vec::new(),
-            allowed_names,
-            names_checked: false,
         }
     }
 
     fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
-            if !self.conn.is_handshaking() && !self.names_checked {
-                self.names_checked = true;
-                self.check_names()?;
-            }
             let old = buf.len();
             buf.resize(old + TLS_READ, 0);
             let read = self.conn.reader().read(&mut buf[old..]);
@@ -400,34 +502,6 @@ impl TlsStream {
         matches!(self.conn, rustls::Connection::Server(_))
     }
 
-    fn check_names(&self) -> io::Result<()> {
-        if self.allowed_names.is_empty() {
-            return Ok(());
-        }
-        let Some(cert) = self.conn.peer_certificates().and_then(|c| c.first()) else {
-            return Err(fail(
-                "the sender sent no client certificate, and PcapOverTcp::tls_allowed_names needs one".into(),
-            ));
-        };
-        let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
-            return Err(fail(
-                "the sender's client certificate cannot be parsed".into(),
-            ));
-        };
-        let matches = self.allowed_names.iter().any(|name| {
-            ServerName::try_from(name.as_str())
-                .is_ok_and(|n| ee.verify_is_valid_for_subject_name(&n).is_ok())
-        });
-        if matches {
-            Ok(())
-        } else {
-            Err(fail(format!(
-                "the sender's client certificate is valid for none of PcapOverTcp::tls_allowed_names ({})",
-                self.allowed_names.join(", ")
-            )))
-        }
-    }
-
     fn handshake_eof(&self) -> String {
         if self.is_server() && self.first.is_empty() {
             return "the sender closed the connection before the TLS handshake".into();
@@ -448,6 +522,11 @@ impl TlsStream {
             "the server's certificate"
         };
         match e {
+            rustls::Error::InvalidCertificate(CertificateError::Other(other))
+                if other.0.downcast_ref::<NotAllowed>().is_some() =>
+            {
+                other.0.to_string()
+            }
             rustls::Error::InvalidCertificate(c) => match c {
                 CertificateError::UnknownIssuer => format!(
                     "{whose} is signed by a CA that PcapOverTcp::tls_ca_file does not hold (unknown CA)"

@@ -392,3 +392,224 @@ fn connect_relay_reads_nothing_before_a_receiver_is_up() {
         assert!(server.wait().unwrap().success());
     })
 }
+
+#[test]
+fn wait_clients_holds_the_stream_back_until_enough_clients_are_connected() {
+    common::within(Duration::from_secs(60), || {
+        let path = traces_dir().join("http-vlan-0.pcap");
+        let want = std::fs::read(&path).unwrap();
+        let (mut server, port) = start(
+            &[
+                "--clients",
+                "2",
+                "--wait-clients",
+                "2",
+                path.to_str().unwrap(),
+            ],
+            Stdio::null(),
+        );
+        let connect = || {
+            let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(700)))
+                .unwrap();
+            c
+        };
+        // One client: not a byte, not even the stream's header, while it is
+        // alone (the server has long accepted it when the read gives up).
+        let mut first = connect();
+        let mut byte = [0u8; 1];
+        match first.read(&mut byte) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            other => panic!("the first client got {other:?} before a second one connected"),
+        }
+        // The second client starts the stream: each gets the whole file.
+        let mut second = connect();
+        for (name, c) in [("first", &mut first), ("second", &mut second)] {
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).unwrap();
+            assert!(
+                got == want,
+                "{name} client: {} of {} bytes",
+                got.len(),
+                want.len()
+            );
+        }
+        // --clients 2: both served, the server ends.
+        assert!(server.wait().unwrap().success());
+    })
+}
+
+#[test]
+fn wait_clients_with_connect_or_zero_is_rejected() {
+    common::within(Duration::from_secs(30), || {
+        let path = traces_dir().join("dns53.pcap");
+        for args in [
+            &["--connect", "127.0.0.1:9", "--wait-clients", "2"][..],
+            &["--listen", "127.0.0.1:0", "--wait-clients", "0"][..],
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+                .args(args)
+                .arg(&path)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains("--wait-clients"), "{args:?}: {stderr}");
+        }
+    })
+}
+
+/// Runs the tool with `args` to its end (these fail before they listen or
+/// dial): its exit code and stderr.
+fn run_failing(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_tls_flag_combinations_exit_2_with_one_line() {
+    common::within(Duration::from_secs(30), || {
+        let path = traces_dir().join("dns53.pcap");
+        let file = path.to_str().unwrap();
+        let listen = ["--listen", "127.0.0.1:0"];
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--tls-cert", "c.pem"],
+                "--tls-cert and --tls-key go together: set both or neither",
+            ),
+            (
+                &["--tls-key", "k.pem"],
+                "--tls-cert and --tls-key go together: set both or neither",
+            ),
+            (
+                &["--tls-ca", "ca.pem"],
+                "--tls-ca needs --tls-cert and --tls-key when listening",
+            ),
+            (
+                &[
+                    "--tls-cert",
+                    "c.pem",
+                    "--tls-key",
+                    "k.pem",
+                    "--tls-server-name",
+                    "sensor",
+                ],
+                "--tls-server-name needs --connect",
+            ),
+            (&["--tls"], "--tls needs --connect"),
+        ];
+        let connect_cases: &[(&[&str], &str)] = &[
+            (
+                &["--tls-cert", "c.pem", "--tls-ca", "ca.pem"],
+                "--tls-cert and --tls-key go together: set both or neither",
+            ),
+            (
+                &["--tls-server-name", "not a name"],
+                "--tls-server-name not a name: expected a DNS name or an IP address",
+            ),
+        ];
+        let mut runs: Vec<Vec<&str>> = Vec::new();
+        for (args, needle) in cases {
+            let mut all = listen.to_vec();
+            all.extend_from_slice(args);
+            all.push(file);
+            runs.push(all);
+            runs.last_mut().unwrap().push(needle);
+        }
+        for (args, needle) in connect_cases {
+            let mut all = vec!["--connect", "127.0.0.1:9"];
+            all.extend_from_slice(args);
+            all.push(file);
+            all.push(needle);
+            runs.push(all);
+        }
+        // A scheme on --connect, and a host that is no TLS server name.
+        runs.push(vec![
+            "--connect",
+            "tls://127.0.0.1:9",
+            file,
+            "--connect tls://127.0.0.1:9: expected HOST:PORT, without a scheme",
+        ]);
+        runs.push(vec![
+            "--connect",
+            "[fe80::1%lo]:9",
+            "--tls",
+            file,
+            "\"fe80::1%lo\" is not a valid TLS server name; give the name in the receiver's certificate with --tls-server-name",
+        ]);
+        for mut args in runs {
+            let needle = args.pop().unwrap();
+            let (code, stderr) = run_failing(&args);
+            assert_eq!(code, Some(2), "{args:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+            assert!(
+                stderr.starts_with("pcapovertcp-serve: ") && stderr.contains(needle),
+                "{args:?}: {stderr}"
+            );
+        }
+    })
+}
+
+#[test]
+fn unusable_tls_files_exit_1_with_one_line() {
+    common::within(Duration::from_secs(30), || {
+        let path = traces_dir().join("dns53.pcap");
+        let file = path.to_str().unwrap();
+        let cases: Vec<(Vec<&str>, String)> = vec![
+            (
+                vec![
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--tls-cert",
+                    "/nonexistent/cert.pem",
+                    "--tls-key",
+                    "/nonexistent/key.pem",
+                    file,
+                ],
+                "pcapovertcp-serve: cannot read --tls-cert /nonexistent/cert.pem: No such file or directory (os error 2)".into(),
+            ),
+            (
+                // A pcap is no PEM certificate.
+                vec![
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--tls-cert",
+                    file,
+                    "--tls-key",
+                    file,
+                    file,
+                ],
+                format!("pcapovertcp-serve: --tls-cert {file} holds no certificate in PEM form"),
+            ),
+            (
+                vec![
+                    "--connect",
+                    "127.0.0.1:9",
+                    "--tls-ca",
+                    "/nonexistent/ca.pem",
+                    file,
+                ],
+                "pcapovertcp-serve: cannot read --tls-ca /nonexistent/ca.pem: No such file or directory (os error 2)".into(),
+            ),
+        ];
+        for (args, want) in cases {
+            let (code, stderr) = run_failing(&args);
+            assert_eq!(code, Some(1), "{args:?}: {stderr}");
+            // One line, before listening or dialling.
+            assert_eq!(stderr, format!("{want}\n"), "{args:?}");
+        }
+    })
+}

@@ -1,0 +1,963 @@
+//! PCAP-over-TLS over real loopback sockets: the packet source's `tls://`
+//! and `tls-listen://` endpoints against the real pcapovertcp-serve, both
+//! ways round, with and without client certificates; the refusals an
+//! operator meets (an unknown CA, a missing client certificate, a name not
+//! in `tls_allowed_names`, plaintext where TLS is expected and the other
+//! way round), and the configuration errors at start-up.
+//!
+//! The certificates are made at test time with the `openssl` command (a
+//! CA, a second CA nobody trusts, a server certificate for 127.0.0.1 and
+//! localhost, client certificates for sender-a and sender-b). Without
+//! `openssl` the tests are skipped, saying so.
+
+mod common;
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{drain, reference_packets, traces_dir, within, Expected};
+use log::Level;
+use pcapovertcp::tls::TlsOptions;
+use pcapovertcp::{Config, Next, Opening, Source};
+
+// --- certificates -------------------------------------------------------------
+
+/// The certificates and keys, in one directory for the test run.
+struct Pki {
+    dir: PathBuf,
+    ca: PathBuf,
+    /// A CA that signed nothing here: trusting only it, nothing verifies.
+    other_ca: PathBuf,
+    /// For DNS:localhost and IP:127.0.0.1, signed by `ca`.
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    /// Client certificates for DNS:sender-a and DNS:sender-b, signed by `ca`.
+    a_cert: PathBuf,
+    a_key: PathBuf,
+    b_cert: PathBuf,
+    b_key: PathBuf,
+}
+
+/// The test run's certificates, made once; `None` (with the reason printed)
+/// when `openssl` is not installed.
+fn pki() -> Option<&'static Pki> {
+    static PKI: OnceLock<Option<Pki>> = OnceLock::new();
+    let pki = PKI.get_or_init(|| match Command::new("openssl").arg("version").output() {
+        Ok(out) if out.status.success() => Some(make_pki()),
+        Ok(out) => panic!(
+            "`openssl version` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            eprintln!(
+                "skipping the TLS tests: cannot run openssl ({e}); they make their certificates with it"
+            );
+            None
+        }
+        Err(e) => panic!("cannot run openssl: {e}"),
+    });
+    pki.as_ref()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed CA: `NAME.pem` and `NAME.key`.
+fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let cnf = format!("{name}.cnf");
+    std::fs::write(
+        dir.join(&cnf),
+        format!(
+            "[req]\ndistinguished_name = dn\nx509_extensions = v3_ca\nprompt = no\n\
+             [dn]\nCN = pcapovertcp test {name}\n\
+             [v3_ca]\nbasicConstraints = critical,CA:TRUE\n\
+             keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n"
+        ),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-config",
+            &cnf,
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+        ],
+    );
+    dir.join(format!("{name}.pem"))
+}
+
+/// A certificate for `san` signed by `ca`: `NAME.pem` and `NAME.key`.
+fn make_leaf(dir: &Path, ca: &str, name: &str, san: &str, serial: u32) -> (PathBuf, PathBuf) {
+    std::fs::write(
+        dir.join(format!("{name}.cnf")),
+        format!("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = {name}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!(
+            "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+             extendedKeyUsage = serverAuth,clientAuth\nsubjectAltName = {san}\n"
+        ),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-config",
+            &format!("{name}.cnf"),
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-set_serial",
+            &serial.to_string(),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
+}
+
+fn make_pki() -> Pki {
+    let dir = std::env::temp_dir().join(format!("pcapovertcp-tls-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = make_ca(&dir, "ca");
+    let other_ca = make_ca(&dir, "other-ca");
+    let (server_cert, server_key) =
+        make_leaf(&dir, "ca", "server", "DNS:localhost,IP:127.0.0.1", 2);
+    let (a_cert, a_key) = make_leaf(&dir, "ca", "sender-a", "DNS:sender-a", 3);
+    let (b_cert, b_key) = make_leaf(&dir, "ca", "sender-b", "DNS:sender-b", 4);
+    Pki {
+        dir,
+        ca,
+        other_ca,
+        server_cert,
+        server_key,
+        a_cert,
+        a_key,
+        b_cert,
+        b_key,
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+// --- pcapovertcp-serve ------------------------------------------------------------
+
+/// A running pcapovertcp-serve, killed when dropped; its stderr goes to a
+/// file, read with `log()`.
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts the tool with `args`, standard input `stdin`.
+    fn spawn(pki: &Pki, args: &[&str], stdin: Stdio) -> Server {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let log = pki.dir.join(format!("serve-{n}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Server { child, log }
+    }
+
+    /// Listening on a free loopback port: the server and its port.
+    fn listen(pki: &Pki, args: &[&str], stdin: Stdio) -> (Server, u16) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let port_file = pki
+            .dir
+            .join(format!("port-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let mut all = vec!["--listen", "127.0.0.1:0", "--port-file", s(&port_file)];
+        all.extend_from_slice(args);
+        let server = Server::spawn(pki, &all, stdin);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                if let Ok(port) = text.trim().parse() {
+                    return (server, port);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not start: {}",
+                server.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (within `limit`) for a line of its stderr containing `needle`.
+    fn wait_log(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?} from pcapovertcp-serve within {limit:?}:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the tool to end by itself; whether it succeeded.
+    fn wait_success(&mut self) -> bool {
+        self.child.wait().unwrap().success()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// --- the source -------------------------------------------------------------------
+
+/// A `tls://` client configuration: trusts `ca`, presents `cert` if given.
+fn client_config(ca: &Path, cert: Option<(&Path, &Path)>) -> Config {
+    Config {
+        reconnect: false,
+        tls: TlsOptions {
+            ca_file: Some(ca.to_path_buf()),
+            cert_file: cert.map(|c| c.0.to_path_buf()),
+            key_file: cert.map(|c| c.1.to_path_buf()),
+            ..TlsOptions::default()
+        },
+        ..Config::default()
+    }
+}
+
+/// A `tls-listen://` configuration with the server certificate.
+fn listen_tls(pki: &Pki) -> TlsOptions {
+    TlsOptions {
+        cert_file: Some(pki.server_cert.clone()),
+        key_file: Some(pki.server_key.clone()),
+        ..TlsOptions::default()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A listening source on a free port of 127.0.0.1 (`scheme` tls-listen or
+/// tcp-listen): the source, its name and the address to send to.
+fn listening(scheme: &str, config: Config) -> (Source, String, SocketAddr) {
+    let port = free_port();
+    let name = format!("{scheme}://127.0.0.1:{port}");
+    let mut source = Source::start(&name, config).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(
+        matches!(source.wait_open(Duration::from_secs(5)), Opening::Open(1)),
+        "a listening source opens at once"
+    );
+    (source, name, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// Takes packets until `want` have arrived (within `limit`); a listening
+/// source never ends.
+fn collect(source: &mut Source, want: usize, limit: Duration) -> Vec<Expected> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < want {
+        match source.next_packet() {
+            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec, p.wirelen, p.data.to_vec())),
+            Next::Empty => {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {want} packets arrived within {limit:?}; messages: {:#?}",
+                    got.len(),
+                    source.take_messages()
+                );
+                source.wait(Duration::from_millis(50));
+            }
+            Next::Ended => panic!("the source ended after {} of {want} packets", got.len()),
+        }
+    }
+    got
+}
+
+/// The source's messages, accumulated (taking them drains the queue).
+#[derive(Default)]
+struct Log {
+    seen: Vec<(Level, String)>,
+}
+
+impl Log {
+    /// Waits (within `limit`) for a message at `level` containing `needle`.
+    fn wait_for(&mut self, source: &Source, level: Level, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.seen.extend(source.take_messages());
+            if let Some((_, m)) = self
+                .seen
+                .iter()
+                .find(|(l, m)| *l == level && m.contains(needle))
+            {
+                return m.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {level} message with {needle:?} within {limit:?}; messages: {:#?}",
+                self.seen
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn closes_within_a_second(source: &mut Source) {
+    let t = Instant::now();
+    source.close();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "close took {took:?}");
+}
+
+// --- tls:// against pcapovertcp-serve --tls-cert ----------------------------------
+
+#[test]
+fn tls_connect_reads_served_files_byte_for_byte() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(60), move || {
+        for trace in ["http-vlan-0.pcap", "irc-dcc-send.pcapng"] {
+            let path = traces_dir().join(trace);
+            let want = reference_packets(&path);
+            let (mut server, port) = Server::listen(
+                pki,
+                &[
+                    "--clients",
+                    "1",
+                    "--tls-cert",
+                    s(&pki.server_cert),
+                    "--tls-key",
+                    s(&pki.server_key),
+                    s(&path),
+                ],
+                Stdio::null(),
+            );
+            let mut source = Source::open(
+                &format!("tls://127.0.0.1:{port}"),
+                client_config(&pki.ca, None),
+            )
+            .unwrap_or_else(|e| panic!("{trace}: {e}\n{}", server.log()));
+            // The server's close_notify ends the stream: every packet, then
+            // the end, as over plain TCP.
+            let got = drain(&mut source);
+            assert_eq!(got.len(), want.len(), "{trace}: how many packets");
+            assert!(got == want, "{trace}: the packets differ from the file's");
+            assert!(server.wait_success(), "{trace}: {}", server.log());
+            let c = source.counters();
+            assert_eq!((c.connects, c.corrupt, c.truncated), (1, 0, 0), "{c:?}");
+        }
+    })
+}
+
+#[test]
+fn tls_connect_reads_the_standard_input_relay() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(60), move || {
+        let path = traces_dir().join("dns53.pcap");
+        let bytes = std::fs::read(&path).unwrap();
+        let want = reference_packets(&path);
+        let (mut server, port) = Server::listen(
+            pki,
+            &[
+                "--tls-cert",
+                s(&pki.server_cert),
+                "--tls-key",
+                s(&pki.server_key),
+                "-",
+            ],
+            Stdio::piped(),
+        );
+        let mut stdin = server.child.stdin.take().unwrap();
+        stdin.write_all(&bytes[..24]).unwrap();
+        stdin.flush().unwrap();
+        // Verified by name this time: localhost is in the certificate.
+        let config = Config {
+            tls: TlsOptions {
+                server_name: Some("localhost".into()),
+                ..client_config(&pki.ca, None).tls
+            },
+            ..client_config(&pki.ca, None)
+        };
+        let mut source = Source::open(&format!("tls://127.0.0.1:{port}"), config)
+            .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+        stdin.write_all(&bytes[24..]).unwrap();
+        drop(stdin); // the end of the capture ends every client's stream
+        let got = drain(&mut source);
+        assert!(
+            got == want,
+            "{} of {} packets, or different",
+            got.len(),
+            want.len()
+        );
+        assert!(server.wait_success(), "{}", server.log());
+    })
+}
+
+#[test]
+fn mutual_tls_accepts_a_client_certificate_and_refuses_its_absence() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(60), move || {
+        let path = traces_dir().join("http-vlan-0.pcap");
+        let want = reference_packets(&path);
+        let (server, port) = Server::listen(
+            pki,
+            &[
+                "--tls-cert",
+                s(&pki.server_cert),
+                "--tls-key",
+                s(&pki.server_key),
+                "--tls-ca",
+                s(&pki.ca),
+                s(&path),
+            ],
+            Stdio::null(),
+        );
+        let endpoint = format!("tls://127.0.0.1:{port}");
+        let with_cert = client_config(&pki.ca, Some((&pki.a_cert, &pki.a_key)));
+        let mut source = Source::open(&endpoint, with_cert)
+            .unwrap_or_else(|e| panic!("with a client certificate: {e}\n{}", server.log()));
+        assert!(drain(&mut source) == want, "with a client certificate");
+
+        // Without one: the server refuses the handshake with TLS 1.3's
+        // certificate_required alert, and the source says what to set.
+        let e = match Source::open(&endpoint, client_config(&pki.ca, None)) {
+            Ok(_) => panic!("opened without a client certificate"),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(
+            e,
+            format!(
+                "{endpoint}: the peer refused the TLS handshake: alert CertificateRequired \
+                 (it requires a client certificate: set PcapOverTcp::tls_cert_file and tls_key_file)"
+            )
+        );
+        assert_eq!(e.lines().count(), 1);
+        // The tool's side of it, one line.
+        server.wait_log(
+            "TLS handshake with the client failed: peer sent no certificates",
+            Duration::from_secs(5),
+        );
+    })
+}
+
+// --- tls-listen:// against pcapovertcp-serve --connect -------------------------------
+
+#[test]
+fn tls_listen_receives_a_file_and_a_relay_from_serve_connect() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(60), move || {
+        let config = Config {
+            tls: listen_tls(pki),
+            ..Config::default()
+        };
+        let (mut source, _name, addr) = listening("tls-listen", config);
+        let target = addr.to_string();
+
+        // A file: the tool verifies the source's certificate for 127.0.0.1
+        // (the --connect host) against --tls-ca.
+        let path = traces_dir().join("http-vlan-0.pcap");
+        let want = reference_packets(&path);
+        let mut server = Server::spawn(
+            pki,
+            &["--connect", &target, "--tls-ca", s(&pki.ca), s(&path)],
+            Stdio::null(),
+        );
+        let got = collect(&mut source, want.len(), Duration::from_secs(20));
+        assert!(got == want, "the file's packets");
+        assert!(server.wait_success(), "{}", server.log());
+        let log = server.log();
+        assert!(
+            log.contains(&format!("{target}: connected"))
+                && log.contains(&format!("{target}: sent the whole file")),
+            "{log}"
+        );
+
+        // Standard input, relayed: the certificate checked for another of
+        // its names (--tls-server-name).
+        let path = traces_dir().join("dns53.pcap");
+        let bytes = std::fs::read(&path).unwrap();
+        let want = reference_packets(&path);
+        let mut server = Server::spawn(
+            pki,
+            &[
+                "--connect",
+                &target,
+                "--tls-ca",
+                s(&pki.ca),
+                "--tls-server-name",
+                "localhost",
+                "-",
+            ],
+            Stdio::piped(),
+        );
+        let mut stdin = server.child.stdin.take().unwrap();
+        stdin.write_all(&bytes).unwrap();
+        drop(stdin);
+        let got = collect(&mut source, want.len(), Duration::from_secs(20));
+        assert!(got == want, "the relayed packets");
+        assert!(server.wait_success(), "{}", server.log());
+
+        // A name the certificate does not carry: the tool refuses the
+        // receiver, and says why.
+        let server = Server::spawn(
+            pki,
+            &[
+                "--connect",
+                &target,
+                "--tls-ca",
+                s(&pki.ca),
+                "--tls-server-name",
+                "sensor.example",
+                s(&path),
+            ],
+            Stdio::null(),
+        );
+        let line = server.wait_log("retrying", Duration::from_secs(5));
+        assert!(
+            line.contains("TLS handshake with the receiver failed: invalid peer certificate")
+                && line.contains("certificate not valid for name \"sensor.example\""),
+            "{line}"
+        );
+        drop(server);
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(60), move || {
+        let config = Config {
+            tls: TlsOptions {
+                ca_file: Some(pki.ca.clone()),
+                require_client_cert: true,
+                allowed_names: vec!["sender-a".into()],
+                ..listen_tls(pki)
+            },
+            ..Config::default()
+        };
+        let (mut source, name, addr) = listening("tls-listen", config);
+        let target = addr.to_string();
+        let path = traces_dir().join("http-vlan-0.pcap");
+        let want = reference_packets(&path);
+        let mut log = Log::default();
+        let send_as = |cert: &Path, key: &Path| {
+            Server::spawn(
+                pki,
+                &[
+                    "--connect",
+                    &target,
+                    "--tls-ca",
+                    s(&pki.ca),
+                    "--tls-cert",
+                    s(cert),
+                    "--tls-key",
+                    s(key),
+                    s(&path),
+                ],
+                Stdio::null(),
+            )
+        };
+
+        // sender-b: a certificate the CA signed, for a name not allowed.
+        let b = send_as(&pki.b_cert, &pki.b_key);
+        let line = log.wait_for(
+            &source,
+            Level::Warn,
+            "PcapOverTcp::tls_allowed_names",
+            Duration::from_secs(10),
+        );
+        assert!(
+            line.starts_with(&format!("{name}: sender 127.0.0.1:"))
+                && line.contains(
+                    "the sender's client certificate is valid for none of PcapOverTcp::tls_allowed_names (sender-a)"
+                )
+                && line.ends_with("its connection was closed after 0 packets"),
+            "{line}"
+        );
+        drop(b);
+        assert_eq!(source.counters().records, 0, "sender-b delivered nothing");
+
+        // No client certificate at all.
+        let none = Server::spawn(
+            pki,
+            &["--connect", &target, "--tls-ca", s(&pki.ca), s(&path)],
+            Stdio::null(),
+        );
+        log.wait_for(
+            &source,
+            Level::Warn,
+            "the sender sent no client certificate, and PcapOverTcp::tls_require_client_cert requires one",
+            Duration::from_secs(10),
+        );
+        // The tool learns why from the alert (TLS 1.3: after its side of
+        // the handshake), and redials.
+        none.wait_log(
+            "connection lost: received fatal alert: CertificateRequired (the peer requires a client certificate: give --tls-cert and --tls-key); redialling",
+            Duration::from_secs(10),
+        );
+        drop(none);
+        assert_eq!(
+            source.counters().records,
+            0,
+            "a sender without a certificate delivered nothing"
+        );
+
+        // sender-a: accepted, every packet.
+        let mut a = send_as(&pki.a_cert, &pki.a_key);
+        let got = collect(&mut source, want.len(), Duration::from_secs(20));
+        assert!(got == want, "sender-a's packets");
+        assert!(a.wait_success(), "{}", a.log());
+        closes_within_a_second(&mut source);
+    })
+}
+
+// --- the wrong protocol on either side ------------------------------------------------
+
+#[test]
+fn a_plaintext_sender_on_tls_listen_is_refused() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(30), move || {
+        let config = Config {
+            tls: listen_tls(pki),
+            ..Config::default()
+        };
+        let (mut source, name, addr) = listening("tls-listen", config);
+        let bytes = std::fs::read(traces_dir().join("dns53.pcap")).unwrap();
+        let mut plain = TcpStream::connect(addr).unwrap();
+        let from = plain.local_addr().unwrap();
+        // The write may fail once the source has closed: that is the point.
+        let _ = plain.write_all(&bytes);
+        let line = Log::default().wait_for(
+            &source,
+            Level::Warn,
+            &format!("{name}: sender {from}: "),
+            Duration::from_secs(5),
+        );
+        assert!(
+            line.contains(
+                "the peer sends plaintext PCAP-over-IP, not TLS: use tcp:// (or tcp-listen://) for it, or make it speak TLS"
+            ) && line.ends_with("its connection was closed after 0 packets"),
+            "{line}"
+        );
+        plain
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        loop {
+            match plain.read(&mut buf) {
+                // A TLS alert may come first (rustls answers bytes it
+                // cannot parse with one); then the end.
+                Ok(n) if n > 0 => {}
+                Ok(_) => break,
+                Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset) => break,
+                Err(e) => panic!("the source did not close the plaintext sender: {e}"),
+            }
+        }
+        assert_eq!(source.counters().records, 0);
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn a_tls_sender_on_tcp_listen_is_refused() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(30), move || {
+        let (mut source, name, addr) = listening("tcp-listen", Config::default());
+        let path = traces_dir().join("dns53.pcap");
+        let server = Server::spawn(
+            pki,
+            &[
+                "--connect",
+                &addr.to_string(),
+                "--tls-ca",
+                s(&pki.ca),
+                s(&path),
+            ],
+            Stdio::null(),
+        );
+        let line = Log::default().wait_for(
+            &source,
+            Level::Warn,
+            "speaks TLS (its first bytes are a TLS handshake)",
+            Duration::from_secs(5),
+        );
+        assert!(
+            line.starts_with(&format!("{name}: sender 127.0.0.1:"))
+                && line.contains(
+                    "speaks TLS (its first bytes are a TLS handshake): use tls:// or tls-listen:// for it"
+                ),
+            "{line}"
+        );
+        // The tool's side: the receiver hung up mid-handshake, and a hint.
+        let line = server.wait_log("retrying", Duration::from_secs(5));
+        assert!(
+            line.contains("the receiver closed the connection during the TLS handshake (does it listen with tls-listen://?"),
+            "{line}"
+        );
+        assert_eq!(source.counters().records, 0);
+        closes_within_a_second(&mut source);
+    })
+}
+
+// --- configuration errors ----------------------------------------------------------------
+
+#[test]
+fn tls_setup_errors_fail_the_start_with_one_line() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(30), move || {
+        let missing = pki.dir.join("no-such-ca.pem");
+        let port = free_port();
+        let connect = format!("tls://127.0.0.1:{port}");
+        let listen = format!("tls-listen://127.0.0.1:{port}");
+        let check = "; check the PcapOverTcp::tls_* options";
+        let cases: Vec<(&str, TlsOptions, String)> = vec![
+            (
+                &connect,
+                TlsOptions {
+                    ca_file: Some(missing.clone()),
+                    ..TlsOptions::default()
+                },
+                format!(
+                    "cannot read PcapOverTcp::tls_ca_file {}: No such file or directory (os error 2){check}",
+                    missing.display()
+                ),
+            ),
+            (
+                &listen,
+                TlsOptions {
+                    cert_file: Some(pki.server_cert.clone()),
+                    key_file: Some(pki.a_key.clone()),
+                    ..TlsOptions::default()
+                },
+                format!("the key in PcapOverTcp::tls_key_file does not match the certificate in PcapOverTcp::tls_cert_file{check}"),
+            ),
+            (
+                &listen,
+                TlsOptions::default(),
+                format!("tls-listen:// needs a certificate and its key: set PcapOverTcp::tls_cert_file and PcapOverTcp::tls_key_file{check}"),
+            ),
+            (
+                &connect,
+                TlsOptions {
+                    ca_file: Some(pki.ca.clone()),
+                    cert_file: Some(pki.a_cert.clone()),
+                    ..TlsOptions::default()
+                },
+                format!("PcapOverTcp::tls_cert_file and PcapOverTcp::tls_key_file go together: set both or neither{check}"),
+            ),
+            (
+                &connect,
+                TlsOptions {
+                    // A pcap is no PEM bundle.
+                    ca_file: Some(traces_dir().join("dns53.pcap")),
+                    ..TlsOptions::default()
+                },
+                format!(
+                    "PcapOverTcp::tls_ca_file {} holds no certificate in PEM form{check}",
+                    traces_dir().join("dns53.pcap").display()
+                ),
+            ),
+        ];
+        for (spec, tls, want) in cases {
+            let config = Config {
+                tls: tls.clone(),
+                ..Config::default()
+            };
+            match Source::start(spec, config) {
+                Ok(_) => panic!("{spec} with {tls:?} started"),
+                Err(e) => {
+                    assert_eq!(e.to_string(), want, "{spec} with {tls:?}");
+                    assert!(!e.is_transient(), "{spec}: a configuration error");
+                }
+            }
+            // Nothing was bound: the port is still free.
+            TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
+    })
+}
+
+#[test]
+fn an_unknown_ca_is_reported_retried_and_close_is_prompt() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(30), move || {
+        let path = traces_dir().join("dns53.pcap");
+        let (server, port) = Server::listen(
+            pki,
+            &[
+                "--tls-cert",
+                s(&pki.server_cert),
+                "--tls-key",
+                s(&pki.server_key),
+                s(&path),
+            ],
+            Stdio::null(),
+        );
+        let endpoint = format!("tls://127.0.0.1:{port}");
+        let config = Config {
+            reconnect: true,
+            reconnect_max: Duration::from_millis(200),
+            ..client_config(&pki.other_ca, None)
+        };
+        let started = Instant::now();
+        let mut source = Source::start(&endpoint, config).unwrap();
+        let mut warning = None;
+        while warning.is_none() {
+            assert!(
+                matches!(
+                    source.wait_open(Duration::from_millis(50)),
+                    Opening::Waiting
+                ),
+                "the source must keep waiting, not fail or open"
+            );
+            warning = source
+                .take_messages()
+                .into_iter()
+                .find(|(l, _)| *l == Level::Warn)
+                .map(|(_, m)| m);
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "no warning within 2 s"
+            );
+        }
+        assert_eq!(
+            warning.unwrap(),
+            format!(
+                "{endpoint}: the server's certificate is signed by a CA that PcapOverTcp::tls_ca_file does not hold (unknown CA); \
+                 waiting for a stream (PcapOverTcp::open_timeout is 0: no time limit)"
+            )
+        );
+        // It keeps trying: more handshakes reach the tool, and the source
+        // neither fails nor repeats the warning.
+        let refused = "TLS handshake with the client failed: received fatal alert: UnknownCA \
+                       (the peer does not trust our certificate: check its CA file)";
+        let before = server.log().matches(refused).count();
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            assert!(matches!(
+                source.wait_open(Duration::from_millis(50)),
+                Opening::Waiting
+            ));
+        }
+        assert!(
+            source
+                .take_messages()
+                .iter()
+                .all(|(l, _)| *l != Level::Warn),
+            "the outage is reported once"
+        );
+        let after = server.log().matches(refused).count();
+        assert!(
+            after > before,
+            "no new attempt within a second: {}",
+            server.log()
+        );
+        assert!(source.counters().connects >= 2, "{:?}", source.counters());
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn serve_with_a_key_of_another_certificate_exits_1_with_one_line() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(30), move || {
+        let path = traces_dir().join("dns53.pcap");
+        let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+            .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(&pki.server_cert)
+            .arg("--tls-key")
+            .arg(&pki.a_key)
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "pcapovertcp-serve: the key in --tls-key does not match the certificate in --tls-cert\n"
+        );
+    })
+}
