@@ -201,8 +201,11 @@ impl Connection<'_> {
                     return End::Stopped;
                 }
                 if !header_seen {
-                    return End::Failed(Error::NoHeader {
-                        endpoint: endpoint(),
+                    let endpoint = endpoint();
+                    return End::Failed(if self.opens_source {
+                        Error::NoHeader { endpoint }
+                    } else {
+                        Error::SenderNoHeader { endpoint }
                     });
                 }
                 self.end_mid_record(&parser, buf.len());

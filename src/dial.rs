@@ -102,6 +102,14 @@ impl Supervisor<'_> {
 
     /// One connection, from connect to its end.
     fn session(&mut self, delivered: &mut bool) -> End {
+        // A lane per connection, opened before connecting: the merge waits
+        // (at most merge_window) for an endpoint being dialled, so that one
+        // that connects a little later is not passed over at start-up, and
+        // never for one in a pause between attempts.
+        let lane = match self.sink {
+            Sink::Merge(merge) => Some(merge.lane(self.counters.clone())),
+            Sink::Ring(_) => None,
+        };
         let (stream, _hold) = match connect::connect(self.control, self.endpoint) {
             Ok(s) => s,
             Err(Failure::Stopped) => return End::Stopped,
@@ -123,15 +131,11 @@ impl Supervisor<'_> {
             },
         };
         self.counters.connected();
-        // A lane per connection: the merge waits for a connected endpoint
-        // only, never for one in an outage.
-        let lane;
-        let outlet = match self.sink {
-            Sink::Ring(ring) => Outlet::Ring(ring),
-            Sink::Merge(merge) => {
-                lane = merge.lane(self.counters.clone());
-                Outlet::Lane(&lane)
-            }
+        let outlet = match (&lane, self.sink) {
+            (Some(lane), _) => Outlet::Lane(lane),
+            (None, Sink::Ring(ring)) => Outlet::Ring(ring),
+            // A merge sink always has its lane (made above).
+            (None, Sink::Merge(_)) => return End::Stopped,
         };
         let connection = Connection {
             control: self.control,

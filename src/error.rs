@@ -36,6 +36,8 @@ pub enum Error {
     },
     #[error("{endpoint} closed the connection before a pcap header arrived; is it a PCAP-over-IP server?")]
     NoHeader { endpoint: String },
+    #[error("{endpoint} closed the connection before a pcap header arrived; is it a PCAP-over-IP sender?")]
+    SenderNoHeader { endpoint: String },
     #[error("no PCAP-over-IP stream from {endpoint} within PcapOverTcp::open_timeout ({seconds:.1} s): {waiting_for}")]
     OpenTimeout {
         endpoint: String,

@@ -225,19 +225,20 @@ fn serve(
     }
     let _hold = socket.try_clone().map(|s| control.hold_socket(s));
     let stream: TcpStream = socket.into();
-    let label = format!("sender {peer}");
+    // Names the listener and the sender in every line about it.
+    let label = format!("{listen}: sender {peer}");
     let mut transport = match tls {
         None => Transport::Plain(stream),
         Some(tls) => match tls.accept(stream) {
             Ok(t) => t,
             Err(e) => {
-                log::warn!("{listen}: {label}: cannot start TLS: {e}");
+                log::warn!("{label}: cannot start TLS: {e}");
                 return;
             }
         },
     };
     counters.connected();
-    log::info!("{listen}: sender {peer} connected");
+    log::info!("{label} connected");
     let connection = Connection {
         control,
         label: &label,
@@ -248,7 +249,7 @@ fn serve(
     };
     let (end, packets) = connection.read(&mut transport, &mut |parser, lt| {
         log::debug!(
-            "{listen}: sender {peer}: {} stream, link type {lt}",
+            "{label}: {} stream, link type {lt}",
             parser.format_name().unwrap_or("?")
         );
     });
@@ -260,10 +261,8 @@ fn serve(
     drop(slot);
     match end {
         End::Stopped => {}
-        End::Closed => log::info!("{listen}: sender {peer} left after {packets} packets"),
-        End::Failed(e) => {
-            log::warn!("{listen}: {e}; its connection was closed after {packets} packets")
-        }
+        End::Closed => log::info!("{label} left after {packets} packets"),
+        End::Failed(e) => log::warn!("{e}; its connection was closed after {packets} packets"),
     }
 }
 

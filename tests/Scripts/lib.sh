@@ -124,3 +124,300 @@ sigterm_within() {
         echo "took $took s after SIGTERM"
     fi
 }
+
+# wait_for_count FILE TEXT N SECONDS: until FILE has at least N lines
+# containing TEXT; fails after SECONDS.
+wait_for_count() {
+    local i
+    for i in $(seq $(($4 * 20))); do
+        [ "$(grep -cF -- "$2" "$1" 2>/dev/null)" -ge "$3" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# shift_to FILE OUT BASE SECONDS [EDITCAP_ARGS...]: writes FILE to OUT
+# (editcap -t) shifted by whole seconds so that its first packet lies SECONDS
+# (a whole number) after the whole second of BASE (a `capinfos -a -T -r -S`
+# start time); the fractions of a second stay as they were. EDITCAP_ARGS,
+# e.g. -F nsecpcap, keep a format editcap would otherwise change.
+shift_to() {
+    local file=$1 out=$2 base=$3 secs=$4 start
+    shift 4
+    start=$(capinfos -a -T -r -S "$file" | cut -f2)
+    editcap "$@" -t "$((${base%.*} + secs - ${start%.*}))" "$file" "$out"
+}
+
+# listen_senders_lines FILE PORT: the per-sender lines (connected, left,
+# refused, closed, cut short) of FILE (a listening Zeek's stderr), with
+# their level ("warning: " or none for info), the listen port as PORT and
+# each sender's port (from 127.x.x.x or [::1]) as NNNN.
+listen_senders_lines() {
+    grep -E '(: |^)(refused )?sender (127\.|\[::1\])' "$1" |
+        sed -e 's/^[0-9.]* //' -e 's/^\([a-z ]*\) in [^,]*, line [0-9]*: /\1: /' \
+            -e 's/^[^,]*, line [0-9]*: //' -e "s/:$2\\b/:PORT/g" \
+            -e 's/\(127\.[0-9.]*\|\[::1\]\):[0-9][0-9]*/\1:NNNN/g'
+}
+
+# processed_marker N: prints a Zeek script (for -e) that writes "N packets
+# processed" to the file ./processed (in Zeek's directory) once Zeek has
+# dispatched N packets (raw_packet events). "left after" lines come from the
+# reader, before Zeek has analysed the packets, and SIGTERM discards those
+# not yet processed: a test that stops a live Zeek waits for this file first.
+processed_marker() {
+    cat <<ZEEK
+global processed_packets = 0;
+event raw_packet(p: raw_pkt_hdr)
+    {
+    if ( ++processed_packets == $1 )
+        {
+        local f = open("processed");
+        print f, fmt("%d packets processed", processed_packets);
+        close(f);
+        }
+    }
+ZEEK
+}
+
+# drop_sender_lines DIR: removes a listening source's per-sender lines
+# (connected, left after) from DIR/reporter.log; they are the live run's own
+# and have no counterpart in `zeek -r`'s.
+drop_sender_lines() {
+    grep -v -E ': sender (127\.[0-9.]*|\[::1\]):[0-9]+ (connected|left after)' "$1/reporter.log" >"$1/reporter.tmp"
+    mv "$1/reporter.tmp" "$1/reporter.log"
+}
+
+# share_stats_script: a Zeek script (for -e) that prints at zeek_done the
+# counters of a worker of a shared stream (?share=I/N), as share-compare
+# reads them.
+share_stats_script() {
+    cat <<'ZEEK'
+event zeek_done()
+    {
+    local s = PcapOverTcp::stats();
+    print fmt("share-stats records %d other_share %d dropped %d truncated %d",
+        s$records, s$other_share, s$dropped, s$truncated);
+    }
+ZEEK
+}
+
+# share_pids: the background processes of share_trace still running (for a
+# test's EXIT trap: kill $share_pids).
+share_pids=
+
+# share_trace TRACE "N..." [ZEEK_ARGS...]: for each N, serves TRACE once
+# to N workers (pcapovertcp-serve --clients N --wait-clients N), each a
+# `zeek -i pcapovertcp::127.0.0.1:PORT?share=I/N` (with ZEEK_ARGS, reconnect
+# off) in its own directory share-NAME-N/I, all N in parallel, and checks
+# them with share-compare against `zeek -r` (offline-NAME). Prints one line
+# per N ("NAME N=2: ok", with share-compare's note in parentheses if it has
+# one), with the details after a failing one; a trace that
+# `zeek -r` rejects is skipped with one line. Returns non-zero on any failure.
+share_trace() {
+    local trace=$1 ns=$2 name n i pf port spid wpids p dir packets status=0 failed note
+    shift 2
+    name=$(echo "${trace#"$TRACES"/}" | tr / _)
+    if ! zeek_offline "$trace" "offline-$name"; then
+        echo "$name: rejected by zeek -r: $(grep -m1 -i error "offline-$name/stderr")"
+        return 0
+    fi
+    packets=$(capinfos -c -M -T -r "$trace" | cut -f2)
+    for n in $ns; do
+        dir=share-$name-$n
+        mkdir -p "$dir"
+        failed=
+        pf=$(mktemp -u "$PWD/port.XXXXXX")
+        timeout 100 "$SERVE" --listen 127.0.0.1:0 --port-file "$pf" --clients "$n" --wait-clients "$n" \
+            "$trace" >/dev/null 2>"$dir/serve.stderr" &
+        spid=$!
+        share_pids="$share_pids $spid"
+        if ! port=$(read_port_file "$pf"); then
+            echo "$name N=$n: FAILED: the server did not start"
+            kill "$spid" 2>/dev/null
+            status=1
+            continue
+        fi
+        wpids=
+        for i in $(seq 0 $((n - 1))); do
+            mkdir -p "$dir/$i"
+            (cd "$dir/$i" && exec timeout 60 zeek -i "pcapovertcp::127.0.0.1:$port?share=$i/$n" \
+                allow_network_time_forward=F PcapOverTcp::reconnect=F "$@" \
+                -e "$(share_stats_script)" >stdout 2>stderr) &
+            wpids="$wpids $!"
+            share_pids="$share_pids $!"
+        done
+        i=0
+        for p in $wpids; do
+            wait "$p" || failed="$failed worker $i exited with status $?: $(tail -1 "$dir/$i/stderr");"
+            i=$((i + 1))
+        done
+        wait "$spid" || failed="$failed the server exited with status $?;"
+        share_pids=
+        if [ -z "$failed" ] &&
+            share-compare "$packets" "offline-$name" $(seq -f "$dir/%g" 0 $((n - 1))) >"$dir/compare"; then
+            note=$(cat "$dir/compare")
+            echo "$name N=$n: ok${note:+ ($note)}"
+        else
+            echo "$name N=$n: FAILED:$failed"
+            cat "$dir/compare" 2>/dev/null
+            status=1
+        fi
+    done
+    return $status
+}
+
+# share_all_traces "N..." [ZEEK_ARGS...]: share_trace for every shared trace.
+share_all_traces() {
+    local status=0 trace ns=$1
+    shift
+    for trace in $(find "$TRACES" -type f \( -name '*.pcap' -o -name '*.pcapng' -o -name '*.cap' \) | sort); do
+        share_trace "$trace" "$ns" "$@" || status=1
+    done
+    return $status
+}
+
+# share_workers_with_conns NAME N: how many of the N workers of share_trace
+# for trace NAME logged at least one connection.
+share_workers_with_conns() {
+    local i count=0
+    for i in $(seq 0 $(($2 - 1))); do
+        grep -qv '^#' "share-$1-$2/$i/conn.log" 2>/dev/null && count=$((count + 1))
+    done
+    echo "$count"
+}
+
+# free_port_block N: prints the first of N consecutive TCP ports that are all
+# free on 127.0.0.1 (ZeekControl numbers its nodes' ports up from one
+# ZeekPort). Picked below the kernel's ephemeral range, where `free-port`
+# and the servers' port 0 land.
+free_port_block() {
+    python3 - "$1" <<'PY'
+import random
+import socket
+import sys
+
+n = int(sys.argv[1])
+for _ in range(500):
+    base = random.randint(20000, 32000 - n)
+    socks = []
+    try:
+        for p in range(base, base + n):
+            socks.append(socket.socket())
+            socks[-1].bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        for s in socks:
+            s.close()
+    print(base)
+    sys.exit(0)
+sys.exit(f"free_port_block: no {n} consecutive free ports")
+PY
+}
+
+# zeekctl_setup DIR ZEEKPORT: a private ZeekControl set-up in DIR for
+# `zeekctl-private DIR ...`: DIR/etc/zeekctl.cfg (spool, logs and site
+# policy in DIR; cluster ports from ZEEKPORT up, 8 of them for a manager,
+# a proxy and up to 3 workers; no telemetry port, no WebSocket, no mail),
+# this build's plugin untarred into DIR/lib/zeek/plugins (where ZeekControl
+# looks for the zeekctl plugins of Zeek plugins; the nodes get it as
+# ZEEK_PLUGIN_PATH) and a copy of ZeekControl's scripts: ZeekControl points
+# a symlink in its scripts directory at the zeekctl-config.sh of the
+# configuration it last loaded, which its helpers read; the copy keeps the
+# installation's (and any other test's) out of it. The nodes load
+# DIR/site/test.zeek (empty here) instead of local.zeek. The test writes
+# DIR/etc/node.cfg and may append options to DIR/etc/zeekctl.cfg.
+zeekctl_setup() {
+    local dir=$1 prefix
+    prefix=$(zeek-config --prefix)
+    mkdir -p "$dir/etc" "$dir/spool" "$dir/logs" "$dir/site" "$dir/lib/zeek/plugins"
+    dir=$(cd "$dir" && pwd)
+    tar xzf "$PROJECT/build/Zeek_PcapOverTcp.tgz" -C "$dir/lib/zeek/plugins"
+    cp -R "$prefix/share/zeekctl/scripts" "$dir/zeekctl-scripts"
+    rm -f "$dir/zeekctl-scripts/zeekctl-config.sh"
+    cp "$prefix/etc/networks.cfg" "$dir/etc/"
+    : >"$dir/site/test.zeek"
+    cat >"$dir/etc/zeekctl.cfg" <<CFG
+LogDir = $dir/logs
+SpoolDir = $dir/spool
+BrokerDBDir = $dir/spool/brokerstore
+FileExtractDir = $dir/spool/extract_files
+CfgDir = $dir/etc
+ScriptsDir = $dir/zeekctl-scripts
+HelperDir = $dir/zeekctl-scripts/helpers
+PostProcDir = $dir/zeekctl-scripts/postprocessors
+MakeArchiveName = $dir/zeekctl-scripts/make-archive-name
+SitePolicyPath = $dir/site
+SitePolicyScripts = test.zeek
+ZeekPort = $2
+MetricsPort = 0
+UseWebSocket = 0
+SendMail =
+MailTo =
+TraceSummary =
+LogRotationInterval = 0
+StopTimeout = 30
+env_vars = ZEEK_PLUGIN_PATH=$dir/lib/zeek/plugins
+CFG
+}
+
+# zeek_bounded SECONDS ARGS...: execs zeek ARGS (replacing the calling
+# subshell, so that $! is the pid to signal) under
+# `timeout --foreground -k 5 SECONDS`. --foreground matters: a plain
+# `timeout` forwards a SIGTERM it receives to zeek twice (to the child and
+# to its process group), and a second SIGTERM that reaches Zeek 8.2 while it
+# waits for its log writers to finish makes it kill them and spin for ever
+# ("received signal while waiting for thread packet_filter/Log::WRITER_ASCII,
+# aborting all ..."; seen with the stock pcap source on lo too). -k 5: a
+# zeek that has not ended 5 s after the SIGTERM (or the time limit) is
+# killed, which its status (137) then shows.
+zeek_bounded() {
+    local limit=$1
+    shift
+    exec timeout --foreground -k 5 "$limit" zeek "$@"
+}
+
+# zeek_endpoint ENDPOINT DIR [ARGS...]: zeek -i pcapovertcp::ENDPOINT in DIR
+# (allow_network_time_forward=F, PcapOverTcp::reconnect=F unless ARGS set
+# it again), until the stream ends, 60 s at most; returns zeek's status.
+zeek_endpoint() {
+    local endpoint=$1 dir=$2
+    shift 2
+    mkdir -p "$dir"
+    (cd "$dir" && timeout --foreground -k 5 60 zeek -i "pcapovertcp::$endpoint" allow_network_time_forward=F \
+        PcapOverTcp::reconnect=F "$@" >stdout 2>stderr)
+}
+
+# port_lines FILE PORT: FILE's lines without a leading network timestamp,
+# with the port PORT as PORT and other ports of 127.x.x.x or [::1] as NNNN.
+port_lines() {
+    sed -e 's/^[0-9][0-9.]* //' -e "s/:$2\\b/:PORT/g" \
+        -e 's/\(127\.[0-9.]*\|\[::1\]\):[0-9][0-9]*/\1:NNNN/g' "$1"
+}
+
+# tls_server_after_handshake PORT FILE ARGS...: serves FILE to one TLS
+# client with `openssl s_server -accept 127.0.0.1:PORT -naccept 1 -brief
+# ARGS` (ARGS: -cert, -key, ...), writing FILE to its standard input only
+# once its handshake is done. s_server -quiet with a file as standard input
+# can deadlock: when one select() finds both its standard input and the
+# client's handshake readable, it writes the first 16 kB (which completes the
+# handshake) and then blocks in SSL_read() for data the client never sends.
+# Runs in the background (40 s at most); its pid is in ./s_server.pid, its
+# output in ./s_server.out.
+tls_server_after_handshake() {
+    local port=$1 file=$2
+    shift 2
+    rm -f s_server.fifo s_server.out
+    mkfifo s_server.fifo
+    timeout 40 sh -c 'cat s_server.fifo | exec openssl s_server -accept "127.0.0.1:$0" -naccept 1 -brief "$@"' \
+        "$port" "$@" >s_server.out 2>&1 &
+    echo $! >s_server.pid
+    (
+        # Bounded even if nobody connects: writing the fifo blocks until
+        # cat opens it, which it does at once.
+        wait_for_line s_server.out "Ciphersuite:" 30 || true
+        timeout 30 cat "$file" >s_server.fifo
+    ) >/dev/null 2>&1 &
+    echo $! >s_server-feed.pid
+    wait-listen "$port" 10
+}

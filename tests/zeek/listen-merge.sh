@@ -1,0 +1,73 @@
+# Listening (pcapovertcp::tcp-listen://): three senders connect at once and
+# push overlapping streams of different formats: netcat with an Ethernet
+# pcap (microseconds), pcapovertcp-serve --connect relaying a pcapng of
+# three interfaces (two Ethernet, one raw IPv4) from its standard input, and
+# netcat with a nanosecond pcap. All three are connected before any byte
+# flows (each reads a fifo that is filled only then), and the merge window
+# is long enough that scheduling cannot reorder: Zeek's logs equal those of
+# `zeek -r` on mergecap's timestamp-ordered merge of the three files.
+# @TEST-REQUIRES: test -d "$TRACES"
+# @TEST-REQUIRES: command -v nc && command -v mergecap && command -v editcap && command -v capinfos
+# @TEST-EXEC: bash %INPUT >output 2>&1
+# @TEST-EXEC: btest-diff output
+
+. "$SCRIPTS/lib.sh"
+trap 'kill $pids 2>/dev/null' EXIT
+pids=
+
+# a: 751 packets over 17.5 s. b: two pcapng interfaces (DNS) from 1.7 s
+# after a's start, plus raw IPv4 (syslog over TCP) 5 s after. c: 9
+# packets (nanosecond pcap) 7 s after. No timestamp is shared between files.
+cp "$TRACES/http/bro.org.pcap" a.pcap
+base=$(capinfos -a -T -r -S a.pcap | cut -f2)
+shift_to "$TRACES/pcapng-multi-interface.pcapng" b1.pcapng "$base" 2
+shift_to "$TRACES/tcp-syslog.pcap" b2.pcap "$base" 5
+mergecap -F pcapng -w b.pcapng b1.pcapng b2.pcap
+shift_to "$TRACES/http/get-to-ssh-server.pcap" c.pcap "$base" 7 -F nsecpcap
+capinfos -T -t -E -c -M a.pcap b.pcapng c.pcap | awk -F'\t' 'NR > 1 { print $1 ": " $2 ", " $3 ", " $4 " packets" }'
+echo "b.pcapng link types: $(capinfos b.pcapng | sed -n 's/^ *Encapsulation = //p' | sort | uniq -c | xargs)"
+mergecap -w merged.pcapng a.pcap b.pcapng c.pcap
+total=$(capinfos -T -c -M -r merged.pcapng | cut -f2)
+zeek_offline "$PWD/merged.pcapng" offline
+
+# Senders are counted by IP address: all three are one, 127.0.0.1.
+print_senders='event zeek_done() {
+    for (i in PcapOverTcp::stats()$senders) {
+        local s = PcapOverTcp::stats()$senders[i];
+        print fmt("sender %s: connects %d disconnects %d records %d dropped %d truncated %d corrupt %d late %d",
+            s$address, s$connects, s$disconnects, s$records, s$dropped, s$truncated, s$corrupt, s$late);
+    }
+}'
+port=$(free-port)
+mkdir live
+(cd live && zeek_bounded 50 -i "pcapovertcp::tcp-listen://127.0.0.1:$port" allow_network_time_forward=F \
+    PcapOverTcp::merge_window=5sec -e "$print_senders $(processed_marker "$total")" >stdout 2>stderr) &
+zeek=$!
+pids="$pids $zeek"
+wait_for_line live/stderr "senders may connect now" 10 || echo "zeek is not listening"
+
+mkfifo fa fb fc
+timeout 40 sh -c "cat fa | nc -N 127.0.0.1 $port >/dev/null" &
+pids="$pids $!"
+timeout 40 sh -c "cat fb | \"\$SERVE\" --connect 127.0.0.1:$port - >/dev/null 2>serve.err" &
+pids="$pids $!"
+timeout 40 sh -c "cat fc | nc -N 127.0.0.1 $port >/dev/null" &
+pids="$pids $!"
+wait_for_count live/stderr " connected" 3 10 || echo "not all senders connected"
+
+# (Each writer opens its fifo before timeout runs: killed at exit if stuck.)
+timeout 30 cat a.pcap >fa &
+pids="$pids $!"
+timeout 30 cat b.pcapng >fb &
+pids="$pids $!"
+timeout 30 cat c.pcap >fc &
+pids="$pids $!"
+wait_for_count live/stderr " left after " 3 30 || echo "not all senders left"
+wait_for_line live/processed "$total packets processed" 30 || echo "not all $total packets processed"
+sigterm_within $zeek 2
+
+listen_senders_lines live/stderr "$port" | sort
+cat live/stdout
+# The per-sender lines are the live run's own; the rest must be equal.
+drop_sender_lines live
+compare-logs offline live
