@@ -28,7 +28,9 @@ export {
 		disconnects: count;
 		## Bytes received.
 		bytes: count;
-		## Records (packets) parsed from the stream.
+		## Records (packets) parsed from the stream and kept: with
+		## ``?share=I/N``, those of this worker's share (the others are
+		## ``other_share``).
 		records: count;
 		## Records dropped because the buffer (or this sender's share of
 		## it) was full (:zeek:see:`PcapOverTcp::drop_when_full`).
