@@ -184,16 +184,7 @@ impl Connection<'_> {
                 }
                 Err(source) => {
                     self.end_mid_record(&parser, buf.len());
-                    if let Some(tls) = source.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) {
-                        return End::Failed(Error::Tls {
-                            endpoint: endpoint(),
-                            what: tls.0.clone(),
-                        });
-                    }
-                    return End::Failed(Error::Read {
-                        endpoint: endpoint(),
-                        source,
-                    });
+                    return End::Failed(read_error(self.label, source));
                 }
             };
             if n == 0 {
@@ -337,5 +328,19 @@ impl Share {
             share == self.index
         });
         c.counters.add_other_share(before - records.len());
+    }
+}
+
+/// A failed read as the operator's error: a TLS failure in its own words.
+pub(crate) fn read_error(label: &str, source: std::io::Error) -> Error {
+    match source.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) {
+        Some(tls) => Error::Tls {
+            endpoint: label.to_string(),
+            what: tls.0.clone(),
+        },
+        None => Error::Read {
+            endpoint: label.to_string(),
+            source,
+        },
     }
 }

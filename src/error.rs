@@ -28,7 +28,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("reading from {endpoint} failed: {source}")]
+    #[error("{endpoint}: reading failed: {source}")]
     Read {
         endpoint: String,
         #[source]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::connect::{self, TICK};
-use crate::connection::{Connection, End, Outlet};
+use crate::connection::{read_error, Connection, End, Outlet};
 use crate::control::Control;
 use crate::counters::Counters;
 use crate::endpoint::Endpoint;
@@ -237,6 +237,14 @@ fn serve(
             }
         },
     };
+    // A TLS sender counts as connected once its handshake is through: one
+    // refused by it was never a sender.
+    if let Err(e) = handshake(control, &mut transport, &label) {
+        if let Some(e) = e {
+            log::warn!("{e}; its connection was closed after 0 packets");
+        }
+        return;
+    }
     counters.connected();
     log::info!("{label} connected");
     let connection = Connection {
@@ -264,6 +272,44 @@ fn serve(
         End::Closed => log::info!("{label} left after {packets} packets"),
         End::Failed(e) => log::warn!("{e}; its connection was closed after {packets} packets"),
     }
+}
+
+/// Completes a TLS sender's handshake, within `header_timeout`; `Err(None)`
+/// when the source is closing.
+fn handshake(
+    control: &Control,
+    transport: &mut Transport,
+    label: &str,
+) -> Result<(), Option<Error>> {
+    let Transport::Tls(tls) = transport else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    while !tls.handshake_done() {
+        if control.stopping() {
+            return Err(None);
+        }
+        match tls.handshake_step() {
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                if let Some(limit) = control.config.header_timeout {
+                    if started.elapsed() >= limit {
+                        return Err(Some(Error::HeaderTimeout {
+                            endpoint: label.to_string(),
+                            seconds: limit.as_secs_f64(),
+                            bytes: 0,
+                        }));
+                    }
+                }
+            }
+            Err(_) if control.stopping() => return Err(None),
+            Err(e) => return Err(Some(read_error(label, e))),
+        }
+    }
+    Ok(())
 }
 
 /// Remembers refused addresses, so that a sender retrying in a loop is

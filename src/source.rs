@@ -113,6 +113,12 @@ impl Source {
             true => Some(ClientTls::new(&config.tls)?),
             false => None,
         };
+        if let Some(tls) = &client_tls {
+            for e in spec.endpoints.iter().filter(|e| e.scheme() == Scheme::Tls) {
+                tls.server_name(e.host())
+                    .map_err(|what| Error::TlsSetup(crate::tls::SetupError::BadServerName(what)))?;
+            }
+        }
         let server_tls = match spec
             .endpoints
             .iter()

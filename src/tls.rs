@@ -77,12 +77,14 @@ pub enum SetupError {
     CertWithoutKey,
     #[error("the key in PcapOverTcp::tls_key_file does not match the certificate in PcapOverTcp::tls_cert_file")]
     KeyMismatch,
-    #[error("PcapOverTcp::tls_allowed_names needs PcapOverTcp::tls_ca_file (and tls_require_client_cert): without them no client certificate is asked for")]
+    #[error("PcapOverTcp::tls_allowed_names needs PcapOverTcp::tls_ca_file: without it no client certificate is asked for")]
     NamesWithoutCa,
     #[error(
         "cannot load the system's CA certificates for tls:// ({0}); set PcapOverTcp::tls_ca_file"
     )]
     NoSystemRoots(String),
+    #[error("{0}")]
+    BadServerName(String),
     #[error("TLS setup failed: {0}")]
     Rustls(String),
 }
@@ -184,6 +186,8 @@ fn rustls_setup(e: rustls::Error) -> SetupError {
 pub struct ClientTls {
     config: Arc<ClientConfig>,
     server_name: Option<String>,
+    /// Where the CAs that verify servers come from, for messages.
+    ca_source: &'static str,
 }
 
 impl ClientTls {
@@ -205,10 +209,19 @@ impl ClientTls {
                 .map_err(rustls_setup)?,
             None => builder.with_no_client_auth(),
         };
-        Ok(ClientTls {
+        let tls = ClientTls {
             config: Arc::new(config),
             server_name: o.server_name.clone(),
-        })
+            ca_source: if o.ca_file.is_some() {
+                "PcapOverTcp::tls_ca_file"
+            } else {
+                "the system's CA certificates"
+            },
+        };
+        if o.server_name.is_some() {
+            tls.server_name("").map_err(SetupError::BadServerName)?;
+        }
+        Ok(tls)
     }
 
     /// The rustls configuration built from the options, for callers that
@@ -239,6 +252,7 @@ impl ClientTls {
         Ok(Transport::Tls(Box::new(TlsStream::new(
             rustls::Connection::Client(conn),
             tcp,
+            self.ca_source,
         ))))
     }
 }
@@ -280,7 +294,11 @@ impl ServerTls {
             None if !o.allowed_names.is_empty() => return Err(SetupError::NamesWithoutCa),
             None => builder.with_no_client_auth(),
         };
-        let config = builder.with_single_cert(chain, key).map_err(rustls_setup)?;
+        let mut config = builder.with_single_cert(chain, key).map_err(rustls_setup)?;
+        // No TLS 1.3 session tickets: nothing resumes sessions here, and a
+        // sender that writes its stream and closes without reading would
+        // answer the tickets with a reset that destroys its stream's end.
+        config.send_tls13_tickets = 0;
         Ok(ServerTls {
             config: Arc::new(config),
         })
@@ -299,6 +317,7 @@ impl ServerTls {
         Ok(Transport::Tls(Box::new(TlsStream::new(
             rustls::Connection::Server(conn),
             tcp,
+            "PcapOverTcp::tls_ca_file",
         ))))
     }
 }
@@ -436,6 +455,8 @@ pub struct TlsStream {
     /// The first bytes the peer sent, to recognise a peer that does not
     /// speak TLS.
     first: Vec<u8>,
+    /// Where the CAs that verify the peer come from, for messages.
+    ca_source: &'static str,
 }
 
 /// Why a TLS connection failed, in an operator's words (without the peer's
@@ -445,12 +466,57 @@ pub struct TlsStream {
 pub struct TlsError(pub String);
 
 impl TlsStream {
-    fn new(conn: rustls::Connection, tcp: TcpStream) -> TlsStream {
+    fn new(conn: rustls::Connection, tcp: TcpStream, ca_source: &'static str) -> TlsStream {
         TlsStream {
             conn,
             tcp,
             first: Vec::new(),
+            ca_source,
         }
+    }
+
+    /// Whether the handshake is over.
+    pub fn handshake_done(&self) -> bool {
+        !self.conn.is_handshaking()
+    }
+
+    /// Takes the handshake one step: reads what the peer sent and answers.
+    /// `WouldBlock` (the receive timeout) leaves it to be called again.
+    pub fn handshake_step(&mut self) -> io::Result<()> {
+        self.flush()?;
+        if self.handshake_done() {
+            return Ok(());
+        }
+        self.read_tls_step()?;
+        self.flush()
+    }
+
+    /// Reads TLS records from the socket and processes them; an error in
+    /// an operator's words.
+    fn read_tls_step(&mut self) -> io::Result<usize> {
+        let read = {
+            let mut recording = Recording {
+                tcp: &self.tcp,
+                first: &mut self.first,
+            };
+            self.conn.read_tls(&mut recording)
+        };
+        let n = match read {
+            Ok(n) => n,
+            Err(e) if self.conn.is_handshaking() && e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(fail(format!("{} ({e})", self.handshake_eof())));
+            }
+            Err(e) => return Err(e),
+        };
+        if n == 0 && self.conn.is_handshaking() {
+            return Err(fail(self.handshake_eof()));
+        }
+        if let Err(e) = self.conn.process_new_packets() {
+            // Tell the peer why (the alert rustls queued), then report.
+            let _ = self.flush();
+            return Err(fail(self.describe(&e)));
+        }
+        Ok(n)
     }
 
     fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
@@ -465,25 +531,10 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
             self.flush()?;
-            let n = {
-                let mut recording = Recording {
-                    tcp: &self.tcp,
-                    first: &mut self.first,
-                };
-                self.conn.read_tls(&mut recording)?
-            };
-            if n == 0 {
-                if self.conn.is_handshaking() {
-                    return Err(fail(self.handshake_eof()));
-                }
+            if self.read_tls_step()? == 0 {
                 // Many PCAP-over-IP senders (socat, ncat) end without a
                 // close_notify: the end of the stream, as over plain TCP.
                 return Ok(0);
-            }
-            if let Err(e) = self.conn.process_new_packets() {
-                // Tell the peer why (the alert rustls queued), then report.
-                let _ = self.flush();
-                return Err(fail(self.describe(&e)));
             }
             self.flush()?;
         }
@@ -528,8 +579,13 @@ impl TlsStream {
                 other.0.to_string()
             }
             rustls::Error::InvalidCertificate(c) => match c {
+                CertificateError::UnknownIssuer if self.ca_source.starts_with("Pcap") => format!(
+                    "{whose} is signed by a CA that {} does not hold (unknown CA)",
+                    self.ca_source
+                ),
                 CertificateError::UnknownIssuer => format!(
-                    "{whose} is signed by a CA that PcapOverTcp::tls_ca_file does not hold (unknown CA)"
+                    "{whose} is signed by a CA that {} do not hold (unknown CA); set PcapOverTcp::tls_ca_file to the CA that signed it",
+                    self.ca_source
                 ),
                 CertificateError::BadSignature => {
                     format!("{whose} has a bad signature (not issued by the CA it names)")
@@ -568,7 +624,10 @@ impl TlsStream {
                     A::CertificateExpired => " (our certificate has expired)",
                     _ => "",
                 };
-                format!("the peer refused the TLS handshake: alert {alert:?}{hint}")
+                format!(
+                    "the peer refused the TLS handshake: alert {}{hint}",
+                    snake_case(&format!("{alert:?}"))
+                )
             }
             e => format!("TLS failed: {e}"),
         }
@@ -609,6 +668,22 @@ fn not_tls(first: &[u8]) -> Option<String> {
 /// behind a `tcp://` one.
 pub fn is_tls_hello(first: &[u8]) -> bool {
     matches!(first, [0x16, 0x03, 0x00..=0x04, ..])
+}
+
+/// `unknown_ca` for rustls' `UnknownCA`: TLS alerts by their standard
+/// names (RFC 8446).
+fn snake_case(camel: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = camel.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+        let prev_lower = i > 0 && chars[i - 1].is_lowercase();
+        if c.is_uppercase() && i > 0 && (prev_lower || next_lower) {
+            out.push('_');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
 }
 
 /// `localhost` for rustls' `DnsName("localhost")`, `127.0.0.1` for
@@ -688,6 +763,13 @@ mod tests {
             ))),
             "2024-02-29 23:59:59 UTC"
         );
+    }
+
+    #[test]
+    fn alerts_read_as_in_the_rfc() {
+        assert_eq!(snake_case("UnknownCA"), "unknown_ca");
+        assert_eq!(snake_case("CertificateRequired"), "certificate_required");
+        assert_eq!(snake_case("BadCertificate"), "bad_certificate");
     }
 
     #[test]

@@ -510,7 +510,7 @@ fn mutual_tls_accepts_a_client_certificate_and_refuses_its_absence() {
         assert_eq!(
             e,
             format!(
-                "{endpoint}: the peer refused the TLS handshake: alert CertificateRequired \
+                "{endpoint}: the peer refused the TLS handshake: alert certificate_required \
                  (it requires a client certificate: set PcapOverTcp::tls_cert_file and tls_key_file)"
             )
         );

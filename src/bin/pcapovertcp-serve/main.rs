@@ -1,0 +1,508 @@
+//! pcapovertcp-serve: serves a pcap or pcapng file (or standard input) as
+//! PCAP-over-IP to every client that connects: a PCAP-over-IP broker.
+//!
+//! From a file, each client gets the whole file from its start (optionally
+//! several times, optionally rate-limited), at its own pace. From standard
+//! input the stream is relayed live ([`hub`]): each client gets the stream's
+//! header blocks, then the records that arrive after it connected, through
+//! its own bounded queue and writer thread, so that a slow client holds up
+//! neither the input nor the other clients.
+//!
+//! With --connect it dials out instead of listening (for receivers that
+//! listen, as PolarProxy's --pcapoveripconnect or `tcpdump -w - | nc HOST
+//! PORT` do): each target gets its own connection, redialled with backoff
+//! until the receiver is up and whenever the connection breaks.
+//!
+//! With --tls-cert/--tls-key (listening) or the --tls* options (with
+//! --connect) every connection is TLS ([`conn`]).
+//!
+//! Modules: [`conn`] (connections, TLS, dialling), [`file`] (serving a
+//! file), [`hub`] (the live relay), [`serve`] (the listening and dialling
+//! modes), [`stats`] (the counters), [`logging`] (messages and signals).
+
+mod conn;
+mod file;
+mod hub;
+mod logging;
+mod serve;
+mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use pcapovertcp::endpoint::{Endpoint, Scheme};
+use pcapovertcp::tls::TlsOptions;
+use rustls::pki_types::ServerName;
+
+use hub::SlowPolicy;
+
+const USAGE: &str = "\
+usage: pcapovertcp-serve [options] FILE|-
+       pcapovertcp-serve --connect HOST:PORT [--connect HOST:PORT ...] [options] FILE|-
+
+Serves a pcap or pcapng file as PCAP-over-IP to every client that connects,
+or with --connect sends it to receivers that listen; over TLS with the
+--tls-* options.
+With -, relays standard input live (e.g. `tcpdump -U -w - | pcapovertcp-serve -`):
+each client gets the stream's header, then the packets from when it joined.
+Each client has its own queue and writer: a slow client holds up neither
+the input nor the other clients (see --client-buffer, --slow-client).
+
+options:
+  --listen ADDR:PORT  address to listen on (default 127.0.0.1:57012; port 0
+                      picks a free port; IPv6 as [::1]:57012). Repeat to
+                      listen on several addresses at once; then an IPv6
+                      address listens for IPv6 only, so that 0.0.0.0:P and
+                      [::]:P go together.
+  --port-file PATH    write the bound port to PATH once listening (one line
+                      per --listen, in their order)
+  --clients N         exit after N clients have been served (a file;
+                      default: never)
+  --wait-clients N    start sending only once N clients are connected (so
+                      that N workers sharing one stream, ?share=I/N, all
+                      get it from its first packet); default 1. With -,
+                      standard input is not read before then.
+  --client-buffer BYTES
+                      with -: each client's queue, at most BYTES of
+                      packets not yet sent to it (default 64M; suffixes
+                      K, M, G: KiB, MiB, GiB; at least 64K)
+  --slow-client drop|disconnect
+                      with -: what to do with a client whose queue is full.
+                      drop (default): whole packets are dropped for that
+                      client, counted in its counters, and it gets the
+                      packets again once it catches up; disconnect: the
+                      client is closed (a --connect target is redialled).
+                      At the end of standard input every client gets what
+                      is queued for it; one that takes nothing for 30 s is
+                      closed.
+  --connect HOST:PORT dial out to a receiver that listens, instead of
+                      listening; repeat for several receivers, each gets its
+                      own connection. Each is retried until the receiver is
+                      up (every 100 ms, doubling up to 5 s). A connection
+                      that breaks is redialled and gets a new stream: the
+                      file again from its start, or the header and the live
+                      records of standard input. With a file, exits once
+                      every receiver has all of it. With -, reading starts
+                      once the first receiver is connected. Not with
+                      --listen, --port-file or --clients.
+  --loop N            send a file's packets N times (default 1; 0 = forever);
+                      pcap timestamps are shifted so time keeps moving forward
+  --rate PPS          send a file at most PPS packets per second per
+                      client/target
+  --tls-cert FILE     listening: serve over TLS with this certificate chain
+                      (PEM; Zeek reads it with tls://HOST:PORT). With
+                      --connect: the client certificate to present (mutual
+                      TLS). Needs --tls-key.
+  --tls-key FILE      the private key of --tls-cert (PEM: PKCS#8, PKCS#1 or
+                      SEC1)
+  --tls-ca FILE       CA certificates (PEM). Listening: clients must present
+                      a certificate signed by one of them. With --connect:
+                      they verify the receiver's certificate (default: the
+                      system's CAs).
+  --tls-server-name NAME
+                      with --connect: the name the receiver's certificate
+                      must be valid for (default: the HOST of --connect)
+  --tls               with --connect: dial out over TLS even without the
+                      other --tls-* options (verified by the system's CAs);
+                      any --tls-* option implies it
+  -v, --verbose       more messages (-vv: even more)
+  -q, --quiet         warnings and errors only (-qq: errors only)
+  -h, --help          this text
+  Long options also take their value as --option=VALUE.
+
+messages and counters:
+  Each message is one line on standard error,
+  `YYYY-MM-DDTHH:MM:SSZ pcapovertcp-serve: LEVEL message`. RUST_LOG sets the
+  levels as for any env_logger program (e.g. RUST_LOG=debug); -v/-q set the
+  tool's own. SIGUSR1 prints the counters, and so does the end of the tool
+  (also by SIGTERM or SIGINT, which end it with status 0): one line per
+  client, then a total, e.g.
+    counters: client=192.0.2.7:40312 state=open since=2025-06-01T12:00:00Z packets=1000 bytes=123456 dropped=20 dropped_bytes=2400 queued_bytes=0 peak_queued_bytes=1048576
+    counters: total input_packets=1020 input_bytes=125880 clients=1 open=1 packets=1000 bytes=123456 dropped=20 dropped_bytes=2400
+  packets/bytes: written to the client (bytes with the stream's header);
+  dropped: packets not sent to it because its queue was full (or it was
+  closed). A client there from the start of standard input whose stream
+  ended has packets + dropped = input_packets. state: open, ended, lost
+  (the connection broke), slow (closed by --slow-client=disconnect),
+  stalled (closed at the end, see --slow-client).
+
+examples:
+  # a file: each client gets all of it, at its own pace
+  pcapovertcp-serve --listen 0.0.0.0:57012 trace.pcap
+  # a file for ever, 10000 packets per second per client
+  pcapovertcp-serve --listen 127.0.0.1:57012 --rate 10000 --loop 0 trace.pcap
+  # a live capture to many clients (a broker), on IPv4 and IPv6; slow
+  # clients lose packets (counted), the others get every one:
+  tcpdump -U -w - -i eth0 | pcapovertcp-serve --listen 0.0.0.0:57012 --listen [::]:57012 -
+  # ... closing a client that falls 16 MiB behind instead:
+  tcpdump -U -w - -i eth0 | pcapovertcp-serve --client-buffer 16M --slow-client=disconnect -
+  # clients this tool did not write: Wireshark's PCAP-over-IP, netcat
+  tshark -i TCP@127.0.0.1:57012
+  nc 127.0.0.1 57012 | tcpdump -r -
+  # the counters, now
+  kill -USR1 $(pidof pcapovertcp-serve)
+  # four Zeek workers sharing one stream (pcapovertcp::HOST:57012?share=I/4)
+  pcapovertcp-serve --listen 0.0.0.0:57012 --wait-clients 4 --clients 4 trace.pcap
+  # dial out to receivers that listen
+  pcapovertcp-serve --connect sensor:57012 --rate 10000 trace.pcap
+  tcpdump -U -w - -i eth0 | pcapovertcp-serve --connect sensor1:57012 --connect sensor2:57012 -
+  # TLS, Zeek connects (pcapovertcp::tls://HOST:57012); with --tls-ca
+  # clients must present a certificate the CA signed:
+  pcapovertcp-serve --listen 0.0.0.0:57012 --tls-cert server.pem \\
+      --tls-key server.key --tls-ca clients-ca.pem trace.pcap
+  # TLS, Zeek listens (pcapovertcp::tls-listen://:57012); the receiver's
+  # certificate must be valid for sensor and signed by ca.pem:
+  tcpdump -U -w - -i eth0 | pcapovertcp-serve --connect sensor:57012 \\
+      --tls-ca ca.pem --tls-cert sender.pem --tls-key sender.key -
+";
+
+/// The default listening address.
+const DEFAULT_LISTEN: &str = "127.0.0.1:57012";
+/// The default --client-buffer: 64 MiB.
+const DEFAULT_CLIENT_BUFFER: usize = 64 << 20;
+/// The smallest --client-buffer: 64 KiB.
+const MIN_CLIENT_BUFFER: usize = 64 << 10;
+
+pub struct Options {
+    /// --listen, in order (the default when none).
+    listen: Vec<SocketAddr>,
+    listen_given: bool,
+    connect: Vec<Endpoint>,
+    port_file: Option<String>,
+    clients: Option<u64>,
+    wait_clients: usize,
+    client_buffer: usize,
+    slow_client: SlowPolicy,
+    loops: u64,
+    rate: Option<f64>,
+    input: String,
+    /// --tls given.
+    tls: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_server_name: Option<String>,
+    /// -v (+1) and -q (-1) added up; None when neither was given.
+    verbosity: Option<i32>,
+}
+
+impl Options {
+    /// Whether connections are TLS: any --tls* option.
+    fn tls_wanted(&self) -> bool {
+        self.tls
+            || self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.tls_ca.is_some()
+            || self.tls_server_name.is_some()
+    }
+
+    /// The options in the terms of the plugin's TLS code.
+    fn tls_options(&self) -> TlsOptions {
+        TlsOptions {
+            ca_file: self.tls_ca.clone(),
+            server_name: self.tls_server_name.clone(),
+            cert_file: self.tls_cert.clone(),
+            key_file: self.tls_key.clone(),
+            // Listening with a CA: clients must present a certificate.
+            require_client_cert: self.tls_ca.is_some(),
+            allowed_names: Vec::new(),
+        }
+    }
+}
+
+/// A byte count with an optional binary suffix: 1048576, 1024K, 1M, 1MiB.
+fn parse_bytes(v: &str) -> Option<usize> {
+    let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let n: usize = v[..digits].parse().ok()?;
+    let shift = match v[digits..].to_ascii_lowercase().as_str() {
+        "" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+fn parse_args() -> Result<Options, String> {
+    parse_from(std::env::args().skip(1))
+}
+
+fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    let mut args = args.into_iter();
+    let mut o = Options {
+        listen: Vec::new(),
+        listen_given: false,
+        connect: Vec::new(),
+        port_file: None,
+        clients: None,
+        wait_clients: 1,
+        client_buffer: DEFAULT_CLIENT_BUFFER,
+        slow_client: SlowPolicy::Drop,
+        loops: 1,
+        rate: None,
+        input: String::new(),
+        tls: false,
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
+        tls_server_name: None,
+        verbosity: None,
+    };
+    let mut input = None;
+    while let Some(arg) = args.next() {
+        // --name=VALUE as --name VALUE.
+        let (name, mut inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .take()
+                .or_else(|| args.next())
+                .ok_or(format!("{name} needs a value"))
+        };
+        let mut verbosity = |by: i32| o.verbosity = Some(o.verbosity.unwrap_or(0) + by);
+        match name.as_str() {
+            "-h" | "--help" => return Err(String::new()),
+            "-v" | "--verbose" => verbosity(1),
+            "-q" | "--quiet" => verbosity(-1),
+            // -vv, -qq
+            _ if name.starts_with('-')
+                && name.len() > 2
+                && name[1..].bytes().all(|b| b == b'v') =>
+            {
+                verbosity(name.len() as i32 - 1)
+            }
+            _ if name.starts_with('-')
+                && name.len() > 2
+                && name[1..].bytes().all(|b| b == b'q') =>
+            {
+                verbosity(1 - name.len() as i32)
+            }
+            "--listen" => {
+                let v = value("--listen")?;
+                let addr = v.parse().map_err(|_| {
+                    format!("--listen {v}: expected ADDR:PORT ([ADDR]:PORT for IPv6)")
+                })?;
+                o.listen.push(addr);
+                o.listen_given = true
+            }
+            "--connect" => {
+                let v = value("--connect")?;
+                // The plugin's own endpoint grammar: HOST:PORT, [V6]:PORT.
+                let target = Endpoint::parse(&v).map_err(|e| format!("--connect: {e}"))?;
+                o.connect.push(target)
+            }
+            "--tls" => o.tls = true,
+            "--tls-cert" => o.tls_cert = Some(value("--tls-cert")?.into()),
+            "--tls-key" => o.tls_key = Some(value("--tls-key")?.into()),
+            "--tls-ca" => o.tls_ca = Some(value("--tls-ca")?.into()),
+            "--tls-server-name" => o.tls_server_name = Some(value("--tls-server-name")?),
+            "--port-file" => o.port_file = Some(value("--port-file")?),
+            "--clients" => {
+                let v = value("--clients")?;
+                o.clients = Some(v.parse().map_err(|_| format!("--clients {v}"))?)
+            }
+            "--wait-clients" => {
+                let v = value("--wait-clients")?;
+                o.wait_clients =
+                    v.parse().ok().filter(|&n: &usize| n >= 1).ok_or_else(|| {
+                        format!("--wait-clients {v}: expected a number of at least 1")
+                    })?
+            }
+            "--client-buffer" => {
+                let v = value("--client-buffer")?;
+                o.client_buffer = parse_bytes(&v)
+                    .filter(|&n| n >= MIN_CLIENT_BUFFER)
+                    .ok_or_else(|| {
+                        format!("--client-buffer {v}: expected a number of bytes of at least 64K (suffixes K, M, G)")
+                    })?
+            }
+            "--slow-client" => {
+                let v = value("--slow-client")?;
+                o.slow_client = match v.as_str() {
+                    "drop" => SlowPolicy::Drop,
+                    "disconnect" => SlowPolicy::Disconnect,
+                    _ => return Err(format!("--slow-client {v}: expected drop or disconnect")),
+                }
+            }
+            "--loop" => {
+                let v = value("--loop")?;
+                o.loops = v.parse().map_err(|_| format!("--loop {v}"))?
+            }
+            "--rate" => {
+                let v = value("--rate")?;
+                let r: f64 = v.parse().map_err(|_| format!("--rate {v}"))?;
+                if r.is_nan() || r <= 0.0 {
+                    return Err(format!("--rate {v}: must be positive"));
+                }
+                o.rate = Some(r)
+            }
+            _ if input.is_none() && (arg == "-" || !arg.starts_with('-')) => input = Some(arg),
+            _ => return Err(format!("unexpected argument {arg}")),
+        }
+        if inline.is_some() {
+            return Err(format!("{name} takes no value"));
+        }
+    }
+    if o.listen.is_empty() {
+        o.listen
+            .push(DEFAULT_LISTEN.parse().expect("valid literal"));
+    }
+    o.input = input.ok_or("missing FILE or -")?;
+    Ok(o)
+}
+
+/// Options that make no sense together, as one line.
+fn conflicts(o: &Options) -> Result<(), String> {
+    if let Some(t) = o.connect.iter().find(|t| t.scheme() != Scheme::Tcp) {
+        return Err(format!(
+            "--connect {t}: expected HOST:PORT, without a scheme (for TLS, add --tls or the other --tls-* options)"
+        ));
+    }
+    if o.tls_cert.is_some() != o.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together: set both or neither".into());
+    }
+    if o.connect.is_empty() {
+        if o.tls_server_name.is_some() {
+            return Err("--tls-server-name needs --connect: it is the name the receiver's certificate must be valid for".into());
+        }
+        if o.tls && o.tls_cert.is_none() {
+            return Err("--tls needs --connect; to serve over TLS when listening, give --tls-cert and --tls-key".into());
+        }
+        if o.tls_ca.is_some() && o.tls_cert.is_none() {
+            return Err("--tls-ca needs --tls-cert and --tls-key when listening: clients connect over TLS to the server's certificate".into());
+        }
+        return Ok(());
+    }
+    if let Some(name) = &o.tls_server_name {
+        if ServerName::try_from(name.as_str()).is_err() {
+            return Err(format!(
+                "--tls-server-name {name}: expected a DNS name or an IP address"
+            ));
+        }
+    } else if o.tls_wanted() {
+        if let Some(t) = o
+            .connect
+            .iter()
+            .find(|t| ServerName::try_from(t.host()).is_err())
+        {
+            return Err(format!(
+                "--connect {t}: \"{}\" is not a valid TLS server name; give the name in the receiver's certificate with --tls-server-name",
+                t.host()
+            ));
+        }
+    }
+    connect_conflicts(o).map_err(str::to_string)
+}
+
+/// Options that exclude --connect.
+fn connect_conflicts(o: &Options) -> Result<(), &'static str> {
+    if o.listen_given {
+        return Err("--connect and --listen exclude each other: with --connect the tool dials out and does not listen");
+    }
+    if o.port_file.is_some() {
+        return Err(
+            "--port-file needs --listen: with --connect there is no listening port to write",
+        );
+    }
+    if o.wait_clients > 1 && !o.connect.is_empty() {
+        return Err("--wait-clients needs --listen: with --connect the tool dials its targets");
+    }
+    if o.clients.is_some() {
+        return Err(
+            "--clients needs --listen: with --connect the tool ends once every target has the file",
+        );
+    }
+    Ok(())
+}
+
+/// Argument and set-up errors, before anything is served, are one plain
+/// line (`pcapovertcp-serve: ...`); from then on, messages go through the
+/// logger.
+fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(msg) => {
+            if msg.is_empty() {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("pcapovertcp-serve: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(msg) = conflicts(&o) {
+        eprintln!("pcapovertcp-serve: {msg}");
+        return ExitCode::from(2);
+    }
+    logging::init(o.verbosity);
+    match serve::run(&o) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("pcapovertcp-serve: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        parse_from(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_bytes("65536"), Some(65536));
+        assert_eq!(parse_bytes("64K"), Some(65536));
+        assert_eq!(parse_bytes("1MiB"), Some(1 << 20));
+        assert_eq!(parse_bytes("2g"), Some(2 << 30));
+        assert_eq!(parse_bytes("1.5M"), None);
+        assert_eq!(parse_bytes("M"), None);
+    }
+
+    #[test]
+    fn options_take_inline_values_and_repeat() {
+        let o = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--listen=[::1]:0",
+            "--slow-client=disconnect",
+            "--client-buffer",
+            "1M",
+            "-vv",
+            "-q",
+            "-",
+        ])
+        .unwrap();
+        assert_eq!(o.listen.len(), 2);
+        assert!(o.listen[1].is_ipv6());
+        assert_eq!(o.slow_client, SlowPolicy::Disconnect);
+        assert_eq!(o.client_buffer, 1 << 20);
+        assert_eq!(o.verbosity, Some(1));
+        let o = parse(&["x.pcap"]).unwrap();
+        assert_eq!(o.listen, vec![DEFAULT_LISTEN.parse().unwrap()]);
+        assert_eq!(
+            (o.client_buffer, o.slow_client),
+            (64 << 20, SlowPolicy::Drop)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (args, needle) in [
+            (&["--slow-client", "wait", "-"][..], "--slow-client wait"),
+            (&["--client-buffer", "1K", "-"][..], "at least 64K"),
+            (&["--tls=yes", "-"][..], "--tls takes no value"),
+            (&["--listen", "[::1]", "-"][..], "--listen [::1]"),
+        ] {
+            let e = parse(args).err().unwrap();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+}
