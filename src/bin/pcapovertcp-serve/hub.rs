@@ -27,6 +27,8 @@ use crate::stats::{ClientStats, Registry, State};
 /// The input's read buffer: the largest unit (a pcapng block of a maximal
 /// packet) fits in it several times.
 const READ_BUF: usize = 1 << 20;
+/// What one read takes at least (if the buffer has room): a pipe's worth.
+const READ_MIN: usize = 64 << 10;
 /// A writer takes at most this much of its queue at once (then releases it
 /// from the queue's budget once written).
 const BATCH: usize = 256 * 1024;
@@ -163,29 +165,42 @@ impl Client {
                     ));
                 }
             }
-        } else if hub.policy == SlowPolicy::Disconnect {
-            self.stats.dropped(
-                packets,
-                units
-                    .iter()
-                    .filter(|u| u.1)
-                    .map(|u| u.0.len())
-                    .sum::<usize>() as u64,
-            );
-            self.stats.finish(State::Slow);
-            self.close(&mut q, Closing::Slow);
-            events.push((
-                log::Level::Warn,
-                format!(
-                    "{}: too slow: its buffer (--client-buffer {} bytes) is full; closing it (--slow-client=disconnect); {}",
-                    self.name,
-                    hub.limit,
-                    self.stats.summary()
-                ),
-            ));
-            return false;
         } else {
-            self.offer_some(&mut q, chunk, units, hub, events);
+            let (dropped, dropped_bytes) = self.offer_some(&mut q, chunk, units, hub.limit);
+            if dropped > 0 {
+                self.stats.dropped(dropped, dropped_bytes);
+                if hub.policy == SlowPolicy::Disconnect {
+                    self.stats.finish(State::Slow);
+                    self.close(&mut q, Closing::Slow);
+                    events.push((
+                        log::Level::Warn,
+                        format!(
+                            "{}: too slow: its buffer (--client-buffer {} bytes) is full; closing it (--slow-client=disconnect); {}",
+                            self.name,
+                            hub.limit,
+                            self.stats.summary()
+                        ),
+                    ));
+                    return false;
+                }
+                if !q.dropping {
+                    q.dropping = true;
+                    let now = Instant::now();
+                    q.reported = q
+                        .last_report
+                        .is_none_or(|t| now.duration_since(t) >= DROP_REPORT_EVERY);
+                    if q.reported {
+                        q.last_report = Some(now);
+                        events.push((
+                            log::Level::Warn,
+                            format!(
+                                "{}: too slow: its buffer (--client-buffer {} bytes) is full; dropping packets for it until it catches up",
+                                self.name, hub.limit
+                            ),
+                        ));
+                    }
+                }
+            }
         }
         self.stats.set_queued(q.bytes);
         self.ready.notify_one();
@@ -193,16 +208,16 @@ impl Client {
     }
 
     /// The queue cannot take the whole read: whole packets, in order, as
-    /// long as they fit; the rest of the packets are dropped. Units that
-    /// are no packets are always queued.
+    /// long as they fit; the rest of the packets are not queued. Units that
+    /// are no packets are always queued. Returns the packets (and their
+    /// bytes) not queued.
     fn offer_some(
         &self,
         q: &mut Queue,
         chunk: &Bytes,
         units: &[(Range<usize>, bool)],
-        hub: &Hub,
-        events: &mut Vec<(log::Level, String)>,
-    ) {
+        limit: usize,
+    ) -> (u64, u64) {
         // A piece that is a small part of the read is copied, so that it
         // does not keep the whole read's buffer alive.
         let push = |q: &mut Queue, run: Range<usize>, packets: u64| {
@@ -219,7 +234,7 @@ impl Client {
         let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
         for (range, is_packet) in units {
             let pending = run.as_ref().map_or(0, |r| r.len());
-            let keep = !is_packet || (!full && q.bytes + pending + range.len() <= hub.limit);
+            let keep = !is_packet || (!full && q.bytes + pending + range.len() <= limit);
             if keep {
                 run = Some(run.map_or(range.clone(), |r| r.start..range.end));
                 run_packets += u64::from(*is_packet);
@@ -236,27 +251,7 @@ impl Client {
         if let Some(r) = run {
             push(q, r, run_packets);
         }
-        if dropped == 0 {
-            return;
-        }
-        self.stats.dropped(dropped, dropped_bytes);
-        if !q.dropping {
-            q.dropping = true;
-            let now = Instant::now();
-            q.reported = q
-                .last_report
-                .is_none_or(|t| now.duration_since(t) >= DROP_REPORT_EVERY);
-            if q.reported {
-                q.last_report = Some(now);
-                events.push((
-                    log::Level::Warn,
-                    format!(
-                        "{}: too slow: its buffer (--client-buffer {} bytes) is full; dropping packets for it until it catches up",
-                        self.name, hub.limit
-                    ),
-                ));
-            }
-        }
+        (dropped, dropped_bytes)
     }
 
     /// The client's writer: sends what is queued until the queue is closed.
@@ -489,11 +484,16 @@ impl Hub {
         let mut buf = vec![0u8; READ_BUF];
         let mut filled = 0;
         let mut units = Vec::new();
+        // One read brings at most half a client's buffer (unless a unit is
+        // larger), so that a client that keeps up always has room for it,
+        // even when standard input is a file that is all there at once.
+        let want = (self.limit / 2).clamp(READ_MIN, READ_BUF);
         loop {
             if filled == buf.len() {
                 return Err(io::Error::other("a unit larger than the relay buffer"));
             }
-            let n = match input.read(&mut buf[filled..]) {
+            let end = if filled < want { want } else { buf.len() };
+            let n = match input.read(&mut buf[filled..end]) {
                 Ok(0) if filled > 0 => {
                     log::warn!(
                         "standard input ended within a record: its last {filled} bytes are not sent"

@@ -66,7 +66,7 @@ options:
   --client-buffer BYTES
                       with -: each client's queue, at most BYTES of
                       packets not yet sent to it (default 64M; suffixes
-                      K, M, G: KiB, MiB, GiB; at least 64K)
+                      K, M, G: KiB, MiB, GiB; at least 1M)
   --slow-client drop|disconnect
                       with -: what to do with a client whose queue is full.
                       drop (default): whole packets are dropped for that
@@ -161,8 +161,9 @@ examples:
 const DEFAULT_LISTEN: &str = "127.0.0.1:57012";
 /// The default --client-buffer: 64 MiB.
 const DEFAULT_CLIENT_BUFFER: usize = 64 << 20;
-/// The smallest --client-buffer: 64 KiB.
-const MIN_CLIENT_BUFFER: usize = 64 << 10;
+/// The smallest --client-buffer: 1 MiB (the largest record, a pcapng block
+/// of a 256 KiB packet, fits in it with room to spare).
+const MIN_CLIENT_BUFFER: usize = 1 << 20;
 
 pub struct Options {
     /// --listen, in order (the default when none).
@@ -317,7 +318,7 @@ fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Options, String>
                 o.client_buffer = parse_bytes(&v)
                     .filter(|&n| n >= MIN_CLIENT_BUFFER)
                     .ok_or_else(|| {
-                        format!("--client-buffer {v}: expected a number of bytes of at least 64K (suffixes K, M, G)")
+                        format!("--client-buffer {v}: expected a number of bytes of at least 1M (suffixes K, M, G)")
                     })?
             }
             "--slow-client" => {
@@ -497,7 +498,7 @@ mod tests {
     fn bad_values_are_refused() {
         for (args, needle) in [
             (&["--slow-client", "wait", "-"][..], "--slow-client wait"),
-            (&["--client-buffer", "1K", "-"][..], "at least 64K"),
+            (&["--client-buffer", "512K", "-"][..], "at least 1M"),
             (&["--tls=yes", "-"][..], "--tls takes no value"),
             (&["--listen", "[::1]", "-"][..], "--listen [::1]"),
         ] {

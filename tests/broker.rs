@@ -1,0 +1,464 @@
+//! pcapovertcp-serve as a PCAP-over-IP broker: the real binary relays a
+//! generated capture from its standard input, at full speed, to five
+//! clients on loopback, one of which stops reading for a while. The other
+//! four get every packet, byte for byte; the paused one's losses are
+//! counted exactly (--slow-client=drop) or it is closed
+//! (--slow-client=disconnect).
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+/// Packets in the generated capture.
+const PACKETS: usize = 200_000;
+/// How long the paused client reads nothing.
+const PAUSE: Duration = Duration::from_secs(4);
+/// The clients' queue bound given to the tool: half the stream, so that
+/// the four that read keep up even on a busy machine (two cores shared
+/// with the tool, the feeder and the other readers), while the paused one,
+/// which takes nothing more once this and its socket buffers are full,
+/// loses about a third of the packets.
+const CLIENT_BUFFER: usize = 12 << 20;
+
+/// One broker test at a time: they measure who keeps up, on a small machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A pcap (little-endian, Ethernet) of `n` packets of 40 to 189 bytes,
+/// each different (its index in its first bytes).
+fn capture(n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n * 130);
+    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&4u16.to_le_bytes());
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&65_535u32.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    for i in 0..n {
+        let len = 40 + (i * 7919) % 150;
+        v.extend_from_slice(&(1_700_000_000 + (i / 1000) as u32).to_le_bytes());
+        v.extend_from_slice(&((i % 1000) as u32 * 1000).to_le_bytes());
+        v.extend_from_slice(&(len as u32).to_le_bytes());
+        v.extend_from_slice(&(len as u32).to_le_bytes());
+        let mut data = vec![(i % 251) as u8; len];
+        data[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        v.extend_from_slice(&data);
+    }
+    v
+}
+
+/// The records (each with its 16-byte header) of a pcap stream, after its
+/// 24-byte header; panics on a record cut short.
+fn records(stream: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut pos = 24;
+    while pos < stream.len() {
+        assert!(
+            pos + 16 <= stream.len(),
+            "a record header cut short at {pos}"
+        );
+        let caplen = u32::from_le_bytes(stream[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        let end = pos + 16 + caplen;
+        assert!(end <= stream.len(), "a record cut short at {pos}");
+        out.push(&stream[pos..end]);
+        pos = end;
+    }
+    out
+}
+
+/// A running pcapovertcp-serve, killed when dropped; its stderr in a file.
+struct Server {
+    child: Child,
+    log: PathBuf,
+    port: u16,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir =
+            std::env::temp_dir().join(format!("pcapovertcp-broker-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (port_file, log) = (
+            dir.join(format!("port-{n}")),
+            dir.join(format!("serve-{n}.log")),
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+            .args(["--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut server = Server {
+            child,
+            log,
+            port: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        server.port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not start: {}",
+                server.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the log has `n` lines containing `needle`.
+    fn wait_lines(&self, needle: &str, n: usize, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let lines: Vec<String> = self
+                .log()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {n} lines with {needle:?} within {limit:?}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// Waits (bounded) for the tool to end by itself; whether it succeeded.
+    fn wait_success(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not end:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A client connected to `port`; `rcvbuf`: a small receive buffer.
+fn connect(port: u16, rcvbuf: Option<usize>) -> TcpStream {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    if let Some(size) = rcvbuf {
+        s.set_recv_buffer_size(size).unwrap();
+    }
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    s.connect(&addr.into()).unwrap();
+    let tcp: TcpStream = s.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    tcp
+}
+
+/// Reads `tcp` to its end (a reset after the end of what was sent counts
+/// as the end).
+fn read_all(mut tcp: TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("reading: {e} after {} bytes", got.len()),
+        }
+    }
+}
+
+/// The `key=value` fields of a counters line.
+fn fields(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn num(f: &HashMap<String, String>, key: &str) -> u64 {
+    f.get(key)
+        .unwrap_or_else(|| panic!("no {key} in {f:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// Five clients of a relay of the generated capture; the first one reads
+/// nothing for PAUSE. Returns the server (ended), the capture, what each
+/// client received (the paused one first) and the paused one's address.
+fn five_clients(policy: &str) -> (Server, Vec<u8>, Vec<Vec<u8>>, String) {
+    let input = capture(PACKETS);
+    let mut server = Server::start(&[
+        "--wait-clients",
+        "5",
+        "--client-buffer",
+        &CLIENT_BUFFER.to_string(),
+        &format!("--slow-client={policy}"),
+        "-",
+    ]);
+    let paused = connect(server.port, Some(4096));
+    let paused_addr = paused.local_addr().unwrap().to_string();
+    let fast: Vec<_> = (0..4)
+        .map(|_| {
+            let tcp = connect(server.port, None);
+            thread::spawn(move || read_all(tcp))
+        })
+        .collect();
+    // Standard input at full speed (the tool reads it once the five are
+    // there), then its end.
+    let mut stdin = server.child.stdin.take().unwrap();
+    let feed = {
+        let input = input.clone();
+        thread::spawn(move || {
+            stdin.write_all(&input).unwrap();
+        })
+    };
+    let resumed = Instant::now() + PAUSE;
+    feed.join().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    if policy == "drop" {
+        // While it is paused, SIGUSR1: its line shows its losses so far.
+        thread::sleep(Duration::from_millis(500));
+        server.signal(libc::SIGUSR1);
+        let lines = server.wait_lines(
+            &format!("client={paused_addr} "),
+            1,
+            Duration::from_secs(10),
+        );
+        let f = fields(&lines[0]);
+        assert_eq!(f["state"], "open", "{}", lines[0]);
+        assert!(num(&f, "dropped") > 0, "{}", lines[0]);
+        server.wait_lines("counters: total ", 1, Duration::from_secs(10));
+    }
+    thread::sleep(resumed.saturating_duration_since(Instant::now()));
+    thread::spawn(move || tx.send(read_all(paused)).unwrap());
+    let paused_got = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let mut got = vec![paused_got];
+    got.extend(fast.into_iter().map(|t| t.join().unwrap()));
+    assert!(
+        server.wait_success(Duration::from_secs(60)),
+        "{}",
+        server.log()
+    );
+    (server, input, got, paused_addr)
+}
+
+/// The exit's counter lines: the last line for each client, and the total.
+fn exit_counters(
+    log: &str,
+) -> (
+    HashMap<String, HashMap<String, String>>,
+    HashMap<String, String>,
+) {
+    let mut clients = HashMap::new();
+    let mut total = None;
+    for line in log.lines().filter(|l| l.contains(" counters: ")) {
+        let f = fields(line);
+        if line.contains(" counters: total ") {
+            total = Some(f);
+        } else {
+            clients.insert(f["client"].clone(), f);
+        }
+    }
+    (clients, total.expect("a total line"))
+}
+
+#[test]
+fn a_paused_client_loses_counted_packets_and_the_others_get_every_one() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(180), || {
+        let (server, input, got, paused_addr) = five_clients("drop");
+        let log = server.log();
+        let all = records(&input);
+        for (i, g) in got[1..].iter().enumerate() {
+            assert!(
+                *g == input,
+                "fast client {i}: {} of {} bytes, {} of {} records\n{log}",
+                g.len(),
+                input.len(),
+                records(g).len(),
+                all.len()
+            );
+        }
+        // The paused one: the header, then whole records, in order, each
+        // one of the input's.
+        let paused = &got[0];
+        assert_eq!(paused[..24], input[..24]);
+        let received = records(paused);
+        let mut next = all.iter();
+        for r in &received {
+            assert!(next.any(|a| a == r), "a record out of order or not sent");
+        }
+        assert!(received.len() < all.len(), "the paused client lost nothing");
+
+        let (clients, total) = exit_counters(&log);
+        assert_eq!(clients.len(), 5, "{log}");
+        let p = &clients[&paused_addr];
+        assert_eq!(p["state"], "ended");
+        let dropped = num(p, "dropped");
+        assert_eq!(num(p, "packets"), received.len() as u64, "{log}");
+        assert_eq!(received.len() as u64 + dropped, PACKETS as u64, "{log}");
+        let record_bytes = (input.len() - 24) as u64;
+        assert_eq!(num(p, "bytes"), paused.len() as u64);
+        assert_eq!(
+            num(p, "bytes") - 24 + num(p, "dropped_bytes"),
+            record_bytes,
+            "{log}"
+        );
+        assert!(num(p, "peak_queued_bytes") <= CLIENT_BUFFER as u64, "{log}");
+        for (addr, f) in clients.iter().filter(|(a, _)| **a != paused_addr) {
+            assert_eq!(num(f, "packets"), PACKETS as u64, "{addr}");
+            assert_eq!(num(f, "dropped"), 0, "{addr}");
+            assert_eq!(num(f, "bytes"), input.len() as u64, "{addr}");
+        }
+        assert_eq!(num(&total, "input_packets"), PACKETS as u64);
+        assert_eq!(num(&total, "input_bytes"), input.len() as u64);
+        assert_eq!(num(&total, "clients"), 5);
+        assert_eq!(num(&total, "open"), 0);
+        assert_eq!(num(&total, "dropped"), dropped);
+        assert_eq!(
+            num(&total, "packets"),
+            4 * PACKETS as u64 + received.len() as u64
+        );
+        // The episode was reported once, and its end.
+        let name = format!("client {paused_addr}: ");
+        assert_eq!(
+            log.lines()
+                .filter(|l| l.contains(&name) && l.contains("dropping packets for it"))
+                .count(),
+            1,
+            "{log}"
+        );
+        // Every line: timestamp, tool, level.
+        for line in log.lines() {
+            let (ts, rest) = line.split_once(' ').unwrap();
+            assert!(
+                ts.len() == 20 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+                "{line}"
+            );
+            assert!(
+                rest.starts_with("pcapovertcp-serve: INFO ")
+                    || rest.starts_with("pcapovertcp-serve: WARN "),
+                "{line}"
+            );
+        }
+    })
+}
+
+#[test]
+fn disconnect_closes_the_paused_client_and_the_others_get_every_packet() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(180), || {
+        let (server, input, got, paused_addr) = five_clients("disconnect");
+        let log = server.log();
+        for (i, g) in got[1..].iter().enumerate() {
+            assert!(
+                *g == input,
+                "fast client {i}: {} of {} bytes\n{log}",
+                g.len(),
+                input.len()
+            );
+        }
+        // What the paused client got is the stream's start: nothing dropped
+        // before it was closed.
+        let paused = &got[0];
+        assert!(paused.len() < input.len());
+        assert!(input.starts_with(paused), "not a prefix of the stream");
+        let closed = format!(
+            "WARN client {paused_addr}: too slow: its buffer (--client-buffer {CLIENT_BUFFER} bytes) is full; closing it (--slow-client=disconnect)"
+        );
+        assert_eq!(log.matches(&closed).count(), 1, "{log}");
+        let (clients, total) = exit_counters(&log);
+        assert_eq!(clients[&paused_addr]["state"], "slow", "{log}");
+        for (addr, f) in clients.iter().filter(|(a, _)| **a != paused_addr) {
+            assert_eq!(f["state"], "ended", "{addr}");
+            assert_eq!(num(f, "packets"), PACKETS as u64, "{addr}");
+        }
+        assert_eq!(num(&total, "clients"), 5);
+    })
+}
+
+#[test]
+fn sigterm_prints_the_counters_and_ends_the_relay() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let mut server = Server::start(&["-"]);
+        let mut stdin = server.child.stdin.take().unwrap();
+        let input = capture(10);
+        let client = connect(server.port, None);
+        stdin.write_all(&input).unwrap();
+        stdin.flush().unwrap();
+        let mut got = vec![0u8; input.len()];
+        (&client).read_exact(&mut got).unwrap();
+        assert_eq!(got, input);
+        // The counters catch up with what the client read: SIGUSR1 until
+        // its line shows the ten packets.
+        let addr = client.local_addr().unwrap().to_string();
+        let line = format!("client={addr} state=open ");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server
+            .log()
+            .lines()
+            .any(|l| l.contains(&line) && l.contains(" packets=10 "))
+        {
+            assert!(Instant::now() < deadline, "{}", server.log());
+            server.signal(libc::SIGUSR1);
+            thread::sleep(Duration::from_millis(100));
+        }
+        server.signal(libc::SIGTERM);
+        assert!(
+            server.wait_success(Duration::from_secs(10)),
+            "{}",
+            server.log()
+        );
+        let log = server.log();
+        let exit = &log[log.find("INFO SIGTERM: exiting").expect("the SIGTERM line")..];
+        let (clients, total) = exit_counters(exit);
+        assert_eq!(clients[&addr]["state"], "open", "{log}");
+        assert_eq!(num(&clients[&addr], "packets"), 10, "{log}");
+        assert_eq!(num(&total, "input_packets"), 10, "{log}");
+        drop(stdin);
+    })
+}
