@@ -93,11 +93,16 @@ class PcapOverTcp(ZeekControl.plugin.Plugin):
         return 1
 
     def init(self):
-        # Only active when some worker reads PCAP-over-IP.
-        ours = [nn for nn in self.nodes() if self._is_ours(nn)]
-        for nn in ours:
-            self._share(nn)
-        return bool(ours)
+        # Only active when some worker reads PCAP-over-IP. ZeekControl runs
+        # its own plugins first: with lb_method=af_packet, its af_packet
+        # plugin has already made the interface af_packet::pcapovertcp::...,
+        # a wrong lb_method that _share() reports all the same.
+        for nn in self.nodes():
+            if self._is_ours(nn) or (
+                nn.type == "worker" and nn.interface.startswith(f"af_packet::{PREFIX}::")
+            ):
+                self._share(nn)
+        return any(self._is_ours(nn) for nn in self.nodes())
 
     def _share(self, nn):
         """A worker expanded by lb_procs=N (ZeekControl names the processes
@@ -105,7 +110,8 @@ class PcapOverTcp(ZeekControl.plugin.Plugin):
         to it and keeps its own flows. Without this, every process would
         receive the whole stream."""
         procs = str(nn.lb_procs or "").strip()
-        if not procs or procs == "1":
+        if not procs or procs == "1" or nn.lb_method == "interfaces":
+            # lb_method=interfaces: each process has its own interface.
             return
         if nn.lb_method != "custom":
             self.error(
