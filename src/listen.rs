@@ -269,8 +269,16 @@ fn serve(
     drop(slot);
     match end {
         End::Stopped => {}
-        End::Closed => log::info!("{label} left after {packets} packets"),
-        End::Failed(e) => log::warn!("{e}; its connection was closed after {packets} packets"),
+        End::Closed => log::info!("{label} left after {}", count(packets)),
+        End::Failed(e) => log::warn!("{e}; its connection was closed after {}", count(packets)),
+    }
+}
+
+/// "1 packet", "2 packets".
+fn count(packets: u64) -> String {
+    match packets {
+        1 => "1 packet".into(),
+        n => format!("{n} packets"),
     }
 }
 
