@@ -1,5 +1,6 @@
-//! The live relay (standard input): the input is cut into whole units
-//! (header blocks and records) and handed to a fan-out hub, which puts them
+//! The live relay (standard input, --exec, --upstream): the input is cut
+//! into whole units (header blocks and records, see [`crate::input`]) and
+//! handed to a fan-out hub (one per --shards share), which puts them
 //! in one bounded queue per client; each client has its own writer thread.
 //!
 //! The hub never waits for a client. When a client's queue is full
@@ -12,23 +13,17 @@
 //! one buffer ([`Bytes`]) that every client's queue refers to.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pcapovertcp::parse::{Limits, StreamParser};
 
 use crate::conn::Conn;
 use crate::stats::{ClientStats, Registry, State};
 
-/// The input's read buffer: the largest unit (a pcapng block of a maximal
-/// packet) fits in it several times.
-const READ_BUF: usize = 1 << 20;
-/// What one read takes at least (if the buffer has room): a pipe's worth.
-const READ_MIN: usize = 64 << 10;
 /// A writer takes at most this much of its queue at once (then releases it
 /// from the queue's budget once written).
 const BATCH: usize = 256 * 1024;
@@ -62,6 +57,9 @@ enum Closing {
     Stalled,
     /// Its connection broke: its writer has ended.
     Gone,
+    /// The input restarted with a different header: send what is queued,
+    /// then end the stream (the client reconnects for the new header).
+    NewStream,
 }
 
 struct Queue {
@@ -106,6 +104,9 @@ pub enum Ended {
     Stalled,
     /// The connection broke (or the client went away).
     Lost(io::Error),
+    /// The input restarted with a different header; the client got what
+    /// was queued for it and its stream ended.
+    NewStream,
 }
 
 /// One client of the relay: its queue, and its socket (to close it from
@@ -271,10 +272,11 @@ impl Client {
                     if !q.segments.is_empty() {
                         break;
                     }
-                    if q.closing == Some(Closing::End) {
+                    if let Some(how @ (Closing::End | Closing::NewStream)) = q.closing {
                         drop(q);
                         return match conn.end() {
-                            Ok(()) => Ended::Drained,
+                            Ok(()) if how == Closing::End => Ended::Drained,
+                            Ok(()) => Ended::NewStream,
                             Err(e) => Ended::Lost(e),
                         };
                     }
@@ -450,12 +452,18 @@ impl Hub {
         }
     }
 
+    /// Each client's queue bound (--client-buffer).
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     pub fn ended(&self) -> bool {
         self.lock().ended
     }
 
-    /// Hands one read's units to every client.
-    fn broadcast(&self, chunk: &Bytes, units: &[(Range<usize>, bool)]) {
+    /// Hands one read's units to every client: `units` must cover `chunk`
+    /// whole (a client's queue takes the chunk at once when it fits).
+    pub fn broadcast(&self, chunk: &Bytes, units: &[(Range<usize>, bool)]) {
         use std::sync::atomic::Ordering::Relaxed;
         let packets = units.iter().filter(|u| u.1).count() as u64;
         self.registry.input_packets.fetch_add(packets, Relaxed);
@@ -477,49 +485,40 @@ impl Hub {
         }
     }
 
-    /// Relays `input` until it ends: each read's whole units go to every
-    /// client.
-    pub fn relay(&self, mut input: impl Read) -> io::Result<()> {
-        let mut parser = StreamParser::new(Limits::default());
-        let mut buf = vec![0u8; READ_BUF];
-        let mut filled = 0;
-        let mut units = Vec::new();
-        // One read brings at most half a client's buffer (unless a unit is
-        // larger), so that a client that keeps up always has room for it,
-        // even when standard input is a file that is all there at once.
-        let want = (self.limit / 2).clamp(READ_MIN, READ_BUF);
-        loop {
-            if filled == buf.len() {
-                return Err(io::Error::other("a unit larger than the relay buffer"));
+    /// The stream's header as a client joining now gets it.
+    pub fn header_units(&self) -> Vec<Bytes> {
+        self.lock().header.units.clone()
+    }
+
+    /// The input restarted with a header unlike the clients' (`why`): each
+    /// client gets what is queued for it, then the end of its stream (a
+    /// client that takes nothing more for DRAIN_STALL is closed); the
+    /// header starts anew, for the clients that join from now on.
+    pub fn new_stream(&self, why: &str) {
+        let closed: Vec<Arc<Client>> = {
+            let mut s = self.lock();
+            s.header = Header::default();
+            std::mem::take(&mut s.clients)
+        };
+        for c in &closed {
+            let mut q = c.lock();
+            if q.closing.is_none() {
+                q.closing = Some(Closing::NewStream);
+                // Bounds a writer blocked on a client that reads no more.
+                let _ = c.tcp.set_write_timeout(Some(DRAIN_STALL));
+                log::warn!(
+                    "{}: ending its stream: {why}; it gets the new stream when it reconnects",
+                    c.name
+                );
             }
-            let end = if filled < want { want } else { buf.len() };
-            let n = match input.read(&mut buf[filled..end]) {
-                Ok(0) if filled > 0 => {
-                    log::warn!(
-                        "standard input ended within a record: its last {filled} bytes are not sent"
-                    );
-                    return Ok(());
-                }
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            filled += n;
-            units.clear();
-            let consumed = parser
-                .parse_units(&buf[..filled], |range, record| {
-                    units.push((range, record.is_some()))
-                })
-                .map_err(io::Error::other)?;
-            if consumed > 0 {
-                // One copy, shared by every client's queue.
-                let chunk = Bytes::copy_from_slice(&buf[..consumed]);
-                self.broadcast(&chunk, &units);
-            }
-            buf.copy_within(consumed..filled, 0);
-            filled -= consumed;
+            c.ready.notify_all();
         }
+        self.changed.notify_all();
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.lock().clients.len()
     }
 
     /// The input ended: each client gets what is queued for it, then the
@@ -596,6 +595,8 @@ mod tests {
         }
         v
     }
+
+    use pcapovertcp::parse::{Limits, StreamParser};
 
     fn units(data: &[u8]) -> Vec<(Range<usize>, bool)> {
         let mut units = Vec::new();

@@ -17,12 +17,14 @@
 //! --connect) every connection is TLS ([`conn`]).
 //!
 //! Modules: [`conn`] (connections, TLS, dialling), [`file`] (serving a
-//! file), [`hub`] (the live relay), [`serve`] (the listening and dialling
+//! file), [`input`] (the live inputs: standard input, --exec, --upstream,
+//! and --shards), [`hub`] (the live relay), [`serve`] (the listening and dialling
 //! modes), [`stats`] (the counters), [`logging`] (messages and signals).
 
 mod conn;
 mod file;
 mod hub;
+mod input;
 mod logging;
 mod serve;
 mod stats;
@@ -31,7 +33,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use pcapovertcp::endpoint::{Endpoint, Scheme};
+use pcapovertcp::endpoint::{Endpoint, Scheme, Spec};
+use pcapovertcp::share::ShareBy;
 use pcapovertcp::tls::TlsOptions;
 use rustls::pki_types::ServerName;
 
@@ -39,6 +42,7 @@ use hub::SlowPolicy;
 
 const USAGE: &str = "\
 usage: pcapovertcp-serve [options] FILE|-
+       pcapovertcp-serve [options] --exec CMD | --upstream SPEC
        pcapovertcp-serve --connect HOST:PORT [--connect HOST:PORT ...] [options] FILE|-
 
 Serves a pcap or pcapng file as PCAP-over-IP to every client that connects,
@@ -49,6 +53,58 @@ each client gets the stream's header, then the packets from when it joined.
 Each client has its own queue and writer: a slow client holds up neither
 the input nor the other clients (see --client-buffer, --slow-client).
 
+live inputs (instead of FILE or -; relayed as standard input is):
+  --exec CMD          run CMD through `sh -c` and relay its standard output,
+                      a pcap or pcapng stream (e.g. `tcpdump -U -w - -i eth0
+                      not port 57012`). When it ends, its exit status and
+                      last line on standard error are logged and it is run
+                      again after 100 ms, doubling up to 5 s (back to 100 ms
+                      after a run of 5 s or more). Output that is no pcap
+                      stream is logged (\"not a pcap stream: first bytes
+                      ...\") and counts as the command failing. Each run is
+                      a new stream: if its header (link type, timestamp
+                      resolution, pcapng interfaces) is byte for byte the
+                      clients', their streams go on (the new header is
+                      skipped); otherwise each client gets what is queued
+                      for it, then the end of its stream (logged), and gets
+                      the new header when it reconnects (a --connect target
+                      is redialled). Its lines on standard error are logged
+                      at debug level (-v).
+  --upstream SPEC     read one or more PCAP-over-IP servers with the
+                      plugin's own endpoint grammar and core, e.g.
+                      a:57012,b:57012 or tls://a:57012 (reconnected with
+                      backoff, 100 ms doubling to 5 s), several merged in
+                      timestamp order, and relay them. Clients get pcapng:
+                      one section, one interface per distinct link type
+                      (the core does not tell which server a packet came
+                      from, so interfaces are link types, not servers),
+                      microsecond timestamps, each packet's captured bytes
+                      and wire length as the core delivered them.
+  --once              with --exec: end when the command ends (status 0 if
+                      it succeeded), as at the end of standard input; with
+                      --upstream: no reconnecting, end once every server's
+                      stream has ended
+  --upstream-tls-ca FILE, --upstream-tls-cert FILE, --upstream-tls-key FILE,
+  --upstream-tls-server-name NAME
+                      TLS for tls:// in --upstream: the CAs that verify the
+                      servers (default: the system's), the client
+                      certificate and key to present, the name their
+                      certificates must be valid for. Separate from the
+                      --tls-* options, which are for serving.
+  --shards N          listening, with a live input: serve share k of N
+                      (k = 0..N-1) on PORT+k of each --listen address, so
+                      that N workers each connect to one port
+                      (pcapovertcp::HOST:PORT+k) and each packet crosses
+                      the link once. Packets are assigned by the plugin's
+                      own flow hash (as ?share=k/N): both directions of a
+                      flow go to the same shard, each packet to exactly one
+                      shard; what is not IP goes to shard 0. With port 0,
+                      N consecutive free ports are picked. --wait-clients
+                      counts the clients of all shards together.
+  --shard-by address-pair|five-tuple
+                      how --shards hashes flows (default address-pair, as
+                      PcapOverTcp::share_by)
+
 options:
   --listen ADDR:PORT  address to listen on (default 127.0.0.1:57012; port 0
                       picks a free port; IPv6 as [::1]:57012). Repeat to
@@ -56,7 +112,9 @@ options:
                       address listens for IPv6 only, so that 0.0.0.0:P and
                       [::]:P go together.
   --port-file PATH    write the bound port to PATH once listening (one line
-                      per --listen, in their order)
+                      per --listen, in their order; with --shards, one line
+                      per shard of each --listen: listen by listen, shard
+                      0 first)
   --clients N         exit after N clients have been served (a file;
                       default: never)
   --wait-clients N    start sending only once N clients are connected (so
@@ -144,6 +202,13 @@ examples:
   kill -USR1 $(pidof pcapovertcp-serve)
   # four Zeek workers sharing one stream (pcapovertcp::HOST:57012?share=I/4)
   pcapovertcp-serve --listen 0.0.0.0:57012 --wait-clients 4 --clients 4 trace.pcap
+  # a broker that runs the capture itself (restarted if it dies)
+  pcapovertcp-serve --listen 0.0.0.0:57012 --exec 'tcpdump -U -w - -i eth0 not port 57012'
+  # ... in four shards on 57012-57015, one per Zeek worker
+  # (pcapovertcp::HOST:57012 ... pcapovertcp::HOST:57015):
+  pcapovertcp-serve --listen 0.0.0.0:57012 --shards 4 --exec 'tcpdump -U -w - -i eth0'
+  # two sensors merged in time order, relayed to many clients
+  pcapovertcp-serve --listen 0.0.0.0:57100 --upstream sensor1:57012,sensor2:57012
   # dial out to receivers that listen
   pcapovertcp-serve --connect sensor:57012 --rate 10000 trace.pcap
   tcpdump -U -w - -i eth0 | pcapovertcp-serve --connect sensor1:57012 --connect sensor2:57012 -
@@ -177,7 +242,15 @@ pub struct Options {
     slow_client: SlowPolicy,
     loops: u64,
     rate: Option<f64>,
+    /// FILE or -; empty with --exec or --upstream.
     input: String,
+    exec: Option<String>,
+    upstream: Option<String>,
+    once: bool,
+    shards: u16,
+    shard_by: ShareBy,
+    shard_by_given: bool,
+    upstream_tls: TlsOptions,
     /// --tls given.
     tls: bool,
     tls_cert: Option<PathBuf>,
@@ -189,6 +262,11 @@ pub struct Options {
 }
 
 impl Options {
+    /// Whether the input is relayed live (not a file).
+    fn live(&self) -> bool {
+        self.input == "-" || self.exec.is_some() || self.upstream.is_some()
+    }
+
     /// Whether connections are TLS: any --tls* option.
     fn tls_wanted(&self) -> bool {
         self.tls
@@ -244,6 +322,13 @@ fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         loops: 1,
         rate: None,
         input: String::new(),
+        exec: None,
+        upstream: None,
+        once: false,
+        shards: 1,
+        shard_by: ShareBy::AddressPair,
+        shard_by_given: false,
+        upstream_tls: TlsOptions::default(),
         tls: false,
         tls_cert: None,
         tls_key: None,
@@ -296,6 +381,39 @@ fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Options, String>
                 let target = Endpoint::parse(&v).map_err(|e| format!("--connect: {e}"))?;
                 o.connect.push(target)
             }
+            "--exec" => o.exec = Some(value("--exec")?),
+            "--upstream" => {
+                let v = value("--upstream")?;
+                // The plugin's own grammar; the core parses it again.
+                Spec::parse(&v).map_err(|e| format!("--upstream {v}: {e}"))?;
+                o.upstream = Some(v)
+            }
+            "--once" => o.once = true,
+            "--shards" => {
+                let v = value("--shards")?;
+                o.shards = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .ok_or_else(|| format!("--shards {v}: expected a number from 1 to 1024"))?
+            }
+            "--shard-by" => {
+                let v = value("--shard-by")?;
+                o.shard_by_given = true;
+                o.shard_by = match v.as_str() {
+                    "address-pair" => ShareBy::AddressPair,
+                    "five-tuple" => ShareBy::FiveTuple,
+                    _ => {
+                        return Err(format!(
+                            "--shard-by {v}: expected address-pair or five-tuple"
+                        ))
+                    }
+                }
+            }
+            "--upstream-tls-ca" => o.upstream_tls.ca_file = Some(value(&name)?.into()),
+            "--upstream-tls-cert" => o.upstream_tls.cert_file = Some(value(&name)?.into()),
+            "--upstream-tls-key" => o.upstream_tls.key_file = Some(value(&name)?.into()),
+            "--upstream-tls-server-name" => o.upstream_tls.server_name = Some(value(&name)?),
             "--tls" => o.tls = true,
             "--tls-cert" => o.tls_cert = Some(value("--tls-cert")?.into()),
             "--tls-key" => o.tls_key = Some(value("--tls-key")?.into()),
@@ -352,12 +470,35 @@ fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         o.listen
             .push(DEFAULT_LISTEN.parse().expect("valid literal"));
     }
-    o.input = input.ok_or("missing FILE or -")?;
+    let inputs = usize::from(input.is_some())
+        + usize::from(o.exec.is_some())
+        + usize::from(o.upstream.is_some());
+    if inputs > 1 {
+        return Err("give one input: FILE, -, --exec or --upstream".into());
+    }
+    o.input = match input {
+        Some(i) => i,
+        None if inputs == 1 => String::new(),
+        None => return Err("missing FILE, -, --exec or --upstream".into()),
+    };
     Ok(o)
 }
 
 /// Options that make no sense together, as one line.
 fn conflicts(o: &Options) -> Result<(), String> {
+    input_conflicts(o).map_err(str::to_string)?;
+    if o.shards > 1 {
+        if let Some(a) = o
+            .listen
+            .iter()
+            .find(|a| a.port() != 0 && u32::from(a.port()) + u32::from(o.shards) > 65536)
+        {
+            return Err(format!(
+                "--shards {}: --listen {a}: the ports of the shards go past 65535",
+                o.shards
+            ));
+        }
+    }
     if let Some(t) = o.connect.iter().find(|t| t.scheme() != Scheme::Tcp) {
         return Err(format!(
             "--connect {t}: expected HOST:PORT, without a scheme (for TLS, add --tls or the other --tls-* options)"
@@ -397,6 +538,37 @@ fn conflicts(o: &Options) -> Result<(), String> {
         }
     }
     connect_conflicts(o).map_err(str::to_string)
+}
+
+/// The live inputs' options.
+fn input_conflicts(o: &Options) -> Result<(), &'static str> {
+    if o.once && o.exec.is_none() && o.upstream.is_none() {
+        return Err(
+            "--once needs --exec or --upstream (standard input and files end by themselves)",
+        );
+    }
+    if o.shards > 1 && !o.live() {
+        return Err("--shards needs a live input (-, --exec or --upstream): a file is served whole to each client");
+    }
+    if o.shards > 1 && !o.connect.is_empty() {
+        return Err("--shards needs --listen: each shard is a listening port");
+    }
+    if o.shard_by_given && o.shards <= 1 {
+        return Err("--shard-by needs --shards");
+    }
+    let t = &o.upstream_tls;
+    if o.upstream.is_none()
+        && (t.ca_file.is_some()
+            || t.cert_file.is_some()
+            || t.key_file.is_some()
+            || t.server_name.is_some())
+    {
+        return Err("the --upstream-tls-* options need --upstream");
+    }
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        return Err("--upstream-tls-cert and --upstream-tls-key go together: set both or neither");
+    }
+    Ok(())
 }
 
 /// Options that exclude --connect.

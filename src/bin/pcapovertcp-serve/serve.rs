@@ -1,5 +1,6 @@
-//! The tool's modes: listening (a file, or the live relay of standard input)
-//! and dialling out (--connect).
+//! The tool's modes: listening (a file, or the live relay of standard
+//! input, --exec or --upstream, optionally in --shards) and dialling out
+//! (--connect).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +18,7 @@ use crate::conn::{
 };
 use crate::file::{load, serve_file, Framed};
 use crate::hub::{Ended, Hub};
+use crate::input::{run_exec, run_upstream, Fanout};
 use crate::logging;
 use crate::stats::{ClientStats, Registry, State};
 use crate::Options;
@@ -28,7 +30,7 @@ const BACKLOG: i32 = 1024;
 /// serve, listening, the port file) are returned, to be printed as one line.
 pub fn run(o: &Options) -> Result<ExitCode, String> {
     let tls = tls_setup(o)?;
-    let live = o.input == "-";
+    let live = o.live();
     let framed = if live { None } else { Some(load(&o.input)?) };
     let registry = Arc::new(Registry::new(live));
     logging::handle_signals(registry.clone())
@@ -60,17 +62,60 @@ fn listen_on(addr: SocketAddr, v6_only: bool) -> io::Result<TcpListener> {
     Ok(s.into())
 }
 
-/// Listens on every --listen; reports each, then writes the port file.
-fn listen_all(o: &Options) -> Result<Vec<TcpListener>, String> {
+/// Binds the --shards ports of one --listen address: PORT..PORT+N-1
+/// (with port 0, N consecutive free ports, tried a few times).
+fn listen_shards(addr: SocketAddr, shards: u16, v6_only: bool) -> io::Result<Vec<TcpListener>> {
+    let mut tries = 0;
+    loop {
+        let first = listen_on(addr, v6_only)?;
+        let base = first.local_addr()?.port();
+        let mut group = vec![first];
+        let mut failed = None;
+        for k in 1..shards {
+            let Some(port) = base.checked_add(k) else {
+                failed = Some(io::Error::other("the ports of the shards go past 65535"));
+                break;
+            };
+            let mut at = addr;
+            at.set_port(port);
+            match listen_on(at, v6_only) {
+                Ok(l) => group.push(l),
+                Err(e) => {
+                    failed = Some(io::Error::new(
+                        e.kind(),
+                        format!("port {port} (shard {k}): {e}"),
+                    ));
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => return Ok(group),
+            Some(e) if addr.port() != 0 || tries >= 20 => return Err(e),
+            Some(_) => tries += 1,
+        }
+    }
+}
+
+/// Listens on every --listen (each --shards port of each); reports each,
+/// then writes the port file. Each listener with its shard.
+fn listen_all(o: &Options) -> Result<Vec<(usize, TcpListener)>, String> {
     let several = o.listen.len() > 1;
     let mut listeners = Vec::new();
     let mut ports = String::new();
     for &addr in &o.listen {
-        let l = listen_on(addr, several).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let local = l.local_addr().unwrap_or(addr);
-        log::info!("listening on {local}");
-        ports.push_str(&format!("{}\n", local.port()));
-        listeners.push(l);
+        let group = listen_shards(addr, o.shards, several)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        for (k, l) in group.into_iter().enumerate() {
+            let local = l.local_addr().unwrap_or(addr);
+            if o.shards > 1 {
+                log::info!("listening on {local} for shard {k} of {}", o.shards);
+            } else {
+                log::info!("listening on {local}");
+            }
+            ports.push_str(&format!("{}\n", local.port()));
+            listeners.push((k, l));
+        }
     }
     if let Some(path) = &o.port_file {
         // Written whole, then renamed, so a reader never sees a partial port.
@@ -83,15 +128,15 @@ fn listen_all(o: &Options) -> Result<Vec<TcpListener>, String> {
 }
 
 /// Accepts on every listener, each on its own thread; the connections come
-/// out of one channel.
-fn accept_all(listeners: Vec<TcpListener>) -> mpsc::Receiver<TcpStream> {
+/// out of one channel, each with its listener's shard.
+fn accept_all(listeners: Vec<(usize, TcpListener)>) -> mpsc::Receiver<(usize, TcpStream)> {
     let (tx, rx) = mpsc::channel();
-    for l in listeners {
+    for (shard, l) in listeners {
         let tx = tx.clone();
         thread::spawn(move || loop {
             match l.accept() {
                 Ok((tcp, _)) => {
-                    if tx.send(tcp).is_err() {
+                    if tx.send((shard, tcp)).is_err() {
                         return;
                     }
                 }
@@ -106,47 +151,70 @@ fn accept_all(listeners: Vec<TcpListener>) -> mpsc::Receiver<TcpStream> {
     rx
 }
 
-/// Prints the counters; the tool's exit status from how the input ended.
-fn finish_relay(result: io::Result<()>, hub: &Hub, registry: &Registry) -> ExitCode {
-    if let Err(e) = &result {
-        log::error!("standard input: {e}");
-    }
-    hub.end();
-    hub.drain();
+/// Relays the live input (standard input, --exec or --upstream) until it
+/// ends, then lets every client have its stream and prints the counters;
+/// the tool's exit status from how the input ended.
+fn relay_input(o: &Options, fanout: &mut Fanout, registry: &Registry) -> ExitCode {
+    let ok = if let Some(cmd) = &o.exec {
+        run_exec(fanout, cmd, o.once)
+    } else if let Some(spec) = &o.upstream {
+        let config = pcapovertcp::Config {
+            reconnect: !o.once,
+            reconnect_min: RETRY_MIN,
+            reconnect_max: RETRY_MAX,
+            tls: o.upstream_tls.clone(),
+            ..pcapovertcp::Config::default()
+        };
+        run_upstream(fanout, spec, config)
+    } else {
+        match fanout.relay(io::stdin().lock(), "standard input") {
+            Ok(_) => true,
+            Err(e) => {
+                log::error!("standard input: {e}");
+                false
+            }
+        }
+    };
+    fanout.end();
+    fanout.drain();
     registry.print();
-    if result.is_ok() {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
 }
 
-/// Listening, standard input relayed live through the hub.
+/// Listening, the live input relayed through the hubs (one per shard).
 fn listen_relay(
     o: &Options,
     tls: &Tls,
-    accepted: mpsc::Receiver<TcpStream>,
+    accepted: mpsc::Receiver<(usize, TcpStream)>,
     registry: &Arc<Registry>,
 ) -> ExitCode {
-    let hub = Arc::new(Hub::new(o.client_buffer, o.slow_client, registry.clone()));
+    let hubs: Vec<Arc<Hub>> = (0..o.shards)
+        .map(|_| Arc::new(Hub::new(o.client_buffer, o.slow_client, registry.clone())))
+        .collect();
+    let sharded = o.shards > 1;
     {
-        let (hub, registry, tls) = (hub.clone(), registry.clone(), tls.clone());
+        let (hubs, registry, tls) = (hubs.clone(), registry.clone(), tls.clone());
         thread::spawn(move || {
-            for tcp in accepted {
-                let (hub, registry, tls) = (hub.clone(), registry.clone(), tls.clone());
+            for (shard, tcp) in accepted {
+                let (hub, registry, tls) = (hubs[shard].clone(), registry.clone(), tls.clone());
+                let shard = sharded.then_some(shard);
                 // Its own thread: the TLS handshake, then the writer.
-                thread::spawn(move || relay_client(tcp, &tls, &hub, &registry));
+                thread::spawn(move || relay_client(tcp, &tls, &hub, &registry, shard));
             }
         });
     }
-    // Standard input is not read before enough clients are connected.
-    hub.wait_for_clients(o.wait_clients);
-    let result = hub.relay(io::stdin().lock());
-    finish_relay(result, &hub, registry)
+    let mut fanout = Fanout::new(hubs, o.shard_by);
+    // The input is not read before enough clients are connected.
+    fanout.wait_for_clients(o.wait_clients);
+    relay_input(o, &mut fanout, registry)
 }
 
 /// One client of the relay, from its TLS handshake to the end of its stream.
-fn relay_client(tcp: TcpStream, tls: &Tls, hub: &Hub, registry: &Registry) {
+fn relay_client(tcp: TcpStream, tls: &Tls, hub: &Hub, registry: &Registry, shard: Option<usize>) {
     let peer = peer_of(&tcp);
     let _ = tcp.set_nodelay(true);
     let handle = match tcp.try_clone() {
@@ -163,8 +231,14 @@ fn relay_client(tcp: TcpStream, tls: &Tls, hub: &Hub, registry: &Registry) {
             return;
         }
     };
-    let name = format!("client {peer}");
-    let stats = registry.add(format!("client={peer}"));
+    let (name, label) = match shard {
+        Some(k) => (
+            format!("client {peer} (shard {k})"),
+            format!("client={peer} shard={k}"),
+        ),
+        None => (format!("client {peer}"), format!("client={peer}")),
+    };
+    let stats = registry.add(label);
     let Some(client) = hub.join(name.clone(), handle, stats.clone()) else {
         // The input has ended.
         stats.finish(State::Ended);
@@ -184,6 +258,13 @@ fn relay_client(tcp: TcpStream, tls: &Tls, hub: &Hub, registry: &Registry) {
             stats.finish(State::Lost);
             log::info!("{name} left ({e}); {}", stats.summary());
         }
+        Ended::NewStream => {
+            stats.finish(State::Ended);
+            log::info!(
+                "{name}: stream ended (the input restarted with a different header); {}",
+                stats.summary()
+            );
+        }
         // Reported when it was closed.
         Ended::Slow | Ended::Stalled => {}
     }
@@ -195,14 +276,14 @@ fn listen_file(
     o: &Options,
     tls: &Tls,
     framed: &Arc<Framed>,
-    accepted: mpsc::Receiver<TcpStream>,
+    accepted: mpsc::Receiver<(usize, TcpStream)>,
     registry: &Arc<Registry>,
 ) -> ExitCode {
     let mut workers = Vec::new();
     // Clients held back until --wait-clients of them are connected.
     let mut waiting = Vec::new();
     let mut started = false;
-    for (n, tcp) in accepted.into_iter().enumerate() {
+    for (n, (_, tcp)) in accepted.into_iter().enumerate() {
         waiting.push(tcp);
         let served = n as u64 + 1;
         let last = o.clients.is_some_and(|n| served >= n);
@@ -358,6 +439,10 @@ fn join_and_run(target: &Endpoint, conn: &mut Conn, hub: &Hub, stats: &Arc<Clien
         }
         Ended::Stalled => None,
         Ended::Slow => Some("closed as too slow (--slow-client=disconnect)".to_string()),
+        Ended::NewStream => {
+            stats.finish(State::Ended);
+            Some("the input restarted with a different header".to_string())
+        }
         Ended::Lost(e) => {
             stats.finish(State::Lost);
             Some(format!("{e}{}", tls_hint(&e)))
@@ -372,7 +457,7 @@ fn join_and_run(target: &Endpoint, conn: &mut Conn, hub: &Hub, stats: &Arc<Clien
     why.is_some()
 }
 
-/// --connect with standard input: one thread per target, all fed by the hub.
+/// --connect with a live input: one thread per target, all fed by the hub.
 fn connect_relay(o: &Options, tls: &Tls, registry: &Arc<Registry>) -> ExitCode {
     let hub = Arc::new(Hub::new(o.client_buffer, o.slow_client, registry.clone()));
     for target in &o.connect {
@@ -382,7 +467,7 @@ fn connect_relay(o: &Options, tls: &Tls, registry: &Arc<Registry>) -> ExitCode {
     }
     // Nothing is read (the pipe holds the capture) until a target is
     // connected, so a single target loses nothing; the others join live.
-    hub.wait_for_clients(1);
-    let result = hub.relay(io::stdin().lock());
-    finish_relay(result, &hub, registry)
+    let mut fanout = Fanout::new(vec![hub], o.shard_by);
+    fanout.wait_for_clients(1);
+    relay_input(o, &mut fanout, registry)
 }
