@@ -39,6 +39,9 @@ struct State {
 pub struct Account {
     budget: Arc<Budget>,
     held: AtomicUsize,
+    /// Waiting for room: what it holds is queued downstream, so it will
+    /// refill as Zeek takes those bytes.
+    waiting: std::sync::atomic::AtomicBool,
 }
 
 /// Bytes charged to an account, given back when dropped.
@@ -73,6 +76,7 @@ impl Budget {
         Arc::new(Account {
             budget: self.clone(),
             held: AtomicUsize::new(0),
+            waiting: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -123,8 +127,15 @@ impl Account {
             if drop_when_full {
                 return (Grant::Full, None);
             }
+            self.waiting.store(true, Ordering::Release);
             st = budget.space.wait(st).unwrap_or_else(|e| e.into_inner());
+            self.waiting.store(false, Ordering::Release);
         }
+    }
+
+    /// Whether the connection is waiting for room (TCP backpressure).
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
     }
 
     /// Bytes this connection holds now.

@@ -52,6 +52,7 @@ struct LaneState {
     /// Its connection is still open.
     open: bool,
     counters: Arc<Counters>,
+    account: Arc<Account>,
 }
 
 struct Queued {
@@ -119,16 +120,18 @@ impl Merge {
     /// A lane for one connection, counted against `counters` (its `late`).
     pub fn lane(self: &Arc<Self>, counters: Arc<Counters>) -> Lane {
         let id = self.next_lane.fetch_add(1, Ordering::Relaxed);
+        let account = self.budget.open_account();
         lock(&self.state).lanes.push(LaneState {
             id,
             queue: VecDeque::new(),
             open: true,
             counters,
+            account: account.clone(),
         });
         Lane {
             merge: self.clone(),
             id,
-            account: self.budget.open_account(),
+            account,
         }
     }
 
@@ -209,6 +212,14 @@ impl State {
         // Release no further than the next head elsewhere.
         let bound = others().filter_map(|(_, l)| l.head()).min();
         let waits_for_a_lane = others().any(|(_, l)| l.open && l.queue.is_empty());
+        // A lane that is empty because its share of the buffer is held
+        // downstream (its earlier packets wait in the ring or in Zeek) is
+        // not a quiet sender: it refills as Zeek takes them, so it is
+        // waited for without a window. Releasing the others past it would
+        // put its next packets out of order, while Zeek has work anyway.
+        if others().any(|(_, l)| l.open && l.queue.is_empty() && l.account.waiting()) {
+            return Step::Wait(None);
+        }
         let lane = &mut self.lanes[pick];
         let Some(q) = lane.queue.front_mut() else {
             return Step::Wait(None); // unreachable: the lane has a head

@@ -194,3 +194,64 @@ fn a_flooding_lane_drops_within_its_share_and_the_other_keeps_room() {
     assert!(merge.used() <= 2000 + cost, "{}", merge.used());
     assert_eq!(slow.push(batch(b's', &[1; 10]), true), Push::Queued);
 }
+
+#[test]
+fn a_lane_held_back_by_the_buffer_is_waited_for_beyond_the_window() {
+    // Each lane's share is one batch: the first sender's second read waits
+    // until Zeek has taken its first. That sender is not quiet, it is
+    // held back by us: the later sender must not be released past it, however
+    // long the window has run.
+    let cost = batch(b'a', &[1, 2]).cost();
+    let merge = Merge::new(Duration::from_millis(10), 2 * cost);
+    let producer = merge.producer();
+    let late = counters();
+    let (a, b) = (Arc::new(merge.lane(late.clone())), merge.lane(counters()));
+    assert_eq!(a.push(batch(b'a', &[1, 2]), false), Push::Queued);
+    let second = {
+        let a = a.clone();
+        thread::spawn(move || a.push(batch(b'a', &[3, 4]), false))
+    };
+    let (ring, handle) = run_merge(&merge);
+    // The first batch reaches the ring; the second read is held back.
+    let first = loop {
+        match ring.pop(0) {
+            Pop::Batch(x) => break x,
+            _ => {
+                ring.wait(Duration::from_millis(20));
+            }
+        }
+    };
+    assert_eq!(first.records.len(), 2);
+    b.push(batch(b'b', &[5, 6]), false);
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        matches!(ring.pop(0), Pop::Empty),
+        "the later sender was released past one held back by the buffer"
+    );
+    // Zeek takes the first batch: the held-back read goes on, in order.
+    let done = first.cost();
+    drop(first);
+    assert_eq!(second.join().unwrap(), Push::Queued);
+    drop((b, producer));
+    drop(a);
+    let mut got: Vec<i64> = Vec::new();
+    let mut done = done;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "the merge never finished");
+        match ring.pop(done) {
+            Pop::Batch(x) => {
+                done = x.cost();
+                got.extend(x.records.iter().map(|r| r.ts_sec));
+            }
+            Pop::Empty => {
+                done = 0;
+                ring.wait(Duration::from_millis(20));
+            }
+            Pop::Finished => break,
+        }
+    }
+    handle.join().unwrap();
+    assert_eq!(got, vec![3, 4, 5, 6]);
+    assert_eq!(late.snapshot().late, 0);
+}
