@@ -78,16 +78,17 @@ export {
 	const idle_timeout = 0 sec &redef;
 
 	## With several connections (a listen endpoint, or several endpoints),
-	## how long a packet may wait for the other connections before it is
-	## released anyway. Packets are released in timestamp order: one goes
-	## when every other connected sender has a later packet queued, or when
-	## it has waited this long (wall clock), so an idle or slow sender
-	## delays the others by at most this much. A packet older than one
-	## already released is still delivered, and counted as ``late`` in
-	## :zeek:see:`PcapOverTcp::stats`. 0 releases packets as they arrive
-	## (each batch in its own order): no delay, but senders whose clocks or
-	## delays differ are interleaved out of order, and Zeek's network time,
-	## which never goes backwards, skews the later one's timers.
+	## packets are released in timestamp order: one goes when every other
+	## connected sender has a later packet queued. A connected sender with
+	## nothing queued is waited for while it keeps sending (and while its
+	## share of the buffer is held by packets Zeek has not taken yet); once
+	## it has sent nothing for this long (wall clock) it holds the others no
+	## longer. So an idle sender delays the others by at most this much. A
+	## packet older than one already released is still delivered, and
+	## counted as ``late`` in :zeek:see:`PcapOverTcp::stats`. 0 waits for no
+	## quiet sender: no delay, but a sender that pauses and resumes comes
+	## out of order, and Zeek's network time, which never goes backwards,
+	## skews its timers.
 	const merge_window = 100 msec &redef;
 
 	## Listening: how many senders may be connected at once; one more is

@@ -4,8 +4,11 @@
 //! hands the ring runs of records cut from those batches (zero copy: a run
 //! shares its read's bytes) in timestamp order. A record is released when
 //! every other active connection has a queued record at least as late, or
-//! when its read has waited `merge_window` (wall clock): an idle or slow
-//! sender delays the others by at most the window. A record older than one
+//! when every active connection with nothing queued has been quiet for
+//! `merge_window` (wall clock, since its last read): a sender that keeps
+//! sending is waited for, one that went quiet delays the others by at most
+//! the window, and one whose share of the buffer is held downstream is
+//! waited for until Zeek takes those packets. A record older than one
 //! already released is still delivered, and counted as `late`, since Zeek's
 //! network time never goes backwards and would skew it otherwise.
 //!
@@ -53,13 +56,14 @@ struct LaneState {
     open: bool,
     counters: Arc<Counters>,
     account: Arc<Account>,
+    /// When it last queued a read (or opened).
+    last_push: Instant,
 }
 
 struct Queued {
     batch: Batch,
     /// The first record not yet released.
     next: usize,
-    arrived: Instant,
 }
 
 impl LaneState {
@@ -127,6 +131,7 @@ impl Merge {
             open: true,
             counters,
             account: account.clone(),
+            last_push: Instant::now(),
         });
         Lane {
             merge: self.clone(),
@@ -211,7 +216,14 @@ impl State {
         };
         // Release no further than the next head elsewhere.
         let bound = others().filter_map(|(_, l)| l.head()).min();
-        let waits_for_a_lane = others().any(|(_, l)| l.open && l.queue.is_empty());
+        // The empty lane heard from last: the others wait until it has been
+        // quiet for the window. A sender that keeps sending (its lane empty
+        // only between two reads) is waited for; one that went quiet holds
+        // nobody once the window has passed since its last read.
+        let quiet_since = others()
+            .filter(|(_, l)| l.open && l.queue.is_empty())
+            .map(|(_, l)| l.last_push)
+            .max();
         // A lane that is empty because its share of the buffer is held
         // downstream (its earlier packets wait in the ring or in Zeek) is
         // not a quiet sender: it refills as Zeek takes them, so it is
@@ -224,8 +236,8 @@ impl State {
         let Some(q) = lane.queue.front_mut() else {
             return Step::Wait(None); // unreachable: the lane has a head
         };
-        if waits_for_a_lane {
-            let due = q.arrived + window;
+        if let Some(since) = quiet_since {
+            let due = since + window;
             if due > now {
                 return Step::Wait(Some(due));
             }
@@ -287,14 +299,11 @@ impl Lane {
         if st.stopped {
             return Push::Closed;
         }
-        let queued = Queued {
-            batch,
-            next: 0,
-            arrived: Instant::now(),
-        };
+        let queued = Queued { batch, next: 0 };
         // An open lane is never removed, so it is found.
         if let Some(lane) = st.lanes.iter_mut().find(|l| l.id == self.id) {
             lane.queue.push_back(queued);
+            lane.last_push = Instant::now();
         }
         drop(st);
         merge.changed.notify_one();
