@@ -36,6 +36,7 @@ pub mod source;
 mod sync;
 mod threads;
 pub mod tls;
+pub mod utc;
 pub mod wake;
 
 pub use config::{Config, Keepalive};
