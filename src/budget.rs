@@ -42,6 +42,8 @@ pub struct Account {
     /// Waiting for room: what it holds is queued downstream, so it will
     /// refill as Zeek takes those bytes.
     waiting: std::sync::atomic::AtomicBool,
+    /// Time spent waiting for room, not yet taken.
+    waited_ns: std::sync::atomic::AtomicU64,
 }
 
 /// Bytes charged to an account, given back when dropped.
@@ -77,6 +79,7 @@ impl Budget {
             budget: self.clone(),
             held: AtomicUsize::new(0),
             waiting: std::sync::atomic::AtomicBool::new(false),
+            waited_ns: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -128,9 +131,17 @@ impl Account {
                 return (Grant::Full, None);
             }
             self.waiting.store(true, Ordering::Release);
+            let since = std::time::Instant::now();
             st = budget.space.wait(st).unwrap_or_else(|e| e.into_inner());
+            let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.waited_ns.fetch_add(ns, Ordering::Relaxed);
             self.waiting.store(false, Ordering::Release);
         }
+    }
+
+    /// The time `charge` waited for room since the last call.
+    pub fn take_waited(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.waited_ns.swap(0, Ordering::Relaxed))
     }
 
     /// Whether the connection is waiting for room (TCP backpressure).

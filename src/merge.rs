@@ -283,6 +283,11 @@ impl State {
 }
 
 impl Lane {
+    /// The time pushes waited for room since the last call.
+    pub fn take_waited(&self) -> Duration {
+        self.account.take_waited()
+    }
+
     /// Queues a read's batch, charged to this connection's share of the
     /// budget: waits for room, or with `drop_when_full` drops it.
     pub fn push(&self, mut batch: Batch, drop_when_full: bool) -> Push {

@@ -90,6 +90,8 @@ struct State {
 #[derive(Debug)]
 pub struct Ring {
     capacity: usize,
+    /// Time `push` spent waiting for room (TCP backpressure), not yet taken.
+    waited_ns: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     space: Condvar,
     wake: Wake,
@@ -99,6 +101,7 @@ impl Ring {
     pub fn new(capacity: usize) -> io::Result<Ring> {
         Ok(Ring {
             capacity,
+            waited_ns: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 used: 0,
@@ -138,12 +141,19 @@ impl Ring {
     pub fn push(&self, batch: Batch, drop_when_full: bool) -> Push {
         let cost = batch.cost();
         let mut st = self.lock();
+        let mut waiting_since = None;
         while !st.consumer_closed && st.used > 0 && st.used.saturating_add(cost) > self.capacity {
             if drop_when_full {
                 return Push::Dropped(batch.records.len());
             }
             st.producer_waiting = true;
+            waiting_since.get_or_insert_with(std::time::Instant::now);
             st = self.space.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(since) = waiting_since {
+            let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.waited_ns
+                .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
         }
         st.producer_waiting = false;
         if st.consumer_closed {
@@ -220,6 +230,13 @@ impl Ring {
         };
         // Dropped unlocked: dropping a batch may give its budget back.
         drop(queued);
+    }
+
+    /// Producer: the time `push` waited for room since the last call.
+    pub fn take_waited(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(
+            self.waited_ns.swap(0, std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Bytes currently accounted (queued or held by the consumer).

@@ -303,3 +303,23 @@ fn notify_wakes_only_a_waiting_consumer() {
     assert!(matches!(ring.pop(0), Pop::Empty));
     assert!(!ring.wake_is_signalled());
 }
+
+#[test]
+fn only_time_spent_waiting_for_room_counts_as_backpressure() {
+    let ring = Arc::new(Ring::new(1000).unwrap());
+    assert_eq!(ring.push(batch(1, 800), false), Push::Queued);
+    assert_eq!(ring.take_waited(), std::time::Duration::ZERO);
+    let pusher = {
+        let ring = ring.clone();
+        thread::spawn(move || ring.push(batch(2, 800), false))
+    };
+    thread::sleep(std::time::Duration::from_millis(50));
+    let Pop::Batch(first) = ring.pop(0) else {
+        panic!("the first batch is queued");
+    };
+    let _ = ring.pop(first.cost());
+    assert_eq!(pusher.join().unwrap(), Push::Queued);
+    let waited = ring.take_waited();
+    assert!(waited >= std::time::Duration::from_millis(40), "{waited:?}");
+    assert_eq!(ring.take_waited(), std::time::Duration::ZERO);
+}
