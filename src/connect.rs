@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::control::{Control, SocketHold, NOTICE_AFTER};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::poll;
 
 /// How often a blocked step looks up to see whether the source is closing,
 /// and the receive timeout of a connected socket (the read loop's clock for
@@ -147,25 +148,7 @@ fn connect_one<'c>(
 }
 
 fn wait_writable(socket: &Socket, limit: Duration) -> io::Result<bool> {
-    let mut p = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `p` is one valid pollfd that outlives the call.
-    match unsafe { libc::poll(&mut p, 1, ms) } {
-        -1 => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
-        0 => Ok(false),
-        _ => Ok(true),
-    }
+    crate::poll::wait(&mut [poll::fd(socket.as_raw_fd(), libc::POLLOUT)], limit)
 }
 
 /// The receive timeout is the read loop's tick; keepalive detects a peer

@@ -30,6 +30,7 @@ pub mod logger;
 pub mod merge;
 pub mod messages;
 pub mod parse;
+mod poll;
 pub mod ring;
 pub mod share;
 pub mod source;

@@ -22,6 +22,7 @@ use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::merge::{Lane, Merge};
+use crate::poll;
 use crate::tls::{ServerTls, Transport};
 
 /// Refusals of one address are reported at most this often.
@@ -120,14 +121,11 @@ pub(crate) fn run(
     let mut polls: Vec<libc::pollfd> = bound
         .listeners
         .iter()
-        .map(|l| libc::pollfd {
-            fd: l.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .map(|l| poll::fd(l.as_raw_fd(), libc::POLLIN))
         .collect();
     while !control.stopping() {
-        if !wait_readable(&mut polls, TICK) {
+        // A failing poll is retried at the next tick, as a quiet one is.
+        if !poll::wait(&mut polls, TICK).unwrap_or(false) {
             continue;
         }
         for listener in &bound.listeners {
@@ -349,13 +347,4 @@ impl Refusals {
         *entry = (Some(now), 0);
         log::warn!("{endpoint}: refused sender {peer}: {why}{since}");
     }
-}
-
-/// Waits until one of `polls` is readable, at most `limit`.
-fn wait_readable(polls: &mut [libc::pollfd], limit: Duration) -> bool {
-    let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `polls` is a valid array of pollfd of the given length that
-    // outlives the call.
-    let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, ms) };
-    n > 0
 }

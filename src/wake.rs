@@ -43,14 +43,7 @@ impl Wake {
     /// Blocks until the fd is readable or `limit` has passed; whether it is
     /// readable. Does not change what it waits for.
     pub fn wait(&self, limit: Duration) -> bool {
-        let mut p = libc::pollfd {
-            fd: self.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: `p` is one valid pollfd that outlives the call.
-        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+        crate::poll::wait(&mut [crate::poll::fd(self.fd(), libc::POLLIN)], limit).unwrap_or(false)
     }
 
     /// Whether the fd is readable now (for tests): takes one datagram and,
