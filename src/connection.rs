@@ -40,7 +40,8 @@ const MIN_READ: usize = 64 * 1024;
 #[derive(Clone, Copy)]
 pub(crate) enum Sink<'a> {
     Ring(&'a Ring),
-    Merge(&'a std::sync::Arc<crate::merge::Merge>),
+    /// To the merge, its packets marked as from this input.
+    Merge(&'a std::sync::Arc<crate::merge::Merge>, u32),
 }
 
 /// Where one connection's batches go.

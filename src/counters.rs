@@ -222,21 +222,24 @@ pub struct Registry {
 impl Registry {
     /// The counters of `address`, created on first use.
     pub fn sender(&self, address: &str) -> Arc<Counters> {
+        self.sender_indexed(address).1
+    }
+
+    /// The counters of `address`, created on first use, and their index in
+    /// order of first appearance (which marks its packets' input).
+    pub fn sender_indexed(&self, address: &str) -> (u32, Arc<Counters>) {
         let mut senders = lock(&self.senders);
-        if let Some((_, c)) = senders.iter().find(|(a, _)| a == address) {
-            return c.clone();
-        }
-        let address = if senders.len() >= MAX_SENDERS_LISTED {
-            OTHER_SENDERS
-        } else {
-            address
+        let address = match senders.iter().position(|(a, _)| a == address) {
+            Some(i) => return (i as u32, senders[i].1.clone()),
+            None if senders.len() >= MAX_SENDERS_LISTED => OTHER_SENDERS,
+            None => address,
         };
-        if let Some((_, c)) = senders.iter().find(|(a, _)| a == address) {
-            return c.clone();
+        if let Some(i) = senders.iter().position(|(a, _)| a == address) {
+            return (i as u32, senders[i].1.clone());
         }
         let c = Arc::new(Counters::default());
         senders.push((address.to_string(), c.clone()));
-        c
+        ((senders.len() - 1) as u32, c)
     }
 
     /// The counters of the `index`th sender (in order of first appearance).

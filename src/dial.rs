@@ -107,7 +107,7 @@ impl Supervisor<'_> {
         // that connects a little later is not passed over at start-up, and
         // never for one in a pause between attempts.
         let lane = match self.sink {
-            Sink::Merge(merge) => Some(merge.lane(self.counters.clone())),
+            Sink::Merge(merge, input) => Some(merge.lane(self.counters.clone(), input)),
             Sink::Ring(_) => None,
         };
         let (stream, _hold) = match connect::connect(self.control, self.endpoint) {
@@ -135,7 +135,7 @@ impl Supervisor<'_> {
             (Some(lane), _) => Outlet::Lane(lane),
             (None, Sink::Ring(ring)) => Outlet::Ring(ring),
             // A merge sink always has its lane (made above).
-            (None, Sink::Merge(_)) => return End::Stopped,
+            (None, Sink::Merge(..)) => return End::Stopped,
         };
         let connection = Connection {
             control: self.control,

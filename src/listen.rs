@@ -162,8 +162,8 @@ pub(crate) fn run(
                 // The lane opens here, in accept order, before the sender's
                 // thread runs: a sender accepted later must not have its
                 // packets released before this one is waited for.
-                let counters = control.counters.sender(&ip.to_string());
-                let lane = merge.lane(counters.clone());
+                let (input, counters) = control.counters.sender_indexed(&ip.to_string());
+                let lane = merge.lane(counters.clone(), input);
                 let listen = endpoint.clone();
                 let tls = tls.clone();
                 let spawned = control.spawn(format!("pcapovertcp sender {peer}"), move |c| {

@@ -25,11 +25,16 @@ use std::time::{Duration, Instant};
 
 use crate::budget::{Account, Budget, Grant};
 use crate::counters::Counters;
-use crate::ring::{Batch, Push, Ring};
+use crate::parse::Record;
+use crate::ring::{Batch, Part, Push, Ring};
 use crate::sync::lock;
 
 /// A record's time, comparable.
 type Ts = (i64, u32);
+
+fn ts(r: &Record) -> Ts {
+    (r.ts_sec, r.ts_usec)
+}
 
 pub struct Merge {
     window: Duration,
@@ -58,26 +63,41 @@ struct LaneState {
     account: Arc<Account>,
     /// When it last queued a read (or opened).
     last_push: Instant,
+    /// The time of its first record not yet released: kept here, since
+    /// every run released looks at every lane's.
+    head: Option<Ts>,
 }
 
 struct Queued {
+    /// One read: one part.
     batch: Batch,
     /// The first record not yet released.
     next: usize,
+    /// Its part's index in the batch being built, if it has one there:
+    /// (`Outgoing::generation`, index).
+    slot: Option<(u64, u16)>,
 }
 
 impl LaneState {
     fn head(&self) -> Option<Ts> {
-        let q = self.queue.front()?;
-        let r = q.batch.records.get(q.next)?;
-        Some((r.ts_sec, r.ts_usec))
+        self.head
+    }
+
+    /// After its queue changed.
+    fn refresh_head(&mut self) {
+        self.head = self
+            .queue
+            .front()
+            .and_then(|q| q.batch.records.get(q.next))
+            .map(ts);
     }
 }
 
 /// What the merge thread does next.
 #[derive(Debug)]
 enum Step {
-    Release(Batch),
+    /// A run went into the batch being built.
+    Released,
     /// Nothing is releasable before this instant (or before a change).
     Wait(Option<Instant>),
     /// Every producer and lane has ended, and everything was released.
@@ -90,6 +110,7 @@ pub struct Lane {
     merge: Arc<Merge>,
     id: u64,
     account: Arc<Account>,
+    input: u32,
 }
 
 /// A thread that may open lanes; the merge ends only once every producer
@@ -121,8 +142,9 @@ impl Merge {
         }
     }
 
-    /// A lane for one connection, counted against `counters` (its `late`).
-    pub fn lane(self: &Arc<Self>, counters: Arc<Counters>) -> Lane {
+    /// A lane for one connection, counted against `counters` (its `late`);
+    /// its packets are marked as from `input`.
+    pub fn lane(self: &Arc<Self>, counters: Arc<Counters>, input: u32) -> Lane {
         let id = self.next_lane.fetch_add(1, Ordering::Relaxed);
         let account = self.budget.open_account();
         lock(&self.state).lanes.push(LaneState {
@@ -132,11 +154,13 @@ impl Merge {
             counters,
             account: account.clone(),
             last_push: Instant::now(),
+            head: None,
         });
         Lane {
             merge: self.clone(),
             id,
             account,
+            input,
         }
     }
 
@@ -155,19 +179,29 @@ impl Merge {
     /// The merge thread: releases runs to `ring` until every producer and
     /// lane has ended (then finishes the ring) or the source closes.
     pub fn run(&self, ring: &Ring) {
+        let mut out = Outgoing::default();
         let mut st = lock(&self.state);
         loop {
             if st.stopped {
                 return;
             }
-            match st.step(Instant::now(), self.window) {
-                Step::Release(batch) => {
-                    drop(st);
-                    if ring.push(batch, false) == Push::Closed {
-                        return;
-                    }
-                    st = lock(&self.state);
+            // Everything releasable now, up to a full batch, in one hold.
+            let now = Instant::now();
+            st.forget_ended();
+            let mut step = st.step(now, self.window, &mut out);
+            while matches!(step, Step::Released) && !out.is_full() {
+                step = st.step(now, self.window, &mut out);
+            }
+            if !out.is_empty() {
+                drop(st);
+                if ring.push(out.take(), false) == Push::Closed {
+                    return;
                 }
+                st = lock(&self.state);
+                continue;
+            }
+            match step {
+                Step::Released => {} // unreachable: `out` has its run
                 Step::Wait(None) => {
                     st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
@@ -189,16 +223,142 @@ impl Merge {
     }
 }
 
+/// Most records in one batch of runs: Zeek gets work without waiting for a
+/// long build, and the lanes wait little for the lock.
+const MAX_RECORDS: usize = 4096;
+/// Most reads one batch of runs may point into (its part index is a u16).
+const MAX_PARTS: usize = 256;
+
+/// Runs released in one hold of the lock, handed to the ring as one batch:
+/// one lock and one wake-up on each side of the ring per batch, not per
+/// run (with interleaved senders a run is often a single packet).
+#[derive(Default)]
+struct Outgoing {
+    parts: Vec<Part>,
+    records: Vec<Record>,
+    /// As `Batch::part_of`: records past its end lie in part 0.
+    part_of: Vec<u16>,
+    /// Tells this batch's part slots (`Queued::slot`) from earlier ones'.
+    generation: u64,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.records.len() >= MAX_RECORDS || self.parts.len() >= MAX_PARTS
+    }
+
+    /// Appends `q`'s records `start..end`, adding its read as a part unless
+    /// this batch has it already. A whole read into an empty batch is moved
+    /// instead (no copy of its index).
+    fn add(&mut self, lane: &mut LaneState, start: usize, end: usize) {
+        self.add_run(lane, start, end);
+        lane.refresh_head();
+    }
+
+    fn add_run(&mut self, lane: &mut LaneState, start: usize, end: usize) {
+        let Some(q) = lane.queue.front_mut() else {
+            return;
+        };
+        let whole = start == 0 && end == q.batch.records.len();
+        if whole && self.is_empty() {
+            if let Some(q) = lane.queue.pop_front() {
+                let Batch { parts, records, .. } = q.batch;
+                self.parts = parts;
+                self.records = records;
+            }
+            return;
+        }
+        if self.records.capacity() == 0 {
+            self.records.reserve(MAX_RECORDS);
+            self.part_of.reserve(MAX_RECORDS);
+        }
+        let part = match q.slot {
+            Some((generation, part)) if generation == self.generation => part,
+            _ => {
+                let part = self.parts.len() as u16; // < MAX_PARTS
+                self.parts.extend(q.batch.parts.first().cloned());
+                q.slot = Some((self.generation, part));
+                part
+            }
+        };
+        if part != 0 && self.part_of.len() < self.records.len() {
+            self.part_of.resize(self.records.len(), 0);
+        }
+        for r in &q.batch.records[start..end] {
+            if self.part_of.len() == self.records.len() {
+                self.part_of.push(part);
+            }
+            self.records.push(*r);
+        }
+        q.next = end;
+        if end == q.batch.records.len() {
+            lane.queue.pop_front();
+        }
+    }
+
+    /// The batch built so far; the next one starts empty.
+    fn take(&mut self) -> Batch {
+        self.generation += 1;
+        let mut part_of = std::mem::take(&mut self.part_of);
+        if self.parts.len() == 1 {
+            part_of = Vec::new();
+        }
+        Batch {
+            parts: std::mem::take(&mut self.parts),
+            records: std::mem::take(&mut self.records),
+            part_of,
+        }
+    }
+}
+
 impl State {
-    fn step(&mut self, now: Instant, window: Duration) -> Step {
+    /// Forgets the lanes that have ended and have nothing left to merge.
+    /// Done once per hold of the lock, not per run: a lane that empties
+    /// during a hold is forgotten at the next, and one hold that released
+    /// nothing emptied no lane.
+    fn forget_ended(&mut self) {
         self.lanes.retain(|l| l.open || !l.queue.is_empty());
-        // The lane with the earliest head (the first such lane on a tie).
+    }
+
+    /// Releases the next run into `out`, or says why it can't.
+    fn step(&mut self, now: Instant, window: Duration, out: &mut Outgoing) -> Step {
+        // One pass: the lane with the earliest head (the first such lane on
+        // a tie), the next head elsewhere, and the empty lanes' state.
         let mut first: Option<(usize, Ts)> = None;
+        let mut bound: Option<Ts> = None;
+        // The empty lane heard from last: the others wait until it has been
+        // quiet for the window. A sender that keeps sending (its lane empty
+        // only between two reads) is waited for; one that went quiet holds
+        // nobody once the window has passed since its last read.
+        let mut quiet_since: Option<Instant> = None;
+        // A lane that is empty because its share of the buffer is held
+        // downstream (its earlier packets wait in the ring or in Zeek) is
+        // not a quiet sender: it refills as Zeek takes them, so it is
+        // waited for without a window. Releasing the others past it would
+        // put its next packets out of order, while Zeek has work anyway.
+        let mut held = false;
         for (i, lane) in self.lanes.iter().enumerate() {
-            if let Some(ts) = lane.head() {
-                if first.is_none_or(|(_, f)| ts < f) {
-                    first = Some((i, ts));
+            match lane.head() {
+                Some(ts) => match first {
+                    Some((_, f)) if ts >= f => {
+                        if bound.is_none_or(|b| ts < b) {
+                            bound = Some(ts);
+                        }
+                    }
+                    _ => {
+                        bound = first.map(|(_, f)| f);
+                        first = Some((i, ts));
+                    }
+                },
+                None if lane.open => {
+                    held |= lane.account.waiting();
+                    quiet_since = quiet_since.max(Some(lane.last_push));
                 }
+                None => {}
             }
         }
         let Some((pick, _)) = first else {
@@ -208,45 +368,24 @@ impl State {
                 Step::Wait(None)
             };
         };
-        let others = || {
-            self.lanes
-                .iter()
-                .enumerate()
-                .filter(move |(i, _)| *i != pick)
-        };
-        // Release no further than the next head elsewhere.
-        let bound = others().filter_map(|(_, l)| l.head()).min();
-        // The empty lane heard from last: the others wait until it has been
-        // quiet for the window. A sender that keeps sending (its lane empty
-        // only between two reads) is waited for; one that went quiet holds
-        // nobody once the window has passed since its last read.
-        let quiet_since = others()
-            .filter(|(_, l)| l.open && l.queue.is_empty())
-            .map(|(_, l)| l.last_push)
-            .max();
-        // A lane that is empty because its share of the buffer is held
-        // downstream (its earlier packets wait in the ring or in Zeek) is
-        // not a quiet sender: it refills as Zeek takes them, so it is
-        // waited for without a window. Releasing the others past it would
-        // put its next packets out of order, while Zeek has work anyway.
-        if others().any(|(_, l)| l.open && l.queue.is_empty() && l.account.waiting()) {
+        if held {
             return Step::Wait(None);
         }
-        let lane = &mut self.lanes[pick];
-        let Some(q) = lane.queue.front_mut() else {
-            return Step::Wait(None); // unreachable: the lane has a head
-        };
         if let Some(since) = quiet_since {
             let due = since + window;
             if due > now {
                 return Step::Wait(Some(due));
             }
         }
+        let lane = &mut self.lanes[pick];
+        let Some(q) = lane.queue.front() else {
+            return Step::Wait(None); // unreachable: the lane has a head
+        };
         let start = q.next;
         let mut end = start;
         let mut late = 0;
         for r in &q.batch.records[start..] {
-            let ts = (r.ts_sec, r.ts_usec);
+            let ts = ts(r);
             if end > start && bound.is_some_and(|b| ts > b) {
                 break;
             }
@@ -260,25 +399,8 @@ impl State {
         if late > 0 {
             lane.counters.add_late(late);
         }
-        let batch = if start == 0 && end == q.batch.records.len() {
-            // The whole read at once: no copy of its index.
-            match lane.queue.pop_front() {
-                Some(q) => q.batch,
-                None => return Step::Wait(None), // unreachable: `q` was its front
-            }
-        } else {
-            let run = Batch {
-                chunk: q.batch.chunk.clone(),
-                records: q.batch.records[start..end].to_vec(),
-                charge: q.batch.charge.clone(),
-            };
-            q.next = end;
-            if end == q.batch.records.len() {
-                lane.queue.pop_front();
-            }
-            run
-        };
-        Step::Release(batch)
+        out.add(lane, start, end);
+        Step::Released
     }
 }
 
@@ -298,17 +420,28 @@ impl Lane {
             Grant::Full => return Push::Dropped(n),
             Grant::Closed => return Push::Closed,
         }
-        batch.charge = charge.map(Arc::new);
+        let charge = charge.map(Arc::new);
+        for part in &mut batch.parts {
+            part.charge = charge.clone();
+            part.input = self.input;
+        }
         let merge = &self.merge;
         let mut st = lock(&merge.state);
         if st.stopped {
             return Push::Closed;
         }
-        let queued = Queued { batch, next: 0 };
+        let queued = Queued {
+            batch,
+            next: 0,
+            slot: None,
+        };
         // An open lane is never removed, so it is found.
         if let Some(lane) = st.lanes.iter_mut().find(|l| l.id == self.id) {
             lane.queue.push_back(queued);
             lane.last_push = Instant::now();
+            if lane.head.is_none() {
+                lane.refresh_head();
+            }
         }
         drop(st);
         merge.changed.notify_one();

@@ -28,29 +28,63 @@ use crate::parse::Record;
 use crate::sync::lock;
 use crate::wake::Wake;
 
-/// One read's worth of complete records (or, after a merge, a run of them).
+/// The bytes of one read, or the part of them a batch's records lie in.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub bytes: Bytes,
+    /// When several connections share the budget: the read's bytes, given
+    /// back when the last batch holding a part of it is dropped.
+    pub charge: Option<Arc<Charge>>,
+    /// Which input (sender) it came from: its index in the source's
+    /// counters registry; 0 with one connection.
+    pub input: u32,
+}
+
+/// One read's worth of complete records, or, after a merge, runs of records
+/// from several reads in the order they are released.
 #[derive(Debug)]
 pub struct Batch {
-    pub chunk: Bytes,
-    /// Offsets are relative to `chunk`.
+    /// The reads the records lie in: one, unless the merge joined runs.
+    pub parts: Vec<Part>,
+    /// Offsets are relative to their part's bytes.
     pub records: Vec<Record>,
-    /// When several connections share the budget: the read's bytes, given
-    /// back when the last run cut from it is dropped.
-    pub charge: Option<Arc<Charge>>,
+    /// The part each record lies in; empty when there is one part.
+    pub part_of: Vec<u16>,
 }
 
 impl Batch {
     pub fn new(chunk: Bytes, records: Vec<Record>) -> Batch {
         Batch {
-            chunk,
+            parts: vec![Part {
+                bytes: chunk,
+                charge: None,
+                input: 0,
+            }],
             records,
-            charge: None,
+            part_of: Vec::new(),
         }
+    }
+
+    /// Record `i`, its bytes and its part. The parser only describes bytes
+    /// it consumed; `get` keeps a violation of that from becoming a panic.
+    pub fn record(&self, i: usize) -> Option<(&Record, &[u8], &Part)> {
+        let r = self.records.get(i)?;
+        let part = match self.part_of.get(i) {
+            Some(&p) => self.parts.get(usize::from(p))?,
+            None => self.parts.first()?,
+        };
+        let data = part
+            .bytes
+            .get(r.offset..r.offset + r.caplen as usize)
+            .unwrap_or_default();
+        Some((r, data, part))
     }
 
     /// What the batch holds in memory: its bytes and its packet index.
     pub fn cost(&self) -> usize {
-        self.chunk.len() + self.records.capacity() * std::mem::size_of::<Record>()
+        self.parts.iter().map(|p| p.bytes.len()).sum::<usize>()
+            + self.records.capacity() * std::mem::size_of::<Record>()
+            + self.part_of.capacity() * std::mem::size_of::<u16>()
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Packet<'a> {
     pub ts_sec: i64,
     pub ts_usec: u32,
     pub dlt: i32,
+    /// The sender it came from: its index in `senders()`.
+    pub input: u32,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -186,14 +188,20 @@ impl Source {
         }
         for endpoint in spec.endpoints.iter().filter(|e| !e.scheme().is_listen()) {
             let endpoint = endpoint.clone();
-            let counters = control.counters.sender(&endpoint.to_string());
+            let (input, counters) = control.counters.sender_indexed(&endpoint.to_string());
             let producer = merge.producer();
             let merge = merge.clone();
             let tls = tls_for(&endpoint);
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _producer = producer;
-                    dial::run(c, &endpoint, &counters, Sink::Merge(&merge), tls.as_ref());
+                    dial::run(
+                        c,
+                        &endpoint,
+                        &counters,
+                        Sink::Merge(&merge, input),
+                        tls.as_ref(),
+                    );
                 })
                 .map_err(setup)?;
         }
@@ -330,10 +338,10 @@ impl Source {
                 Pop::Finished => return Next::Ended,
             }
         }
-        let Some((batch, r)) = self
+        let Some((r, data, part)) = self
             .current
             .as_ref()
-            .and_then(|b| Some((b, *b.records.get(self.next_record)?)))
+            .and_then(|b| b.record(self.next_record))
         else {
             return Next::Empty; // unreachable: the loop above ensured a record
         };
@@ -342,16 +350,12 @@ impl Source {
         self.stats.bytes_received += u64::from(r.wirelen);
         self.last_wirelen = r.wirelen;
         Next::Packet(Packet {
-            // The parser only describes bytes it consumed; `get` keeps a
-            // violation of that from becoming a panic in Zeek's process.
-            data: batch
-                .chunk
-                .get(r.offset..r.offset + r.caplen as usize)
-                .unwrap_or_default(),
+            data,
             wirelen: r.wirelen,
             ts_sec: r.ts_sec,
             ts_usec: r.ts_usec,
             dlt: r.dlt,
+            input: part.input,
         })
     }
 

@@ -33,8 +33,9 @@ fn drain(ring: &Ring) -> Vec<(u8, i64)> {
         match ring.pop(done) {
             Pop::Batch(b) => {
                 done = b.cost();
-                for r in &b.records {
-                    out.push((b.chunk[r.offset], r.ts_sec));
+                for i in 0..b.records.len() {
+                    let (r, data, _) = b.record(i).unwrap();
+                    out.push((data[0], r.ts_sec));
                 }
             }
             Pop::Empty => {
@@ -63,7 +64,7 @@ fn counters() -> Arc<Counters> {
 fn interleaved_senders_come_out_in_timestamp_order() {
     let merge = Merge::new(Duration::from_secs(5), 1 << 20);
     let producer = merge.producer();
-    let (a, b) = (merge.lane(counters()), merge.lane(counters()));
+    let (a, b) = (merge.lane(counters(), 0), merge.lane(counters(), 0));
     assert_eq!(a.push(batch(b'a', &[1, 3, 5, 7]), false), Push::Queued);
     assert_eq!(b.push(batch(b'b', &[2, 4]), false), Push::Queued);
     assert_eq!(b.push(batch(b'b', &[6, 8]), false), Push::Queued);
@@ -82,7 +83,7 @@ fn a_quiet_sender_holds_the_others_for_the_window_only() {
     let window = Duration::from_millis(300);
     let merge = Merge::new(window, 1 << 20);
     let producer = merge.producer();
-    let (busy, quiet) = (merge.lane(counters()), merge.lane(counters()));
+    let (busy, quiet) = (merge.lane(counters(), 0), merge.lane(counters(), 0));
     // The quiet lane is active (it delivered once) and now has nothing.
     let first = Instant::now();
     quiet.push(batch(b'q', &[1]), false);
@@ -111,7 +112,7 @@ fn a_late_record_is_delivered_and_counted() {
     let merge = Merge::new(Duration::ZERO, 1 << 20);
     let producer = merge.producer();
     let late = counters();
-    let (a, b) = (merge.lane(counters()), merge.lane(late.clone()));
+    let (a, b) = (merge.lane(counters(), 0), merge.lane(late.clone(), 0));
     let (ring, handle) = run_merge(&merge);
     a.push(batch(b'a', &[100]), false);
     // Window 0: released at once, before b's older record arrives.
@@ -131,7 +132,7 @@ fn a_late_record_is_delivered_and_counted() {
 fn an_ended_lane_no_longer_holds_the_others_and_its_records_are_kept() {
     let merge = Merge::new(Duration::from_secs(60), 1 << 20);
     let producer = merge.producer();
-    let (a, b) = (merge.lane(counters()), merge.lane(counters()));
+    let (a, b) = (merge.lane(counters(), 0), merge.lane(counters(), 0));
     a.push(batch(b'a', &[1, 2]), false);
     b.push(batch(b'b', &[5]), false);
     drop(b); // b's connection ends: its record still comes, in order.
@@ -159,14 +160,14 @@ fn the_merge_ends_only_after_every_producer() {
 fn stop_ends_the_merge_and_a_lane_waiting_for_budget() {
     let merge = Merge::new(Duration::ZERO, 100);
     let _producer = merge.producer();
-    let lane = merge.lane(counters());
+    let lane = merge.lane(counters(), 0);
     // Held by nobody: the first read always fits, the second waits.
     assert_eq!(lane.push(batch(b'a', &[1; 200]), false), Push::Queued);
     let (_ring, handle) = run_merge(&merge);
     let waiter = {
         let merge = merge.clone();
         thread::spawn(move || {
-            let lane = merge.lane(counters());
+            let lane = merge.lane(counters(), 0);
             lane.push(batch(b'b', &[1; 200]), false);
             lane.push(batch(b'b', &[1; 200]), false)
         })
@@ -181,7 +182,7 @@ fn stop_ends_the_merge_and_a_lane_waiting_for_budget() {
 fn a_flooding_lane_drops_within_its_share_and_the_other_keeps_room() {
     let merge = Merge::new(Duration::from_secs(60), 4000);
     let _producer = merge.producer();
-    let (flood, slow) = (merge.lane(counters()), merge.lane(counters()));
+    let (flood, slow) = (merge.lane(counters(), 0), merge.lane(counters(), 0));
     let cost = batch(b'f', &[1; 10]).cost();
     let mut dropped = 0;
     for _ in 0..100 {
@@ -205,7 +206,10 @@ fn a_lane_held_back_by_the_buffer_is_waited_for_beyond_the_window() {
     let merge = Merge::new(Duration::from_millis(10), 2 * cost);
     let producer = merge.producer();
     let late = counters();
-    let (a, b) = (Arc::new(merge.lane(late.clone())), merge.lane(counters()));
+    let (a, b) = (
+        Arc::new(merge.lane(late.clone(), 0)),
+        merge.lane(counters(), 0),
+    );
     assert_eq!(a.push(batch(b'a', &[1, 2]), false), Push::Queued);
     let second = {
         let a = a.clone();
@@ -264,7 +268,7 @@ fn a_sender_that_keeps_sending_is_waited_for_whatever_the_window() {
     let merge = Merge::new(Duration::from_millis(50), 1 << 20);
     let producer = merge.producer();
     let late = counters();
-    let (early, later) = (merge.lane(late.clone()), merge.lane(counters()));
+    let (early, later) = (merge.lane(late.clone(), 0), merge.lane(counters(), 0));
     later.push(batch(b'l', &[100, 101]), false);
     thread::sleep(Duration::from_millis(200));
     let (ring, handle) = run_merge(&merge);
@@ -279,4 +283,63 @@ fn a_sender_that_keeps_sending_is_waited_for_whatever_the_window() {
     want.extend([100, 101]);
     assert_eq!(got, want);
     assert_eq!(late.snapshot().late, 0);
+}
+
+#[test]
+fn interleaved_runs_reach_the_ring_in_few_batches_each_packet_marked_with_its_input() {
+    // Three senders whose packets alternate: every run is one packet. They
+    // must not become one ring batch each (a lock, an allocation and a
+    // wake-up per packet), and each packet keeps its bytes and its input.
+    const LANES: u8 = 3;
+    const READS: i64 = 3;
+    const PER_READ: i64 = 1000;
+    let merge = Merge::new(Duration::from_secs(5), 1 << 30);
+    let producer = merge.producer();
+    let lanes: Vec<Lane> = (0..LANES)
+        .map(|i| merge.lane(counters(), u32::from(i)))
+        .collect();
+    for (i, lane) in lanes.iter().enumerate() {
+        for read in 0..READS {
+            let times: Vec<i64> = (0..PER_READ)
+                .map(|k| (read * PER_READ + k) * i64::from(LANES) + i as i64)
+                .collect();
+            assert_eq!(
+                lane.push(batch(b'a' + i as u8, &times), false),
+                Push::Queued
+            );
+        }
+    }
+    let (ring, handle) = run_merge(&merge);
+    drop((lanes, producer));
+    let (mut batches, mut got) = (0, Vec::new());
+    let mut done = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "the merge never finished");
+        match ring.pop(done) {
+            Pop::Batch(b) => {
+                batches += 1;
+                done = b.cost();
+                for i in 0..b.records.len() {
+                    let (r, data, part) = b.record(i).unwrap();
+                    assert_eq!(data[0], b'a' + part.input as u8, "bytes of another input");
+                    got.push((r.ts_sec, part.input));
+                }
+            }
+            Pop::Empty => {
+                done = 0;
+                ring.wait(Duration::from_millis(20));
+            }
+            Pop::Finished => break,
+        }
+    }
+    handle.join().unwrap();
+    let total = i64::from(LANES) * READS * PER_READ;
+    let want: Vec<(i64, u32)> = (0..total).map(|t| (t, (t % 3) as u32)).collect();
+    assert_eq!(got, want);
+    // No more ring batches than the senders' reads.
+    assert!(
+        batches <= usize::from(LANES) * READS as usize,
+        "{batches} ring batches for {total} packets"
+    );
 }

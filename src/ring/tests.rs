@@ -64,7 +64,7 @@ fn finish_is_seen_after_every_batch() {
     let Pop::Batch(b) = ring.pop(a.cost()) else {
         panic!()
     };
-    assert_eq!(b.chunk[0], 2);
+    assert_eq!(b.parts[0].bytes[0], 2);
     assert!(matches!(ring.pop(b.cost()), Pop::Finished));
 }
 
@@ -115,7 +115,7 @@ fn full_ring_blocks_the_producer_until_space_is_released() {
         release = 0;
     };
     assert!(producer.join().unwrap());
-    assert_eq!(second.chunk[0], 2);
+    assert_eq!(second.parts[0].bytes[0], 2);
     assert_eq!(ring.used(), 600);
 }
 
@@ -168,7 +168,7 @@ fn stress_order_content_and_bound() {
             Pop::Batch(b) => {
                 let len = 1 + (seen * 7919) % 3000;
                 assert_eq!(b.cost(), len.max(RECORD));
-                assert!(b.chunk.iter().all(|&x| x == (seen % 251) as u8));
+                assert!(b.parts[0].bytes.iter().all(|&x| x == (seen % 251) as u8));
                 assert!(ring.used() <= ring.capacity(), "bound exceeded");
                 held = b.cost();
                 seen += 1;
@@ -194,7 +194,7 @@ fn drop_when_full_drops_whole_batches_without_waiting() {
     let Pop::Batch(first) = ring.pop(0) else {
         panic!()
     };
-    assert_eq!(first.chunk[0], 1);
+    assert_eq!(first.parts[0].bytes[0], 1);
     // Released: the next one fits again.
     assert!(matches!(ring.pop(first.cost()), Pop::Empty));
     assert_eq!(ring.push(batch(3, 600), true), Push::Queued);
@@ -253,7 +253,7 @@ fn stress_no_lost_wakeups() {
     loop {
         match ring.pop(held) {
             Pop::Batch(b) => {
-                assert!(b.chunk.iter().all(|&x| x == (seen % 251) as u8));
+                assert!(b.parts[0].bytes.iter().all(|&x| x == (seen % 251) as u8));
                 held = b.cost();
                 seen += 1;
             }
