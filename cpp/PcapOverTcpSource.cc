@@ -355,7 +355,11 @@ void PcapOverTcpSource::UpdateMetrics() {
     }
 
     // One instance per sender and counter, in the core's order, so that
-    // a callback names its value by two indices.
+    // a callback names its value by two indices. Senders are only ever
+    // added, so the count tells whether there is a new one.
+    if ( src->sender_count() == senders_exported )
+        return;
+
     auto senders = src->senders();
 
     for ( size_t i = senders_exported; i < senders.size(); ++i ) {

@@ -247,6 +247,11 @@ impl Registry {
         lock(&self.senders).get(index).map(|(_, c)| c.snapshot())
     }
 
+    /// How many senders there are.
+    pub fn count(&self) -> usize {
+        lock(&self.senders).len()
+    }
+
     /// Each sender's counters.
     pub fn senders(&self) -> Vec<(String, Snapshot)> {
         lock(&self.senders)

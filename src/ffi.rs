@@ -141,6 +141,8 @@ pub mod bridge {
         fn stats(self: &PcapOverTcp) -> SourceStats;
         fn counters(self: &PcapOverTcp) -> Vec<Counter>;
         fn senders(self: &PcapOverTcp) -> Vec<SenderCounters>;
+        /// How many senders `senders()` lists; cheap.
+        fn sender_count(self: &PcapOverTcp) -> usize;
         /// The `field`th counter (in `counters()`'s order) of the `sender`th
         /// sender, as a number (seconds for intervals); 0 if there is none.
         /// Cheap: for metrics callbacks.
@@ -342,6 +344,10 @@ impl PcapOverTcp {
                 counters: to_bridge(&snapshot),
             })
             .collect()
+    }
+
+    fn sender_count(&self) -> usize {
+        self.source.sender_count()
     }
 
     fn sender_value(&self, sender: usize, field: usize) -> f64 {

@@ -386,6 +386,11 @@ impl Source {
         self.control.counters.total()
     }
 
+    /// How many senders `senders()` lists.
+    pub fn sender_count(&self) -> usize {
+        self.control.counters.count()
+    }
+
     /// The `index`th sender's counters; cheap enough for a metrics scrape.
     pub fn sender_at(&self, index: usize) -> Option<Snapshot> {
         self.control.counters.sender_at(index)
