@@ -261,8 +261,9 @@ detail::BPF_Program* PcapOverTcpSource::FilterFor(int link_type) {
     auto code = std::make_unique<detail::BPF_Program>();
 
     if ( ! code->Compile(BifConst::Pcap::snaplen, link_type, text.c_str(), Netmask()) ) {
-        reporter->Warning("%s: capture filter \"%s\" cannot be compiled for link type %d (%s); its packets pass unfiltered",
-                          props.path.c_str(), text.c_str(), link_type, code->GetStateMessage().c_str());
+        reporter
+            ->Warning("%s: capture filter \"%s\" cannot be compiled for link type %d (%s); its packets pass unfiltered",
+                      props.path.c_str(), text.c_str(), link_type, code->GetStateMessage().c_str());
         code.reset();
     }
 
@@ -347,11 +348,10 @@ void PcapOverTcpSource::UpdateMetrics() {
                                                              "Bytes of the buffer in use", "bytes", [shared]() {
                                                                  return static_cast<double>((*shared)->buffer().used);
                                                              }));
-        gauge_metrics.push_back(telemetry_mgr->GaugeInstance("zeek", "pcapovertcp_buffer_capacity",
-                                                             {{"endpoint", iface}},
-                                                             "PcapOverTcp::buffer_size", "bytes", [shared]() {
-                                                                 return static_cast<double>((*shared)->buffer().capacity);
-                                                             }));
+        gauge_metrics.push_back(
+            telemetry_mgr->GaugeInstance("zeek", "pcapovertcp_buffer_capacity", {{"endpoint", iface}},
+                                         "PcapOverTcp::buffer_size", "bytes",
+                                         [shared]() { return static_cast<double>((*shared)->buffer().capacity); }));
     }
 
     // One instance per sender and counter, in the core's order, so that
@@ -376,9 +376,8 @@ void PcapOverTcpSource::UpdateMetrics() {
                 gauge_metrics.push_back(
                     telemetry_mgr->GaugeInstance("zeek", name, {{"endpoint", endpoint}}, help, "", value));
             else
-                counter_metrics.push_back(telemetry_mgr->CounterInstance("zeek", name, {{"endpoint", endpoint}},
-                                                                         help, c.is_interval ? "seconds" : "",
-                                                                         value));
+                counter_metrics.push_back(telemetry_mgr->CounterInstance("zeek", name, {{"endpoint", endpoint}}, help,
+                                                                         c.is_interval ? "seconds" : "", value));
         }
     }
 
