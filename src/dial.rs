@@ -14,16 +14,19 @@ use crate::control::Control;
 use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::merge::Lane;
 use crate::parse::StreamParser;
 use crate::tls::{ClientTls, Transport};
 
 /// Runs one connect endpoint until its stream ends for good or the source
-/// is closed.
+/// is closed. With a merge sink, `first_lane` is the lane for the first
+/// connection, opened by the caller before this thread ran.
 pub(crate) fn run(
     control: &Control,
     endpoint: &Endpoint,
     counters: &Arc<Counters>,
     sink: Sink,
+    first_lane: Option<Lane>,
     tls: Option<&ClientTls>,
 ) {
     Supervisor {
@@ -33,6 +36,7 @@ pub(crate) fn run(
         label: endpoint.to_string(),
         counters,
         sink,
+        first_lane,
         link_type: None,
         outage: None,
     }
@@ -48,6 +52,8 @@ struct Supervisor<'a> {
     label: String,
     counters: &'a Arc<Counters>,
     sink: Sink<'a>,
+    /// The first connection's lane, until it is used.
+    first_lane: Option<Lane>,
     /// The link type of the last stream, to report a change.
     link_type: Option<i32>,
     /// When the outage in progress began; reported once at each end.
@@ -105,9 +111,14 @@ impl Supervisor<'_> {
         // A lane per connection, opened before connecting: the merge waits
         // (at most merge_window) for an endpoint being dialled, so that one
         // that connects a little later is not passed over at start-up, and
-        // never for one in a pause between attempts.
+        // never for one in a pause between attempts. The first one was
+        // opened with the source, before this thread could be late.
         let lane = match self.sink {
-            Sink::Merge(merge, input) => Some(merge.lane(self.counters.clone(), input)),
+            Sink::Merge(merge, input) => Some(
+                self.first_lane
+                    .take()
+                    .unwrap_or_else(|| merge.lane(self.counters.clone(), input)),
+            ),
             Sink::Ring(_) => None,
         };
         let (stream, _hold) = match connect::connect(self.control, self.endpoint) {

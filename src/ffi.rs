@@ -307,7 +307,7 @@ impl PcapOverTcp {
                 info.caplen = p.data.len() as u32;
                 info.wirelen = p.wirelen;
                 info.ts_sec = p.ts_sec;
-                info.ts_usec = p.ts_usec;
+                info.ts_usec = p.ts_usec();
                 info.link_type = p.dlt;
                 Status::Packet
             }

@@ -33,7 +33,7 @@ use crate::sync::lock;
 type Ts = (i64, u32);
 
 fn ts(r: &Record) -> Ts {
-    (r.ts_sec, r.ts_usec)
+    (r.ts_sec, r.ts_nsec)
 }
 
 pub struct Merge {
@@ -169,6 +169,12 @@ impl Merge {
         lock(&self.state).stopped = true;
         self.changed.notify_all();
         self.budget.close();
+    }
+
+    /// How many lanes there are (open, or with records left).
+    #[cfg(test)]
+    pub(crate) fn lanes(&self) -> usize {
+        lock(&self.state).lanes.len()
     }
 
     /// Bytes queued or held by Zeek, across all lanes.

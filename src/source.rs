@@ -40,10 +40,21 @@ pub struct Packet<'a> {
     pub data: &'a [u8],
     pub wirelen: u32,
     pub ts_sec: i64,
-    pub ts_usec: u32,
+    /// Nanoseconds (as fine as the stream's resolution).
+    pub ts_nsec: u32,
     pub dlt: i32,
     /// The sender it came from: its index in `senders()`.
     pub input: u32,
+    /// The interface it was captured on, numbered within its sender's
+    /// stream (pcapng's interface id; 0 in a pcap stream).
+    pub interface: u32,
+}
+
+impl Packet<'_> {
+    /// Microseconds, truncated as libpcap does: what Zeek is given.
+    pub fn ts_usec(&self) -> u32 {
+        self.ts_nsec / 1000
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -168,7 +179,14 @@ impl Source {
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _finish = FinishRing(&c.ring);
-                    dial::run(c, &endpoint, &counters, Sink::Ring(&c.ring), tls.as_ref());
+                    dial::run(
+                        c,
+                        &endpoint,
+                        &counters,
+                        Sink::Ring(&c.ring),
+                        None,
+                        tls.as_ref(),
+                    );
                 })
                 .map_err(setup)?;
             return Ok(source);
@@ -190,6 +208,10 @@ impl Source {
             let endpoint = endpoint.clone();
             let (input, counters) = control.counters.sender_indexed(&endpoint.to_string());
             let producer = merge.producer();
+            // Every endpoint's lane exists before any thread runs: a dialler
+            // scheduled late must not find another's stream released
+            // already.
+            let lane = merge.lane(counters.clone(), input);
             let merge = merge.clone();
             let tls = tls_for(&endpoint);
             control
@@ -200,6 +222,7 @@ impl Source {
                         &endpoint,
                         &counters,
                         Sink::Merge(&merge, input),
+                        Some(lane),
                         tls.as_ref(),
                     );
                 })
@@ -353,9 +376,10 @@ impl Source {
             data,
             wirelen: r.wirelen,
             ts_sec: r.ts_sec,
-            ts_usec: r.ts_usec,
+            ts_nsec: r.ts_nsec,
             dlt: r.dlt,
             input: part.input,
+            interface: r.interface,
         })
     }
 
@@ -443,5 +467,28 @@ impl Drop for FinishRing<'_> {
 impl Drop for Source {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connect_endpoint_has_its_lane_when_start_returns() {
+        // Ports nobody listens on: the diallers keep trying. Their lanes
+        // must exist before their threads run, or a dialler scheduled late
+        // finds the others' packets released past it.
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap()
+        };
+        let spec = format!("127.0.0.1:{},127.0.0.1:{}", free(), free());
+        let mut source = Source::start(&spec, Config::default()).unwrap();
+        let lanes = source.merge.as_ref().map(|m| m.lanes());
+        source.close();
+        assert_eq!(lanes, Some(2));
     }
 }

@@ -532,6 +532,12 @@ fn ip_capture(n: usize, hosts: u8, base_ms: u64, step_ms: u64, tag: u8) -> Vec<u
 /// Starts the tool listening on port 0 with `args`; waits for `n` lines
 /// in its port file (--shards: one per shard).
 fn start_ports(args: &[&str], n: usize) -> (Server, Vec<u16>) {
+    start_listening("127.0.0.1:0", args, n)
+}
+
+/// Starts the tool listening on `listen` with `args`; waits for `n` lines
+/// in its port file.
+fn start_listening(listen: &str, args: &[&str], n: usize) -> (Server, Vec<u16>) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = scratch("ports");
     let k = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -540,7 +546,7 @@ fn start_ports(args: &[&str], n: usize) -> (Server, Vec<u16>) {
         dir.join(format!("serve-{k}.log")),
     );
     let child = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-        .args(["--listen", "127.0.0.1:0", "--port-file"])
+        .args(["--listen", listen, "--port-file"])
         .arg(&port_file)
         .args(args)
         .stdin(Stdio::null())
@@ -789,7 +795,10 @@ fn upstream_merges_two_servers_as_mergecap_does() {
         let (sa, _) = start_ports(&[a.to_str().unwrap()], 1);
         let (sb, _) = start_ports(&[b.to_str().unwrap()], 1);
         let spec = format!("127.0.0.1:{},127.0.0.1:{}", sa.port, sb.port);
-        let (mut broker, _) = start_ports(&["--once", "--upstream", &spec], 1);
+        // A window no start-up delay of the test machine reaches: the
+        // servers' files end, so it is never waited out.
+        let args = ["--once", "--merge-window", "5000", "--upstream", &spec];
+        let (mut broker, _) = start_ports(&args, 1);
         let client = connect(broker.port, None);
         let got = read_all(client);
         assert!(
@@ -806,5 +815,556 @@ fn upstream_merges_two_servers_as_mergecap_does() {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g, w, "packet {i}");
         }
+    })
+}
+
+/// Each packet of a capture as tshark reads it: (time with nanoseconds,
+/// wire length, MD5 of its bytes, interface id, interface name).
+fn tshark_frames(path: &std::path::Path) -> Vec<(String, String, String, String, String)> {
+    let out = Command::new("tshark")
+        .args(["-o", "frame.generate_md5_hash:TRUE", "-T", "fields"])
+        .args([
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "frame.len",
+            "-e",
+            "frame.md5_hash",
+        ])
+        .args([
+            "-e",
+            "frame.interface_id",
+            "-e",
+            "frame.interface_name",
+            "-r",
+        ])
+        .arg(path)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tshark -r {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let f = |i: usize| f.get(i).copied().unwrap_or_default().to_string();
+            (f(0), f(1), f(2), f(3), f(4))
+        })
+        .collect()
+}
+
+#[test]
+fn upstream_keeps_each_servers_interfaces_and_nanoseconds_as_mergecap_does() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for tool in ["mergecap", "tshark"] {
+        if Command::new(tool).arg("-h").output().is_err() {
+            println!("skipped: {tool} (Wireshark) is not installed");
+            return;
+        }
+    }
+    common::within(Duration::from_secs(60), || {
+        let dir = scratch("upstream-interfaces");
+        // a: a pcapng of two interfaces (nanoseconds and microseconds);
+        // b: a nanosecond pcap whose times interleave with a's.
+        let a = common::traces_dir().join("pcapng-multi-interface.pcapng");
+        let b = dir.join("b.pcap");
+        let capture = ip_capture(300, 10, 1_767_663_089_000, 1000, 2);
+        std::fs::write(&b, common::nanosecond_pcap(&capture, 7)).unwrap();
+        let merged = dir.join("merged.pcapng");
+        let status = Command::new("mergecap")
+            .arg("-w")
+            .arg(&merged)
+            .arg(&a)
+            .arg(&b)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (sa, _) = start_ports(&[a.to_str().unwrap()], 1);
+        let (sb, _) = start_ports(&[b.to_str().unwrap()], 1);
+        let spec = format!("127.0.0.1:{},127.0.0.1:{}", sa.port, sb.port);
+        let args = ["--once", "--merge-window", "5000", "--upstream", &spec];
+        let (mut broker, _) = start_ports(&args, 1);
+        let got = read_all(connect(broker.port, None));
+        assert!(
+            broker.wait_success(Duration::from_secs(20)),
+            "{}",
+            broker.log()
+        );
+        let out = dir.join("out.pcapng");
+        std::fs::write(&out, &got).unwrap();
+        // mergecap numbers a's interfaces 0 and 1, b's 2; ours are named
+        // after their server and the interface's number in its stream.
+        let names = [
+            format!("127.0.0.1:{} #0", sa.port),
+            format!("127.0.0.1:{} #1", sa.port),
+            format!("127.0.0.1:{} #0", sb.port),
+        ];
+        let want: Vec<_> = tshark_frames(&merged)
+            .into_iter()
+            .map(|(t, len, md5, id, _)| {
+                let name = names[id.parse::<usize>().unwrap()].clone();
+                (t, len, md5, name)
+            })
+            .collect();
+        let got: Vec<_> = tshark_frames(&out)
+            .into_iter()
+            .map(|(t, len, md5, _, name)| (t, len, md5, name))
+            .collect();
+        assert_eq!(want.len(), 306);
+        assert_eq!(got.len(), want.len(), "{}", broker.log());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "packet {i}");
+        }
+    })
+}
+
+/// What a client of `pcapovertcp-serve --once --upstream tcp://...` gets
+/// when the one upstream server serves `input` (a file): the whole stream,
+/// and the relay's log.
+fn relayed_through_one_upstream(name: &str, input: &[u8]) -> (Vec<u8>, String) {
+    let file = scratch(name).join("input");
+    std::fs::write(&file, input).unwrap();
+    let (upstream, _) = start_ports(&[file.to_str().unwrap()], 1);
+    let spec = format!("tcp://127.0.0.1:{}", upstream.port);
+    let (mut relay, _) = start_ports(&["--once", "--upstream", &spec], 1);
+    let got = read_all(connect(relay.port, None));
+    assert!(
+        relay.wait_success(Duration::from_secs(20)),
+        "{}",
+        relay.log()
+    );
+    (got, relay.log())
+}
+
+/// The first bytes of a stream, in hex, for messages.
+fn head(stream: &[u8]) -> String {
+    stream.iter().take(24).map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn one_upstream_keeps_a_nanosecond_big_endian_pcap_byte_for_byte() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let be = common::traces_dir()
+            .join("smb/dssetup_DsRoleGetPrimaryDomainInformation_standalone_workstation.cap");
+        let input = common::nanosecond_pcap(&std::fs::read(be).unwrap(), 7);
+        assert_eq!(input[..4], [0xa1, 0xb2, 0x3c, 0x4d], "a big-endian ns pcap");
+        let (got, log) = relayed_through_one_upstream("upstream-ns-be", &input);
+        assert!(
+            got == input,
+            "the client's stream is not the input: {} of {} bytes, header {} (want {})\n{log}",
+            got.len(),
+            input.len(),
+            head(&got),
+            head(&input)
+        );
+        assert!(log.contains(": connected; relaying its stream"), "{log}");
+    })
+}
+
+#[test]
+fn one_upstream_keeps_every_pcapng_interface_byte_for_byte() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let path = common::traces_dir().join("pcapng-multi-interface.pcapng");
+        let input = std::fs::read(path).unwrap();
+        let (got, log) = relayed_through_one_upstream("upstream-pcapng", &input);
+        assert!(
+            got == input,
+            "the client's stream is not the input: {} of {} bytes, starting {} (want {})\n{log}",
+            got.len(),
+            input.len(),
+            head(&got),
+            head(&input)
+        );
+    })
+}
+
+/// The whole records of a pcap stream after its header (a record cut
+/// short at the end is left out: more may be on its way).
+fn whole_records(stream: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut pos = 24;
+    while pos + 16 <= stream.len() {
+        let caplen = u32::from_le_bytes(stream[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        let Some(record) = stream.get(pos..pos + 16 + caplen) else {
+            break;
+        };
+        out.push(record);
+        pos += 16 + caplen;
+    }
+    out
+}
+
+#[test]
+fn a_restarted_upstream_with_the_same_header_continues_the_clients_stream() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let input = capture(40);
+        let file = scratch("upstream-restart").join("paced.pcap");
+        std::fs::write(&file, &input).unwrap();
+        let file = file.to_str().unwrap();
+        let want = records(&input);
+        // 20 packets a second: stopped a quarter of the way in.
+        let (first, _) = start_ports(&["--rate", "20", file], 1);
+        let port = first.port;
+        let spec = format!("tcp://127.0.0.1:{port}");
+        let (relay, _) = start_ports(&["--upstream", &spec], 1);
+        let client = connect(relay.port, None);
+        let mut got = read_for(
+            &client,
+            24 + want[..10].concat().len(),
+            Duration::from_secs(20),
+        );
+        assert!(
+            got.starts_with(&input[..24]),
+            "not the file's header: {} (want {})\n{}",
+            head(&got),
+            head(&input),
+            relay.log()
+        );
+        assert!(whole_records(&got).len() >= 10, "{}", relay.log());
+        drop(first);
+        relay.wait_lines(": lost (", 1, Duration::from_secs(10));
+        // The same file on the same port, for ever (the first pass is the
+        // file itself).
+        let (_second, _) = start_listening(
+            &format!("127.0.0.1:{port}"),
+            &["--rate", "200", "--loop", "0", file],
+            1,
+        );
+        // Until the file's first record has come again, then all of it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let restart = loop {
+            let recs = whole_records(&got);
+            let again = recs.iter().skip(1).position(|r| *r == want[0]);
+            if let Some(k) = again.map(|i| i + 1) {
+                if recs.len() >= k + want.len() {
+                    break k;
+                }
+            }
+            assert!(Instant::now() < deadline, "{}", relay.log());
+            got.extend(read_for(&client, usize::MAX, Duration::from_millis(200)));
+        };
+        assert_eq!(got[..24], input[..24], "the stream's header");
+        let recs = whole_records(&got);
+        assert!(
+            restart >= 10 && restart < want.len(),
+            "restarted at {restart}"
+        );
+        assert!(recs[..restart] == want[..restart], "before the restart");
+        assert!(
+            recs[restart..restart + want.len()] == want[..],
+            "after the restart: not the file's records (a second header?)"
+        );
+        let log = relay.log();
+        assert_eq!(log.matches(": lost (").count(), 1, "{log}");
+        assert_eq!(log.matches(": back after ").count(), 1, "{log}");
+        assert!(!log.contains("different header"), "{log}");
+    })
+}
+
+/// Closes `client` with a reset (SO_LINGER 0), as a killed reader with
+/// unread data does.
+fn reset(client: TcpStream) {
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+}
+
+#[test]
+fn a_reader_that_closed_its_sending_side_keeps_its_stream() {
+    // ncat with its stdin at an end, or nc -N, sends a FIN and goes on
+    // reading: the relay must not take that for a departure.
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let mut server = Server::start(&["-"]);
+        let mut stdin = server.child.stdin.take().unwrap();
+        let client = connect(server.port, None);
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let input = capture(50);
+        let (header, records) = input.split_at(24);
+        stdin.write_all(header).unwrap();
+        stdin.flush().unwrap();
+        // Several idle checks pass before the packets come.
+        std::thread::sleep(Duration::from_secs(1));
+        stdin.write_all(records).unwrap();
+        drop(stdin);
+        let got = read_all(client);
+        assert_eq!(got, input, "{}", server.log());
+    })
+}
+
+#[test]
+fn a_client_leaving_an_idle_relay_is_noticed_at_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let mut server = Server::start(&["-"]);
+        let mut stdin = server.child.stdin.take().unwrap();
+        let client = connect(server.port, None);
+        // The header and no packet: the input stays open and idle.
+        let header = capture(0);
+        stdin.write_all(&header).unwrap();
+        stdin.flush().unwrap();
+        let mut got = vec![0u8; header.len()];
+        (&client).read_exact(&mut got).unwrap();
+        assert_eq!(got, header);
+        let addr = client.local_addr().unwrap().to_string();
+        reset(client);
+        let expected = format!(
+            "pcapovertcp-serve: INFO client {addr} left (Connection reset by peer (os error 104)); 0 packets sent, 0 dropped"
+        );
+        let lines = server.wait_lines(&expected, 1, Duration::from_secs(2));
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].split_once(' ').unwrap().1, expected);
+        server.signal(libc::SIGUSR1);
+        let total = server.wait_lines("counters: total ", 1, Duration::from_secs(10));
+        let mine = server.wait_lines(&format!("counters: client={addr} "), 1, Duration::ZERO);
+        let f = fields(&mine[0]);
+        assert_eq!(f["state"], "lost", "{}", mine[0]);
+        assert_eq!(num(&f, "bytes"), header.len() as u64, "{}", mine[0]);
+        let t = fields(&total[0]);
+        assert_eq!(
+            (num(&t, "clients"), num(&t, "open")),
+            (1, 0),
+            "{}",
+            total[0]
+        );
+        drop(stdin);
+    })
+}
+
+/// The unordered IPv4 address pair of a packet of `ip_capture`.
+fn packet_pair(data: &[u8]) -> ([u8; 4], [u8; 4]) {
+    let ip = &data[14..];
+    let (a, b): ([u8; 4], [u8; 4]) = (
+        ip[12..16].try_into().unwrap(),
+        ip[16..20].try_into().unwrap(),
+    );
+    (a.min(b), a.max(b))
+}
+
+#[test]
+fn upstream_with_shards_gives_each_merged_packet_to_one_shard() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if Command::new("mergecap").arg("-h").output().is_err() {
+        println!("skipped: mergecap (Wireshark) is not installed");
+        return;
+    }
+    common::within(Duration::from_secs(60), || {
+        let dir = scratch("upstream-shards");
+        let a = dir.join("a.pcap");
+        let b = dir.join("b.pcap");
+        std::fs::write(&a, ip_capture(1500, 40, 1_700_000_000_000, 2, 1)).unwrap();
+        std::fs::write(&b, ip_capture(1200, 40, 1_700_000_000_001, 2, 2)).unwrap();
+        let merged = dir.join("merged.pcap");
+        let status = Command::new("mergecap")
+            .args(["-F", "pcap", "-w"])
+            .arg(&merged)
+            .arg(&a)
+            .arg(&b)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (sa, _) = start_ports(&[a.to_str().unwrap()], 1);
+        let (sb, _) = start_ports(&[b.to_str().unwrap()], 1);
+        let spec = format!("127.0.0.1:{},127.0.0.1:{}", sa.port, sb.port);
+        let (mut broker, ports) = start_ports(
+            &[
+                "--once",
+                "--shards",
+                "2",
+                "--wait-clients",
+                "2",
+                "--upstream",
+                &spec,
+            ],
+            2,
+        );
+        let shards: Vec<_> = ports
+            .iter()
+            .map(|&p| {
+                let tcp = connect(p, None);
+                thread::spawn(move || read_all(tcp))
+            })
+            .collect();
+        let got: Vec<Vec<u8>> = shards.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(
+            broker.wait_success(Duration::from_secs(20)),
+            "{}",
+            broker.log()
+        );
+        let mut all = Vec::new();
+        let mut owner = HashMap::new();
+        for (k, stream) in got.iter().enumerate() {
+            let out = dir.join(format!("shard-{k}.pcapng"));
+            std::fs::write(&out, stream).unwrap();
+            let packets = common::reference_packets(&out);
+            assert!(!packets.is_empty(), "shard {k} got nothing");
+            for p in packets {
+                let prev = owner.insert(packet_pair(&p.3), k);
+                assert!(prev.is_none_or(|o| o == k), "a flow in two shards");
+                all.push(p);
+            }
+        }
+        let mut want = common::reference_packets(&merged);
+        all.sort();
+        want.sort();
+        assert_eq!(all.len(), want.len(), "{}", broker.log());
+        assert!(
+            all == want,
+            "the shards' packets differ from the merged input's"
+        );
+    })
+}
+
+/// A CA (`NAME-ca.pem`) and a server certificate it signed for 127.0.0.1
+/// (`NAME.pem`, `NAME.key`) in `dir`, made with `openssl`; None (the test
+/// skips) without it.
+fn server_cert(dir: &std::path::Path, name: &str) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let (ca, ca_key) = (
+        dir.join(format!("{name}-ca.pem")),
+        dir.join(format!("{name}-ca.key")),
+    );
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .arg("req")
+            .args(["-x509", "-days", "2"])
+            .args(ec)
+            .args(args)
+            .output()
+    };
+    let made = run(&[
+        "-keyout",
+        ca_key.to_str()?,
+        "-out",
+        ca.to_str()?,
+        "-subj",
+        &format!("/CN=pcapovertcp broker test CA {name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ])
+    .ok()?;
+    assert!(made.status.success(), "openssl: {made:?}");
+    let made = run(&[
+        "-keyout",
+        key.to_str()?,
+        "-out",
+        cert.to_str()?,
+        "-subj",
+        "/CN=upstream",
+        "-CA",
+        ca.to_str()?,
+        "-CAkey",
+        ca_key.to_str()?,
+        "-addext",
+        "basicConstraints=CA:FALSE",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "extendedKeyUsage=serverAuth",
+    ])
+    .ok()?;
+    assert!(made.status.success(), "openssl: {made:?}");
+    Some((ca, cert, key))
+}
+
+#[test]
+fn one_tls_upstream_is_relayed_byte_for_byte_and_a_wrong_ca_is_named() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let dir = scratch("upstream-tls");
+        let (Some((ca, cert, key)), Some((other_ca, ..))) =
+            (server_cert(&dir, "server"), server_cert(&dir, "other"))
+        else {
+            println!("skipped: openssl is not installed");
+            return;
+        };
+        let input = common::nanosecond_pcap(&capture(30), 0);
+        let file = dir.join("input.pcap");
+        std::fs::write(&file, &input).unwrap();
+        let (upstream, _) = start_ports(
+            &[
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+                file.to_str().unwrap(),
+            ],
+            1,
+        );
+        let spec = format!("tls://127.0.0.1:{}", upstream.port);
+        let relay = |ca: &std::path::Path| {
+            let (mut relay, _) = start_ports(
+                &[
+                    "--once",
+                    "--upstream",
+                    &spec,
+                    "--upstream-tls-ca",
+                    ca.to_str().unwrap(),
+                ],
+                1,
+            );
+            let got = read_all(connect(relay.port, None));
+            let ok = relay.wait_success(Duration::from_secs(20));
+            (got, ok, relay.log())
+        };
+        let (got, ok, log) = relay(&ca);
+        assert!(ok, "{log}");
+        assert!(
+            got == input,
+            "{} of {} bytes\n{log}",
+            got.len(),
+            input.len()
+        );
+        let (got, ok, log) = relay(&other_ca);
+        assert!(!ok && got.is_empty(), "{log}");
+        let refused = format!(
+            "ERROR --upstream {spec}: TLS: the server's certificate is signed by a CA that --upstream-tls-ca does not hold (unknown CA)"
+        );
+        assert!(log.contains(&refused), "{log}");
+    })
+}
+
+#[test]
+fn a_client_that_left_before_the_start_does_not_count_for_wait_clients() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let mut server = Server::start(&["--wait-clients", "2", "-"]);
+        let mut stdin = server.child.stdin.take().unwrap();
+        let input = capture(5);
+        stdin.write_all(&input).unwrap();
+        stdin.flush().unwrap();
+        let gone = connect(server.port, None);
+        let addr = gone.local_addr().unwrap();
+        reset(gone);
+        server.wait_lines(&format!("client {addr} left ("), 1, Duration::from_secs(2));
+        // One client now: the input is held back.
+        let first = connect(server.port, None);
+        assert!(
+            read_for(&first, 1, Duration::from_millis(500)).is_empty(),
+            "the stream started with one client of --wait-clients 2:\n{}",
+            server.log()
+        );
+        let second = connect(server.port, None);
+        for client in [&first, &second] {
+            let got = read_for(client, input.len(), Duration::from_secs(10));
+            assert_eq!(got, input, "{}", server.log());
+        }
+        drop(stdin);
     })
 }

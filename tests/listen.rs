@@ -263,7 +263,7 @@ fn collect(source: &mut Source, want: usize, limit: Duration) -> Vec<Pkt> {
     let mut got = Vec::new();
     while got.len() < want {
         match source.next_packet() {
-            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec, p.wirelen, p.data.to_vec(), p.dlt)),
+            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec(), p.dlt)),
             Next::Empty => {
                 assert!(
                     Instant::now() < deadline,
@@ -619,7 +619,7 @@ fn common_drain(source: &mut Source, limit: Duration) -> Vec<Pkt> {
     let mut got = Vec::new();
     loop {
         match source.next_packet() {
-            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec, p.wirelen, p.data.to_vec(), p.dlt)),
+            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec(), p.dlt)),
             Next::Empty => {
                 assert!(
                     Instant::now() < deadline,

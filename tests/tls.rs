@@ -341,7 +341,7 @@ fn collect(source: &mut Source, want: usize, limit: Duration) -> Vec<Expected> {
     let mut got = Vec::new();
     while got.len() < want {
         match source.next_packet() {
-            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec, p.wirelen, p.data.to_vec())),
+            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec())),
             Next::Empty => {
                 assert!(
                     Instant::now() < deadline,

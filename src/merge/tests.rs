@@ -16,8 +16,9 @@ fn batch(tag: u8, times: &[i64]) -> Batch {
             caplen: 1,
             wirelen: 1,
             ts_sec: t,
-            ts_usec: 0,
+            ts_nsec: 0,
             dlt: 1,
+            interface: 0,
         })
         .collect();
     Batch::new(Bytes::from(vec![tag; times.len()]), records)
@@ -342,4 +343,26 @@ fn interleaved_runs_reach_the_ring_in_few_batches_each_packet_marked_with_its_in
         batches <= usize::from(LANES) * READS as usize,
         "{batches} ring batches for {total} packets"
     );
+}
+
+#[test]
+fn packets_within_one_microsecond_are_ordered_by_nanoseconds() {
+    // As mergecap orders them: by the finest time the inputs carry.
+    let at = |tag: u8, nsec: &[u32]| {
+        let mut b = batch(tag, &vec![1; nsec.len()]);
+        for (r, &n) in b.records.iter_mut().zip(nsec) {
+            r.ts_nsec = n;
+        }
+        b
+    };
+    let merge = Merge::new(Duration::from_secs(5), 1 << 20);
+    let producer = merge.producer();
+    let (a, b) = (merge.lane(counters(), 0), merge.lane(counters(), 1));
+    assert_eq!(a.push(at(b'a', &[500, 900]), false), Push::Queued);
+    assert_eq!(b.push(at(b'b', &[200, 700]), false), Push::Queued);
+    let (ring, handle) = run_merge(&merge);
+    drop((a, b, producer));
+    let got: Vec<u8> = drain(&ring).into_iter().map(|(tag, _)| tag).collect();
+    handle.join().unwrap();
+    assert_eq!(got, b"baba");
 }

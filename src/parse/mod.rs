@@ -44,10 +44,20 @@ pub struct Record {
     /// Length of the packet on the wire.
     pub wirelen: u32,
     pub ts_sec: i64,
-    /// Microseconds, 0..1_000_000 (finer input is truncated, as libpcap does).
-    pub ts_usec: u32,
+    /// Nanoseconds, 0..1_000_000_000 (finer input is truncated).
+    pub ts_nsec: u32,
     /// DLT_ value of the interface the packet was captured on.
     pub dlt: i32,
+    /// That interface's number in its stream (pcapng's interface id); 0
+    /// in a pcap stream.
+    pub interface: u32,
+}
+
+impl Record {
+    /// Microseconds, truncated as libpcap does: what Zeek is given.
+    pub fn ts_usec(&self) -> u32 {
+        self.ts_nsec / 1000
+    }
 }
 
 /// Why the stream cannot be parsed further.
@@ -231,10 +241,10 @@ pub fn printable(bytes: &[u8]) -> String {
 }
 
 /// Reduces a fraction of a second in units of `1/resolution` to
-/// microseconds, rounding down as libpcap does.
-fn frac_to_usec(frac: u64, resolution: u64) -> u32 {
-    // u128: frac < resolution <= 2^63, so frac * 10^6 cannot overflow.
-    ((frac as u128 * 1_000_000) / resolution as u128) as u32
+/// nanoseconds, rounding down.
+fn frac_to_nsec(frac: u64, resolution: u64) -> u32 {
+    // u128: frac < resolution <= 2^63, so frac * 10^9 cannot overflow.
+    ((frac as u128 * 1_000_000_000) / resolution as u128) as u32
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use pcap_file::pcap::{PcapHeader, PcapParser};
 use pcap_file::{PcapError, TsResolution};
 
-use super::{frac_to_usec, Limits, Record, Step, StreamError};
+use super::{frac_to_nsec, Limits, Record, Step, StreamError};
 use crate::linktype::{linktype_to_dlt, strip_extension_bits};
 
 const GLOBAL_HEADER_LEN: usize = 24;
@@ -130,11 +130,12 @@ fn record(
         Err(_) => return Ok(Step::NeedMore),
     };
     // Timestamps in the fraction field that reach a full second are kept as
-    // they are by libpcap too; only the unit is converted.
-    let ts_usec = if resolution == 1_000_000 {
-        raw.ts_frac
-    } else {
-        frac_to_usec(u64::from(raw.ts_frac), resolution)
+    // they are by libpcap too; only the unit is converted (a microsecond
+    // fraction past 4.29 s saturates).
+    let ts_nsec = match resolution {
+        1_000_000_000 => raw.ts_frac,
+        1_000_000 => raw.ts_frac.saturating_mul(1000),
+        _ => frac_to_nsec(u64::from(raw.ts_frac), resolution),
     };
     Ok(Step::Packet(
         RECORD_HEADER_LEN + raw.incl_len as usize,
@@ -143,8 +144,9 @@ fn record(
             caplen: raw.incl_len.min(snapshot),
             wirelen: raw.orig_len,
             ts_sec: i64::from(raw.ts_sec),
-            ts_usec,
+            ts_nsec,
             dlt,
+            interface: 0,
         },
     ))
 }

@@ -15,7 +15,7 @@ use pcap_file::pcapng::blocks::{
 use pcap_file::pcapng::PcapNgParser;
 use pcap_file::{Endianness, PcapError};
 
-use super::{frac_to_usec, Limits, Record, Step, StreamError};
+use super::{frac_to_nsec, Limits, Record, Step, StreamError};
 use crate::linktype::linktype_to_dlt;
 
 const BLOCK_HEADER_LEN: usize = 8;
@@ -205,8 +205,9 @@ impl PcapNgFormat {
                         caplen: wirelen.min(room).min(iface.snapshot),
                         wirelen,
                         ts_sec: 0,
-                        ts_usec: 0,
+                        ts_nsec: 0,
                         dlt: iface.dlt,
+                        interface: 0,
                     },
                 ));
             }
@@ -263,8 +264,9 @@ impl PcapNgFormat {
             caplen: caplen.min(iface.snapshot),
             wirelen,
             ts_sec: (secs as i64).saturating_add(iface.offset),
-            ts_usec: frac_to_usec(frac, iface.resolution),
+            ts_nsec: frac_to_nsec(frac, iface.resolution),
             dlt: iface.dlt,
+            interface: interface_id,
         })
     }
 

@@ -28,7 +28,7 @@ fn collect(stream: &[u8], records: &[Record]) -> Vec<Pkt> {
         .iter()
         .map(|r| {
             let data = stream[r.offset..r.offset + r.caplen as usize].to_vec();
-            (r.ts_sec, r.ts_usec, r.wirelen, data, r.dlt)
+            (r.ts_sec, r.ts_usec(), r.wirelen, data, r.dlt)
         })
         .collect()
 }
@@ -534,4 +534,35 @@ fn interface_blocks_per_section_are_capped() {
         parse_all(&stream).unwrap_err(),
         StreamError::TooManyInterfaces(pcapng::MAX_INTERFACES)
     );
+}
+
+#[test]
+fn records_keep_nanoseconds_and_their_interface() {
+    // pcapng: interface 1 counts nanoseconds, interface 2 in 2^-20 s (its
+    // packet is at 2^19 units: half a second).
+    for endianness in [Endianness::Little, Endianness::Big] {
+        let stream = pcapng_stream(endianness);
+        let mut out = Vec::new();
+        StreamParser::new(Limits::default())
+            .parse(&stream, &mut out)
+            .unwrap();
+        let got: Vec<(u32, u32)> = out.iter().map(|r| (r.ts_nsec, r.interface)).collect();
+        let want = vec![(123_456_000, 0), (123_456_789, 1), (500_000_000, 2), (0, 0)];
+        assert_eq!(got, want, "{endianness:?}");
+    }
+    // pcap: a nanosecond file keeps its nanoseconds; Zeek gets microseconds.
+    for endianness in [Endianness::Little, Endianness::Big] {
+        let stream = pcap_stream(endianness, TsResolution::NanoSecond, DataLink::ETHERNET);
+        let mut out = Vec::new();
+        StreamParser::new(Limits::default())
+            .parse(&stream, &mut out)
+            .unwrap();
+        let want: Vec<(u32, u32)> = packets()
+            .iter()
+            .map(|(ts, _)| (ts.subsec_nanos(), ts.subsec_micros()))
+            .collect();
+        let got: Vec<(u32, u32)> = out.iter().map(|r| (r.ts_nsec, r.ts_usec())).collect();
+        assert_eq!(got, want, "{endianness:?}");
+        assert!(out.iter().all(|r| r.interface == 0));
+    }
 }

@@ -12,8 +12,9 @@ fn batch(tag: u8, len: usize) -> Batch {
         caplen: len as u32,
         wirelen: len as u32,
         ts_sec: i64::from(tag),
-        ts_usec: 0,
+        ts_nsec: 0,
         dlt: 1,
+        interface: 0,
     }];
     Batch::new(Bytes::from(vec![tag; len]), records)
 }

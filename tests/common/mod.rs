@@ -140,7 +140,7 @@ pub fn drain(source: &mut Source) -> Vec<Expected> {
     let mut got = Vec::new();
     loop {
         match source.next_packet() {
-            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec, p.wirelen, p.data.to_vec())),
+            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec())),
             Next::Empty => {
                 assert!(Instant::now() < deadline, "the stream did not end");
                 source.wait(Duration::from_millis(100));
@@ -174,4 +174,43 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
 /// Every message the source logged, oldest first.
 pub fn messages(source: &Source) -> Vec<String> {
     source.take_messages().into_iter().map(|(_, m)| m).collect()
+}
+
+/// A microsecond pcap (either byte order) as the nanosecond pcap of the
+/// same capture, in the same byte order: the magic, and each record's
+/// fraction times 1000 plus `extra_ns` (so that the nanoseconds matter).
+/// Panics on anything else: it converts the test's own fixtures.
+pub fn nanosecond_pcap(pcap: &[u8], extra_ns: u32) -> Vec<u8> {
+    let big = match pcap.get(..4) {
+        Some([0xa1, 0xb2, 0xc3, 0xd4]) => true,
+        Some([0xd4, 0xc3, 0xb2, 0xa1]) => false,
+        other => panic!("not a microsecond pcap: magic {other:?}"),
+    };
+    let u32_at = |at: usize| {
+        let b: [u8; 4] = pcap[at..at + 4].try_into().unwrap();
+        if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    let put = |out: &mut Vec<u8>, v: u32| {
+        out.extend_from_slice(&if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        })
+    };
+    let mut out = Vec::with_capacity(pcap.len());
+    put(&mut out, 0xa1b2_3c4d);
+    out.extend_from_slice(&pcap[4..24]);
+    let mut pos = 24;
+    while pos < pcap.len() {
+        let caplen = u32_at(pos + 8) as usize;
+        put(&mut out, u32_at(pos));
+        put(&mut out, u32_at(pos + 4) * 1000 + extra_ns);
+        out.extend_from_slice(&pcap[pos + 8..pos + 16 + caplen]);
+        pos += 16 + caplen;
+    }
+    out
 }

@@ -3,7 +3,7 @@
 //! clients and dialling receivers.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a receiver may take to close after the whole file was sent.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Bound on a TLS handshake (a peer that connects and says nothing).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a failed handshake, how long the peer has to read our alert before
 /// the socket is closed (closing with its bytes unread would reset the
 /// connection, and the alert with it).
@@ -261,11 +261,6 @@ pub fn accept(tcp: TcpStream, tls: &Tls) -> Result<Conn, String> {
     Ok(Conn::Server(Box::new(s)))
 }
 
-/// The peer's address, for messages.
-pub fn peer_of(tcp: &TcpStream) -> String {
-    tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default()
-}
-
 /// Exponential backoff between connection attempts.
 pub struct Backoff(pub Duration);
 
@@ -297,8 +292,13 @@ fn try_connect(target: &Endpoint, tls: &Tls) -> Result<Conn, String> {
 
 /// One attempt to connect to `target`, every address it resolves to in turn.
 fn try_connect_tcp(target: &str) -> io::Result<TcpStream> {
+    connect_addrs(target.to_socket_addrs()?)
+}
+
+/// One attempt to connect to each of `addrs` in turn, until one answers.
+pub fn connect_addrs(addrs: impl IntoIterator<Item = SocketAddr>) -> io::Result<TcpStream> {
     let mut last = None;
-    for addr in target.to_socket_addrs()? {
+    for addr in addrs {
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
             // Dialling a free loopback port can meet itself (TCP simultaneous
             // open): that is no receiver.

@@ -14,12 +14,14 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{Shutdown, TcpStream};
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use socket2::SockRef;
 
 use crate::conn::Conn;
 use crate::stats::{ClientStats, Registry, State};
@@ -32,6 +34,13 @@ const BATCH: usize = 256 * 1024;
 pub const DRAIN_STALL: Duration = Duration::from_secs(30);
 /// A client that keeps starting to drop is reported at most this often.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// While a client's queue is empty, its socket is looked at this often: a
+/// writer with nothing to write would otherwise notice a client whose
+/// connection was reset only at the next write, however long the input
+/// stays idle.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+/// What an idle check reads (and drops) at most of what a client sent.
+const IDLE_DISCARD: usize = 64 * 1024;
 
 /// What to do with a client whose queue is full (--slow-client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,10 +264,51 @@ impl Client {
         (dropped, dropped_bytes)
     }
 
+    /// Whether the client has left: its connection was reset. Clients
+    /// send nothing in PCAP-over-IP, so what one sent anyway is read and
+    /// dropped (a bounded amount per call). The end of its bytes (a FIN)
+    /// is not a departure: a reader that only closed its sending side
+    /// (`ncat` with stdin at its end, `nc -N`) cannot be told from one that
+    /// closed altogether until a write fails, and must keep its stream.
+    /// Never blocks.
+    fn departed(&self) -> Option<io::Error> {
+        let mut sink = [MaybeUninit::<u8>::uninit(); 4096];
+        let sock = SockRef::from(&self.tcp);
+        let mut read = 0;
+        while read < IDLE_DISCARD {
+            match sock.recv_with_flags(&mut sink, libc::MSG_DONTWAIT) {
+                Ok(0) => return None,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    }
+
+    /// The connection broke (`e`), unless we closed it ourselves: the
+    /// queue is dropped (the hub queues no more for it).
+    fn lost(&self, e: io::Error) -> Ended {
+        let mut q = self.lock();
+        match q.closing {
+            // Our own shutdown ended the write.
+            Some(Closing::Slow) => Ended::Slow,
+            Some(Closing::Stalled) => Ended::Stalled,
+            _ => {
+                q.closing = Some(Closing::Gone);
+                q.discard(&self.stats);
+                Ended::Lost(e)
+            }
+        }
+    }
+
     /// The client's writer: sends what is queued until the queue is closed.
-    /// At the end of the input, sends the rest and ends the stream.
+    /// At the end of the input, sends the rest and ends the stream. While
+    /// there is nothing to send, notices a reset connection (IDLE_CHECK).
     pub fn run(&self, conn: &mut Conn) -> Ended {
         let mut batch = Vec::new();
+        let mut next_check = Instant::now() + IDLE_CHECK;
         loop {
             let (mut bytes, mut packets) = (0, 0);
             {
@@ -280,7 +330,21 @@ impl Client {
                             Err(e) => Ended::Lost(e),
                         };
                     }
-                    q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                    let now = Instant::now();
+                    if now >= next_check {
+                        next_check = now + IDLE_CHECK;
+                        drop(q);
+                        if let Some(e) = self.departed() {
+                            return self.lost(e);
+                        }
+                        q = self.lock();
+                        continue;
+                    }
+                    q = self
+                        .ready
+                        .wait_timeout(q, next_check - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
                 while let Some(s) = q.segments.front() {
                     if !batch.is_empty() && bytes + s.data.len() > BATCH {
@@ -294,22 +358,13 @@ impl Client {
             }
             let written = conn.write_segments(&batch);
             batch.clear();
-            let mut q = self.lock();
             if let Err(e) = written {
                 // What the failed write held is lost, and so is the rest of
-                // the queue (the hub queues no more for it).
+                // the queue.
                 self.stats.dropped(packets, bytes as u64);
-                return match q.closing {
-                    // Our own shutdown ended the write.
-                    Some(Closing::Slow) => Ended::Slow,
-                    Some(Closing::Stalled) => Ended::Stalled,
-                    _ => {
-                        q.closing = Some(Closing::Gone);
-                        q.discard(&self.stats);
-                        Ended::Lost(e)
-                    }
-                };
+                return self.lost(e);
             }
+            let mut q = self.lock();
             q.bytes = q.bytes.saturating_sub(bytes);
             self.stats.set_queued(q.bytes);
             drop(q);

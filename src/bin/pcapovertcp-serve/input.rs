@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pcapovertcp::parse::{Limits, Record, StreamError, StreamParser};
 use pcapovertcp::share::{ShareBy, Sharer, Verdict};
-use pcapovertcp::{Config, Next, Opening, Source};
 
 use crate::conn::{Backoff, RETRY_MAX, RETRY_MIN};
 use crate::hub::Hub;
@@ -25,8 +24,6 @@ use crate::hub::Hub;
 const READ_BUF: usize = 1 << 20;
 /// What one read takes at least (if the buffer has room): a pipe's worth.
 const READ_MIN: usize = 64 << 10;
-/// --upstream: at most this many bytes of packets are handed on at once.
-const UPSTREAM_BATCH: usize = 256 << 10;
 
 /// One unit of a read: its bytes, and the packet when it is one.
 pub type Unit = (Range<usize>, Option<Record>);
@@ -176,7 +173,19 @@ impl Fanout {
     /// of packets it brought. A stream after the first (the hubs have a
     /// header already) goes on from the clients' stream if its header is
     /// the same (see `new_header`).
-    pub fn relay(&mut self, mut input: impl Read, what: &str) -> Result<u64, Failure> {
+    pub fn relay(&mut self, input: impl Read, what: &str) -> Result<u64, Failure> {
+        self.relay_with(input, what, || {})
+    }
+
+    /// `relay`, calling `started` once the stream's first unit (its
+    /// header) has been recognised: from then on it is a pcap stream.
+    pub fn relay_with(
+        &mut self,
+        mut input: impl Read,
+        what: &str,
+        mut started: impl FnMut(),
+    ) -> Result<u64, Failure> {
+        let mut recognised = false;
         let mut parser = StreamParser::new(Limits::default());
         let mut buf = vec![0u8; READ_BUF];
         let mut filled = 0;
@@ -218,6 +227,10 @@ impl Fanout {
             let consumed = parser
                 .parse_units(&buf[..filled], |range, record| units.push((range, record)))
                 .map_err(Failure::Stream)?;
+            if consumed > 0 && !recognised {
+                recognised = true;
+                started();
+            }
             if consumed > 0 {
                 // One copy, shared by every client's queue.
                 let chunk = Bytes::copy_from_slice(&buf[..consumed]);
@@ -358,144 +371,5 @@ pub fn run_exec(fanout: &mut Fanout, cmd: &str, once: bool) -> bool {
             reported = Some(report);
         }
         backoff.wait();
-    }
-}
-
-/// A pcapng block (little-endian): type, length, body padded to 4 bytes,
-/// length.
-fn block(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
-    let padded = body.len().div_ceil(4) * 4;
-    let len = (12 + padded) as u32;
-    out.extend_from_slice(&kind.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(body);
-    out.resize(out.len() + padded - body.len(), 0);
-    out.extend_from_slice(&len.to_le_bytes());
-}
-
-/// The pcapng stream --upstream relays: one section, one interface per
-/// link type in the order they are first seen, microsecond timestamps.
-#[derive(Default)]
-struct NgWriter {
-    started: bool,
-    link_types: Vec<i32>,
-}
-
-impl NgWriter {
-    /// Appends the packet (and the blocks it needs first) to `out`, a unit
-    /// each, to `units`.
-    fn packet(&mut self, out: &mut Vec<u8>, units: &mut Vec<Unit>, p: &pcapovertcp::Packet<'_>) {
-        if !self.started {
-            self.started = true;
-            let start = out.len();
-            let mut body = Vec::with_capacity(16);
-            body.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
-            body.extend_from_slice(&1u16.to_le_bytes());
-            body.extend_from_slice(&0u16.to_le_bytes());
-            body.extend_from_slice(&(-1i64).to_le_bytes());
-            block(out, 0x0a0d_0d0a, &body);
-            units.push((start..out.len(), None));
-        }
-        let iface = match self.link_types.iter().position(|&l| l == p.dlt) {
-            Some(i) => i,
-            None => {
-                let start = out.len();
-                let mut body = Vec::with_capacity(8);
-                body.extend_from_slice(&(p.dlt as u16).to_le_bytes());
-                body.extend_from_slice(&0u16.to_le_bytes());
-                body.extend_from_slice(&Limits::default().max_caplen.to_le_bytes());
-                block(out, 1, &body);
-                units.push((start..out.len(), None));
-                self.link_types.push(p.dlt);
-                self.link_types.len() - 1
-            }
-        };
-        let start = out.len();
-        let ts = (p.ts_sec as u64)
-            .wrapping_mul(1_000_000)
-            .wrapping_add(u64::from(p.ts_usec));
-        let mut body = Vec::with_capacity(20 + p.data.len());
-        body.extend_from_slice(&(iface as u32).to_le_bytes());
-        body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
-        body.extend_from_slice(&(ts as u32).to_le_bytes());
-        body.extend_from_slice(&(p.data.len() as u32).to_le_bytes());
-        body.extend_from_slice(&p.wirelen.to_le_bytes());
-        body.extend_from_slice(p.data);
-        block(out, 6, &body);
-        let record = Record {
-            offset: start + 28,
-            caplen: p.data.len() as u32,
-            wirelen: p.wirelen,
-            ts_sec: p.ts_sec,
-            ts_usec: p.ts_usec,
-            dlt: p.dlt,
-        };
-        units.push((start..out.len(), Some(record)));
-    }
-}
-
-/// Passes the core's messages on to the tool's log.
-fn forward_messages(source: &Source) {
-    if source.has_messages() {
-        for (level, message) in source.take_messages() {
-            log::log!(level, "--upstream: {message}");
-        }
-    }
-}
-
-/// --upstream: reads `spec` with the plugin's core (several servers merged
-/// in timestamp order; reconnecting as `config` says) and relays it as
-/// pcapng. Returns when the core's stream ends (only without reconnect):
-/// whether it opened.
-pub fn run_upstream(fanout: &mut Fanout, spec: &str, config: Config) -> bool {
-    let mut source = match Source::start(spec, config) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("--upstream {spec}: {e}");
-            return false;
-        }
-    };
-    loop {
-        forward_messages(&source);
-        match source.wait_open(Duration::from_millis(500)) {
-            Opening::Open(dlt) => {
-                log::info!("--upstream {spec}: open (link type {dlt})");
-                break;
-            }
-            Opening::Waiting => {}
-            Opening::Failed(e) => {
-                forward_messages(&source);
-                log::error!("--upstream {spec}: {e}");
-                return false;
-            }
-        }
-    }
-    let mut writer = NgWriter::default();
-    loop {
-        forward_messages(&source);
-        let (mut out, mut units) = (Vec::new(), Vec::new());
-        let mut ended = false;
-        while out.len() < UPSTREAM_BATCH {
-            match source.next_packet() {
-                Next::Packet(p) => writer.packet(&mut out, &mut units, &p),
-                Next::Empty => break,
-                Next::Ended => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        if !units.is_empty() {
-            fanout.send(&Bytes::from(out), &units);
-        }
-        if ended {
-            forward_messages(&source);
-            log::info!("--upstream {spec}: the stream ended");
-            source.close();
-            return true;
-        }
-        if units.is_empty() {
-            source.wait(Duration::from_millis(200));
-        }
     }
 }

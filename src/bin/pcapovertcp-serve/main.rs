@@ -18,7 +18,8 @@
 //!
 //! Modules: [`conn`] (connections, TLS, dialling), [`file`] (serving a
 //! file), [`input`] (the live inputs: standard input, --exec, --upstream,
-//! and --shards), [`hub`] (the live relay), [`serve`] (the listening and dialling
+//! and --shards), [`upstream`] (--upstream with one server, relayed as it
+//! is), [`merged`] (--upstream with several, merged), [`hub`] (the live relay), [`serve`] (the listening and dialling
 //! modes), [`stats`] (the counters), [`logging`] (messages and signals).
 
 mod conn;
@@ -26,8 +27,10 @@ mod file;
 mod hub;
 mod input;
 mod logging;
+mod merged;
 mod serve;
 mod stats;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,7 +54,11 @@ or with --connect sends it to receivers that listen; over TLS with the
 With -, relays standard input live (e.g. `tcpdump -U -w - | pcapovertcp-serve -`):
 each client gets the stream's header, then the packets from when it joined.
 Each client has its own queue and writer: a slow client holds up neither
-the input nor the other clients (see --client-buffer, --slow-client).
+the input nor the other clients (see --client-buffer, --slow-client). A
+client whose connection is reset is gone within a second, even while the
+input is idle; one that closes normally, at the next packet it is sent (a
+reader that only closed its sending side, as ncat does at the end of its
+stdin, keeps its stream).
 
 live inputs (instead of FILE or -; relayed as standard input is):
   --exec CMD          run CMD through `sh -c` and relay its standard output,
@@ -71,15 +78,27 @@ live inputs (instead of FILE or -; relayed as standard input is):
                       is redialled). Its lines on standard error are logged
                       at debug level (-v).
   --upstream SPEC     read one or more PCAP-over-IP servers with the
-                      plugin's own endpoint grammar and core, e.g.
-                      a:57012,b:57012 or tls://a:57012 (reconnected with
-                      backoff, 100 ms doubling to 5 s), several merged in
-                      timestamp order, and relay them. Clients get pcapng:
-                      one section, one interface per distinct link type
-                      (the core does not tell which server a packet came
-                      from, so interfaces are link types, not servers),
-                      microsecond timestamps, each packet's captured bytes
-                      and wire length as the core delivered them.
+                      plugin's own endpoint grammar, e.g. a:57012,b:57012
+                      or tls://a:57012 (reconnected with backoff, 100 ms
+                      doubling to 5 s), and relay them. One server
+                      (HOST:PORT, tcp:// or tls://, no list, no ?share):
+                      its stream as it is, header included (timestamp
+                      resolution, byte order, pcapng interfaces); a
+                      restart with the same header goes on in the
+                      clients' streams, as with --exec. Its loss and its
+                      return are logged once each; TCP keepalive notices
+                      a server that vanished within about 22 s. Several
+                      servers: merged in timestamp order by the plugin's
+                      core; clients get pcapng: one section, one
+                      interface per input interface (each server's own,
+                      named after the server and its number there),
+                      nanosecond timestamps, each packet's captured bytes
+                      and wire length as the server sent them.
+  --merge-window MSEC with several --upstream servers: how long the merge
+                      waits for a server that has nothing queued before
+                      it releases the others' packets past it (default
+                      100, as PcapOverTcp::merge_window; 0 = arrival
+                      order). Longer for servers across a jittery link.
   --once              with --exec: end when the command ends (status 0 if
                       it succeeded), as at the end of standard input; with
                       --upstream: no reconnecting, end once every server's
@@ -250,6 +269,9 @@ pub struct Options {
     shards: u16,
     shard_by: ShareBy,
     shard_by_given: bool,
+    /// --merge-window: how long the merge of several --upstream servers
+    /// waits for a quiet one.
+    merge_window: std::time::Duration,
     upstream_tls: TlsOptions,
     /// --tls given.
     tls: bool,
@@ -328,6 +350,7 @@ fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         shards: 1,
         shard_by: ShareBy::AddressPair,
         shard_by_given: false,
+        merge_window: pcapovertcp::Config::default().merge_window,
         upstream_tls: TlsOptions::default(),
         tls: false,
         tls_cert: None,
@@ -389,6 +412,13 @@ fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Options, String>
                 o.upstream = Some(v)
             }
             "--once" => o.once = true,
+            "--merge-window" => {
+                let v = value("--merge-window")?;
+                let ms: u64 = v.parse().map_err(|_| {
+                    format!("--merge-window {v}: expected milliseconds (0 = arrival order)")
+                })?;
+                o.merge_window = std::time::Duration::from_millis(ms)
+            }
             "--shards" => {
                 let v = value("--shards")?;
                 o.shards = v
@@ -555,6 +585,9 @@ fn input_conflicts(o: &Options) -> Result<(), &'static str> {
     }
     if o.shard_by_given && o.shards <= 1 {
         return Err("--shard-by needs --shards");
+    }
+    if o.merge_window != pcapovertcp::Config::default().merge_window && o.upstream.is_none() {
+        return Err("--merge-window needs --upstream (it orders several servers' packets)");
     }
     let t = &o.upstream_tls;
     if o.upstream.is_none()

@@ -14,13 +14,15 @@ use pcapovertcp::endpoint::Endpoint;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::conn::{
-    accept, dial, finish, peer_of, tls_hint, tls_setup, Backoff, Conn, Tls, RETRY_MAX, RETRY_MIN,
+    accept, dial, finish, tls_hint, tls_setup, Backoff, Conn, Tls, RETRY_MAX, RETRY_MIN,
 };
 use crate::file::{load, serve_file, Framed};
 use crate::hub::{Ended, Hub};
-use crate::input::{run_exec, run_upstream, Fanout};
+use crate::input::{run_exec, Fanout};
 use crate::logging;
+use crate::merged::run_upstream;
 use crate::stats::{ClientStats, Registry, State};
+use crate::upstream::{self, Direct};
 use crate::Options;
 
 /// Listening sockets' backlog.
@@ -30,6 +32,11 @@ const BACKLOG: i32 = 1024;
 /// serve, listening, the port file) are returned, to be printed as one line.
 pub fn run(o: &Options) -> Result<ExitCode, String> {
     let tls = tls_setup(o)?;
+    let direct = match &o.upstream {
+        Some(spec) => upstream::direct(spec, &o.upstream_tls)?,
+        None => None,
+    };
+    let direct = direct.as_ref();
     let live = o.live();
     let framed = if live { None } else { Some(load(&o.input)?) };
     let registry = Arc::new(Registry::new(live));
@@ -37,14 +44,14 @@ pub fn run(o: &Options) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot set up the signal handlers: {e}"))?;
     if !o.connect.is_empty() {
         return Ok(match framed {
-            None => connect_relay(o, &tls, &registry),
+            None => connect_relay(o, &tls, direct, &registry),
             Some(framed) => connect_file(o, &tls, &framed, &registry),
         });
     }
     let listeners = listen_all(o)?;
     let accepted = accept_all(listeners);
     Ok(match framed {
-        None => listen_relay(o, &tls, accepted, &registry),
+        None => listen_relay(o, &tls, direct, accepted, &registry),
         Some(framed) => listen_file(o, &tls, &framed, accepted, &registry),
     })
 }
@@ -127,16 +134,26 @@ fn listen_all(o: &Options) -> Result<Vec<(usize, TcpListener)>, String> {
     Ok(listeners)
 }
 
+/// An accepted client: its listener's shard, its socket and its address
+/// (taken from accept(), which has it even when the connection is already
+/// reset and the socket can no longer tell).
+struct Incoming {
+    shard: usize,
+    tcp: TcpStream,
+    peer: String,
+}
+
 /// Accepts on every listener, each on its own thread; the connections come
-/// out of one channel, each with its listener's shard.
-fn accept_all(listeners: Vec<(usize, TcpListener)>) -> mpsc::Receiver<(usize, TcpStream)> {
+/// out of one channel.
+fn accept_all(listeners: Vec<(usize, TcpListener)>) -> mpsc::Receiver<Incoming> {
     let (tx, rx) = mpsc::channel();
     for (shard, l) in listeners {
         let tx = tx.clone();
         thread::spawn(move || loop {
             match l.accept() {
-                Ok((tcp, _)) => {
-                    if tx.send((shard, tcp)).is_err() {
+                Ok((tcp, peer)) => {
+                    let peer = peer.to_string();
+                    if tx.send(Incoming { shard, tcp, peer }).is_err() {
                         return;
                     }
                 }
@@ -151,18 +168,27 @@ fn accept_all(listeners: Vec<(usize, TcpListener)>) -> mpsc::Receiver<(usize, Tc
     rx
 }
 
-/// Relays the live input (standard input, --exec or --upstream) until it
-/// ends, then lets every client have its stream and prints the counters;
-/// the tool's exit status from how the input ended.
-fn relay_input(o: &Options, fanout: &mut Fanout, registry: &Registry) -> ExitCode {
+/// Relays the live input (standard input, --exec or --upstream: `direct`
+/// when it is one server) until it ends, then lets every client have its
+/// stream and prints the counters; the tool's exit status from how the
+/// input ended.
+fn relay_input(
+    o: &Options,
+    direct: Option<&Direct>,
+    fanout: &mut Fanout,
+    registry: &Registry,
+) -> ExitCode {
     let ok = if let Some(cmd) = &o.exec {
         run_exec(fanout, cmd, o.once)
+    } else if let Some(one) = direct {
+        one.run(fanout, o.once)
     } else if let Some(spec) = &o.upstream {
         let config = pcapovertcp::Config {
             reconnect: !o.once,
             reconnect_min: RETRY_MIN,
             reconnect_max: RETRY_MAX,
             tls: o.upstream_tls.clone(),
+            merge_window: o.merge_window,
             ..pcapovertcp::Config::default()
         };
         run_upstream(fanout, spec, config)
@@ -189,7 +215,8 @@ fn relay_input(o: &Options, fanout: &mut Fanout, registry: &Registry) -> ExitCod
 fn listen_relay(
     o: &Options,
     tls: &Tls,
-    accepted: mpsc::Receiver<(usize, TcpStream)>,
+    direct: Option<&Direct>,
+    accepted: mpsc::Receiver<Incoming>,
     registry: &Arc<Registry>,
 ) -> ExitCode {
     let hubs: Vec<Arc<Hub>> = (0..o.shards)
@@ -199,23 +226,29 @@ fn listen_relay(
     {
         let (hubs, registry, tls) = (hubs.clone(), registry.clone(), tls.clone());
         thread::spawn(move || {
-            for (shard, tcp) in accepted {
+            for Incoming { shard, tcp, peer } in accepted {
                 let (hub, registry, tls) = (hubs[shard].clone(), registry.clone(), tls.clone());
                 let shard = sharded.then_some(shard);
                 // Its own thread: the TLS handshake, then the writer.
-                thread::spawn(move || relay_client(tcp, &tls, &hub, &registry, shard));
+                thread::spawn(move || relay_client(tcp, peer, &tls, &hub, &registry, shard));
             }
         });
     }
     let mut fanout = Fanout::new(hubs, o.shard_by);
     // The input is not read before enough clients are connected.
     fanout.wait_for_clients(o.wait_clients);
-    relay_input(o, &mut fanout, registry)
+    relay_input(o, direct, &mut fanout, registry)
 }
 
 /// One client of the relay, from its TLS handshake to the end of its stream.
-fn relay_client(tcp: TcpStream, tls: &Tls, hub: &Hub, registry: &Registry, shard: Option<usize>) {
-    let peer = peer_of(&tcp);
+fn relay_client(
+    tcp: TcpStream,
+    peer: String,
+    tls: &Tls,
+    hub: &Hub,
+    registry: &Registry,
+    shard: Option<usize>,
+) {
     let _ = tcp.set_nodelay(true);
     let handle = match tcp.try_clone() {
         Ok(h) => h,
@@ -276,15 +309,15 @@ fn listen_file(
     o: &Options,
     tls: &Tls,
     framed: &Arc<Framed>,
-    accepted: mpsc::Receiver<(usize, TcpStream)>,
+    accepted: mpsc::Receiver<Incoming>,
     registry: &Arc<Registry>,
 ) -> ExitCode {
     let mut workers = Vec::new();
     // Clients held back until --wait-clients of them are connected.
     let mut waiting = Vec::new();
     let mut started = false;
-    for (n, (_, tcp)) in accepted.into_iter().enumerate() {
-        waiting.push(tcp);
+    for (n, client) in accepted.into_iter().enumerate() {
+        waiting.push((client.tcp, client.peer));
         let served = n as u64 + 1;
         let last = o.clients.is_some_and(|n| served >= n);
         if waiting.len() < o.wait_clients && !started && !last {
@@ -292,11 +325,10 @@ fn listen_file(
         }
         // Once started, later clients are served as they come.
         started = true;
-        for tcp in waiting.drain(..) {
+        for (tcp, peer) in waiting.drain(..) {
             let (framed, tls, registry) = (framed.clone(), tls.clone(), registry.clone());
             let (loops, rate) = (o.loops, o.rate);
             workers.push(thread::spawn(move || {
-                let peer = peer_of(&tcp);
                 let mut conn = match accept(tcp, &tls) {
                     Ok(c) => c,
                     Err(e) => {
@@ -458,7 +490,12 @@ fn join_and_run(target: &Endpoint, conn: &mut Conn, hub: &Hub, stats: &Arc<Clien
 }
 
 /// --connect with a live input: one thread per target, all fed by the hub.
-fn connect_relay(o: &Options, tls: &Tls, registry: &Arc<Registry>) -> ExitCode {
+fn connect_relay(
+    o: &Options,
+    tls: &Tls,
+    direct: Option<&Direct>,
+    registry: &Arc<Registry>,
+) -> ExitCode {
     let hub = Arc::new(Hub::new(o.client_buffer, o.slow_client, registry.clone()));
     for target in &o.connect {
         let (target, tls) = (target.clone(), tls.clone());
@@ -469,5 +506,5 @@ fn connect_relay(o: &Options, tls: &Tls, registry: &Arc<Registry>) -> ExitCode {
     // connected, so a single target loses nothing; the others join live.
     let mut fanout = Fanout::new(vec![hub], o.shard_by);
     fanout.wait_for_clients(1);
-    relay_input(o, &mut fanout, registry)
+    relay_input(o, direct, &mut fanout, registry)
 }
