@@ -532,27 +532,14 @@ impl TlsStream {
     }
 
     fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        loop {
-            let old = buf.len();
-            buf.resize(old + TLS_READ, 0);
-            let read = self.conn.reader().read(&mut buf[old..]);
-            buf.truncate(old + *read.as_ref().unwrap_or(&0));
-            match read {
-                Ok(n) => return Ok(n), // 0: the peer's close_notify
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            self.flush()?;
-            if self.read_tls_step()? == 0 {
-                // Many PCAP-over-IP senders (socat, ncat) end without a
-                // close_notify: the end of the stream, as over plain TCP.
-                return Ok(0);
-            }
-            self.flush()?;
-        }
+        let old = buf.len();
+        buf.resize(old + TLS_READ, 0);
+        let read = self.read_plain(&mut buf[old..]);
+        buf.truncate(old + *read.as_ref().unwrap_or(&0));
+        read
     }
 
-    /// `read_into` for a caller's slice: no zero-filling of our own.
+    /// Decrypted bytes into `buf`: 0 at the end of the stream.
     fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.conn.reader().read(buf) {
@@ -562,8 +549,8 @@ impl TlsStream {
             }
             self.flush()?;
             if self.read_tls_step()? == 0 {
-                // A sender that ends without a close_notify: the end of
-                // the stream (see `read_into`).
+                // Many PCAP-over-IP senders (socat, ncat) end without a
+                // close_notify: the end of the stream, as over plain TCP.
                 return Ok(0);
             }
             self.flush()?;

@@ -724,14 +724,7 @@ fn shards_split_the_packets_by_flow_each_packet_once() {
             2,
         );
         assert_eq!(ports[1], ports[0] + 1);
-        let shards: Vec<_> = ports
-            .iter()
-            .map(|&p| {
-                let tcp = connect(p, None);
-                thread::spawn(move || read_all(tcp))
-            })
-            .collect();
-        let got: Vec<Vec<u8>> = shards.into_iter().map(|t| t.join().unwrap()).collect();
+        let got = read_shards(&ports);
         assert!(
             server.wait_success(Duration::from_secs(10)),
             "{}",
@@ -783,21 +776,10 @@ fn upstream_merges_two_servers_as_mergecap_does() {
         let b = dir.join("b.pcap");
         std::fs::write(&a, ip_capture(600, 10, 1_700_000_000_000, 2, 1)).unwrap();
         std::fs::write(&b, ip_capture(500, 10, 1_700_000_000_001, 2, 2)).unwrap();
-        let merged = dir.join("merged.pcap");
-        let status = Command::new("mergecap")
-            .args(["-F", "pcap", "-w"])
-            .arg(&merged)
-            .arg(&a)
-            .arg(&b)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let (sa, _) = start_ports(&[a.to_str().unwrap()], 1);
-        let (sb, _) = start_ports(&[b.to_str().unwrap()], 1);
-        let spec = format!("127.0.0.1:{},127.0.0.1:{}", sa.port, sb.port);
+        let up = two_upstreams(&dir, &a, &b, true);
         // A window no start-up delay of the test machine reaches: the
         // servers' files end, so it is never waited out.
-        let args = ["--once", "--merge-window", "5000", "--upstream", &spec];
+        let args = ["--once", "--merge-window", "5000", "--upstream", &up.spec];
         let (mut broker, _) = start_ports(&args, 1);
         let client = connect(broker.port, None);
         let got = read_all(client);
@@ -810,12 +792,51 @@ fn upstream_merges_two_servers_as_mergecap_does() {
         std::fs::write(&out, &got).unwrap();
         assert!(got.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]), "not pcapng");
         let got = common::reference_packets(&out);
-        let want = common::reference_packets(&merged);
+        let want = common::reference_packets(&up.merged);
         assert_eq!(got.len(), want.len(), "{}", broker.log());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g, w, "packet {i}");
         }
     })
+}
+
+/// Two upstream servers, one serving `a` and one `b`; the `--upstream`
+/// spec naming both; and `mergecap`'s merge of the two files (pcap when
+/// `as_pcap`, else pcapng), the reference for what the relay serves.
+struct TwoUpstreams {
+    a: Server,
+    b: Server,
+    spec: String,
+    merged: PathBuf,
+}
+
+fn two_upstreams(
+    dir: &std::path::Path,
+    a: &std::path::Path,
+    b: &std::path::Path,
+    as_pcap: bool,
+) -> TwoUpstreams {
+    let merged = dir.join(if as_pcap {
+        "merged.pcap"
+    } else {
+        "merged.pcapng"
+    });
+    let mut mergecap = Command::new("mergecap");
+    if as_pcap {
+        mergecap.args(["-F", "pcap"]);
+    }
+    let status = mergecap
+        .arg("-w")
+        .arg(&merged)
+        .arg(a)
+        .arg(b)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (a, _) = start_ports(&[a.to_str().unwrap()], 1);
+    let (b, _) = start_ports(&[b.to_str().unwrap()], 1);
+    let spec = format!("127.0.0.1:{},127.0.0.1:{}", a.port, b.port);
+    TwoUpstreams { a, b, spec, merged }
 }
 
 /// Each packet of a capture as tshark reads it: (time with nanoseconds,
@@ -870,19 +891,9 @@ fn upstream_keeps_each_servers_interfaces_and_nanoseconds_as_mergecap_does() {
         let b = dir.join("b.pcap");
         let capture = ip_capture(300, 10, 1_767_663_089_000, 1000, 2);
         std::fs::write(&b, common::nanosecond_pcap(&capture, 7)).unwrap();
-        let merged = dir.join("merged.pcapng");
-        let status = Command::new("mergecap")
-            .arg("-w")
-            .arg(&merged)
-            .arg(&a)
-            .arg(&b)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let (sa, _) = start_ports(&[a.to_str().unwrap()], 1);
-        let (sb, _) = start_ports(&[b.to_str().unwrap()], 1);
-        let spec = format!("127.0.0.1:{},127.0.0.1:{}", sa.port, sb.port);
-        let args = ["--once", "--merge-window", "5000", "--upstream", &spec];
+        let up = two_upstreams(&dir, &a, &b, false);
+        let (sa, sb) = (&up.a, &up.b);
+        let args = ["--once", "--merge-window", "5000", "--upstream", &up.spec];
         let (mut broker, _) = start_ports(&args, 1);
         let got = read_all(connect(broker.port, None));
         assert!(
@@ -899,7 +910,7 @@ fn upstream_keeps_each_servers_interfaces_and_nanoseconds_as_mergecap_does() {
             format!("127.0.0.1:{} #1", sa.port),
             format!("127.0.0.1:{} #0", sb.port),
         ];
-        let want: Vec<_> = tshark_frames(&merged)
+        let want: Vec<_> = tshark_frames(&up.merged)
             .into_iter()
             .map(|(t, len, md5, id, _)| {
                 let name = names[id.parse::<usize>().unwrap()].clone();
@@ -1135,6 +1146,18 @@ fn a_client_leaving_an_idle_relay_is_noticed_at_once() {
     })
 }
 
+/// What a client of each port (shard) receives, all read at once.
+fn read_shards(ports: &[u16]) -> Vec<Vec<u8>> {
+    let readers: Vec<_> = ports
+        .iter()
+        .map(|&p| {
+            let tcp = connect(p, None);
+            thread::spawn(move || read_all(tcp))
+        })
+        .collect();
+    readers.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 /// The unordered IPv4 address pair of a packet of `ip_capture`.
 fn packet_pair(data: &[u8]) -> ([u8; 4], [u8; 4]) {
     let ip = &data[14..];
@@ -1158,38 +1181,22 @@ fn upstream_with_shards_gives_each_merged_packet_to_one_shard() {
         let b = dir.join("b.pcap");
         std::fs::write(&a, ip_capture(1500, 40, 1_700_000_000_000, 2, 1)).unwrap();
         std::fs::write(&b, ip_capture(1200, 40, 1_700_000_000_001, 2, 2)).unwrap();
-        let merged = dir.join("merged.pcap");
-        let status = Command::new("mergecap")
-            .args(["-F", "pcap", "-w"])
-            .arg(&merged)
-            .arg(&a)
-            .arg(&b)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let (sa, _) = start_ports(&[a.to_str().unwrap()], 1);
-        let (sb, _) = start_ports(&[b.to_str().unwrap()], 1);
-        let spec = format!("127.0.0.1:{},127.0.0.1:{}", sa.port, sb.port);
+        let up = two_upstreams(&dir, &a, &b, true);
         let (mut broker, ports) = start_ports(
             &[
                 "--once",
+                "--merge-window",
+                "5000",
                 "--shards",
                 "2",
                 "--wait-clients",
                 "2",
                 "--upstream",
-                &spec,
+                &up.spec,
             ],
             2,
         );
-        let shards: Vec<_> = ports
-            .iter()
-            .map(|&p| {
-                let tcp = connect(p, None);
-                thread::spawn(move || read_all(tcp))
-            })
-            .collect();
-        let got: Vec<Vec<u8>> = shards.into_iter().map(|t| t.join().unwrap()).collect();
+        let got = read_shards(&ports);
         assert!(
             broker.wait_success(Duration::from_secs(20)),
             "{}",
@@ -1208,7 +1215,7 @@ fn upstream_with_shards_gives_each_merged_packet_to_one_shard() {
                 all.push(p);
             }
         }
-        let mut want = common::reference_packets(&merged);
+        let mut want = common::reference_packets(&up.merged);
         all.sort();
         want.sort();
         assert_eq!(all.len(), want.len(), "{}", broker.log());

@@ -24,9 +24,9 @@ fn batch(tag: u8, times: &[i64]) -> Batch {
     Batch::new(Bytes::from(vec![tag; times.len()]), records)
 }
 
-/// Everything the ring received, as (tag, seconds), until it finished.
-fn drain(ring: &Ring) -> Vec<(u8, i64)> {
-    let mut out = Vec::new();
+/// Every batch the ring received, until it finished, each handed to `each`
+/// before it is released.
+fn drain_batches(ring: &Ring, mut each: impl FnMut(&Batch)) {
     let mut done = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -34,18 +34,27 @@ fn drain(ring: &Ring) -> Vec<(u8, i64)> {
         match ring.pop(done) {
             Pop::Batch(b) => {
                 done = b.cost();
-                for i in 0..b.records.len() {
-                    let (r, data, _) = b.record(i).unwrap();
-                    out.push((data[0], r.ts_sec));
-                }
+                each(&b);
             }
             Pop::Empty => {
                 done = 0;
-                ring.wait(Duration::from_millis(50));
+                ring.wait(Duration::from_millis(20));
             }
-            Pop::Finished => return out,
+            Pop::Finished => return,
         }
     }
+}
+
+/// Everything the ring received, as (tag, seconds), until it finished.
+fn drain(ring: &Ring) -> Vec<(u8, i64)> {
+    let mut out = Vec::new();
+    drain_batches(ring, |b| {
+        for i in 0..b.records.len() {
+            let (r, data, _) = b.record(i).unwrap();
+            out.push((data[0], r.ts_sec));
+        }
+    });
+    out
 }
 
 fn run_merge(merge: &Arc<Merge>) -> (Arc<Ring>, thread::JoinHandle<()>) {
@@ -313,27 +322,14 @@ fn interleaved_runs_reach_the_ring_in_few_batches_each_packet_marked_with_its_in
     let (ring, handle) = run_merge(&merge);
     drop((lanes, producer));
     let (mut batches, mut got) = (0, Vec::new());
-    let mut done = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(Instant::now() < deadline, "the merge never finished");
-        match ring.pop(done) {
-            Pop::Batch(b) => {
-                batches += 1;
-                done = b.cost();
-                for i in 0..b.records.len() {
-                    let (r, data, part) = b.record(i).unwrap();
-                    assert_eq!(data[0], b'a' + part.input as u8, "bytes of another input");
-                    got.push((r.ts_sec, part.input));
-                }
-            }
-            Pop::Empty => {
-                done = 0;
-                ring.wait(Duration::from_millis(20));
-            }
-            Pop::Finished => break,
+    drain_batches(&ring, |b| {
+        batches += 1;
+        for i in 0..b.records.len() {
+            let (r, data, part) = b.record(i).unwrap();
+            assert_eq!(data[0], b'a' + part.input as u8, "bytes of another input");
+            got.push((r.ts_sec, part.input));
         }
-    }
+    });
     handle.join().unwrap();
     let total = i64::from(LANES) * READS * PER_READ;
     let want: Vec<(i64, u32)> = (0..total).map(|t| (t, (t % 3) as u32)).collect();
