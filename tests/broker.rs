@@ -246,13 +246,18 @@ fn five_clients(policy: &str) -> (Server, Vec<u8>, Vec<Vec<u8>>, String) {
             thread::spawn(move || read_all(tcp))
         })
         .collect();
-    // Standard input at full speed (the tool reads it once the five are
-    // there), then its end.
+    // Standard input over about 2 s (the tool reads it once the five are
+    // there), then its end: the paused client's queue overflows many
+    // times over, while a fast client that the test machine holds up for
+    // a moment stays far within its own.
     let mut stdin = server.child.stdin.take().unwrap();
     let feed = {
         let input = input.clone();
         thread::spawn(move || {
-            stdin.write_all(&input).unwrap();
+            for piece in input.chunks(input.len().div_ceil(64)) {
+                stdin.write_all(piece).unwrap();
+                thread::sleep(Duration::from_millis(30));
+            }
         })
     };
     let resumed = Instant::now() + PAUSE;

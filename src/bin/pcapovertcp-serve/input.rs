@@ -1,7 +1,9 @@
 //! The live inputs of the relay and how they reach the clients: standard
-//! input, a capture command (--exec) and upstream PCAP-over-IP servers
-//! (--upstream), cut into whole units and handed to the hubs — one hub, or
-//! with --shards one per share, each packet to the hub of its flow's share.
+//! input and a capture command (--exec) relayed here, upstream servers
+//! through [`crate::upstream`] (one, relayed here too) or
+//! [`crate::merged`] (several); each cut into whole units and handed to the
+//! hubs — one hub, or with --shards one per share, each packet to the hub
+//! of its flow's share.
 
 use std::collections::HashSet;
 use std::fmt;
