@@ -12,53 +12,12 @@ use std::time::{Duration, Instant};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "stream.rs"]
+mod stream;
 
 use pcapovertcp::parse::{Limits, StreamParser};
-use pcapovertcp::{Config, Next, Source};
-
-/// A stream: a global header, then `body` repeated `repeat` times.
-struct Stream {
-    name: String,
-    header: Vec<u8>,
-    body: Vec<u8>,
-    packets_per_body: u64,
-    repeat: u64,
-}
-
-impl Stream {
-    fn packets(&self) -> u64 {
-        self.packets_per_body * self.repeat
-    }
-    fn bytes(&self) -> u64 {
-        self.header.len() as u64 + self.body.len() as u64 * self.repeat
-    }
-}
-
-fn pcap_header() -> Vec<u8> {
-    let mut h = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    h.extend_from_slice(&262_144u32.to_le_bytes());
-    h.extend_from_slice(&1u32.to_le_bytes());
-    h
-}
-
-fn synthetic(size: usize, total_packets: u64) -> Stream {
-    let per_body = ((8 << 20) / (size + 16)).max(1) as u64;
-    let mut body = Vec::new();
-    for i in 0..per_body {
-        body.extend_from_slice(&(1_700_000_000u32 + (i / 1000) as u32).to_le_bytes());
-        body.extend_from_slice(&((i % 1000) as u32 * 1000).to_le_bytes());
-        body.extend_from_slice(&(size as u32).to_le_bytes());
-        body.extend_from_slice(&(size as u32).to_le_bytes());
-        body.extend((0..size).map(|j| (i as usize + j) as u8));
-    }
-    Stream {
-        name: format!("{size} B"),
-        header: pcap_header(),
-        body,
-        packets_per_body: per_body,
-        repeat: total_packets.div_ceil(per_body),
-    }
-}
+use pcapovertcp::{Config, Source};
+use stream::{consume, pcap_header, synthetic, Stream};
 
 /// The shared pcap traces (Ethernet, microseconds), repeated as one stream.
 fn trace_mix(total_packets: u64) -> Option<Stream> {
@@ -141,35 +100,12 @@ fn core(stream: &Stream) -> Duration {
     };
     let mut source = Source::open(&ep, config).unwrap();
     let start = Instant::now();
-    let mut packets = 0u64;
-    let mut checksum = 0u64;
-    loop {
-        match source.next_packet() {
-            Next::Packet(p) => {
-                packets += 1;
-                checksum = checksum.wrapping_add(sum_bytes(p.data));
-            }
-            Next::Empty => {
-                source.wait(Duration::from_millis(100));
-            }
-            Next::Ended => break,
-        }
-    }
+    let (packets, checksum) = consume(&mut source);
     let t = start.elapsed();
     h.join().unwrap();
     assert_eq!(packets, stream.packets());
     std::hint::black_box(checksum);
     t
-}
-
-/// Reads every byte of a packet, a word at a time as memcpy or a checksum
-/// would (a byte-at-a-time loop measured the loop, not the transport).
-fn sum_bytes(data: &[u8]) -> u64 {
-    let words = data.chunks_exact(8);
-    let tail = words.remainder().iter().map(|&b| u64::from(b)).sum::<u64>();
-    words
-        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
-        .fold(tail, u64::wrapping_add)
 }
 
 /// The best of `n` rounds of each, core and ceiling taken alternately so

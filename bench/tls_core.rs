@@ -26,49 +26,16 @@ use std::time::{Duration, Instant};
 use pcapovertcp::parse::{Limits, StreamParser};
 use pcapovertcp::share::{ShareBy, Sharer};
 use pcapovertcp::tls::TlsOptions;
-use pcapovertcp::{Config, Next, Source};
+use pcapovertcp::{Config, Source};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+#[path = "stream.rs"]
+mod stream;
+
+use stream::{consume, synthetic, Stream};
+
 const SIZE: usize = 1500;
-
-struct Stream {
-    header: Vec<u8>,
-    body: Vec<u8>,
-    packets_per_body: u64,
-    repeat: u64,
-}
-
-impl Stream {
-    fn packets(&self) -> u64 {
-        self.packets_per_body * self.repeat
-    }
-    fn bytes(&self) -> u64 {
-        self.header.len() as u64 + self.body.len() as u64 * self.repeat
-    }
-}
-
-/// As bench/core.rs: 1500-byte packets, ~8 MiB of body repeated.
-fn synthetic(size: usize, total_packets: u64) -> Stream {
-    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    header.extend_from_slice(&262_144u32.to_le_bytes());
-    header.extend_from_slice(&1u32.to_le_bytes());
-    let per_body = ((8 << 20) / (size + 16)).max(1) as u64;
-    let mut body = Vec::new();
-    for i in 0..per_body {
-        body.extend_from_slice(&(1_700_000_000u32 + (i / 1000) as u32).to_le_bytes());
-        body.extend_from_slice(&((i % 1000) as u32 * 1000).to_le_bytes());
-        body.extend_from_slice(&(size as u32).to_le_bytes());
-        body.extend_from_slice(&(size as u32).to_le_bytes());
-        body.extend((0..size).map(|j| (i as usize + j) as u8));
-    }
-    Stream {
-        header,
-        body,
-        packets_per_body: per_body,
-        repeat: total_packets.div_ceil(per_body),
-    }
-}
 
 fn provider_with(suite: Option<&str>) -> rustls::crypto::CryptoProvider {
     let mut p = rustls::crypto::ring::default_provider();
@@ -187,20 +154,7 @@ fn core(
     };
     let mut source = Source::open(&ep, config).unwrap();
     let start = Instant::now();
-    let mut packets = 0u64;
-    let mut checksum = 0u64;
-    loop {
-        match source.next_packet() {
-            Next::Packet(p) => {
-                packets += 1;
-                checksum = checksum.wrapping_add(sum_bytes(p.data));
-            }
-            Next::Empty => {
-                source.wait(Duration::from_millis(100));
-            }
-            Next::Ended => break,
-        }
-    }
+    let (packets, checksum) = consume(&mut source);
     let t = start.elapsed();
     source.close();
     let suite = h.join().unwrap();
@@ -254,14 +208,6 @@ fn ceiling(stream: &Stream, tls: Option<(&Path, Arc<rustls::ServerConfig>)>) -> 
     h.join().unwrap();
     assert_eq!(total, stream.bytes());
     t
-}
-
-fn sum_bytes(data: &[u8]) -> u64 {
-    let words = data.chunks_exact(8);
-    let tail = words.remainder().iter().map(|&b| u64::from(b)).sum::<u64>();
-    words
-        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
-        .fold(tail, u64::wrapping_add)
 }
 
 /// ns per packet of Sharer::share_of over a pcap's packets (in memory),
@@ -359,7 +305,7 @@ fn main() {
     let plain = best[0].2;
     println!(
         "{:<36} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10}",
-        "stream (1500 B)",
+        format!("stream ({})", stream.name),
         "packets",
         "core Mpps",
         "core Gb/s",
