@@ -769,19 +769,12 @@ fn shards_split_the_packets_by_flow_each_packet_once() {
 #[test]
 fn upstream_merges_two_servers_as_mergecap_does() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if Command::new("mergecap").arg("-h").output().is_err() {
-        println!("skipped: mergecap (Wireshark) is not installed");
+    if !wireshark_has(&["mergecap"]) {
         return;
     }
     common::within(Duration::from_secs(60), || {
         let dir = scratch("upstream");
-        // Overlapping time ranges: a every 2 ms, b every 2 ms from 1 ms on
-        // (no two timestamps equal).
-        let a = dir.join("a.pcap");
-        let b = dir.join("b.pcap");
-        std::fs::write(&a, ip_capture(600, 10, 1_700_000_000_000, 2, 1)).unwrap();
-        std::fs::write(&b, ip_capture(500, 10, 1_700_000_000_001, 2, 2)).unwrap();
-        let up = two_upstreams(&dir, &a, &b, true);
+        let up = two_ip_upstreams(&dir, (600, 500), 10);
         // A window no start-up delay of the test machine reaches: the
         // servers' files end, so it is never waited out.
         let args = ["--once", "--merge-window", "5000", "--upstream", &up.spec];
@@ -803,6 +796,23 @@ fn upstream_merges_two_servers_as_mergecap_does() {
             assert_eq!(g, w, "packet {i}");
         }
     })
+}
+
+/// Whether each of Wireshark's `tools` can be run; if not, the calling
+/// test says it is skipped (they are the reference it compares with).
+fn wireshark_has(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| Command::new(tool).arg("-h").output().is_err())
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "skipped: {} (Wireshark) is not installed",
+            missing.join(", ")
+        );
+    }
+    missing.is_empty()
 }
 
 /// Two upstream servers, one serving `a` and one `b`; the `--upstream`
@@ -844,6 +854,17 @@ fn two_upstreams(
     TwoUpstreams { a, b, spec, merged }
 }
 
+/// `two_upstreams` of two `ip_capture`s of `sizes` packets among `hosts`
+/// hosts, with overlapping time ranges: a every 2 ms, b every 2 ms from
+/// 1 ms on (no two timestamps equal).
+fn two_ip_upstreams(dir: &std::path::Path, sizes: (usize, usize), hosts: u8) -> TwoUpstreams {
+    let a = dir.join("a.pcap");
+    let b = dir.join("b.pcap");
+    std::fs::write(&a, ip_capture(sizes.0, hosts, 1_700_000_000_000, 2, 1)).unwrap();
+    std::fs::write(&b, ip_capture(sizes.1, hosts, 1_700_000_000_001, 2, 2)).unwrap();
+    two_upstreams(dir, &a, &b, true)
+}
+
 /// Each packet of a capture as tshark reads it: (time with nanoseconds,
 /// wire length, MD5 of its bytes, interface id, interface name).
 fn tshark_frames(path: &std::path::Path) -> Vec<(String, String, String, String, String)> {
@@ -882,11 +903,8 @@ fn tshark_frames(path: &std::path::Path) -> Vec<(String, String, String, String,
 #[test]
 fn upstream_keeps_each_servers_interfaces_and_nanoseconds_as_mergecap_does() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    for tool in ["mergecap", "tshark"] {
-        if Command::new(tool).arg("-h").output().is_err() {
-            println!("skipped: {tool} (Wireshark) is not installed");
-            return;
-        }
+    if !wireshark_has(&["mergecap", "tshark"]) {
+        return;
     }
     common::within(Duration::from_secs(60), || {
         let dir = scratch("upstream-interfaces");
@@ -1176,17 +1194,12 @@ fn packet_pair(data: &[u8]) -> ([u8; 4], [u8; 4]) {
 #[test]
 fn upstream_with_shards_gives_each_merged_packet_to_one_shard() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if Command::new("mergecap").arg("-h").output().is_err() {
-        println!("skipped: mergecap (Wireshark) is not installed");
+    if !wireshark_has(&["mergecap"]) {
         return;
     }
     common::within(Duration::from_secs(60), || {
         let dir = scratch("upstream-shards");
-        let a = dir.join("a.pcap");
-        let b = dir.join("b.pcap");
-        std::fs::write(&a, ip_capture(1500, 40, 1_700_000_000_000, 2, 1)).unwrap();
-        std::fs::write(&b, ip_capture(1200, 40, 1_700_000_000_001, 2, 2)).unwrap();
-        let up = two_upstreams(&dir, &a, &b, true);
+        let up = two_ip_upstreams(&dir, (1500, 1200), 40);
         let (mut broker, ports) = start_ports(
             &[
                 "--once",

@@ -164,6 +164,17 @@ fn payload(tag: u8, seq: u32, len: usize) -> Vec<u8> {
     data
 }
 
+/// `packets` from BASE_SEC on, 1 ms apart.
+fn from_base(tag: u8, n: u32, extra_ns: u32) -> Vec<(Duration, Vec<u8>)> {
+    packets(
+        tag,
+        n,
+        Duration::from_secs(BASE_SEC),
+        Duration::from_millis(1),
+        extra_ns,
+    )
+}
+
 /// `n` packets for sender `tag`, timestamps from `first` every `step`, plus
 /// `extra_ns` nanoseconds (below a microsecond: truncated on delivery).
 fn packets(
@@ -685,16 +696,7 @@ fn a_sender_outside_allowed_senders_is_refused_and_reported_once() {
             ..Config::default()
         };
         let (mut source, name, addr) = start_listening(config);
-        let s = stream(
-            Format::LeMicro,
-            &packets(
-                1,
-                5,
-                Duration::from_secs(BASE_SEC),
-                Duration::from_millis(1),
-                0,
-            ),
-        );
+        let s = stream(Format::LeMicro, &from_base(1, 5, 0));
         let mut c = connect_from("127.0.0.1", addr);
         let local = c.local_addr().unwrap();
         c.write_all(&s.header).unwrap();
@@ -867,16 +869,7 @@ fn an_ssh_banner_closes_that_sender_as_corrupt_and_the_others_go_on() {
     within(Duration::from_secs(60), || {
         let (mut source, name, addr) = start_listening(Config::default());
         let mut log = Log::default();
-        let good = stream(
-            Format::BeNano,
-            &packets(
-                7,
-                50,
-                Duration::from_secs(BASE_SEC),
-                Duration::from_millis(1),
-                5,
-            ),
-        );
+        let good = stream(Format::BeNano, &from_base(7, 50, 5));
         let mut g = connect_from("127.0.0.2", addr);
         g.write_all(&good.header).unwrap();
         wait_counters(&source, "127.0.0.2", Duration::from_secs(5), |c| {
@@ -947,16 +940,7 @@ fn a_silent_sender_is_closed_after_header_timeout_and_delays_others_by_the_windo
             Duration::from_secs(5),
         );
 
-        let good = stream(
-            Format::LeMicro,
-            &packets(
-                8,
-                20,
-                Duration::from_secs(BASE_SEC),
-                Duration::from_millis(1),
-                0,
-            ),
-        );
+        let good = stream(Format::LeMicro, &from_base(8, 20, 0));
         let mut g = connect_from("127.0.0.2", addr);
         g.write_all(&good.header).unwrap();
         let written = Instant::now();
@@ -1348,16 +1332,7 @@ fn listening_on_ipv6_loopback_accepts_a_sender() {
         ));
         let addr: SocketAddr = format!("[::1]:{port}").parse().unwrap();
         assert_eq!(source.listening(), &[addr]);
-        let s = stream(
-            Format::NgNano,
-            &packets(
-                6,
-                10,
-                Duration::from_secs(BASE_SEC),
-                Duration::from_millis(1),
-                0,
-            ),
-        );
+        let s = stream(Format::NgNano, &from_base(6, 10, 0));
         let mut c = TcpStream::connect(addr).unwrap();
         let local = c.local_addr().unwrap();
         c.write_all(&s.header).unwrap();
