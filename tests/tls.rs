@@ -228,13 +228,20 @@ impl Server {
         Server { child, log }
     }
 
-    /// Listening on a free loopback port: the server and its port.
+    /// Listening on a free loopback port with TLS (the server certificate
+    /// and key of `pki`): the server and its port.
     fn listen(pki: &Pki, args: &[&str], stdin: Stdio) -> (Server, u16) {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let port_file = pki
             .dir
             .join(format!("port-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
         let mut all = vec!["--listen", "127.0.0.1:0", "--port-file", s(&port_file)];
+        all.extend_from_slice(&[
+            "--tls-cert",
+            s(&pki.server_cert),
+            "--tls-key",
+            s(&pki.server_key),
+        ]);
         all.extend_from_slice(args);
         let server = Server::spawn(pki, &all, stdin);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -402,19 +409,8 @@ fn tls_connect_reads_served_files_byte_for_byte() {
         for trace in ["http-vlan-0.pcap", "irc-dcc-send.pcapng"] {
             let path = traces_dir().join(trace);
             let want = reference_packets(&path);
-            let (mut server, port) = Server::listen(
-                pki,
-                &[
-                    "--clients",
-                    "1",
-                    "--tls-cert",
-                    s(&pki.server_cert),
-                    "--tls-key",
-                    s(&pki.server_key),
-                    s(&path),
-                ],
-                Stdio::null(),
-            );
+            let (mut server, port) =
+                Server::listen(pki, &["--clients", "1", s(&path)], Stdio::null());
             let mut source = Source::open(
                 &format!("tls://127.0.0.1:{port}"),
                 client_config(&pki.ca, None),
@@ -439,17 +435,7 @@ fn tls_connect_reads_the_standard_input_relay() {
         let path = traces_dir().join("dns53.pcap");
         let bytes = std::fs::read(&path).unwrap();
         let want = reference_packets(&path);
-        let (mut server, port) = Server::listen(
-            pki,
-            &[
-                "--tls-cert",
-                s(&pki.server_cert),
-                "--tls-key",
-                s(&pki.server_key),
-                "-",
-            ],
-            Stdio::piped(),
-        );
+        let (mut server, port) = Server::listen(pki, &["-"], Stdio::piped());
         let mut stdin = server.child.stdin.take().unwrap();
         stdin.write_all(&bytes[..24]).unwrap();
         stdin.flush().unwrap();
@@ -482,19 +468,8 @@ fn mutual_tls_accepts_a_client_certificate_and_refuses_its_absence() {
     within(Duration::from_secs(60), move || {
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = reference_packets(&path);
-        let (server, port) = Server::listen(
-            pki,
-            &[
-                "--tls-cert",
-                s(&pki.server_cert),
-                "--tls-key",
-                s(&pki.server_key),
-                "--tls-ca",
-                s(&pki.ca),
-                s(&path),
-            ],
-            Stdio::null(),
-        );
+        let (server, port) =
+            Server::listen(pki, &["--tls-ca", s(&pki.ca), s(&path)], Stdio::null());
         let endpoint = format!("tls://127.0.0.1:{port}");
         let with_cert = client_config(&pki.ca, Some((&pki.a_cert, &pki.a_key)));
         let mut source = Source::open(&endpoint, with_cert)
@@ -865,17 +840,7 @@ fn an_unknown_ca_is_reported_retried_and_close_is_prompt() {
     let Some(pki) = pki() else { return };
     within(Duration::from_secs(30), move || {
         let path = traces_dir().join("dns53.pcap");
-        let (server, port) = Server::listen(
-            pki,
-            &[
-                "--tls-cert",
-                s(&pki.server_cert),
-                "--tls-key",
-                s(&pki.server_key),
-                s(&path),
-            ],
-            Stdio::null(),
-        );
+        let (server, port) = Server::listen(pki, &[s(&path)], Stdio::null());
         let endpoint = format!("tls://127.0.0.1:{port}");
         let config = Config {
             reconnect: true,
