@@ -421,3 +421,15 @@ tls_server_after_handshake() {
     echo $! >s_server-feed.pid
     wait-listen "$port" 10
 }
+
+# feed_fifos FIFO FILE [FIFO FILE ...]: writes each FILE into its FIFO in the
+# background, all at once (the senders reading the fifos are waiting for
+# them); the writers' pids are added to $pids for the test's EXIT trap.
+# Each writer opens its fifo before timeout runs: killed at exit if stuck.
+feed_fifos() {
+    while [ $# -ge 2 ]; do
+        timeout 30 cat "$2" >"$1" &
+        pids="$pids $!"
+        shift 2
+    done
+}

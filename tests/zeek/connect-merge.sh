@@ -63,13 +63,7 @@ pids="$pids $zeek"
 wait-established 10 "$pa" "$pb" "$pc" || echo "zeek did not connect to all three"
 # A dialer opens its merge lane just after its connect() returns.
 sleep 0.5
-# (Each writer opens its fifo before timeout runs: killed at exit if stuck.)
-timeout 30 cat a.pcap >fa &
-pids="$pids $!"
-timeout 30 cat b.pcapng >fb &
-pids="$pids $!"
-timeout 30 cat c.pcap >fc &
-pids="$pids $!"
+feed_fifos fa a.pcap fb b.pcapng fc c.pcap
 wait $zeek
 echo "zeek exit status: $?"
 # Senders are the endpoints, in the order given: a, b, c.

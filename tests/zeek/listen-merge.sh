@@ -55,13 +55,7 @@ timeout 40 sh -c "cat fc | nc -N 127.0.0.1 $port >/dev/null" &
 pids="$pids $!"
 wait_for_count live/stderr " connected" 3 10 || echo "not all senders connected"
 
-# (Each writer opens its fifo before timeout runs: killed at exit if stuck.)
-timeout 30 cat a.pcap >fa &
-pids="$pids $!"
-timeout 30 cat b.pcapng >fb &
-pids="$pids $!"
-timeout 30 cat c.pcap >fc &
-pids="$pids $!"
+feed_fifos fa a.pcap fb b.pcapng fc c.pcap
 wait_for_count live/stderr " left after " 3 30 || echo "not all senders left"
 wait_for_line live/processed "$total packets processed" 30 || echo "not all $total packets processed"
 sigterm_within $zeek 2

@@ -62,11 +62,7 @@ timeout 40 sh -c "{ cat fb; sleep 1; } | ncat --ssl --ssl-cert pki/client-b.pem 
 pids="$pids $!"
 wait_for_count live/stderr " connected" 2 10 || echo "not both senders connected"
 
-# (Each writer opens its fifo before timeout runs: killed at exit if stuck.)
-timeout 30 cat a.pcap >fa &
-pids="$pids $!"
-timeout 30 cat b.pcap >fb &
-pids="$pids $!"
+feed_fifos fa a.pcap fb b.pcap
 wait_for_count live/stderr " left after " 2 30 || echo "not both senders left"
 wait_for_line live/processed "$total packets processed" 30 || echo "not all $total packets processed"
 sigterm_within $zeek 2
