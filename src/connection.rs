@@ -315,10 +315,7 @@ impl Share {
     fn keep_ours(&mut self, buf: &[u8], records: &mut Vec<Record>, c: &Connection) {
         let before = records.len();
         records.retain(|r| {
-            let data = buf
-                .get(r.offset..r.offset + r.caplen as usize)
-                .unwrap_or_default();
-            let share = match self.sharer.share_of(data, r.dlt, r.ts_sec) {
+            let share = match self.sharer.share_of(r.data(buf), r.dlt, r.ts_sec) {
                 Verdict::Share(s) => s,
                 Verdict::NotIp {
                     unhashable_link_type,

@@ -65,19 +65,14 @@ impl Batch {
         }
     }
 
-    /// Record `i`, its bytes and its part. The parser only describes bytes
-    /// it consumed; `get` keeps a violation of that from becoming a panic.
+    /// Record `i`, its bytes and its part.
     pub fn record(&self, i: usize) -> Option<(&Record, &[u8], &Part)> {
         let r = self.records.get(i)?;
         let part = match self.part_of.get(i) {
             Some(&p) => self.parts.get(usize::from(p))?,
             None => self.parts.first()?,
         };
-        let data = part
-            .bytes
-            .get(r.offset..r.offset + r.caplen as usize)
-            .unwrap_or_default();
-        Some((r, data, part))
+        Some((r, r.data(&part.bytes), part))
     }
 
     /// What the batch holds in memory: its bytes and its packet index.

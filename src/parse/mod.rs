@@ -54,6 +54,16 @@ pub struct Record {
 }
 
 impl Record {
+    /// Its packet's bytes in `parsed`, the bytes it was parsed from. The
+    /// parser only describes bytes it consumed; `get` keeps a violation of
+    /// that (or the wrong slice) from becoming a panic, in Zeek's process
+    /// too: an empty packet instead.
+    pub fn data<'a>(&self, parsed: &'a [u8]) -> &'a [u8] {
+        parsed
+            .get(self.offset..self.offset + self.caplen as usize)
+            .unwrap_or_default()
+    }
+
     /// Microseconds, truncated as libpcap does: what Zeek is given.
     pub fn ts_usec(&self) -> u32 {
         self.ts_nsec / 1000

@@ -126,10 +126,7 @@ impl Fanout {
                 }
                 continue;
             };
-            let data = chunk
-                .get(r.offset..r.offset + r.caplen as usize)
-                .unwrap_or_default();
-            let verdict = sharer.share_of(data, r.dlt, r.ts_sec);
+            let verdict = sharer.share_of(r.data(chunk), r.dlt, r.ts_sec);
             if let Verdict::NotIp {
                 unhashable_link_type: Some(dlt),
             } = verdict
