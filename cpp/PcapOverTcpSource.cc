@@ -45,6 +45,8 @@ void PcapOverTcpSource::Open() {
     options.keepalive_probes = BifConst::PcapOverTcp::keepalive_probes;
     options.idle_timeout = BifConst::PcapOverTcp::idle_timeout;
     options.merge_window = BifConst::PcapOverTcp::merge_window;
+    options.merge_max_hold = BifConst::PcapOverTcp::merge_max_hold;
+    options.merge_max_skew = BifConst::PcapOverTcp::merge_max_skew;
     options.max_senders = BifConst::PcapOverTcp::max_senders;
     options.header_timeout = BifConst::PcapOverTcp::header_timeout;
 
@@ -373,8 +375,8 @@ void PcapOverTcpSource::UpdateMetrics() {
             auto value = [shared, i, f]() { return (*shared)->sender_value(i, f); };
 
             if ( c.is_level )
-                gauge_metrics.push_back(
-                    telemetry_mgr->GaugeInstance("zeek", name, {{"endpoint", endpoint}}, help, "", value));
+                gauge_metrics.push_back(telemetry_mgr->GaugeInstance("zeek", name, {{"endpoint", endpoint}}, help,
+                                                                     c.is_interval ? "seconds" : "", value));
             else
                 counter_metrics.push_back(telemetry_mgr->CounterInstance("zeek", name, {{"endpoint", endpoint}}, help,
                                                                          c.is_interval ? "seconds" : "", value));

@@ -91,6 +91,23 @@ export {
 	## skews its timers.
 	const merge_window = 100 msec &redef;
 
+	## With several connections: the longest any packet waits in the merge
+	## (wall clock, from the read that brought it), whatever the other
+	## senders do; then it is released past whoever it waits for. A sender
+	## whose newest packet is more than this behind the newest released
+	## packet (packet time) is not waited for at all: waiting cannot make
+	## its packets timely, and they are delivered and counted as ``late``
+	## for it alone. Never less than :zeek:see:`PcapOverTcp::merge_window`.
+	const merge_max_hold = 1 sec &redef;
+
+	## With several connections: a packet dated more than this after both
+	## this host's clock and the newest packet released is dropped, counted
+	## as ``skewed`` for its sender, and reported once per connection with
+	## how far ahead it was. Delivered, it would move Zeek's network time
+	## (which never goes backwards) ahead for every sender and make all
+	## their packets late. 0 disables the check.
+	const merge_max_skew = 5 min &redef;
+
 	## Listening: how many senders may be connected at once; one more is
 	## closed at once and reported with its address.
 	const max_senders = 64 &redef;

@@ -40,8 +40,20 @@ export {
 		## Connections whose stream was not valid pcap or pcapng.
 		corrupt: count;
 		## Records older than one already released by the merge
-		## (:zeek:see:`PcapOverTcp::merge_window`); delivered all the same.
+		## (:zeek:see:`PcapOverTcp::merge_window`); delivered all the same,
+		## and counted for the sender that sent them.
 		late: count;
+		## Records dated more than :zeek:see:`PcapOverTcp::merge_max_skew`
+		## after both this host's clock and the merge's newest packet;
+		## dropped, since they would move network time ahead for every
+		## sender.
+		skewed: count;
+		## How far the sender's newest packet was behind the merge's
+		## newest released packet at its last read (packet time). A
+		## sender more than :zeek:see:`PcapOverTcp::merge_max_hold` behind
+		## is not waited for: its packets are ``late``. In a total, the
+		## largest of the senders'.
+		lag: interval;
 		## Connections lost and reconnected (connect endpoints): each
 		## outage counts once, however many attempts it took.
 		outages: count;
@@ -71,6 +83,8 @@ export {
 		truncated: count;
 		corrupt: count;
 		late: count;
+		skewed: count;
+		lag: interval;
 		outages: count;
 		other_share: count;
 		open: count;

@@ -38,6 +38,14 @@ pub struct Config {
     /// connections' records before it is released anyway (`merge_window`);
     /// zero releases what has arrived at once.
     pub merge_window: Duration,
+    /// With several connections: the longest a record waits in the merge,
+    /// and how far behind the front a sender may be and still be waited
+    /// for (`merge_max_hold`; at least `merge_window`).
+    pub merge_max_hold: Duration,
+    /// With several connections: records dated further than this after
+    /// this host's clock and the merge's front are dropped
+    /// (`merge_max_skew`); zero: no limit.
+    pub merge_max_skew: Duration,
     /// Listening: senders connected at once (`max_senders`).
     pub max_senders: usize,
     /// Listening: the networks senders may connect from; empty = any
@@ -91,6 +99,8 @@ impl Default for Config {
             }),
             idle_timeout: None,
             merge_window: Duration::from_millis(100),
+            merge_max_hold: Duration::from_secs(1),
+            merge_max_skew: Duration::from_secs(300),
             max_senders: 64,
             allowed_senders: Vec::new(),
             header_timeout: Some(Duration::from_secs(10)),

@@ -24,6 +24,10 @@ pub struct Counters {
     truncated: AtomicU64,
     corrupt: AtomicU64,
     late: AtomicU64,
+    skewed: AtomicU64,
+    /// Nanoseconds its newest packet was behind the merge's front, as of
+    /// its last read.
+    lag: AtomicU64,
     outages: AtomicU64,
     other_share: AtomicU64,
     connected: Mutex<Connected>,
@@ -59,6 +63,12 @@ pub struct Snapshot {
     /// Records older than a record the merge had already released
     /// (delivered all the same).
     pub late: u64,
+    /// Records dated too far after this host's clock and the merge's front
+    /// (`merge_max_skew`), dropped.
+    pub skewed: u64,
+    /// How far its newest packet was behind the merge's front at its last
+    /// read (packet time; the largest of any sender's in a total).
+    pub lag: Duration,
     /// Outages: a connection lost and not yet back (connect endpoints).
     pub outages: u64,
     /// Records of other workers' shares (`?share=I/N`), discarded.
@@ -80,13 +90,15 @@ pub enum Field {
     Interval(&'static str, Duration),
     /// A count that goes up and down (a `count` field too).
     Level(&'static str, u64),
+    /// An interval that goes up and down.
+    IntervalLevel(&'static str, Duration),
 }
 
 impl Snapshot {
     /// The counters by their `PcapOverTcp::Stats` field names (types.zeek):
     /// the one list the shim fills the record from.
-    pub fn fields(&self) -> [Field; 13] {
-        use Field::{Count, Interval, Level};
+    pub fn fields(&self) -> [Field; 15] {
+        use Field::{Count, Interval, IntervalLevel, Level};
         [
             Count("connects", self.connects),
             Count("disconnects", self.disconnects),
@@ -96,6 +108,8 @@ impl Snapshot {
             Count("truncated", self.truncated),
             Count("corrupt", self.corrupt),
             Count("late", self.late),
+            Count("skewed", self.skewed),
+            IntervalLevel("lag", self.lag),
             Count("outages", self.outages),
             Count("other_share", self.other_share),
             Level("open", self.open),
@@ -113,6 +127,8 @@ impl Snapshot {
         self.truncated += o.truncated;
         self.corrupt += o.corrupt;
         self.late += o.late;
+        self.skewed += o.skewed;
+        self.lag = self.lag.max(o.lag);
         self.outages += o.outages;
         self.other_share += o.other_share;
         self.open += o.open;
@@ -163,6 +179,15 @@ impl Counters {
         self.late.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn add_skewed(&self, n: usize) {
+        self.skewed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_lag(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.lag.store(ns, Ordering::Relaxed);
+    }
+
     pub fn add_outage(&self) {
         self.outages.fetch_add(1, Ordering::Relaxed);
     }
@@ -203,6 +228,8 @@ impl Counters {
             truncated: self.truncated.load(Ordering::Relaxed),
             corrupt: self.corrupt.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
+            skewed: self.skewed.load(Ordering::Relaxed),
+            lag: Duration::from_nanos(self.lag.load(Ordering::Relaxed)),
             outages: self.outages.load(Ordering::Relaxed),
             other_share: self.other_share.load(Ordering::Relaxed),
             open,
@@ -309,7 +336,9 @@ mod tests {
                 Field::Count(name, _) | Field::Level(name, _) => {
                     (name.to_string(), "count".to_string())
                 }
-                Field::Interval(name, _) => (name.to_string(), "interval".to_string()),
+                Field::Interval(name, _) | Field::IntervalLevel(name, _) => {
+                    (name.to_string(), "interval".to_string())
+                }
             })
             .collect()
     }

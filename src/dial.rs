@@ -114,11 +114,9 @@ impl Supervisor<'_> {
         // never for one in a pause between attempts. The first one was
         // opened with the source, before this thread could be late.
         let lane = match self.sink {
-            Sink::Merge(merge, input) => Some(
-                self.first_lane
-                    .take()
-                    .unwrap_or_else(|| merge.lane(self.counters.clone(), input)),
-            ),
+            Sink::Merge(merge, input) => Some(self.first_lane.take().unwrap_or_else(|| {
+                merge.lane(self.counters.clone(), input, &self.endpoint.to_string())
+            })),
             Sink::Ring(_) => None,
         };
         let (stream, _hold) = match connect::connect(self.control, self.endpoint) {

@@ -31,6 +31,9 @@ pub mod bridge {
         idle_timeout: f64,
         /// 0: release what has arrived at once.
         merge_window: f64,
+        merge_max_hold: f64,
+        /// 0: no limit.
+        merge_max_skew: f64,
         max_senders: u64,
         /// Subnets as text (`10.0.0.0/8`, `2001:db8::/32`); empty: any.
         allowed_senders: Vec<String>,
@@ -207,6 +210,8 @@ fn config(options: &Options) -> Result<Config, crate::Error> {
         }),
         idle_timeout: (options.idle_timeout > 0.0).then(|| seconds(options.idle_timeout)),
         merge_window: seconds(options.merge_window),
+        merge_max_hold: seconds(options.merge_max_hold),
+        merge_max_skew: seconds(options.merge_max_skew),
         max_senders: clamp(options.max_senders),
         allowed_senders,
         header_timeout: (options.header_timeout > 0.0).then(|| seconds(options.header_timeout)),
@@ -239,12 +244,12 @@ fn to_bridge(snapshot: &Snapshot) -> Vec<Counter> {
                 is_interval: false,
                 is_level: matches!(f, Field::Level(..)),
             },
-            Field::Interval(field, d) => Counter {
+            Field::Interval(field, d) | Field::IntervalLevel(field, d) => Counter {
                 field: field.into(),
                 count: 0,
                 seconds: d.as_secs_f64(),
                 is_interval: true,
-                is_level: false,
+                is_level: matches!(f, Field::IntervalLevel(..)),
             },
         })
         .collect()
@@ -356,7 +361,7 @@ impl PcapOverTcp {
         };
         match snapshot.fields().get(field) {
             Some(Field::Count(_, n) | Field::Level(_, n)) => *n as f64,
-            Some(Field::Interval(_, d)) => d.as_secs_f64(),
+            Some(Field::Interval(_, d) | Field::IntervalLevel(_, d)) => d.as_secs_f64(),
             None => 0.0,
         }
     }
@@ -412,6 +417,8 @@ mod tests {
             keepalive_probes: 4,
             idle_timeout: 0.0,
             merge_window: 0.1,
+            merge_max_hold: 1.0,
+            merge_max_skew: 300.0,
             max_senders: 64,
             allowed_senders: vec!["10.0.0.0/8".into(), "::1/128".into()],
             header_timeout: 10.0,

@@ -163,7 +163,11 @@ pub(crate) fn run(
                 // thread runs: a sender accepted later must not have its
                 // packets released before this one is waited for.
                 let (input, counters) = control.counters.sender_indexed(&ip.to_string());
-                let lane = merge.lane(counters.clone(), input);
+                let lane = merge.lane(
+                    counters.clone(),
+                    input,
+                    &format!("{endpoint}: sender {peer}"),
+                );
                 let listen = endpoint.clone();
                 let tls = tls.clone();
                 let spawned = control.spawn(format!("pcapovertcp sender {peer}"), move |c| {

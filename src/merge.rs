@@ -8,9 +8,20 @@
 //! `merge_window` (wall clock, since its last read): a sender that keeps
 //! sending is waited for, one that went quiet delays the others by at most
 //! the window, and one whose share of the buffer is held downstream is
-//! waited for until Zeek takes those packets. A record older than one
-//! already released is still delivered, and counted as `late`, since Zeek's
-//! network time never goes backwards and would skew it otherwise.
+//! waited for until Zeek takes those packets.
+//!
+//! Whatever the other senders do, no record waits in the merge longer than
+//! `merge_max_hold` (wall clock, from the read that brought it): then it is
+//! released past whoever it waits for. A sender whose newest packet is
+//! more than `merge_max_hold` (packet time) behind the released front is
+//! not waited for at all: waiting cannot make its packets timely. A record
+//! older than one already released is still delivered, and counted as
+//! `late` for its own sender, since Zeek's network time never goes
+//! backwards and would skew it otherwise. A record dated more than
+//! `merge_max_skew` after both this host's clock and the released front is
+//! dropped and counted as `skewed` for its sender: released, it would move
+//! Zeek's network time ahead for every sender and make all their packets
+//! late.
 //!
 //! A lane counts as active from its connection's start until its end (a
 //! connected sender may be about to send older packets); what it queued
@@ -19,9 +30,9 @@
 //! own.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::budget::{Account, Budget, Grant};
 use crate::counters::Counters;
@@ -36,13 +47,51 @@ fn ts(r: &Record) -> Ts {
     (r.ts_sec, r.ts_nsec)
 }
 
+/// How far `later` is after `earlier`, saturating (zero if it is not).
+fn after(later: Ts, earlier: Ts) -> Duration {
+    let ns = |t: Ts| i128::from(t.0) * 1_000_000_000 + i128::from(t.1);
+    let d = ns(later) - ns(earlier);
+    if d <= 0 {
+        return Duration::ZERO;
+    }
+    let secs = u64::try_from(d / 1_000_000_000).unwrap_or(u64::MAX);
+    Duration::new(secs, (d % 1_000_000_000) as u32)
+}
+
+/// The merge's timing rules (the `merge_*` options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a quiet sender is waited for (`merge_window`).
+    pub window: Duration,
+    /// The longest a record waits in the merge (`merge_max_hold`); at least
+    /// the window.
+    pub hold: Duration,
+    /// How far after this host's clock and the released front a record may
+    /// be dated (`merge_max_skew`); zero: no limit.
+    pub skew: Duration,
+}
+
+impl Timing {
+    /// The rules with the hold at least the window.
+    pub fn new(window: Duration, hold: Duration, skew: Duration) -> Timing {
+        Timing {
+            window,
+            hold: hold.max(window),
+            skew,
+        }
+    }
+}
+
 pub struct Merge {
-    window: Duration,
+    timing: Timing,
     budget: Arc<Budget>,
     state: Mutex<State>,
     /// Signalled on every change the merge thread may act on.
     changed: Condvar,
     next_lane: AtomicU64,
+    /// The released front's second (`State::last`), for the pushing
+    /// threads' skew check without the lock; `i64::MIN` before the first.
+    front_sec: AtomicI64,
 }
 
 struct State {
@@ -66,11 +115,15 @@ struct LaneState {
     /// The time of its first record not yet released: kept here, since
     /// every run released looks at every lane's.
     head: Option<Ts>,
+    /// The latest time it has queued: it is not expected to send earlier.
+    watermark: Option<Ts>,
 }
 
 struct Queued {
     /// One read: one part.
     batch: Batch,
+    /// When it was queued: it is released at `merge_max_hold` after.
+    arrived: Instant,
     /// The first record not yet released.
     next: usize,
     /// Its part's index in the batch being built, if it has one there:
@@ -81,6 +134,15 @@ struct Queued {
 impl LaneState {
     fn head(&self) -> Option<Ts> {
         self.head
+    }
+
+    /// Its newest packet is more than `hold` behind the released front:
+    /// its packets are late whatever the others wait, so nobody waits.
+    fn behind(&self, front: Option<Ts>, hold: Duration) -> bool {
+        match (self.watermark, front) {
+            (Some(w), Some(f)) => after(f, w) > hold,
+            _ => false,
+        }
     }
 
     /// After its queue changed.
@@ -111,6 +173,11 @@ pub struct Lane {
     id: u64,
     account: Arc<Account>,
     input: u32,
+    counters: Arc<Counters>,
+    /// Names the connection in the operator's messages.
+    label: String,
+    /// Its skewed records have been reported (once per connection).
+    skew_reported: AtomicBool,
 }
 
 /// A thread that may open lanes; the merge ends only once every producer
@@ -120,9 +187,9 @@ pub struct Producer {
 }
 
 impl Merge {
-    pub fn new(window: Duration, buffer_size: usize) -> Arc<Merge> {
+    pub fn new(timing: Timing, buffer_size: usize) -> Arc<Merge> {
         Arc::new(Merge {
-            window,
+            timing,
             budget: Budget::new(buffer_size),
             state: Mutex::new(State {
                 lanes: Vec::new(),
@@ -132,6 +199,7 @@ impl Merge {
             }),
             changed: Condvar::new(),
             next_lane: AtomicU64::new(0),
+            front_sec: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -142,25 +210,30 @@ impl Merge {
         }
     }
 
-    /// A lane for one connection, counted against `counters` (its `late`);
-    /// its packets are marked as from `input`.
-    pub fn lane(self: &Arc<Self>, counters: Arc<Counters>, input: u32) -> Lane {
+    /// A lane for one connection, counted against `counters` (its `late`,
+    /// `skewed` and `lag`) and named `label` in messages; its packets are
+    /// marked as from `input`.
+    pub fn lane(self: &Arc<Self>, counters: Arc<Counters>, input: u32, label: &str) -> Lane {
         let id = self.next_lane.fetch_add(1, Ordering::Relaxed);
         let account = self.budget.open_account();
         lock(&self.state).lanes.push(LaneState {
             id,
             queue: VecDeque::new(),
             open: true,
-            counters,
+            counters: counters.clone(),
             account: account.clone(),
             last_push: Instant::now(),
             head: None,
+            watermark: None,
         });
         Lane {
             merge: self.clone(),
             id,
             account,
             input,
+            counters,
+            label: label.to_string(),
+            skew_reported: AtomicBool::new(false),
         }
     }
 
@@ -194,11 +267,14 @@ impl Merge {
             // Everything releasable now, up to a full batch, in one hold.
             let now = Instant::now();
             st.forget_ended();
-            let mut step = st.step(now, self.window, &mut out);
+            let mut step = st.step(now, &self.timing, &mut out);
             while matches!(step, Step::Released) && !out.is_full() {
-                step = st.step(now, self.window, &mut out);
+                step = st.step(now, &self.timing, &mut out);
             }
             if !out.is_empty() {
+                if let Some((sec, _)) = st.last {
+                    self.front_sec.store(sec, Ordering::Relaxed);
+                }
                 drop(st);
                 if ring.push(out.take(), false) == Push::Closed {
                     return;
@@ -331,7 +407,7 @@ impl State {
     }
 
     /// Releases the next run into `out`, or says why it can't.
-    fn step(&mut self, now: Instant, window: Duration, out: &mut Outgoing) -> Step {
+    fn step(&mut self, now: Instant, timing: &Timing, out: &mut Outgoing) -> Step {
         // One pass: the lane with the earliest head (the first such lane on
         // a tie), the next head elsewhere, and the empty lanes' state.
         let mut first: Option<(usize, Ts)> = None;
@@ -347,6 +423,7 @@ impl State {
         // waited for without a window. Releasing the others past it would
         // put its next packets out of order, while Zeek has work anyway.
         let mut held = false;
+        let front = self.last;
         for (i, lane) in self.lanes.iter().enumerate() {
             match lane.head() {
                 Some(ts) => match first {
@@ -360,7 +437,7 @@ impl State {
                         first = Some((i, ts));
                     }
                 },
-                None if lane.open => {
+                None if lane.open && !lane.behind(front, timing.hold) => {
                     held |= lane.account.waiting();
                     quiet_since = quiet_since.max(Some(lane.last_push));
                 }
@@ -374,13 +451,24 @@ impl State {
                 Step::Wait(None)
             };
         };
-        if held {
-            return Step::Wait(None);
-        }
-        if let Some(since) = quiet_since {
-            let due = since + window;
-            if due > now {
-                return Step::Wait(Some(due));
+        let lane = &self.lanes[pick];
+        let Some(q) = lane.queue.front() else {
+            return Step::Wait(None); // unreachable: the lane has a head
+        };
+        // Past the hold, the record goes whoever it waits for.
+        // (`None`: a hold too long to represent never ends.)
+        let forced = q.arrived.checked_add(timing.hold);
+        if forced.is_none_or(|f| f > now) {
+            if held {
+                return Step::Wait(forced);
+            }
+            let quiet = quiet_since.map(|since| since.checked_add(timing.window));
+            match quiet {
+                Some(None) => return Step::Wait(forced),
+                Some(Some(due)) if due > now => {
+                    return Step::Wait(Some(forced.map_or(due, |f| due.min(f))))
+                }
+                _ => {}
             }
         }
         let lane = &mut self.lanes[pick];
@@ -419,6 +507,11 @@ impl Lane {
     /// Queues a read's batch, charged to this connection's share of the
     /// budget: waits for room, or with `drop_when_full` drops it.
     pub fn push(&self, mut batch: Batch, drop_when_full: bool) -> Push {
+        self.drop_skewed(&mut batch);
+        if batch.records.is_empty() {
+            return Push::Queued;
+        }
+        let newest = batch.records.iter().map(ts).max();
         let n = batch.records.len();
         let (grant, charge) = self.account.charge(batch.cost(), drop_when_full);
         match grant {
@@ -436,22 +529,72 @@ impl Lane {
         if st.stopped {
             return Push::Closed;
         }
+        let now = Instant::now();
         let queued = Queued {
             batch,
+            arrived: now,
             next: 0,
             slot: None,
         };
+        let front = st.last;
         // An open lane is never removed, so it is found.
         if let Some(lane) = st.lanes.iter_mut().find(|l| l.id == self.id) {
             lane.queue.push_back(queued);
-            lane.last_push = Instant::now();
+            lane.last_push = now;
+            lane.watermark = lane.watermark.max(newest);
             if lane.head.is_none() {
                 lane.refresh_head();
             }
+            let lag = match (front, lane.watermark) {
+                (Some(f), Some(w)) => after(f, w),
+                _ => Duration::ZERO,
+            };
+            self.counters.set_lag(lag);
         }
         drop(st);
         merge.changed.notify_one();
         Push::Queued
+    }
+}
+
+impl Lane {
+    /// Drops the records dated more than `merge_max_skew` after both this
+    /// host's clock and the released front, counting them as `skewed`;
+    /// the first time, says so with how far ahead they were.
+    fn drop_skewed(&self, batch: &mut Batch) {
+        let skew = self.merge.timing.skew;
+        if skew.is_zero() {
+            return;
+        }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let front = self.merge.front_sec.load(Ordering::Relaxed);
+        let reference = wall.max(front);
+        let limit = reference.saturating_add(i64::try_from(skew.as_secs()).unwrap_or(i64::MAX));
+        if batch.records.iter().all(|r| r.ts_sec <= limit) {
+            return;
+        }
+        let mut furthest = 0;
+        let before = batch.records.len();
+        batch.records.retain(|r| {
+            let keep = r.ts_sec <= limit;
+            if !keep {
+                furthest = furthest.max(r.ts_sec);
+            }
+            keep
+        });
+        let dropped = before - batch.records.len();
+        self.counters.add_skewed(dropped);
+        if !self.skew_reported.swap(true, Ordering::Relaxed) {
+            let ahead = i128::from(furthest) - i128::from(reference);
+            let packets = if dropped == 1 { "packet" } else { "packets" };
+            log::warn!(
+                "{}: dropped {dropped} {packets} dated up to {ahead} s after this host's clock and the merge's newest packet (more than PcapOverTcp::merge_max_skew, {} s): they would move Zeek's network time ahead for every sender; check this sender's clock (later ones are only counted as skewed)",
+                self.label,
+                skew.as_secs()
+            );
+        }
     }
 }
 

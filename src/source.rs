@@ -18,7 +18,7 @@ pub use crate::control::Opening;
 use crate::counters::Snapshot;
 use crate::endpoint::{Endpoint, Scheme, Spec};
 use crate::error::Error;
-use crate::merge::Merge;
+use crate::merge::{Merge, Timing};
 use crate::messages::Messages;
 use crate::ring::{Batch, Pop, Ring};
 use crate::tls::{ClientTls, ServerTls};
@@ -198,7 +198,13 @@ impl Source {
             source.listening.extend(b.local_addrs());
             bound.push((endpoint.clone(), b));
         }
-        let merge = Merge::new(control.config.merge_window, control.config.buffer_size);
+        let config = &control.config;
+        let timing = Timing::new(
+            config.merge_window,
+            config.merge_max_hold,
+            config.merge_max_skew,
+        );
+        let merge = Merge::new(timing, config.buffer_size);
         source.merge = Some(merge.clone());
         {
             let merge = merge.clone();
@@ -211,7 +217,7 @@ impl Source {
             // Every endpoint's lane exists before any thread runs: a dialler
             // scheduled late must not find another's stream released
             // already.
-            let lane = merge.lane(counters.clone(), input);
+            let lane = merge.lane(counters.clone(), input, &endpoint.to_string());
             let merge = merge.clone();
             let tls = tls_for(&endpoint);
             control

@@ -33,6 +33,8 @@ OPTIONS = {
     "keepalive_probes": "count",
     "idle_timeout": "interval",
     "merge_window": "interval",
+    "merge_max_hold": "interval",
+    "merge_max_skew": "interval",
     "max_senders": "count",
     "allowed_senders": "subnets",
     "header_timeout": "interval",

@@ -66,15 +66,24 @@ fn run_merge(merge: &Arc<Merge>) -> (Arc<Ring>, thread::JoinHandle<()>) {
     (ring, handle)
 }
 
+/// A hold no test reaches: the rules before the hold bound.
+const FOREVER: Duration = Duration::from_secs(3600);
+
 fn counters() -> Arc<Counters> {
     Arc::new(Counters::default())
 }
 
 #[test]
 fn interleaved_senders_come_out_in_timestamp_order() {
-    let merge = Merge::new(Duration::from_secs(5), 1 << 20);
+    let merge = Merge::new(
+        Timing::new(Duration::from_secs(5), FOREVER, Duration::ZERO),
+        1 << 20,
+    );
     let producer = merge.producer();
-    let (a, b) = (merge.lane(counters(), 0), merge.lane(counters(), 0));
+    let (a, b) = (
+        merge.lane(counters(), 0, "test"),
+        merge.lane(counters(), 0, "test"),
+    );
     assert_eq!(a.push(batch(b'a', &[1, 3, 5, 7]), false), Push::Queued);
     assert_eq!(b.push(batch(b'b', &[2, 4]), false), Push::Queued);
     assert_eq!(b.push(batch(b'b', &[6, 8]), false), Push::Queued);
@@ -91,9 +100,12 @@ fn interleaved_senders_come_out_in_timestamp_order() {
 #[test]
 fn a_quiet_sender_holds_the_others_for_the_window_only() {
     let window = Duration::from_millis(300);
-    let merge = Merge::new(window, 1 << 20);
+    let merge = Merge::new(Timing::new(window, FOREVER, Duration::ZERO), 1 << 20);
     let producer = merge.producer();
-    let (busy, quiet) = (merge.lane(counters(), 0), merge.lane(counters(), 0));
+    let (busy, quiet) = (
+        merge.lane(counters(), 0, "test"),
+        merge.lane(counters(), 0, "test"),
+    );
     // The quiet lane is active (it delivered once) and now has nothing.
     let first = Instant::now();
     quiet.push(batch(b'q', &[1]), false);
@@ -119,10 +131,16 @@ fn a_quiet_sender_holds_the_others_for_the_window_only() {
 
 #[test]
 fn a_late_record_is_delivered_and_counted() {
-    let merge = Merge::new(Duration::ZERO, 1 << 20);
+    let merge = Merge::new(
+        Timing::new(Duration::ZERO, FOREVER, Duration::ZERO),
+        1 << 20,
+    );
     let producer = merge.producer();
     let late = counters();
-    let (a, b) = (merge.lane(counters(), 0), merge.lane(late.clone(), 0));
+    let (a, b) = (
+        merge.lane(counters(), 0, "test"),
+        merge.lane(late.clone(), 0, "test"),
+    );
     let (ring, handle) = run_merge(&merge);
     a.push(batch(b'a', &[100]), false);
     // Window 0: released at once, before b's older record arrives.
@@ -140,9 +158,15 @@ fn a_late_record_is_delivered_and_counted() {
 
 #[test]
 fn an_ended_lane_no_longer_holds_the_others_and_its_records_are_kept() {
-    let merge = Merge::new(Duration::from_secs(60), 1 << 20);
+    let merge = Merge::new(
+        Timing::new(Duration::from_secs(60), FOREVER, Duration::ZERO),
+        1 << 20,
+    );
     let producer = merge.producer();
-    let (a, b) = (merge.lane(counters(), 0), merge.lane(counters(), 0));
+    let (a, b) = (
+        merge.lane(counters(), 0, "test"),
+        merge.lane(counters(), 0, "test"),
+    );
     a.push(batch(b'a', &[1, 2]), false);
     b.push(batch(b'b', &[5]), false);
     drop(b); // b's connection ends: its record still comes, in order.
@@ -156,7 +180,10 @@ fn an_ended_lane_no_longer_holds_the_others_and_its_records_are_kept() {
 
 #[test]
 fn the_merge_ends_only_after_every_producer() {
-    let merge = Merge::new(Duration::ZERO, 1 << 20);
+    let merge = Merge::new(
+        Timing::new(Duration::ZERO, FOREVER, Duration::ZERO),
+        1 << 20,
+    );
     let producer = merge.producer();
     let (ring, handle) = run_merge(&merge);
     thread::sleep(Duration::from_millis(50));
@@ -168,16 +195,16 @@ fn the_merge_ends_only_after_every_producer() {
 
 #[test]
 fn stop_ends_the_merge_and_a_lane_waiting_for_budget() {
-    let merge = Merge::new(Duration::ZERO, 100);
+    let merge = Merge::new(Timing::new(Duration::ZERO, FOREVER, Duration::ZERO), 100);
     let _producer = merge.producer();
-    let lane = merge.lane(counters(), 0);
+    let lane = merge.lane(counters(), 0, "test");
     // Held by nobody: the first read always fits, the second waits.
     assert_eq!(lane.push(batch(b'a', &[1; 200]), false), Push::Queued);
     let (_ring, handle) = run_merge(&merge);
     let waiter = {
         let merge = merge.clone();
         thread::spawn(move || {
-            let lane = merge.lane(counters(), 0);
+            let lane = merge.lane(counters(), 0, "test");
             lane.push(batch(b'b', &[1; 200]), false);
             lane.push(batch(b'b', &[1; 200]), false)
         })
@@ -190,9 +217,15 @@ fn stop_ends_the_merge_and_a_lane_waiting_for_budget() {
 
 #[test]
 fn a_flooding_lane_drops_within_its_share_and_the_other_keeps_room() {
-    let merge = Merge::new(Duration::from_secs(60), 4000);
+    let merge = Merge::new(
+        Timing::new(Duration::from_secs(60), FOREVER, Duration::ZERO),
+        4000,
+    );
     let _producer = merge.producer();
-    let (flood, slow) = (merge.lane(counters(), 0), merge.lane(counters(), 0));
+    let (flood, slow) = (
+        merge.lane(counters(), 0, "test"),
+        merge.lane(counters(), 0, "test"),
+    );
     let cost = batch(b'f', &[1; 10]).cost();
     let mut dropped = 0;
     for _ in 0..100 {
@@ -213,12 +246,15 @@ fn a_lane_held_back_by_the_buffer_is_waited_for_beyond_the_window() {
     // held back by us: the later sender must not be released past it, however
     // long the window has run.
     let cost = batch(b'a', &[1, 2]).cost();
-    let merge = Merge::new(Duration::from_millis(10), 2 * cost);
+    let merge = Merge::new(
+        Timing::new(Duration::from_millis(10), FOREVER, Duration::ZERO),
+        2 * cost,
+    );
     let producer = merge.producer();
     let late = counters();
     let (a, b) = (
-        Arc::new(merge.lane(late.clone(), 0)),
-        merge.lane(counters(), 0),
+        Arc::new(merge.lane(late.clone(), 0, "test")),
+        merge.lane(counters(), 0, "test"),
     );
     assert_eq!(a.push(batch(b'a', &[1, 2]), false), Push::Queued);
     let second = {
@@ -275,10 +311,16 @@ fn a_sender_that_keeps_sending_is_waited_for_whatever_the_window() {
     // The earliest sender's lane is empty between its reads; the later
     // sender's reads have waited far longer than the window. It must still
     // not be released past the earlier sender while that one keeps sending.
-    let merge = Merge::new(Duration::from_millis(50), 1 << 20);
+    let merge = Merge::new(
+        Timing::new(Duration::from_millis(50), FOREVER, Duration::ZERO),
+        1 << 20,
+    );
     let producer = merge.producer();
     let late = counters();
-    let (early, later) = (merge.lane(late.clone(), 0), merge.lane(counters(), 0));
+    let (early, later) = (
+        merge.lane(late.clone(), 0, "test"),
+        merge.lane(counters(), 0, "test"),
+    );
     later.push(batch(b'l', &[100, 101]), false);
     thread::sleep(Duration::from_millis(200));
     let (ring, handle) = run_merge(&merge);
@@ -303,10 +345,13 @@ fn interleaved_runs_reach_the_ring_in_few_batches_each_packet_marked_with_its_in
     const LANES: u8 = 3;
     const READS: i64 = 3;
     const PER_READ: i64 = 1000;
-    let merge = Merge::new(Duration::from_secs(5), 1 << 30);
+    let merge = Merge::new(
+        Timing::new(Duration::from_secs(5), FOREVER, Duration::ZERO),
+        1 << 30,
+    );
     let producer = merge.producer();
     let lanes: Vec<Lane> = (0..LANES)
-        .map(|i| merge.lane(counters(), u32::from(i)))
+        .map(|i| merge.lane(counters(), u32::from(i), "test"))
         .collect();
     for (i, lane) in lanes.iter().enumerate() {
         for read in 0..READS {
@@ -351,9 +396,15 @@ fn packets_within_one_microsecond_are_ordered_by_nanoseconds() {
         }
         b
     };
-    let merge = Merge::new(Duration::from_secs(5), 1 << 20);
+    let merge = Merge::new(
+        Timing::new(Duration::from_secs(5), FOREVER, Duration::ZERO),
+        1 << 20,
+    );
     let producer = merge.producer();
-    let (a, b) = (merge.lane(counters(), 0), merge.lane(counters(), 1));
+    let (a, b) = (
+        merge.lane(counters(), 0, "test"),
+        merge.lane(counters(), 1, "test"),
+    );
     assert_eq!(a.push(at(b'a', &[500, 900]), false), Push::Queued);
     assert_eq!(b.push(at(b'b', &[200, 700]), false), Push::Queued);
     let (ring, handle) = run_merge(&merge);
@@ -361,4 +412,154 @@ fn packets_within_one_microsecond_are_ordered_by_nanoseconds() {
     let got: Vec<u8> = drain(&ring).into_iter().map(|(tag, _)| tag).collect();
     handle.join().unwrap();
     assert_eq!(got, b"baba");
+}
+
+/// Every record the ring receives until it finishes, as (tag, seconds,
+/// when it came out), collected by a thread of its own.
+fn collect_timed(ring: &Arc<Ring>) -> thread::JoinHandle<Vec<(u8, i64, Instant)>> {
+    let ring = ring.clone();
+    thread::spawn(move || {
+        let mut got = Vec::new();
+        drain_batches(&ring, |b| {
+            let now = Instant::now();
+            for i in 0..b.records.len() {
+                let (r, data, _) = b.record(i).unwrap();
+                got.push((data[0], r.ts_sec, now));
+            }
+        });
+        got
+    })
+}
+
+/// A sender that keeps sending packets dated long before everyone else's
+/// (a trickle, or a clock years behind) is waited for, since it is not
+/// quiet: without a hold, it kept a good sender's packets back for as long
+/// as it trickled. With one, the good packets go after the hold, and from
+/// then on the trickler is behind the front and waited for no more; its
+/// packets are late, counted for it alone.
+#[test]
+fn a_trickling_sender_holds_the_others_no_longer_than_the_hold() {
+    let hold = Duration::from_millis(300);
+    let merge = Merge::new(
+        Timing::new(Duration::from_millis(100), hold, Duration::ZERO),
+        1 << 20,
+    );
+    let producer = merge.producer();
+    let (trickler_counts, good_counts) = (counters(), counters());
+    let trickler = Arc::new(merge.lane(trickler_counts.clone(), 0, "trickler"));
+    let good = merge.lane(good_counts.clone(), 1, "good");
+    let (ring, handle) = run_merge(&merge);
+    let collector = collect_timed(&ring);
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let (trickler, stop) = (trickler.clone(), stop.clone());
+        thread::spawn(move || {
+            // Six years behind, one packet every 30 ms: never quiet for
+            // the 100 ms window.
+            let mut t = 1_000;
+            while !stop.load(Ordering::Relaxed) {
+                trickler.push(batch(b't', &[t]), false);
+                t += 1;
+                thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(50));
+    // Twenty reads of the good sender, 50 ms apart, each timed from its push.
+    let mut pushed = Vec::new();
+    let base = 200_000_000;
+    for i in 0..20 {
+        pushed.push(Instant::now());
+        good.push(batch(b'g', &[base + i]), false);
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(hold);
+    stop.store(true, Ordering::Relaxed);
+    trickle.join().unwrap();
+    drop((good, producer));
+    drop(trickler);
+    let good_out: Vec<_> = collector
+        .join()
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.0 == b'g')
+        .collect();
+    handle.join().unwrap();
+
+    assert_eq!(
+        good_out.len(),
+        20,
+        "good packets delivered: {}",
+        good_out.len()
+    );
+    for (i, (_, ts, at)) in good_out.iter().enumerate() {
+        let waited = at.duration_since(pushed[(*ts - base) as usize]);
+        assert!(
+            waited < hold + Duration::from_millis(250),
+            "good packet {i} waited {waited:?}, more than the hold of {hold:?}"
+        );
+    }
+    // After the first hold, the trickler is behind the front: the later
+    // good packets do not wait for it (a window at most, not the hold).
+    let later: Vec<Duration> = good_out[10..]
+        .iter()
+        .map(|(_, ts, at)| at.duration_since(pushed[(*ts - base) as usize]))
+        .collect();
+    assert!(
+        later.iter().all(|w| *w < Duration::from_millis(150)),
+        "once behind, the trickler still held the others: {later:?}"
+    );
+    assert_eq!(good_counts.snapshot().late, 0);
+    assert!(trickler_counts.snapshot().late > 0);
+    assert!(
+        trickler_counts.snapshot().lag > Duration::from_secs(100_000_000),
+        "the trickler's lag: {:?}",
+        trickler_counts.snapshot().lag
+    );
+    assert_eq!(good_counts.snapshot().lag, Duration::ZERO);
+}
+
+/// A packet dated 2100 would move Zeek's network time to 2100 and make
+/// every later packet of every sender late: it is dropped, and counted as
+/// skewed for its own sender, with one line that names it.
+#[test]
+fn a_packet_dated_far_after_the_clock_is_dropped_and_counted_for_its_sender() {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let merge = Merge::new(
+        Timing::new(Duration::from_millis(50), FOREVER, Duration::from_secs(300)),
+        1 << 20,
+    );
+    let producer = merge.producer();
+    let (bad_counts, good_counts) = (counters(), counters());
+    let bad = merge.lane(bad_counts.clone(), 0, "bad");
+    let good = merge.lane(good_counts.clone(), 1, "good");
+    let (ring, handle) = run_merge(&merge);
+    let log = crate::messages::Messages::default();
+    let log = Arc::new(log);
+    crate::logger::install();
+    crate::logger::routed(&log, || {
+        bad.push(batch(b'b', &[now, 4_102_444_800, now + 3]), false);
+        bad.push(batch(b'b', &[i64::MAX]), false);
+    });
+    good.push(batch(b'g', &[now + 1]), false);
+    // The good sender pauses past the window: what the bad one queued goes.
+    thread::sleep(Duration::from_millis(300));
+    good.push(batch(b'g', &[now + 5]), false);
+    drop((bad, good, producer));
+    let got: Vec<(u8, i64)> = drain(&ring);
+    handle.join().unwrap();
+    let times: Vec<i64> = got.iter().map(|&(_, t)| t - now).collect();
+    assert_eq!(times, vec![0, 1, 3, 5]);
+    assert_eq!(good_counts.snapshot().late, 0);
+    assert_eq!(bad_counts.snapshot().skewed, 2);
+    let lines: Vec<String> = log.take().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("bad: dropped 1 packet dated up to 2"),
+        "{}",
+        lines[0]
+    );
 }
