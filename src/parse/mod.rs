@@ -250,11 +250,18 @@ pub fn printable(bytes: &[u8]) -> String {
     s
 }
 
-/// Reduces a fraction of a second in units of `1/resolution` to
-/// nanoseconds, rounding down.
-fn frac_to_nsec(frac: u64, resolution: u64) -> u32 {
-    // u128: frac < resolution <= 2^63, so frac * 10^9 cannot overflow.
-    ((frac as u128 * 1_000_000_000) / resolution as u128) as u32
+/// A timestamp of whole seconds and a fraction in units of `1/resolution`
+/// as (seconds, nanoseconds 0..10^9), truncated to nanoseconds. A fraction
+/// of a second or more (a pcap µs field of 1,500,000, say) is carried into
+/// the seconds, as Zeek would read libpcap's timeval; seconds saturate
+/// instead of wrapping, so that no value comes out earlier than it went in.
+pub(crate) fn normalize_ts(secs: i64, frac: u64, resolution: u64) -> (i64, u32) {
+    let resolution = resolution.max(1);
+    let carry = i64::try_from(frac / resolution).unwrap_or(i64::MAX);
+    // u128: frac % resolution < resolution <= 2^64, times 10^9 fits.
+    let nsec = (u128::from(frac % resolution) * 1_000_000_000) / u128::from(resolution);
+    // < 10^9: the remainder is below one resolution unit's second.
+    (secs.saturating_add(carry), nsec as u32)
 }
 
 #[cfg(test)]

@@ -1,11 +1,8 @@
 //! Classic pcap: a 24-byte global header, then 16-byte record headers each
-//! followed by its data. Header and records are decoded by `pcap-file`; the
-//! checks that keep a corrupt length from stalling the stream are ours.
+//! followed by its data. Decoded here, field by field: the parser keeps only
+//! what the records need (byte order, resolution, link type, snap length).
 
-use pcap_file::pcap::{PcapHeader, PcapParser};
-use pcap_file::{PcapError, TsResolution};
-
-use super::{frac_to_nsec, Limits, Record, Step, StreamError};
+use super::{normalize_ts, Limits, Record, Step, StreamError};
 use crate::linktype::{linktype_to_dlt, strip_extension_bits};
 
 const GLOBAL_HEADER_LEN: usize = 24;
@@ -17,16 +14,41 @@ pub(super) struct PcapFormat {
     state: State,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum State {
     AwaitingHeader,
-    Records {
-        parser: PcapParser,
-        dlt: i32,
-        /// Records longer than this are cut to it, as libpcap does.
-        snapshot: u32,
-        resolution: u64,
-    },
+    Records(Header),
+}
+
+/// What the records need of the global header.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    big: bool,
+    dlt: i32,
+    /// Records longer than this are cut to it, as libpcap does.
+    snapshot: u32,
+    /// Timestamp fraction units per second.
+    resolution: u64,
+}
+
+impl Header {
+    fn u16_at(&self, b: &[u8], at: usize) -> u16 {
+        let v = [b[at], b[at + 1]];
+        if self.big {
+            u16::from_be_bytes(v)
+        } else {
+            u16::from_le_bytes(v)
+        }
+    }
+
+    fn u32_at(&self, b: &[u8], at: usize) -> u32 {
+        let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        if self.big {
+            u32::from_be_bytes(v)
+        } else {
+            u32::from_le_bytes(v)
+        }
+    }
 }
 
 impl PcapFormat {
@@ -41,19 +63,14 @@ impl PcapFormat {
     pub(super) fn dlt(&self) -> Option<i32> {
         match &self.state {
             State::AwaitingHeader => None,
-            State::Records { dlt, .. } => Some(*dlt),
+            State::Records(h) => Some(h.dlt),
         }
     }
 
     pub(super) fn step(&mut self, buf: &[u8]) -> Result<Step, StreamError> {
-        match &self.state {
+        match self.state {
             State::AwaitingHeader => self.header(buf),
-            State::Records {
-                parser,
-                dlt,
-                snapshot,
-                resolution,
-            } => record(parser, buf, self.limits, *dlt, *snapshot, *resolution),
+            State::Records(h) => record(&h, buf, self.limits),
         }
     }
 
@@ -61,91 +78,69 @@ impl PcapFormat {
         if buf.len() < GLOBAL_HEADER_LEN {
             return Ok(Step::NeedMore);
         }
-        let parser = match PcapParser::new(buf) {
-            Ok((_, parser)) => parser,
-            Err(PcapError::IncompleteBuffer) => return Ok(Step::NeedMore),
-            Err(_) => return Err(StreamError::NotPcap(super::printable(buf))),
+        // `detect` accepted one of the four magics.
+        let (big, resolution) = match [buf[0], buf[1], buf[2], buf[3]] {
+            [0xd4, 0xc3, 0xb2, 0xa1] => (false, 1_000_000),
+            [0xa1, 0xb2, 0xc3, 0xd4] => (true, 1_000_000),
+            [0x4d, 0x3c, 0xb2, 0xa1] => (false, 1_000_000_000),
+            [0xa1, 0xb2, 0x3c, 0x4d] => (true, 1_000_000_000),
+            _ => return Err(StreamError::NotPcap(super::printable(buf))),
         };
-        let PcapHeader {
-            version_major,
-            version_minor,
-            snaplen,
-            datalink,
-            ts_resolution,
-            ..
-        } = parser.header();
-        if version_major != 2 {
-            return Err(StreamError::UnsupportedPcapVersion {
-                major: version_major,
-                minor: version_minor,
-            });
+        let mut h = Header {
+            big,
+            dlt: 0,
+            snapshot: 0,
+            resolution,
+        };
+        let (major, minor) = (h.u16_at(buf, 4), h.u16_at(buf, 6));
+        if major != 2 {
+            return Err(StreamError::UnsupportedPcapVersion { major, minor });
         }
+        // thiszone (8) and sigfigs (12) are unused, as by libpcap.
+        let snaplen = h.u32_at(buf, 16);
         // As libpcap: a snaplen of 0 or beyond the maximum means "the maximum".
-        let snapshot = if snaplen == 0 || snaplen > self.limits.max_caplen {
+        h.snapshot = if snaplen == 0 || snaplen > self.limits.max_caplen {
             self.limits.max_caplen
         } else {
             snaplen
         };
-        let dlt = linktype_to_dlt(strip_extension_bits(u32::from(datalink)));
-        let resolution = match ts_resolution {
-            TsResolution::MicroSecond => 1_000_000,
-            TsResolution::NanoSecond => 1_000_000_000,
-        };
-        self.state = State::Records {
-            parser,
-            dlt,
-            snapshot,
-            resolution,
-        };
+        h.dlt = linktype_to_dlt(strip_extension_bits(h.u32_at(buf, 20)));
+        self.state = State::Records(h);
         Ok(Step::Skip(GLOBAL_HEADER_LEN))
     }
 }
 
-fn record(
-    parser: &PcapParser,
-    buf: &[u8],
-    limits: Limits,
-    dlt: i32,
-    snapshot: u32,
-    resolution: u64,
-) -> Result<Step, StreamError> {
+fn record(h: &Header, buf: &[u8], limits: Limits) -> Result<Step, StreamError> {
     if buf.len() < RECORD_HEADER_LEN {
         return Ok(Step::NeedMore);
     }
     // Check the claimed length before waiting for that many bytes: a corrupt
     // length must end the stream, not stall it or grow a buffer.
-    let caplen_bytes: [u8; 4] = [buf[8], buf[9], buf[10], buf[11]];
-    let claimed = match parser.header().endianness {
-        pcap_file::Endianness::Big => u32::from_be_bytes(caplen_bytes),
-        pcap_file::Endianness::Little => u32::from_le_bytes(caplen_bytes),
-    };
-    if claimed > limits.max_caplen {
+    let incl_len = h.u32_at(buf, 8);
+    if incl_len > limits.max_caplen {
         return Err(StreamError::CaplenTooLarge {
-            caplen: claimed,
+            caplen: incl_len,
             limit: limits.max_caplen,
         });
     }
-    let raw = match parser.next_raw_packet(buf) {
-        Ok((_, raw)) => raw,
-        Err(_) => return Ok(Step::NeedMore),
-    };
-    // Timestamps in the fraction field that reach a full second are kept as
-    // they are by libpcap too; only the unit is converted (a microsecond
-    // fraction past 4.29 s saturates).
-    let ts_nsec = match resolution {
-        1_000_000_000 => raw.ts_frac,
-        1_000_000 => raw.ts_frac.saturating_mul(1000),
-        _ => frac_to_nsec(u64::from(raw.ts_frac), resolution),
-    };
+    let len = RECORD_HEADER_LEN + incl_len as usize;
+    if buf.len() < len {
+        return Ok(Step::NeedMore);
+    }
+    let (ts_sec, ts_nsec) = normalize_ts(
+        i64::from(h.u32_at(buf, 0)),
+        u64::from(h.u32_at(buf, 4)),
+        h.resolution,
+    );
     Ok(Step::Packet(
-        RECORD_HEADER_LEN + raw.incl_len as usize,
+        len,
         Record {
             offset: RECORD_HEADER_LEN,
-            caplen: raw.incl_len.min(snapshot),
-            wirelen: raw.orig_len,
-            ts_sec: i64::from(raw.ts_sec),
+            caplen: incl_len.min(h.snapshot),
+            wirelen: h.u32_at(buf, 12),
+            ts_sec,
             ts_nsec,
-            dlt,
+            dlt: h.dlt,
             interface: 0,
         },
     ))

@@ -2,28 +2,27 @@
 //! the interfaces; interface description blocks declare a link type, snap
 //! length and timestamp resolution; enhanced, simple and (obsolete) packet
 //! blocks carry packets; every other block is skipped by its length.
-//! Block framing and section/interface bookkeeping are `pcap-file`'s; the
-//! length bounds and the libpcap-compatible timestamp scaling are ours.
+//! Framing is ours: of an interface block only the four values its packets
+//! need are kept (a few bytes, however large the block), so that a stream of
+//! fat interface blocks costs no memory beyond its read buffer.
 
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
-use pcap_file::pcapng::blocks::{
-    ENHANCED_PACKET_BLOCK, INTERFACE_DESCRIPTION_BLOCK, PACKET_BLOCK, SECTION_HEADER_BLOCK,
-    SIMPLE_PACKET_BLOCK,
-};
-use pcap_file::pcapng::PcapNgParser;
-use pcap_file::{Endianness, PcapError};
-
-use super::{frac_to_nsec, Limits, Record, Step, StreamError};
+use super::{normalize_ts, Limits, Record, Step, StreamError};
 use crate::linktype::linktype_to_dlt;
 
+const SECTION_HEADER_BLOCK: u32 = 0x0A0D_0D0A;
+const INTERFACE_DESCRIPTION_BLOCK: u32 = 0x0000_0001;
+const PACKET_BLOCK: u32 = 0x0000_0002;
+const SIMPLE_PACKET_BLOCK: u32 = 0x0000_0003;
+const ENHANCED_PACKET_BLOCK: u32 = 0x0000_0006;
+const OPT_ENDOFOPT: u16 = 0;
+const IF_TSRESOL: u16 = 9;
+const IF_TSOFFSET: u16 = 14;
 const BLOCK_HEADER_LEN: usize = 8;
 const SHB_BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 /// Interface description blocks one section may declare. Each is kept for
-/// the section's life (by `pcap-file`'s parser and here), so a stream of
-/// endless IDBs would otherwise grow memory without bound. Real captures
-/// have a handful; dumpcap's own limit is far below this.
+/// the section's life (as 24 bytes), so a stream of endless IDBs would
+/// otherwise grow memory without bound. Real captures have a handful;
+/// dumpcap's own limit is far below this.
 pub const MAX_INTERFACES: usize = 1024;
 const INTERFACE_STATISTICS_BLOCK: u32 = 0x0000_0005;
 const NAME_RESOLUTION_BLOCK: u32 = 0x0000_0004;
@@ -66,21 +65,14 @@ struct Interface {
     offset: i64,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct PcapNgFormat {
     limits: Limits,
-    parser: Option<PcapNgParser>,
+    /// The current section's byte order; `None` before the first section.
+    big: Option<bool>,
     interfaces: Vec<Interface>,
     /// The first interface's link type; it stays the stream's link type.
     first_dlt: Option<i32>,
-}
-
-impl std::fmt::Debug for PcapNgFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PcapNgFormat")
-            .field("interfaces", &self.interfaces)
-            .finish_non_exhaustive()
-    }
 }
 
 impl PcapNgFormat {
@@ -114,8 +106,8 @@ impl PcapNgFormat {
                 )));
             }
         } else {
-            match &self.parser {
-                Some(p) => p.section().endianness == Endianness::Big,
+            match self.big {
+                Some(big) => big,
                 None => {
                     return Err(StreamError::BadPcapNg(
                         "the stream does not start with a section header block".into(),
@@ -161,31 +153,35 @@ impl PcapNgFormat {
             return Err(StreamError::TooManyInterfaces(MAX_INTERFACES));
         }
         let block = &buf[..len];
-        let framed = match &mut self.parser {
-            None => PcapNgParser::new(block).map(|(_, parser)| {
-                self.parser = Some(parser);
-            }),
-            Some(parser) => parser.next_raw_block(block).map(|_| ()),
-        };
-        if let Err(e) = framed {
-            return Err(match e {
-                PcapError::IncompleteBuffer => StreamError::BadPcapNg(format!(
-                    "block of type {block_type:#x} is shorter than its contents"
-                )),
-                other => StreamError::BadPcapNg(other.to_string()),
-            });
+        let trailer = read_u32(len - 4);
+        if trailer as usize != len {
+            return Err(StreamError::BadPcapNg(format!(
+                "block of type {block_type:#x} has length {len} but ends with length {trailer}"
+            )));
         }
-        let Some(parser) = &self.parser else {
-            return Ok(Step::NeedMore);
-        };
         match block_type {
-            SECTION_HEADER_BLOCK => self.interfaces.clear(),
-            INTERFACE_DESCRIPTION_BLOCK => {
-                if let Some(idb) = parser.interfaces().last() {
-                    let iface = interface(idb, self.limits)?;
-                    self.first_dlt.get_or_insert(iface.dlt);
-                    self.interfaces.push(iface);
+            SECTION_HEADER_BLOCK => {
+                let read_u16 = |at: usize| {
+                    let b = [block[at], block[at + 1]];
+                    if big {
+                        u16::from_be_bytes(b)
+                    } else {
+                        u16::from_le_bytes(b)
+                    }
+                };
+                let (major, minor) = (read_u16(12), read_u16(14));
+                if major != 1 {
+                    return Err(StreamError::BadPcapNg(format!(
+                        "unsupported pcapng version {major}.{minor} (only 1.x is defined)"
+                    )));
                 }
+                self.big = Some(big);
+                self.interfaces.clear();
+            }
+            INTERFACE_DESCRIPTION_BLOCK => {
+                let iface = interface(block, big, self.limits)?;
+                self.first_dlt.get_or_insert(iface.dlt);
+                self.interfaces.push(iface);
             }
             ENHANCED_PACKET_BLOCK | PACKET_BLOCK => {
                 return self
@@ -257,14 +253,13 @@ impl PcapNgFormat {
                 limit: self.limits.max_caplen,
             });
         }
-        let secs = ts / iface.resolution;
-        let frac = ts % iface.resolution;
+        let (secs, ts_nsec) = normalize_ts(0, ts, iface.resolution);
         Ok(Record {
             offset: FIXED,
             caplen: caplen.min(iface.snapshot),
             wirelen,
-            ts_sec: (secs as i64).saturating_add(iface.offset),
-            ts_nsec: frac_to_nsec(frac, iface.resolution),
+            ts_sec: secs.saturating_add(iface.offset),
+            ts_nsec,
             dlt: iface.dlt,
             interface: interface_id,
         })
@@ -278,12 +273,46 @@ impl PcapNgFormat {
     }
 }
 
-fn interface(idb: &InterfaceDescriptionBlock, limits: Limits) -> Result<Interface, StreamError> {
+/// The values packets need from an interface description block: link type
+/// (8), snap length (12), and the options if_tsresol and if_tsoffset.
+fn interface(block: &[u8], big: bool, limits: Limits) -> Result<Interface, StreamError> {
+    let u16_at = |at: usize| {
+        let b = [block[at], block[at + 1]];
+        if big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    };
+    let u32_at = |at: usize| {
+        let b = [block[at], block[at + 1], block[at + 2], block[at + 3]];
+        if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
     let mut resolution: u64 = 1_000_000;
     let mut offset: i64 = 0;
-    for option in &idb.options {
-        match option {
-            InterfaceDescriptionOption::IfTsResol(v) => {
+    // Options lie between the fixed fields and the trailing length; the
+    // block's length was checked against min_block_len.
+    let end = block.len() - 4;
+    let mut at = 16;
+    while at + 4 <= end {
+        let (code, olen) = (u16_at(at), usize::from(u16_at(at + 2)));
+        if code == OPT_ENDOFOPT {
+            break;
+        }
+        let value = block
+            .get(at + 4..at + 4 + olen)
+            .filter(|_| at + 4 + olen <= end);
+        let Some(value) = value else {
+            return Err(StreamError::BadPcapNg(format!(
+                "an interface description option of {olen} bytes overruns its block"
+            )));
+        };
+        match (code, value) {
+            (IF_TSRESOL, [v, ..]) => {
                 let exp = u32::from(v & 0x7f);
                 resolution = if v & 0x80 != 0 {
                     1u64.checked_shl(exp).filter(|_| exp < 64)
@@ -294,13 +323,22 @@ fn interface(idb: &InterfaceDescriptionBlock, limits: Limits) -> Result<Interfac
                     StreamError::BadPcapNg(format!("if_tsresol {v:#x} is out of range"))
                 })?;
             }
-            InterfaceDescriptionOption::IfTsOffset(v) => offset = *v as i64,
+            (IF_TSOFFSET, [a, b, c, d, e, f, g, h]) => {
+                let bytes = [*a, *b, *c, *d, *e, *f, *g, *h];
+                offset = if big {
+                    i64::from_be_bytes(bytes)
+                } else {
+                    i64::from_le_bytes(bytes)
+                };
+            }
             _ => {}
         }
+        // Values are padded to 32 bits.
+        at += 4 + olen.div_ceil(4) * 4;
     }
-    let snaplen = idb.snaplen;
+    let snaplen = u32_at(12);
     Ok(Interface {
-        dlt: linktype_to_dlt(u32::from(idb.linktype)),
+        dlt: linktype_to_dlt(u32::from(u16_at(8))),
         snapshot: if snaplen == 0 || snaplen > limits.max_caplen {
             limits.max_caplen
         } else {

@@ -566,3 +566,118 @@ fn records_keep_nanoseconds_and_their_interface() {
         assert!(out.iter().all(|r| r.interface == 0));
     }
 }
+
+/// A little-endian pcap stream with one record whose header fields are
+/// given raw: the writer would refuse a fraction of a second or more.
+fn pcap_raw_record(magic: [u8; 4], ts_sec: u32, ts_frac: u32) -> Vec<u8> {
+    let mut s = Vec::new();
+    s.extend_from_slice(&magic);
+    for v in [2u16, 4] {
+        s.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [0u32, 0, 65535, 1] {
+        s.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [ts_sec, ts_frac, 1, 1] {
+        s.extend_from_slice(&v.to_le_bytes());
+    }
+    s.push(0xab);
+    s
+}
+
+#[test]
+fn a_fraction_of_a_second_or_more_is_carried_into_the_seconds() {
+    // µs: 1,500,000 is 1.5 s. It used to stay in the fraction as 1.5 s of
+    // "nanoseconds", sorting before the next second's packets.
+    let us = pcap_raw_record([0xd4, 0xc3, 0xb2, 0xa1], 100, 1_500_000);
+    let mut out = Vec::new();
+    StreamParser::new(Limits::default())
+        .parse(&us, &mut out)
+        .unwrap();
+    assert_eq!((out[0].ts_sec, out[0].ts_nsec), (101, 500_000_000));
+    // ns: u32::MAX ns is 4.294967295 s.
+    let ns = pcap_raw_record([0x4d, 0x3c, 0xb2, 0xa1], u32::MAX, u32::MAX);
+    out.clear();
+    StreamParser::new(Limits::default())
+        .parse(&ns, &mut out)
+        .unwrap();
+    assert_eq!(
+        (out[0].ts_sec, out[0].ts_nsec),
+        (i64::from(u32::MAX) + 4, 294_967_295)
+    );
+    assert!(out.iter().all(|r| r.ts_usec() < 1_000_000));
+}
+
+/// SHB + one IDB with these options + one EPB at `raw_ts`.
+fn pcapng_one_packet(options: Vec<InterfaceDescriptionOption<'static>>, raw_ts: u64) -> Vec<u8> {
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    w.write_block(&idb(DataLink::ETHERNET, options)).unwrap();
+    w.write_block(&epb(0, raw_ts, &[1, 2, 3])).unwrap();
+    w.into_inner()
+}
+
+#[test]
+fn pcapng_times_saturate_instead_of_wrapping() {
+    let parsed = |stream: Vec<u8>| {
+        let mut out = Vec::new();
+        StreamParser::new(Limits::default())
+            .parse(&stream, &mut out)
+            .unwrap();
+        (out[0].ts_sec, out[0].ts_nsec)
+    };
+    // 2^64-1 at a resolution of 1 s: it wrapped to -1 (1969).
+    let whole_seconds = InterfaceDescriptionOption::IfTsResol(0);
+    assert_eq!(
+        parsed(pcapng_one_packet(vec![whole_seconds.clone()], u64::MAX)),
+        (i64::MAX, 0)
+    );
+    // if_tsoffset at either end of its range saturates too.
+    let far = InterfaceDescriptionOption::IfTsOffset(i64::MAX as u64);
+    assert_eq!(
+        parsed(pcapng_one_packet(vec![far], 1_000_000)),
+        (i64::MAX, 0)
+    );
+    let before = InterfaceDescriptionOption::IfTsOffset(i64::MIN as u64);
+    assert_eq!(
+        parsed(pcapng_one_packet(vec![before], 1_500_000)),
+        (i64::MIN + 1, 500_000_000)
+    );
+}
+
+/// The resident set of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn fat_interface_blocks_cost_no_memory_beyond_the_read() {
+    // 300 interface blocks of 256 KiB of options each (a comment): 75 MiB
+    // that the pcap-file framing kept whole for the section's life.
+    let comment = "x".repeat(65_000);
+    let fat: Vec<InterfaceDescriptionOption<'static>> = (0..4)
+        .map(|_| InterfaceDescriptionOption::Comment(Cow::Owned(comment.clone())))
+        .collect();
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    w.write_block(&idb(DataLink::ETHERNET, fat)).unwrap();
+    let bytes = w.into_inner();
+    let shb_len = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let (shb, one) = bytes.split_at(shb_len);
+    let mut parser = StreamParser::new(Limits::default());
+    let mut out = Vec::new();
+    assert_eq!(parser.parse(shb, &mut out), Ok(shb.len()));
+    let before = rss_kib();
+    for _ in 0..300 {
+        assert_eq!(parser.parse(one, &mut out), Ok(one.len()));
+    }
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 16 * 1024,
+        "300 fat interface blocks grew RSS by {grown} KiB"
+    );
+    assert_eq!(parser.link_type(), Some(1));
+}
