@@ -294,3 +294,73 @@ fn a_packet_dated_2100_is_dropped_and_makes_no_other_senders_packet_late() {
         drop(bad);
     });
 }
+
+/// The resident set of this process, in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// 16 senders each declare 60 interfaces of 256 KiB of options (240 MiB
+/// in all) before one packet: the source keeps 24 bytes of each, so its
+/// memory stays within the README's bound (the read buffers, 1 MiB each),
+/// where it used to keep every block whole.
+#[test]
+fn fat_interface_blocks_from_many_senders_cost_only_their_read_buffers() {
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption,
+    };
+    use pcap_file::pcapng::{Block, PcapNgWriter};
+    use std::borrow::Cow;
+    within(Duration::from_secs(60), || {
+        let (mut source, addr) = listening(Config::default());
+        let comment = "x".repeat(65_000);
+        let fat = Block::InterfaceDescription(InterfaceDescriptionBlock {
+            linktype: pcap_file::DataLink::ETHERNET,
+            snaplen: 0,
+            options: (0..4)
+                .map(|_| InterfaceDescriptionOption::Comment(Cow::Owned(comment.clone())))
+                .collect(),
+        });
+        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        let header_len = w.get_ref().len();
+        w.write_block(&fat).unwrap();
+        let bytes = w.into_inner();
+        let (shb, one) = bytes.split_at(header_len);
+        let (shb, one) = (shb.to_vec(), one.to_vec());
+        let before = rss_mib();
+        let senders: Vec<_> = (0..16)
+            .map(|i| {
+                let (shb, one) = (shb.clone(), one.clone());
+                thread::spawn(move || {
+                    let mut s = connect_from(&format!("127.0.1.{}", i + 1), addr);
+                    s.write_all(&shb).unwrap();
+                    for _ in 0..60 {
+                        s.write_all(&one).unwrap();
+                    }
+                    s
+                })
+            })
+            .collect();
+        let streams: Vec<TcpStream> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+        // Every block has been read once every sender is connected.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while source.senders().iter().map(|(_, s)| s.bytes).sum::<u64>()
+            < 16 * (shb.len() + 60 * one.len()) as u64
+        {
+            assert!(Instant::now() < deadline, "the blocks were not all read");
+            source.wait(Duration::from_millis(20));
+        }
+        let grown = rss_mib().saturating_sub(before);
+        assert!(
+            grown < 16 * 2 + 16,
+            "240 MiB of interface blocks from 16 senders grew RSS by {grown} MiB"
+        );
+        drop(streams);
+    });
+}
