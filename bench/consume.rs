@@ -11,7 +11,8 @@
 //! PACKETS it stops once that many packets have been taken. MERGE_WINDOW_MS
 //! sets `merge_window` (default 100): under valgrind, whose threads run
 //! one at a time and some fifty times slower, a wall-clock window expires
-//! where it would not natively, so bench/run passes a long one.
+//! where it would not natively, so bench/run passes a long one (and then
+//! `merge_max_hold`, wall clock too, is set to an hour).
 
 use pcapovertcp::{Config, Next, Source};
 
@@ -30,6 +31,9 @@ fn main() {
     if let Some(ms) = args.next() {
         let ms = ms.parse().expect("consume: MERGE_WINDOW_MS is a count");
         config.merge_window = std::time::Duration::from_millis(ms);
+        // The hold is wall clock too: under valgrind it would expire where
+        // natively it does not. With a window given, it never does.
+        config.merge_max_hold = std::time::Duration::from_secs(3600);
     }
     let mut source = match Source::open(&endpoint, config) {
         Ok(s) => s,

@@ -311,10 +311,12 @@ fn a_sender_that_keeps_sending_is_waited_for_whatever_the_window() {
     // The earliest sender's lane is empty between its reads; the later
     // sender's reads have waited far longer than the window. It must still
     // not be released past the earlier sender while that one keeps sending.
-    let merge = Merge::new(
-        Timing::new(Duration::from_millis(50), FOREVER, Duration::ZERO),
-        1 << 20,
-    );
+    // Deterministic: the early sender's first read is queued before the
+    // merge runs (a lane opened long ago and still empty would count as
+    // quiet), and its reads come 5 ms apart, far inside the window, which
+    // the later sender's reads have outwaited before the merge starts.
+    let window = Duration::from_millis(300);
+    let merge = Merge::new(Timing::new(window, FOREVER, Duration::ZERO), 1 << 20);
     let producer = merge.producer();
     let late = counters();
     let (early, later) = (
@@ -322,11 +324,12 @@ fn a_sender_that_keeps_sending_is_waited_for_whatever_the_window() {
         merge.lane(counters(), 0, "test"),
     );
     later.push(batch(b'l', &[100, 101]), false);
-    thread::sleep(Duration::from_millis(200));
+    thread::sleep(window * 2);
+    early.push(batch(b'e', &[0]), false);
     let (ring, handle) = run_merge(&merge);
-    for t in 0..20 {
+    for t in 1..20 {
+        thread::sleep(Duration::from_millis(5));
         early.push(batch(b'e', &[t]), false);
-        thread::sleep(Duration::from_millis(10));
     }
     drop((early, later, producer));
     let got: Vec<i64> = drain(&ring).into_iter().map(|(_, t)| t).collect();
