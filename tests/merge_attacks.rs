@@ -318,7 +318,7 @@ fn fat_interface_blocks_from_many_senders_cost_only_their_read_buffers() {
     use pcap_file::pcapng::{Block, PcapNgWriter};
     use std::borrow::Cow;
     within(Duration::from_secs(60), || {
-        let (mut source, addr) = listening(Config::default());
+        let (source, addr) = listening(Config::default());
         let comment = "x".repeat(65_000);
         let fat = Block::InterfaceDescription(InterfaceDescriptionBlock {
             linktype: pcap_file::DataLink::ETHERNET,
