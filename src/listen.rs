@@ -23,7 +23,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 pub(crate) use admission::Admission;
 use admission::{Closed, Ticket};
-use lines::Lines;
+use lines::{Kind, Lines};
 
 use crate::connect::{self, TICK};
 use crate::connection::{read_error, Connection, End, Heard, Joined, Outlet};
@@ -187,7 +187,7 @@ fn accept_all(control: &Arc<Control>, listener: &Arc<Listener>, l: &TcpListener)
             Ok(handle) => listener.admission.enter(handle),
             Err(e) => {
                 let line = format!("{}: sender {peer}: cannot take it: {e}", listener.endpoint);
-                listener.lines.say(Level::Warn, &line);
+                listener.lines.say(Kind::Other, Level::Warn, &line);
                 continue;
             }
         };
@@ -206,7 +206,7 @@ fn accept_all(control: &Arc<Control>, listener: &Arc<Listener>, l: &TcpListener)
                 "{}: cannot start a thread for sender {peer}: {e}",
                 listener.endpoint
             );
-            listener.lines.say(Level::Warn, &line);
+            listener.lines.say(Kind::Other, Level::Warn, &line);
         }
     }
 }
@@ -235,10 +235,8 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
         .set_nonblocking(false)
         .and_then(|()| connect::set_up(&socket, &control.config))
     {
-        lines.say(
-            Level::Warn,
-            &format!("{label}: cannot set the socket up: {e}"),
-        );
+        let line = format!("{label}: cannot set the socket up: {e}");
+        lines.say(Kind::Other, Level::Warn, &line);
         return;
     }
     let _hold = socket.try_clone().map(|s| control.hold_socket(s));
@@ -249,7 +247,8 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
         Some(tls) => match tls.accept(socket.into()) {
             Ok(t) => t,
             Err(e) => {
-                lines.say(Level::Warn, &format!("{label}: cannot start TLS: {e}"));
+                let line = format!("{label}: cannot start TLS: {e}");
+                lines.say(Kind::Other, Level::Warn, &line);
                 return;
             }
         },
@@ -298,7 +297,7 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
             lane,
             heard,
         });
-        lines.say(Level::Info, &format!("{label} connected"));
+        lines.say(Kind::Admitted, Level::Info, &format!("{label} connected"));
         Ok(())
     });
     let _ = transport.tcp().shutdown(std::net::Shutdown::Both);
@@ -351,7 +350,12 @@ fn report(
             format!("{e}; its connection was closed after {}", count(packets)),
         ),
     };
-    lines.say(level, &line);
+    let kind = if admitted {
+        Kind::Admitted
+    } else {
+        Kind::Other
+    };
+    lines.say(kind, level, &line);
 }
 
 /// "1 packet", "2 packets".

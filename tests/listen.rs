@@ -1445,3 +1445,369 @@ fn close_with_two_idle_senders_returns_within_a_second_and_closes_them() {
         );
     })
 }
+
+// --- 13. admission: deadlines, pools, a full listener, one count per source -------------------
+
+/// Whether the source has closed `s` (a read returns the end, or a reset),
+/// without waiting.
+fn closed_now(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let closed = match (&*s).read(&mut [0u8; 64]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// Sends `bytes` one every `every` from `from`, until the source closes
+/// the connection; how long after connecting it did (`None`: it did not,
+/// and every byte went out).
+fn drip(
+    to: SocketAddr,
+    from: &'static str,
+    bytes: Vec<u8>,
+    every: Duration,
+) -> thread::JoinHandle<Option<Duration>> {
+    thread::spawn(move || {
+        let mut c = connect_from(from, to);
+        let since = Instant::now();
+        for b in bytes {
+            if c.write_all(&[b]).is_err() || closed_now(&c) {
+                return Some(since.elapsed());
+            }
+            thread::sleep(every);
+        }
+        None
+    })
+}
+
+#[test]
+fn a_header_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
+    within(Duration::from_secs(30), || {
+        let config = Config {
+            header_timeout: Some(Duration::from_secs(1)),
+            ..Config::default()
+        };
+        let (mut source, name, addr) = start_listening(config);
+        let mut log = Log::default();
+        // A pcap header at one byte per 150 ms takes 3.6 s; a pcapng section
+        // header followed by custom blocks never ends.
+        let pcap = stream(Format::LeMicro, &[]).header;
+        let mut pcapng = stream(Format::NgNano, &[]).header[..28].to_vec();
+        pcapng.extend(std::iter::repeat_n([0xad, 0x0b, 0, 0, 0x10, 0, 0, 0], 8).flatten());
+        let every = Duration::from_millis(150);
+        let drippers: Vec<_> = (0..8)
+            .map(|i| {
+                drip(
+                    addr,
+                    "127.0.0.3",
+                    if i % 2 == 0 {
+                        pcap.clone()
+                    } else {
+                        pcapng.clone()
+                    },
+                    every,
+                )
+            })
+            .collect();
+        for d in drippers {
+            let after = d.join().unwrap();
+            assert!(
+                after.is_some_and(|a| a >= Duration::from_secs(1) && a < Duration::from_millis(1800)),
+                "a dripping connection was closed after {after:?}, not at header_timeout (1 s)"
+            );
+        }
+        let line = log.wait_for(
+            &source,
+            Level::Warn,
+            &["sent no whole pcap header within 1.0 s"],
+            Duration::from_secs(2),
+        );
+        assert!(
+            line.starts_with(&format!("{name}: sender 127.0.0.3:")),
+            "{line}"
+        );
+        assert!(source.senders().is_empty(), "{:?}", source.senders());
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn pending_connections_take_no_place_among_max_senders() {
+    within(Duration::from_secs(30), || {
+        let config = Config {
+            max_senders: 2,
+            header_timeout: Some(Duration::from_secs(20)),
+            ..Config::default()
+        };
+        let (mut source, _name, addr) = start_listening(config);
+        let silent: Vec<TcpStream> = (0..10).map(|_| connect_from("127.0.0.3", addr)).collect();
+        thread::sleep(Duration::from_millis(200));
+        let a = stream(Format::LeMicro, &from_base(1, 50, 0));
+        let b = stream(Format::BeNano, &from_base(2, 50, 500));
+        for (from, s) in [("127.0.0.4", &a), ("127.0.0.5", &b)] {
+            let mut c = connect_from(from, addr);
+            c.write_all(&s.header).unwrap();
+            c.write_all(&s.body).unwrap();
+        }
+        let got = collect(&mut source, 100, Duration::from_secs(5));
+        assert_eq!(got.len(), 100);
+        for from in ["127.0.0.4", "127.0.0.5"] {
+            assert_eq!(sender(&source, from).records, 50);
+        }
+        drop(silent);
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn a_full_listener_closes_its_longest_silent_sender_for_one_with_packets() {
+    within(Duration::from_secs(30), || {
+        let config = Config {
+            header_timeout: Some(Duration::from_secs(1)),
+            ..Config::default()
+        };
+        let max = Config::default().max_senders;
+        let (mut source, name, addr) = start_listening(config);
+        let mut log = Log::default();
+        let header = stream(Format::LeMicro, &[]).header;
+        // max_senders (64) connections that send a header, then nothing.
+        let holders: Vec<TcpStream> = (0..max)
+            .map(|_| {
+                let mut c = connect_from("127.0.0.3", addr);
+                c.write_all(&header).unwrap();
+                c
+            })
+            .collect();
+        wait_counters(&source, "127.0.0.3", Duration::from_secs(10), |c| {
+            c.connects == max as u64
+        });
+        // At once, none has been silent for header_timeout: refused.
+        let good = stream(Format::LeMicro, &from_base(9, 100, 0));
+        let mut early = connect_from("127.0.0.2", addr);
+        early.write_all(&good.header).unwrap();
+        assert_closed_by_peer(&mut early, "a sender while every holder had just arrived");
+        // Once they have been silent that long, a sender with packets gets in.
+        thread::sleep(Duration::from_millis(1100));
+        let mut g = connect_from("127.0.0.2", addr);
+        g.write_all(&good.header).unwrap();
+        g.write_all(&good.body).unwrap();
+        let got = collect(&mut source, 100, Duration::from_secs(5));
+        assert_packets(&got, &good.want, "the good sender's packets");
+        let h = wait_counters(&source, "127.0.0.3", Duration::from_secs(5), |c| {
+            c.disconnects == 1
+        });
+        assert_eq!((h.connects, h.open), (max as u64, max as u64 - 1), "{h:?}");
+        drop(holders);
+        closes_within_a_second(&mut source);
+
+        // The line that says so (with 64 arrivals reported, the rate limit
+        // would leave it out of this window: two holders here).
+        let config = Config {
+            header_timeout: Some(Duration::from_millis(300)),
+            max_senders: 2,
+            ..Config::default()
+        };
+        let (mut source, name, addr) = start_listening(config);
+        let mut log = Log::default();
+        let holders: Vec<TcpStream> = ["127.0.0.3", "127.0.0.4"]
+            .iter()
+            .map(|from| {
+                let mut c = connect_from(from, addr);
+                c.write_all(&header).unwrap();
+                wait_counters(&source, from, Duration::from_secs(5), |c| c.connects == 1);
+                c
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(400));
+        let mut g = connect_from("127.0.0.2", addr);
+        g.write_all(&good.header).unwrap();
+        g.write_all(&good.body).unwrap();
+        collect(&mut source, 100, Duration::from_secs(5));
+        let line = log.wait_for(
+            &source,
+            Level::Warn,
+            &["to admit a new sender"],
+            Duration::from_secs(5),
+        );
+        // The first holder has been silent longest.
+        let first = holders[0].local_addr().unwrap();
+        assert!(
+            line.starts_with(&format!(
+                "{name}: sender {first} was closed after 0 packets to admit a new sender: it had handed on no packet for "
+            )) && line.ends_with("PcapOverTcp::max_senders (2) senders were connected"),
+            "{line}"
+        );
+        drop(holders);
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn max_senders_counts_over_every_listen_endpoint_of_the_source() {
+    within(Duration::from_secs(30), || {
+        let ports = [free_port(), free_port()];
+        let name = format!(
+            "tcp-listen://127.0.0.1:{},tcp-listen://127.0.0.1:{}",
+            ports[0], ports[1]
+        );
+        let config = Config {
+            max_senders: 2,
+            ..Config::default()
+        };
+        let mut source = Source::start(&name, config).unwrap();
+        assert!(matches!(
+            source.wait_open(Duration::from_secs(5)),
+            Opening::Open(1)
+        ));
+        let header = stream(Format::LeMicro, &[]).header;
+        let mut conns = Vec::new();
+        for (i, from) in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+            .iter()
+            .enumerate()
+        {
+            let to: SocketAddr = format!("127.0.0.1:{}", ports[i % 2]).parse().unwrap();
+            let mut c = connect_from(from, to);
+            c.write_all(&header).unwrap();
+            thread::sleep(Duration::from_millis(100));
+            conns.push(c);
+        }
+        thread::sleep(Duration::from_millis(300));
+        let total = source.counters();
+        assert_eq!(
+            (total.connects, total.open),
+            (2, 2),
+            "{:?}",
+            source.senders()
+        );
+        for c in &mut conns[2..] {
+            assert_closed_by_peer(c, "a third and fourth sender over two endpoints");
+        }
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn a_storm_of_connections_writes_a_bounded_number_of_lines() {
+    within(Duration::from_secs(30), || {
+        let (mut source, name, addr) = start_listening(Config::default());
+        let mut log = Log::default();
+        let started = Instant::now();
+        // Each connects and closes at once: each is one line's worth.
+        for i in 0..2000 {
+            drop(connect_from("127.0.0.3", addr));
+            if i % 100 == 0 {
+                log.update(&source);
+            }
+        }
+        // A real sender's lines are limited apart from those.
+        let good = stream(Format::LeMicro, &from_base(3, 5, 0));
+        let mut g = connect_from("127.0.0.2", addr);
+        g.write_all(&good.header).unwrap();
+        g.write_all(&good.body).unwrap();
+        drop(g);
+        collect(&mut source, 5, Duration::from_secs(5));
+        log.wait_for(
+            &source,
+            Level::Info,
+            &["sender 127.0.0.2:", "left after 5 packets"],
+            Duration::from_secs(5),
+        );
+        // The first window's lines, then its summary.
+        let summary = log.wait_for(
+            &source,
+            Level::Warn,
+            &["more lines about connections that were not admitted were left out"],
+            Duration::from_secs(15),
+        );
+        let window = started.elapsed();
+        assert!(summary.starts_with(&format!("{name}: ")), "{summary}");
+        let about_senders = log
+            .seen
+            .iter()
+            .filter(|(_, m)| m.contains(": sender 127.0.0.3:"))
+            .count();
+        assert!(
+            about_senders <= 20,
+            "{about_senders} lines about single connections within {window:?}"
+        );
+        assert!(
+            source.senders().iter().all(|(a, _)| a == "127.0.0.2"),
+            "{:?}",
+            source.senders()
+        );
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn a_scan_of_many_addresses_takes_no_entry_and_a_sender_keeps_its_own() {
+    within(Duration::from_secs(30), || {
+        let (mut source, _name, addr) = start_listening(Config::default());
+        for i in 0..1100u32 {
+            let from: &'static str =
+                Box::leak(format!("127.1.{}.{}", i / 250, 1 + i % 250).into_boxed_str());
+            drop(connect_from(from, addr));
+        }
+        let good = stream(Format::LeMicro, &from_base(4, 5, 0));
+        let mut g = connect_from("127.0.0.2", addr);
+        g.write_all(&good.header).unwrap();
+        g.write_all(&good.body).unwrap();
+        collect(&mut source, 5, Duration::from_secs(5));
+        let senders = source.senders();
+        assert_eq!(
+            senders.len(),
+            1,
+            "{} entries, the first {:?}",
+            senders.len(),
+            senders.first()
+        );
+        assert_eq!(senders[0].0, "127.0.0.2");
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn backpressure_grows_while_a_sender_is_blocked() {
+    within(Duration::from_secs(30), || {
+        let config = Config {
+            buffer_size: 256 * 1024,
+            ..Config::default()
+        };
+        let (mut source, _name, addr) = start_listening(config);
+        let flood = stream(Format::LeMicro, &from_base(5, 20_000, 0));
+        let mut c = connect_from("127.0.0.2", addr);
+        c.write_all(&flood.header).unwrap();
+        let writer = thread::spawn(move || {
+            let _ = c.write_all(&flood.body);
+            c
+        });
+        // Nobody takes packets: the sender blocks once its share is full.
+        let mut last = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            thread::sleep(Duration::from_millis(200));
+            let bytes = source.counters().bytes;
+            if bytes > 0 && bytes == last {
+                break;
+            }
+            last = bytes;
+            assert!(Instant::now() < deadline, "the sender never blocked");
+        }
+        let before = sender(&source, "127.0.0.2").backpressure;
+        thread::sleep(Duration::from_millis(600));
+        let during = sender(&source, "127.0.0.2").backpressure;
+        assert!(
+            during >= before + Duration::from_millis(500),
+            "backpressure went from {before:?} to {during:?} in 600 ms of waiting"
+        );
+        let got = collect(&mut source, 20_000, Duration::from_secs(10));
+        assert_eq!(got.len(), 20_000);
+        let after = sender(&source, "127.0.0.2").backpressure;
+        assert!(after >= during, "{after:?} < {during:?}");
+        drop(writer.join().unwrap());
+        closes_within_a_second(&mut source);
+    })
+}
