@@ -94,7 +94,7 @@ export {
 	## Listening: how many admitted senders (TLS handshake and whole
 	## stream header received) may be connected at once, over all listen
 	## endpoints of the source. When one more completes its header, the
-	## sender that has handed on no packet for longest is closed in its
+	## sender that has sent no packet for longest is closed in its
 	## favour if it has been silent for :zeek:see:`PcapOverTcp::header_timeout`;
 	## otherwise the newcomer is closed and reported with its address.
 	## Connections not yet admitted have a pool of their own, of

@@ -96,14 +96,19 @@ impl Outlet<'_> {
             Outlet::Ring(ring) => ring.push(batch, drop_when_full),
             Outlet::Lane(lane) => lane.push(batch, drop_when_full),
             Outlet::Joined(joined) => match joined.get() {
-                Some(j) => {
-                    let pushed = j.lane.push(batch, drop_when_full);
-                    j.heard.now();
-                    pushed
-                }
+                Some(j) => j.lane.push(batch, drop_when_full),
                 // Not admitted: nothing may be delivered.
                 None => Push::Closed,
             },
+        }
+    }
+
+    /// Packets arrived (whichever worker's share they are).
+    fn heard(&self) {
+        if let Outlet::Joined(joined) = self {
+            if let Some(j) = joined.get() {
+                j.heard.now();
+            }
         }
     }
 
@@ -226,15 +231,13 @@ impl Connection<'_> {
                 Err(_) if control.stopping() => return End::Stopped,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The receive timeout: nothing arrived for one tick.
-                    if !header_seen {
-                        if self.opens_source && connected.elapsed() >= NOTICE_AFTER {
-                            control.mention_wait(&format!(
-                                "{}: connected, but no pcap header has arrived after {} s ({} bytes so far)",
-                                self.label,
-                                NOTICE_AFTER.as_secs(),
-                                buf.len(),
-                            ));
-                        }
+                    if !header_seen && self.opens_source && connected.elapsed() >= NOTICE_AFTER {
+                        control.mention_wait(&format!(
+                            "{}: connected, but no pcap header has arrived after {} s ({} bytes so far)",
+                            self.label,
+                            NOTICE_AFTER.as_secs(),
+                            buf.len(),
+                        ));
                     }
                     if let Some(limit) = control.config.idle_timeout {
                         if last_data.elapsed() >= limit {
@@ -280,6 +283,9 @@ impl Connection<'_> {
             last_data = Instant::now();
             self.counters().add_bytes(n);
             let parsed = parser.parse(&buf, &mut records);
+            if !records.is_empty() {
+                self.outlet.heard();
+            }
             if let Some(share) = &mut share {
                 share.keep_ours(&buf, &mut records, self);
             }

@@ -361,6 +361,24 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_under_way_shows_in_backpressure_and_the_total_never_falls() {
+        let c = Counters::default();
+        c.push_started();
+        std::thread::sleep(ONGOING_AFTER * 3);
+        let during = c.snapshot().backpressure;
+        assert!(during >= ONGOING_AFTER * 3, "{during:?}");
+        // The push reports less waiting than a snapshot showed: the total
+        // still does not fall.
+        c.push_ended(Duration::from_millis(1));
+        assert!(c.snapshot().backpressure >= during);
+        // A quick push that did not wait adds nothing.
+        let before = c.snapshot().backpressure;
+        c.push_started();
+        c.push_ended(Duration::ZERO);
+        assert_eq!(c.snapshot().backpressure, before);
+    }
+
+    #[test]
     fn totals_sum_the_senders_and_the_list_is_bounded() {
         let r = Registry::default();
         r.sender("10.0.0.1").add_records(3);

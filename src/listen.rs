@@ -336,7 +336,7 @@ fn report(
         (Some(Closed::Silent { for_, max_senders }), _) => (
             Level::Warn,
             format!(
-                "{label} was closed after {} to admit a new sender: it had handed on no packet for {:.1} s, and PcapOverTcp::max_senders ({max_senders}) senders were connected",
+                "{label} was closed after {} to admit a new sender: it had sent no packet for {:.1} s, and PcapOverTcp::max_senders ({max_senders}) senders were connected",
                 count(packets),
                 for_.as_secs_f64()
             ),

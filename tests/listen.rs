@@ -1570,8 +1570,7 @@ fn a_full_listener_closes_its_longest_silent_sender_for_one_with_packets() {
             ..Config::default()
         };
         let max = Config::default().max_senders;
-        let (mut source, name, addr) = start_listening(config);
-        let mut log = Log::default();
+        let (mut source, _name, addr) = start_listening(config);
         let header = stream(Format::LeMicro, &[]).header;
         // max_senders (64) connections that send a header, then nothing.
         let holders: Vec<TcpStream> = (0..max)
@@ -1636,7 +1635,7 @@ fn a_full_listener_closes_its_longest_silent_sender_for_one_with_packets() {
         let first = holders[0].local_addr().unwrap();
         assert!(
             line.starts_with(&format!(
-                "{name}: sender {first} was closed after 0 packets to admit a new sender: it had handed on no packet for "
+                "{name}: sender {first} was closed after 0 packets to admit a new sender: it had sent no packet for "
             )) && line.ends_with("PcapOverTcp::max_senders (2) senders were connected"),
             "{line}"
         );

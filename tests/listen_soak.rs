@@ -51,9 +51,7 @@ fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
 /// A little-endian microsecond pcap header, Ethernet.
 fn header() -> Vec<u8> {
     let mut h = Vec::new();
-    for v in [0xa1b2_c3d4u32] {
-        h.extend_from_slice(&v.to_le_bytes());
-    }
+    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     h.extend_from_slice(&2u16.to_le_bytes());
     h.extend_from_slice(&4u16.to_le_bytes());
     h.extend_from_slice(&[0; 8]);

@@ -13,7 +13,7 @@
 //!   most time to send its header);
 //! - at most `max_senders` admitted senders, over every listen endpoint of
 //!   the source; when a new sender's header completes with all of them
-//!   taken, the admitted sender that has handed on no packet for longest is
+//!   taken, the admitted sender that has sent no packet for longest is
 //!   closed in its favour if it has been silent for at least
 //!   [`Admission::silent_max`] (`header_timeout`, or 10 s when that is 0);
 //!   otherwise the newcomer is refused.
