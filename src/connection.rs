@@ -69,7 +69,7 @@ pub(crate) struct Joined {
     pub heard: Arc<Heard>,
 }
 
-/// When a connection last handed packets on (at first: when it was made),
+/// When a connection last sent packets (at first: when it was admitted),
 /// so that a full listener can tell which sender has been silent longest.
 #[derive(Debug)]
 pub(crate) struct Heard(Mutex<Instant>);
@@ -81,7 +81,7 @@ impl Default for Heard {
 }
 
 impl Heard {
-    fn now(&self) {
+    fn packets_now(&self) {
         *lock(&self.0) = Instant::now();
     }
 
@@ -107,7 +107,7 @@ impl Outlet<'_> {
     fn heard(&self) {
         if let Outlet::Joined(joined) = self {
             if let Some(j) = joined.get() {
-                j.heard.now();
+                j.heard.packets_now();
             }
         }
     }

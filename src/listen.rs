@@ -168,7 +168,8 @@ fn accept_all(control: &Arc<Control>, listener: &Arc<Listener>, l: &TcpListener)
             Err(_) if control.stopping() => return false,
             Err(e) => {
                 // Out of fds, say: report, pause, carry on.
-                log::warn!("{}: accepting a sender failed: {e}", listener.endpoint);
+                let line = format!("{}: accepting a sender failed: {e}", listener.endpoint);
+                listener.lines.say(Kind::Other, Level::Warn, &line);
                 control.sleep(TICK);
                 return true;
             }
@@ -275,29 +276,14 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
             "{label}: {} stream, link type {lt}",
             parser.format_name().unwrap_or("?")
         );
-        let heard = Arc::new(Heard::default());
-        if let Err(full) = listener.admission.admit(&ticket, heard.clone()) {
-            if ticket.closed().is_none() {
-                let why = format!(
-                    "PcapOverTcp::max_senders ({}) senders are connected, and none has been silent for {:.1} s",
-                    full.max_senders,
-                    full.silent_max.as_secs_f64()
-                );
-                lines.refused(peer, &why);
-            }
-            return Err(End::Refused);
-        }
-        let ip = peer.ip().to_canonical().to_string();
-        let (input, counters) = control.counters.sender_indexed(&ip);
-        counters.add_bytes(unadmitted.snapshot().bytes as usize);
-        counters.connected();
-        let lane = listener.merge.lane(counters.clone(), input);
-        let _ = joined.set(Joined {
-            counters,
-            lane,
-            heard,
-        });
-        lines.say(Kind::Admitted, Level::Info, &format!("{label} connected"));
+        let joining = Joining {
+            listener,
+            ticket: &ticket,
+            peer,
+            label: &label,
+        };
+        let joined_now = joining.admit(control, unadmitted.snapshot().bytes)?;
+        let _ = joined.set(joined_now);
         Ok(())
     });
     let _ = transport.tcp().shutdown(std::net::Shutdown::Both);
@@ -312,6 +298,47 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
     let closed = ticket.closed();
     drop(ticket);
     report(lines, &label, closed, end, admitted, packets);
+}
+
+/// A connection whose header is whole, asking to be admitted.
+struct Joining<'a> {
+    listener: &'a Listener,
+    ticket: &'a Ticket,
+    peer: SocketAddr,
+    label: &'a str,
+}
+
+impl Joining<'_> {
+    /// Admits the sender: its place, its counters (with the `bytes` it sent
+    /// before) and its lane; or refuses it, saying why.
+    fn admit(&self, control: &Control, bytes: u64) -> Result<Joined, End> {
+        let heard = Arc::new(Heard::default());
+        let lines = &self.listener.lines;
+        if let Err(full) = self.listener.admission.admit(self.ticket, heard.clone()) {
+            // (One closed to make room meanwhile is reported at its end.)
+            if self.ticket.closed().is_none() {
+                let why = format!(
+                    "PcapOverTcp::max_senders ({}) senders are connected, and none has been silent for {:.1} s",
+                    full.max_senders,
+                    full.silent_max.as_secs_f64()
+                );
+                lines.refused(self.peer, &why);
+            }
+            return Err(End::Refused);
+        }
+        let ip = self.peer.ip().to_canonical().to_string();
+        let (input, counters) = control.counters.sender_indexed(&ip);
+        counters.add_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
+        counters.connected();
+        let lane = self.listener.merge.lane(counters.clone(), input);
+        let line = format!("{} connected", self.label);
+        lines.say(Kind::Admitted, Level::Info, &line);
+        Ok(Joined {
+            counters,
+            lane,
+            heard,
+        })
+    }
 }
 
 /// Reports how a connection ended, in one line (or none when the source is
