@@ -1690,7 +1690,7 @@ fn max_senders_counts_over_every_listen_endpoint_of_the_source() {
 
 #[test]
 fn a_storm_of_connections_writes_a_bounded_number_of_lines() {
-    within(Duration::from_secs(30), || {
+    within(Duration::from_secs(60), || {
         let (mut source, name, addr) = start_listening(Config::default());
         let mut log = Log::default();
         let started = Instant::now();
@@ -1701,6 +1701,8 @@ fn a_storm_of_connections_writes_a_bounded_number_of_lines() {
                 log.update(&source);
             }
         }
+        let storm = started.elapsed();
+        println!("2000 connections in {storm:?}");
         // A real sender's lines are limited apart from those.
         let good = stream(Format::LeMicro, &from_base(3, 5, 0));
         let mut g = connect_from("127.0.0.2", addr);
@@ -1728,8 +1730,10 @@ fn a_storm_of_connections_writes_a_bounded_number_of_lines() {
             .iter()
             .filter(|(_, m)| m.contains(": sender 127.0.0.3:"))
             .count();
+        // 20 per 10 s window: one window unless the machine was slow.
+        let windows = 1 + storm.as_secs() / 10;
         assert!(
-            about_senders <= 20,
+            about_senders as u64 <= 20 * windows,
             "{about_senders} lines about single connections within {window:?}"
         );
         assert!(
