@@ -108,8 +108,14 @@ export {
 	## their packets late. 0 disables the check.
 	const merge_max_skew = 5 min &redef;
 
-	## Listening: how many senders may be connected at once; one more is
-	## closed at once and reported with its address.
+	## Listening: how many admitted senders (TLS handshake and whole
+	## stream header received) may be connected at once, over all listen
+	## endpoints of the source. When one more completes its header, the
+	## sender that has sent no packet for longest is closed in its
+	## favour if it has been silent for :zeek:see:`PcapOverTcp::header_timeout`;
+	## otherwise the newcomer is closed and reported with its address.
+	## Connections not yet admitted have a pool of their own, of
+	## max(64, 2 * max_senders), the oldest closed first when it is full.
 	const max_senders = 64 &redef;
 
 	## Listening: the networks senders may connect from; empty (the
@@ -117,9 +123,13 @@ export {
 	## (at most once per address every 10 seconds).
 	const allowed_senders: set[subnet] = {} &redef;
 
-	## Listening: a sender whose stream header has not arrived after this
-	## long is closed and reported (a port scanner, an SSH client, a
-	## sender that hangs). 0 waits for ever.
+	## Listening: a connection whose TLS handshake and stream header have
+	## not both arrived this long after it was accepted is closed and
+	## reported (a port scanner, an SSH client, a sender that hangs or
+	## trickles), however slowly its bytes come. Also how long an admitted
+	## sender must have been silent to be replaced by a newcomer when
+	## :zeek:see:`PcapOverTcp::max_senders` are connected. 0 waits for ever
+	## (and replaces senders silent for 10 seconds).
 	const header_timeout = 10 sec &redef;
 
 	## With ``?share=I/N`` (I counting from 0), this worker keeps only the

@@ -63,7 +63,8 @@ export {
 		## Connections open now.
 		open: count;
 		## Time the reader waited for buffer space while TCP slowed the
-		## sender down (:zeek:see:`PcapOverTcp::buffer_size`).
+		## sender down (:zeek:see:`PcapOverTcp::buffer_size`); a wait
+		## under way counts as it goes, once it has lasted 10 ms.
 		backpressure: interval;
 		## Time spent connected, the current connections included.
 		connected: interval;

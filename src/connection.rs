@@ -14,8 +14,14 @@
 //! clock while the peer is quiet: it notices a closing source, a missing
 //! header and `idle_timeout` without a second thread. TCP keepalive notices
 //! a peer that stopped answering (the read then fails with ETIMEDOUT).
+//!
+//! A listening sender delivers nowhere until its header is whole: its lane
+//! and counters are handed over then ([`Outlet::Joined`]), when the
+//! listener admits it.
 
+use std::cell::OnceCell;
 use std::io::ErrorKind;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -27,6 +33,7 @@ use crate::merge::Lane;
 use crate::parse::{Record, StreamParser};
 use crate::ring::{Batch, Push, Ring};
 use crate::share::{Sharer, Verdict};
+use crate::sync::lock;
 use crate::tls::{is_tls_hello, TlsError, Transport};
 
 /// Reads are at most this large; a buffer is this large.
@@ -50,6 +57,37 @@ pub(crate) enum Outlet<'a> {
     Ring(&'a Ring),
     /// One of several: to its lane of the merge.
     Lane(&'a Lane),
+    /// A listening sender: to its lane, which `on_header` sets once the
+    /// sender is admitted (no record comes before the header).
+    Joined(&'a OnceCell<Joined>),
+}
+
+/// A listening sender's place among the senders, from its admission on.
+pub(crate) struct Joined {
+    pub counters: Arc<Counters>,
+    pub lane: Lane,
+    pub heard: Arc<Heard>,
+}
+
+/// When a connection last sent packets (at first: when it was admitted),
+/// so that a full listener can tell which sender has been silent longest.
+#[derive(Debug)]
+pub(crate) struct Heard(Mutex<Instant>);
+
+impl Default for Heard {
+    fn default() -> Self {
+        Heard(Mutex::new(Instant::now()))
+    }
+}
+
+impl Heard {
+    fn packets_now(&self) {
+        *lock(&self.0) = Instant::now();
+    }
+
+    pub fn silent_for(&self) -> Duration {
+        lock(&self.0).elapsed()
+    }
 }
 
 impl Outlet<'_> {
@@ -57,6 +95,20 @@ impl Outlet<'_> {
         match self {
             Outlet::Ring(ring) => ring.push(batch, drop_when_full),
             Outlet::Lane(lane) => lane.push(batch, drop_when_full),
+            Outlet::Joined(joined) => match joined.get() {
+                Some(j) => j.lane.push(batch, drop_when_full),
+                // Not admitted: nothing may be delivered.
+                None => Push::Closed,
+            },
+        }
+    }
+
+    /// Packets arrived (whichever worker's share they are).
+    fn heard(&self) {
+        if let Outlet::Joined(joined) = self {
+            if let Some(j) = joined.get() {
+                j.heard.packets_now();
+            }
         }
     }
 
@@ -65,6 +117,9 @@ impl Outlet<'_> {
         match self {
             Outlet::Ring(ring) => ring.take_waited(),
             Outlet::Lane(lane) => lane.take_waited(),
+            Outlet::Joined(joined) => joined
+                .get()
+                .map_or(Duration::ZERO, |j| j.lane.take_waited()),
         }
     }
 }
@@ -76,6 +131,8 @@ pub(crate) enum End {
     /// The peer closed the connection.
     Closed,
     Failed(Error),
+    /// `on_header` turned the connection away (and said why).
+    Refused,
 }
 
 /// One connection's settings and destinations.
@@ -83,35 +140,45 @@ pub(crate) struct Connection<'a> {
     pub control: &'a Control,
     /// Names the peer in messages: the endpoint, or the sender's address.
     pub label: &'a str,
+    /// What it counts against: for a listening sender, until it is
+    /// admitted (then its [`Joined`] counters take over).
     pub counters: &'a Counters,
     pub outlet: Outlet<'a>,
     /// The source waits for this connection's header to open: say what it
     /// waits for (`open_timeout`'s error quotes it).
     pub opens_source: bool,
-    /// Close a connection whose header has not arrived after this long.
-    pub header_timeout: Option<Duration>,
+    /// Close a connection whose header has not arrived by then, however
+    /// it trickles in (checked at every read, which waits at most a tick).
+    pub header_deadline: Option<Instant>,
 }
+
+/// Called once a connection's header has arrived; `Err` ends it.
+pub(crate) type OnHeader<'f> = dyn FnMut(&StreamParser, i32) -> Result<(), End> + 'f;
 
 impl Connection<'_> {
     /// Reads the stream until it ends; calls `on_header` once its header has
     /// arrived. Returns how it ended and how many records it handed on.
-    pub fn read(
-        &self,
-        transport: &mut Transport,
-        on_header: &mut dyn FnMut(&StreamParser, i32),
-    ) -> (End, u64) {
+    pub fn read(&self, transport: &mut Transport, on_header: &mut OnHeader) -> (End, u64) {
         let mut handed = 0;
         let end = self.read_loop(transport, on_header, &mut handed);
         if let End::Failed(Error::Stream { .. }) = &end {
-            self.counters.add_corrupt();
+            self.counters().add_corrupt();
         }
         (end, handed)
+    }
+
+    /// The counters this connection counts against now.
+    fn counters(&self) -> &Counters {
+        match &self.outlet {
+            Outlet::Joined(joined) => joined.get().map_or(self.counters, |j| &j.counters),
+            _ => self.counters,
+        }
     }
 
     fn read_loop(
         &self,
         transport: &mut Transport,
-        on_header: &mut dyn FnMut(&StreamParser, i32),
+        on_header: &mut OnHeader,
         handed: &mut u64,
     ) -> End {
         let control = self.control;
@@ -139,6 +206,19 @@ impl Connection<'_> {
             if control.stopping() {
                 return End::Stopped;
             }
+            // At every turn, not only when the peer is quiet: a header sent
+            // a byte at a time must not evade the deadline.
+            if !header_seen && self.header_deadline.is_some_and(|d| Instant::now() >= d) {
+                return End::Failed(Error::HeaderTimeout {
+                    endpoint: endpoint(),
+                    seconds: control
+                        .config
+                        .header_timeout
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                    bytes: buf.len(),
+                });
+            }
             if buf.capacity() - buf.len() < MIN_READ {
                 // Takes the whole allocation back, the tail moved to its front,
                 // once every chunk split off it has been dropped; otherwise
@@ -151,24 +231,13 @@ impl Connection<'_> {
                 Err(_) if control.stopping() => return End::Stopped,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The receive timeout: nothing arrived for one tick.
-                    if !header_seen {
-                        if let Some(limit) = self.header_timeout {
-                            if connected.elapsed() >= limit {
-                                return End::Failed(Error::HeaderTimeout {
-                                    endpoint: endpoint(),
-                                    seconds: limit.as_secs_f64(),
-                                    bytes: buf.len(),
-                                });
-                            }
-                        }
-                        if self.opens_source && connected.elapsed() >= NOTICE_AFTER {
-                            control.mention_wait(&format!(
-                                "{}: connected, but no pcap header has arrived after {} s ({} bytes so far)",
-                                self.label,
-                                NOTICE_AFTER.as_secs(),
-                                buf.len(),
-                            ));
-                        }
+                    if !header_seen && self.opens_source && connected.elapsed() >= NOTICE_AFTER {
+                        control.mention_wait(&format!(
+                            "{}: connected, but no pcap header has arrived after {} s ({} bytes so far)",
+                            self.label,
+                            NOTICE_AFTER.as_secs(),
+                            buf.len(),
+                        ));
                     }
                     if let Some(limit) = control.config.idle_timeout {
                         if last_data.elapsed() >= limit {
@@ -212,8 +281,11 @@ impl Connection<'_> {
                 return End::Closed;
             }
             last_data = Instant::now();
-            self.counters.add_bytes(n);
+            self.counters().add_bytes(n);
             let parsed = parser.parse(&buf, &mut records);
+            if !records.is_empty() {
+                self.outlet.heard();
+            }
             if let Some(share) = &mut share {
                 share.keep_ours(&buf, &mut records, self);
             }
@@ -222,7 +294,9 @@ impl Connection<'_> {
             if !header_seen {
                 if let Some(lt) = parser.link_type() {
                     header_seen = true;
-                    on_header(&parser, lt);
+                    if let Err(end) = on_header(&parser, lt) {
+                        return end;
+                    }
                 } else if self.opens_source && !control.is_open() {
                     control.note_waiting(format!(
                         "{} sent {} bytes, not yet a whole pcap header",
@@ -272,17 +346,16 @@ impl Connection<'_> {
     /// Counts a batch's records and hands it on (which may drop it when
     /// full, with `drop_when_full`); false once the source is closing.
     fn hand_over(&self, batch: Batch) -> bool {
-        self.counters.add_records(batch.records.len());
+        let counters = self.counters();
+        counters.add_records(batch.records.len());
+        // A push that waits for room shows in `backpressure` while it waits.
+        counters.push_started();
         let pushed = self.outlet.push(batch, self.control.config.drop_when_full);
-        // Only the time spent waiting for room, not a slow push.
-        let waited = self.outlet.take_waited();
-        if !waited.is_zero() {
-            self.counters.add_backpressure(waited);
-        }
+        counters.push_ended(self.outlet.take_waited());
         match pushed {
             Push::Queued => true,
             Push::Dropped(n) => {
-                self.counters.add_dropped(n);
+                counters.add_dropped(n);
                 true
             }
             Push::Closed => false,
@@ -292,7 +365,7 @@ impl Connection<'_> {
     /// Accounts for a record cut off by the end of the connection.
     fn end_mid_record(&self, parser: &StreamParser, leftover: usize) {
         if leftover > 0 && parser.link_type().is_some() {
-            self.counters.add_truncated();
+            self.counters().add_truncated();
             log::warn!(
                 "{}: the connection ended in the middle of a record; its {leftover} bytes were discarded",
                 self.label
@@ -332,7 +405,7 @@ impl Share {
             };
             share == self.index
         });
-        c.counters.add_other_share(before - records.len());
+        c.counters().add_other_share(before - records.len());
     }
 }
 

@@ -31,8 +31,35 @@ pub struct Counters {
     outages: AtomicU64,
     other_share: AtomicU64,
     connected: Mutex<Connected>,
-    /// Nanoseconds spent waiting for buffer space (TCP backpressure).
-    backpressure: AtomicU64,
+    /// Time spent waiting for buffer space (TCP backpressure).
+    backpressure: Mutex<Backpressure>,
+}
+
+/// A push that lasts this long counts as waiting for room while it lasts;
+/// one that does not wait takes microseconds.
+pub const ONGOING_AFTER: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Default)]
+struct Backpressure {
+    /// Finished waits.
+    total: Duration,
+    /// When the push under way began (one at a time per connection; of
+    /// several connections from one address, the latest).
+    pushing: Option<Instant>,
+}
+
+impl Backpressure {
+    /// What a snapshot shows now: the ongoing wait included once it has
+    /// lasted [`ONGOING_AFTER`], so that a sender blocked for minutes shows
+    /// its backpressure growing, not only when the wait ends.
+    fn now(&self) -> Duration {
+        let ongoing = self
+            .pushing
+            .map(|since| since.elapsed())
+            .filter(|d| *d >= ONGOING_AFTER)
+            .unwrap_or_default();
+        self.total + ongoing
+    }
 }
 
 #[derive(Debug, Default)]
@@ -196,9 +223,22 @@ impl Counters {
         self.other_share.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    pub fn add_backpressure(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.backpressure.fetch_add(ns, Ordering::Relaxed);
+    /// A push of records begins (it may wait for room).
+    pub fn push_started(&self) {
+        lock(&self.backpressure).pushing = Some(Instant::now());
+    }
+
+    /// The push ended, after waiting `waited` for room. A push that lasted
+    /// [`ONGOING_AFTER`] counts whole, so that the total never falls below
+    /// what a snapshot showed during it.
+    pub fn push_ended(&self, waited: Duration) {
+        let mut b = lock(&self.backpressure);
+        let lasted = b.pushing.take().map(|s| s.elapsed()).unwrap_or_default();
+        b.total += if lasted >= ONGOING_AFTER {
+            lasted.max(waited)
+        } else {
+            waited
+        };
     }
 
     /// Records parsed so far; cheap (for per-packet statistics).
@@ -233,7 +273,7 @@ impl Counters {
             outages: self.outages.load(Ordering::Relaxed),
             other_share: self.other_share.load(Ordering::Relaxed),
             open,
-            backpressure: Duration::from_nanos(self.backpressure.load(Ordering::Relaxed)),
+            backpressure: lock(&self.backpressure).now(),
             connected,
         }
     }
@@ -347,6 +387,24 @@ mod tests {
     fn the_counter_list_is_the_stats_and_sender_records_of_types_zeek() {
         assert_eq!(ours(), record("Stats", "senders"));
         assert_eq!(ours(), record("Sender", "address"));
+    }
+
+    #[test]
+    fn a_wait_under_way_shows_in_backpressure_and_the_total_never_falls() {
+        let c = Counters::default();
+        c.push_started();
+        std::thread::sleep(ONGOING_AFTER * 3);
+        let during = c.snapshot().backpressure;
+        assert!(during >= ONGOING_AFTER * 3, "{during:?}");
+        // The push reports less waiting than a snapshot showed: the total
+        // still does not fall.
+        c.push_ended(Duration::from_millis(1));
+        assert!(c.snapshot().backpressure >= during);
+        // A quick push that did not wait adds nothing.
+        let before = c.snapshot().backpressure;
+        c.push_started();
+        c.push_ended(Duration::ZERO);
+        assert_eq!(c.snapshot().backpressure, before);
     }
 
     #[test]

@@ -70,7 +70,8 @@ impl Supervisor<'_> {
         loop {
             let mut delivered = false;
             let (reason, error) = match self.session(&mut delivered) {
-                End::Stopped => return,
+                // (A connect endpoint's `on_header` refuses nothing.)
+                End::Stopped | End::Refused => return,
                 End::Closed => ("the server closed the connection".to_string(), None),
                 End::Failed(e) => (e.to_string(), Some(e)),
             };
@@ -152,13 +153,14 @@ impl Supervisor<'_> {
             counters: self.counters,
             outlet,
             opens_source: true,
-            header_timeout: None,
+            header_deadline: None,
         };
         let label = &self.label;
         let outage = &mut self.outage;
         let link_type = &mut self.link_type;
         let (end, handed) = connection.read(&mut transport, &mut |parser, lt| {
-            stream_started(connection.control, label, outage, link_type, parser, lt)
+            stream_started(connection.control, label, outage, link_type, parser, lt);
+            Ok(())
         });
         self.counters.disconnected();
         let _ = transport.tcp().shutdown(Shutdown::Both);

@@ -51,6 +51,8 @@ pub enum Error {
         seconds: f64,
         bytes: usize,
     },
+    #[error("{endpoint} did not complete its TLS handshake within {seconds:.1} s of connecting (PcapOverTcp::header_timeout)")]
+    HandshakeTimeout { endpoint: String, seconds: f64 },
     #[error("cannot listen on {endpoint}: {source}; is another program (or another Zeek) using the port?")]
     Listen {
         endpoint: String,

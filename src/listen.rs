@@ -1,34 +1,39 @@
 //! A listen endpoint (`tcp-listen://HOST:PORT`): binds at start-up, then
-//! accepts senders for as long as the source runs. Each sender gets its own
-//! thread, parser and lane of the merge; its arrival and departure are
-//! reported once, with its packet count. A sender outside
-//! `allowed_senders`, or one over `max_senders`, is closed at once and
-//! reported (at most once per address every [`REPORT_EVERY`]).
+//! accepts senders for as long as the source runs. Each connection gets its
+//! own thread and parser; a sender outside `allowed_senders` is closed at
+//! once. The others are admitted ([`admission`]) once their TLS handshake
+//! and whole stream header have arrived, within `header_timeout` of
+//! accept: only then do they get a lane of the merge, an entry among the
+//! senders' counters and a place among `max_senders`. Arrivals, departures
+//! and refusals are reported with the sender's address, within the bound
+//! of [`lines`].
 
-use std::collections::HashMap;
+mod admission;
+mod lines;
+
+use std::cell::OnceCell;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use log::Level;
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub(crate) use admission::Admission;
+use admission::{Closed, Ticket};
+use lines::{Kind, Lines};
+
 use crate::connect::{self, TICK};
-use crate::connection::{read_error, Connection, End, Outlet};
+use crate::connection::{read_error, Connection, End, Heard, Joined, Outlet};
 use crate::control::Control;
 use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::merge::{Lane, Merge};
+use crate::merge::Merge;
 use crate::poll;
 use crate::tls::{ServerTls, Transport};
-
-/// Refusals of one address are reported at most this often.
-pub const REPORT_EVERY: Duration = Duration::from_secs(10);
-/// Addresses remembered for rate-limiting refusals; beyond, forgotten.
-const REFUSALS_KEPT: usize = 4096;
 
 /// The bound sockets of one listen endpoint.
 pub(crate) struct Bound {
@@ -103,177 +108,284 @@ fn bind_one(addr: &SocketAddr, only_v6: bool) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// What every connection of one listen endpoint shares.
+struct Listener {
+    endpoint: String,
+    merge: Arc<Merge>,
+    /// The source's pools, shared by all its listen endpoints.
+    admission: Arc<Admission>,
+    lines: Lines,
+    tls: Option<ServerTls>,
+}
+
 /// Accepts senders until the source closes.
 pub(crate) fn run(
     control: &Arc<Control>,
     merge: &Arc<Merge>,
     bound: Bound,
     tls: Option<ServerTls>,
+    admission: Arc<Admission>,
 ) {
     let endpoint = bound.endpoint.to_string();
+    let listener = Arc::new(Listener {
+        lines: Lines::new(&endpoint),
+        endpoint,
+        merge: merge.clone(),
+        admission,
+        tls,
+    });
     let _holds: Vec<_> = bound
         .listeners
         .iter()
         .filter_map(|l| Some(control.hold_socket(Socket::from(l.try_clone().ok()?))))
         .collect();
-    let active = Arc::new(AtomicUsize::new(0));
-    let mut refusals = Refusals::default();
     let mut polls: Vec<libc::pollfd> = bound
         .listeners
         .iter()
         .map(|l| poll::fd(l.as_raw_fd(), libc::POLLIN))
         .collect();
     while !control.stopping() {
+        listener.lines.flush();
         // A failing poll is retried at the next tick, as a quiet one is.
         if !poll::wait(&mut polls, TICK).unwrap_or(false) {
             continue;
         }
-        for listener in &bound.listeners {
-            loop {
-                let (stream, peer) = match listener.accept() {
-                    Ok(accepted) => accepted,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) if control.stopping() => return,
-                    Err(e) => {
-                        // Out of fds, say: report, pause, carry on.
-                        log::warn!("{endpoint}: accepting a sender failed: {e}");
-                        control.sleep(TICK);
-                        break;
-                    }
-                };
-                let ip = peer.ip().to_canonical();
-                let allowed = &control.config.allowed_senders;
-                if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&ip)) {
-                    refusals.report(&endpoint, peer, "it is not in PcapOverTcp::allowed_senders");
-                    continue;
-                }
-                let max = control.config.max_senders;
-                if active.load(Ordering::Acquire) >= max {
-                    refusals.report(
-                        &endpoint,
-                        peer,
-                        &format!("PcapOverTcp::max_senders ({max}) senders are connected"),
-                    );
-                    continue;
-                }
-                active.fetch_add(1, Ordering::AcqRel);
-                let slot = Slot(active.clone());
-                // The lane opens here, in accept order, before the sender's
-                // thread runs: a sender accepted later must not have its
-                // packets released before this one is waited for.
-                let (input, counters) = control.counters.sender_indexed(&ip.to_string());
-                let lane = merge.lane(
-                    counters.clone(),
-                    input,
-                    &format!("{endpoint}: sender {peer}"),
-                );
-                let listen = endpoint.clone();
-                let tls = tls.clone();
-                let spawned = control.spawn(format!("pcapovertcp sender {peer}"), move |c| {
-                    let joined = Joined {
-                        counters,
-                        lane,
-                        slot,
-                    };
-                    serve(c, &listen, stream, peer, joined, tls.as_ref());
-                });
-                if let Err(e) = spawned {
-                    log::warn!("{endpoint}: cannot start a thread for sender {peer}: {e}");
-                }
+        for l in &bound.listeners {
+            if !accept_all(control, &listener, l) {
+                return;
             }
         }
     }
 }
 
-/// Counts a sender as connected until dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+/// Accepts every connection waiting on `l`; false once the source closes.
+fn accept_all(control: &Arc<Control>, listener: &Arc<Listener>, l: &TcpListener) -> bool {
+    loop {
+        let (stream, peer) = match l.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) if control.stopping() => return false,
+            Err(e) => {
+                // Out of fds, say: report, pause, carry on.
+                let line = format!("{}: accepting a sender failed: {e}", listener.endpoint);
+                listener.lines.say(Kind::Other, Level::Warn, &line);
+                control.sleep(TICK);
+                return true;
+            }
+        };
+        let accepted = Instant::now();
+        let ip = peer.ip().to_canonical();
+        let allowed = &control.config.allowed_senders;
+        if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&ip)) {
+            listener
+                .lines
+                .refused(peer, "it is not in PcapOverTcp::allowed_senders");
+            continue;
+        }
+        let socket = Socket::from(stream);
+        let ticket = match socket.try_clone() {
+            Ok(handle) => listener.admission.enter(handle),
+            Err(e) => {
+                let line = format!("{}: sender {peer}: cannot take it: {e}", listener.endpoint);
+                listener.lines.say(Kind::Other, Level::Warn, &line);
+                continue;
+            }
+        };
+        let pending = Pending {
+            socket,
+            peer,
+            accepted,
+            ticket,
+        };
+        let shared = listener.clone();
+        let spawned = control.spawn(format!("pcapovertcp sender {peer}"), move |c| {
+            serve(c, &shared, pending);
+        });
+        if let Err(e) = spawned {
+            let line = format!(
+                "{}: cannot start a thread for sender {peer}: {e}",
+                listener.endpoint
+            );
+            listener.lines.say(Kind::Other, Level::Warn, &line);
+        }
     }
 }
 
-/// What an accepted sender has from the start: its counters, its lane of
-/// the merge, and its place among `max_senders`.
-struct Joined {
-    counters: Arc<Counters>,
-    lane: Lane,
-    slot: Slot,
+/// An accepted connection, not yet admitted.
+struct Pending {
+    socket: Socket,
+    peer: SocketAddr,
+    accepted: Instant,
+    /// Its place in the pending pool, then among the admitted senders.
+    ticket: Ticket,
 }
 
-/// One sender's connection, from accept to its end.
-fn serve(
-    control: &Control,
-    listen: &str,
-    stream: TcpStream,
-    peer: SocketAddr,
-    joined: Joined,
-    tls: Option<&ServerTls>,
-) {
-    let Joined {
-        counters,
-        lane,
-        slot,
-    } = joined;
-    let socket = Socket::from(stream);
+/// One connection, from accept to its end.
+fn serve(control: &Control, listener: &Listener, pending: Pending) {
+    let Pending {
+        socket,
+        peer,
+        accepted,
+        ticket,
+    } = pending;
+    let lines = &listener.lines;
+    // Names the listener and the sender in every line about it.
+    let label = format!("{}: sender {peer}", listener.endpoint);
     if let Err(e) = socket
         .set_nonblocking(false)
         .and_then(|()| connect::set_up(&socket, &control.config))
     {
-        log::warn!("{listen}: sender {peer}: cannot set the socket up: {e}");
+        let line = format!("{label}: cannot set the socket up: {e}");
+        lines.say(Kind::Other, Level::Warn, &line);
         return;
     }
     let _hold = socket.try_clone().map(|s| control.hold_socket(s));
-    let stream: TcpStream = socket.into();
-    // Names the listener and the sender in every line about it.
-    let label = format!("{listen}: sender {peer}");
-    let mut transport = match tls {
-        None => Transport::Plain(stream),
-        Some(tls) => match tls.accept(stream) {
+    // The handshake and the header together, from accept.
+    let deadline = control.config.header_timeout.map(|t| accepted + t);
+    let mut transport = match &listener.tls {
+        None => Transport::Plain(socket.into()),
+        Some(tls) => match tls.accept(socket.into()) {
             Ok(t) => t,
             Err(e) => {
-                log::warn!("{label}: cannot start TLS: {e}");
+                let line = format!("{label}: cannot start TLS: {e}");
+                lines.say(Kind::Other, Level::Warn, &line);
                 return;
             }
         },
     };
-    // A TLS sender counts as connected once its handshake is through: one
-    // refused by it was never a sender.
-    if let Err(e) = handshake(control, &mut transport, &label) {
-        if let Some(e) = e {
-            log::warn!("{e}; its connection was closed after 0 packets");
-        }
+    if let Err(e) = handshake(control, &mut transport, &label, deadline) {
+        let end = e.map_or(End::Stopped, End::Failed);
+        report(lines, &label, ticket.closed(), end, false, 0);
         return;
     }
-    counters.connected();
-    log::info!("{label} connected");
+    // Bytes before admission count here, and move to the sender's counters
+    // when it is admitted; a connection never admitted leaves no entry.
+    let unadmitted = Counters::default();
+    let joined: OnceCell<Joined> = OnceCell::new();
     let connection = Connection {
         control,
         label: &label,
-        counters: &counters,
-        outlet: Outlet::Lane(&lane),
+        counters: &unadmitted,
+        outlet: Outlet::Joined(&joined),
         opens_source: false,
-        header_timeout: control.config.header_timeout,
+        header_deadline: deadline,
     };
     let (end, packets) = connection.read(&mut transport, &mut |parser, lt| {
         log::debug!(
             "{label}: {} stream, link type {lt}",
             parser.format_name().unwrap_or("?")
         );
+        let joining = Joining {
+            listener,
+            ticket: &ticket,
+            peer,
+            label: &label,
+        };
+        let joined_now = joining.admit(control, unadmitted.snapshot().bytes)?;
+        let _ = joined.set(joined_now);
+        Ok(())
     });
-    drop(lane);
-    counters.disconnected();
     let _ = transport.tcp().shutdown(std::net::Shutdown::Both);
+    let joined = joined.into_inner();
+    let admitted = joined.is_some();
+    if let Some(j) = joined {
+        j.counters.disconnected();
+        // Its lane ends here.
+    }
     // Its place is free before its departure is reported: a sender that
     // reconnects at once is not refused.
-    drop(slot);
-    match end {
-        End::Stopped => {}
-        End::Closed => log::info!("{label} left after {}", count(packets)),
-        End::Failed(e) => log::warn!("{e}; its connection was closed after {}", count(packets)),
+    let closed = ticket.closed();
+    drop(ticket);
+    report(lines, &label, closed, end, admitted, packets);
+}
+
+/// A connection whose header is whole, asking to be admitted.
+struct Joining<'a> {
+    listener: &'a Listener,
+    ticket: &'a Ticket,
+    peer: SocketAddr,
+    label: &'a str,
+}
+
+impl Joining<'_> {
+    /// Admits the sender: its place, its counters (with the `bytes` it sent
+    /// before) and its lane; or refuses it, saying why.
+    fn admit(&self, control: &Control, bytes: u64) -> Result<Joined, End> {
+        let heard = Arc::new(Heard::default());
+        let lines = &self.listener.lines;
+        if let Err(full) = self.listener.admission.admit(self.ticket, heard.clone()) {
+            // (One closed to make room meanwhile is reported at its end.)
+            if self.ticket.closed().is_none() {
+                let why = format!(
+                    "PcapOverTcp::max_senders ({}) senders are connected, and none has been silent for {:.1} s",
+                    full.max_senders,
+                    full.silent_max.as_secs_f64()
+                );
+                lines.refused(self.peer, &why);
+            }
+            return Err(End::Refused);
+        }
+        let ip = self.peer.ip().to_canonical().to_string();
+        let (input, counters) = control.counters.sender_indexed(&ip);
+        counters.add_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
+        counters.connected();
+        let lane = self
+            .listener
+            .merge
+            .lane(counters.clone(), input, self.label);
+        let line = format!("{} connected", self.label);
+        lines.say(Kind::Admitted, Level::Info, &line);
+        Ok(Joined {
+            counters,
+            lane,
+            heard,
+        })
     }
+}
+
+/// Reports how a connection ended, in one line (or none when the source is
+/// closing, or when it was refused, which was reported then).
+fn report(
+    lines: &Lines,
+    label: &str,
+    closed: Option<Closed>,
+    end: End,
+    admitted: bool,
+    packets: u64,
+) {
+    let (level, line) = match (closed, end) {
+        (_, End::Stopped | End::Refused) => return,
+        (Some(Closed::Pending { after, pool }), _) => (
+            Level::Warn,
+            format!(
+                "{label} was closed after {:.1} s without a whole pcap header, to make room: {pool} connections were waiting for admission (the most a listener keeps) and it had waited longest",
+                after.as_secs_f64()
+            ),
+        ),
+        (Some(Closed::Silent { for_, max_senders }), _) => (
+            Level::Warn,
+            format!(
+                "{label} was closed after {} to admit a new sender: it had sent no packet for {:.1} s, and PcapOverTcp::max_senders ({max_senders}) senders were connected",
+                count(packets),
+                for_.as_secs_f64()
+            ),
+        ),
+        (None, End::Closed) if admitted => {
+            (Level::Info, format!("{label} left after {}", count(packets)))
+        }
+        (None, End::Closed) => return,
+        (None, End::Failed(e)) => (
+            Level::Warn,
+            format!("{e}; its connection was closed after {}", count(packets)),
+        ),
+    };
+    let kind = if admitted {
+        Kind::Admitted
+    } else {
+        Kind::Other
+    };
+    lines.say(kind, level, &line);
 }
 
 /// "1 packet", "2 packets".
@@ -284,71 +396,41 @@ fn count(packets: u64) -> String {
     }
 }
 
-/// Completes a TLS sender's handshake, within `header_timeout`; `Err(None)`
-/// when the source is closing.
+/// Completes a TLS sender's handshake by `deadline`; `Err(None)` when the
+/// source is closing.
 fn handshake(
     control: &Control,
     transport: &mut Transport,
     label: &str,
+    deadline: Option<Instant>,
 ) -> Result<(), Option<Error>> {
     let Transport::Tls(tls) = transport else {
         return Ok(());
     };
-    let started = Instant::now();
     while !tls.handshake_done() {
         if control.stopping() {
             return Err(None);
+        }
+        // At every step, not only when the peer is quiet: a handshake sent
+        // a byte at a time must not evade the deadline.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Some(Error::HandshakeTimeout {
+                endpoint: label.to_string(),
+                seconds: control
+                    .config
+                    .header_timeout
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            }));
         }
         match tls.handshake_step() {
             Ok(()) => {}
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::Interrupted =>
-            {
-                if let Some(limit) = control.config.header_timeout {
-                    if started.elapsed() >= limit {
-                        return Err(Some(Error::HeaderTimeout {
-                            endpoint: label.to_string(),
-                            seconds: limit.as_secs_f64(),
-                            bytes: 0,
-                        }));
-                    }
-                }
-            }
+                    || e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) if control.stopping() => return Err(None),
             Err(e) => return Err(Some(read_error(label, e))),
         }
     }
     Ok(())
-}
-
-/// Remembers refused addresses, so that a sender retrying in a loop is
-/// reported once per [`REPORT_EVERY`], with how often it was refused since.
-#[derive(Default)]
-struct Refusals {
-    /// When the address was last reported, and refusals since.
-    seen: HashMap<IpAddr, (Option<Instant>, u64)>,
-}
-
-impl Refusals {
-    fn report(&mut self, endpoint: &str, peer: SocketAddr, why: &str) {
-        if self.seen.len() >= REFUSALS_KEPT {
-            self.seen.clear();
-        }
-        let now = Instant::now();
-        let entry = self.seen.entry(peer.ip()).or_insert((None, 0));
-        if entry
-            .0
-            .is_some_and(|last| now.duration_since(last) < REPORT_EVERY)
-        {
-            entry.1 += 1;
-            return;
-        }
-        let since = match entry.1 {
-            0 => String::new(),
-            n => format!(" (refused {n} more times from this address since the last report)"),
-        };
-        *entry = (Some(now), 0);
-        log::warn!("{endpoint}: refused sender {peer}: {why}{since}");
-    }
 }

@@ -235,10 +235,13 @@ impl Source {
                 .map_err(setup)?;
         }
         let listens = !bound.is_empty();
+        // One `max_senders` for every listen endpoint of the source.
+        let admission = listen::Admission::new(&control.config);
         for (endpoint, b) in bound {
             let addrs = b.local_addrs();
             let producer = merge.producer();
             let merge = merge.clone();
+            let admission = admission.clone();
             let tls = match endpoint.scheme() {
                 Scheme::TlsListen => server_tls.clone(),
                 _ => None,
@@ -246,7 +249,7 @@ impl Source {
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _producer = producer;
-                    listen::run(c, &merge, b, tls);
+                    listen::run(c, &merge, b, tls, admission);
                 })
                 .map_err(setup)?;
             let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();

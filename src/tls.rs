@@ -534,9 +534,31 @@ impl TlsStream {
     fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         let old = buf.len();
         buf.resize(old + TLS_READ, 0);
-        let read = self.read_plain(&mut buf[old..]);
+        let read = self.read_step(&mut buf[old..]);
         buf.truncate(old + *read.as_ref().unwrap_or(&0));
         read
+    }
+
+    /// Decrypted bytes into `buf` after at most one read from the socket:
+    /// `Interrupted` when that read completed no record yet, so that the
+    /// caller's clock (a header deadline) runs on while a peer trickles a
+    /// record in pieces. 0 at the end of the stream.
+    fn read_step(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.conn.reader().read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return done, // 0: the peer's close_notify
+        }
+        self.flush()?;
+        if self.read_tls_step()? == 0 {
+            return Ok(0);
+        }
+        self.flush()?;
+        match self.conn.reader().read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Err(io::ErrorKind::Interrupted.into())
+            }
+            done => done,
+        }
     }
 
     /// Decrypted bytes into `buf`: 0 at the end of the stream.

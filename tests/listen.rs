@@ -778,15 +778,17 @@ fn a_sender_over_max_senders_is_refused_until_one_leaves() {
                 Duration::from_secs(5),
             );
         }
-        // A third is one too many.
+        // A third is one too many, once its header is whole (neither of the
+        // others has been silent for header_timeout).
         let mut third = connect_from("127.0.0.4", addr);
         let third_addr = third.local_addr().unwrap();
+        third.write_all(&fourth.header).unwrap();
         assert_closed_by_peer(&mut third, "a third sender with max_senders 2");
         log.wait_for(
             &source,
             Level::Warn,
             &[&format!(
-                "{name}: refused sender {third_addr}: PcapOverTcp::max_senders (2) senders are connected"
+                "{name}: refused sender {third_addr}: PcapOverTcp::max_senders (2) senders are connected, and none has been silent for 10.0 s"
             )],
             Duration::from_secs(5),
         );
@@ -892,10 +894,9 @@ fn an_ssh_banner_closes_that_sender_as_corrupt_and_the_others_go_on() {
                 && line.ends_with("its connection was closed after 0 packets"),
             "{line}"
         );
-        let s = wait_counters(&source, "127.0.0.3", Duration::from_secs(5), |c| {
-            c.disconnects == 1
-        });
-        assert_eq!((s.connects, s.corrupt, s.records), (1, 1, 0), "{s:?}");
+        // Never admitted: it takes no entry among the senders.
+        let senders = source.senders();
+        assert!(senders.iter().all(|(a, _)| a == "127.0.0.2"), "{senders:?}");
 
         let g_addr = g.local_addr().unwrap();
         write_chunked(&mut g, &good.body, 3, 700);
@@ -912,20 +913,45 @@ fn an_ssh_banner_closes_that_sender_as_corrupt_and_the_others_go_on() {
             Duration::from_secs(5),
         );
         assert_clean("the good sender", &sender(&source, "127.0.0.2"), 1, 50);
-        assert_eq!(source.counters().corrupt, 1);
+        assert_eq!(source.counters().corrupt, 0);
         closes_within_a_second(&mut source);
     })
 }
 
-// --- 6. a sender that sends nothing ------------------------------------------------------
+// --- 6. connections that send nothing -------------------------------------------------
+
+/// Opens a connection from `from` every `every` and holds it `hold`
+/// without sending a byte, until `stop` is set.
+fn storm(
+    to: SocketAddr,
+    from: &'static str,
+    every: Duration,
+    hold: Duration,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let mut held: std::collections::VecDeque<(Instant, TcpStream)> = Default::default();
+        let mut opened = 0;
+        while !stop.load(Ordering::Relaxed) {
+            held.push_back((Instant::now(), connect_from(from, to)));
+            opened += 1;
+            while held.front().is_some_and(|(t, _)| t.elapsed() >= hold) {
+                held.pop_front();
+            }
+            thread::sleep(every);
+        }
+        opened
+    })
+}
 
 #[test]
-fn a_silent_sender_is_closed_after_header_timeout_and_delays_others_by_the_window_only() {
+fn connections_that_send_nothing_hold_no_sender_back_and_are_closed_at_header_timeout() {
     within(Duration::from_secs(60), || {
-        let window = Duration::from_millis(200);
+        // A window longer than the header timeout: a connection that held a
+        // lane would hold the good sender until it was closed.
         let config = Config {
-            header_timeout: Some(Duration::from_secs(1)),
-            merge_window: window,
+            header_timeout: Some(Duration::from_secs(2)),
+            merge_window: Duration::from_secs(5),
             ..Config::default()
         };
         let (mut source, name, addr) = start_listening(config);
@@ -933,42 +959,36 @@ fn a_silent_sender_is_closed_after_header_timeout_and_delays_others_by_the_windo
         let mut silent = connect_from("127.0.0.3", addr);
         let silent_since = Instant::now();
         let silent_addr = silent.local_addr().unwrap();
-        log.wait_for(
-            &source,
-            Level::Info,
-            &[&format!("{name}: sender {silent_addr} connected")],
-            Duration::from_secs(5),
+        // 30 connections a second, each held 0.5 s without a byte.
+        let stop = Arc::new(AtomicBool::new(false));
+        let storm = storm(
+            addr,
+            "127.0.0.4",
+            Duration::from_millis(33),
+            Duration::from_millis(500),
+            stop.clone(),
         );
+        thread::sleep(Duration::from_millis(300));
 
-        let good = stream(Format::LeMicro, &from_base(8, 20, 0));
+        let good = stream(Format::LeMicro, &from_base(8, 2000, 0));
         let mut g = connect_from("127.0.0.2", addr);
         g.write_all(&good.header).unwrap();
-        let written = Instant::now();
         g.write_all(&good.body).unwrap();
         drop(g);
-        let mut got = collect(&mut source, 1, Duration::from_secs(10));
-        let first_after = written.elapsed();
-        let quiet_for = silent_since.elapsed();
-        got.extend(collect(&mut source, 19, Duration::from_secs(10)));
+        // Nobody holds it: its packets come at once, not after a window or
+        // a header timeout.
+        let got = collect(&mut source, 2000, Duration::from_secs(3));
         assert_packets(&got, &good.want, "the good sender's packets");
-        // The silent sender held the packets back until it had been quiet
-        // (connected, sending nothing) for the merge window ...
-        assert!(
-            quiet_for >= window - Duration::from_millis(1),
-            "the first packet came when the silent sender had been quiet for {quiet_for:?}, before the merge window ({window:?}) ran out (sent {first_after:?} before)"
-        );
-        // ... and no longer: it was still connected when they came.
-        let s = sender(&source, "127.0.0.3");
-        assert_eq!(
-            (s.connects, s.disconnects),
-            (1, 0),
-            "the packets waited for the silent sender to be closed: {s:?}"
-        );
+        stop.store(true, Ordering::Relaxed);
+        let opened = storm.join().unwrap();
+        assert!(opened >= 10, "the storm opened only {opened} connections");
 
         let line = log.wait_for(
             &source,
             Level::Warn,
-            &["sent no whole pcap header within"],
+            &[&format!(
+                "sender {silent_addr} sent no whole pcap header within"
+            )],
             Duration::from_secs(5),
         );
         assert_closed_by_peer(&mut silent, "a silent sender after header_timeout");
@@ -976,19 +996,24 @@ fn a_silent_sender_is_closed_after_header_timeout_and_delays_others_by_the_windo
         assert_eq!(
             line,
             format!(
-                "{name}: sender {silent_addr} sent no whole pcap header within 1.0 s \
+                "{name}: sender {silent_addr} sent no whole pcap header within 2.0 s \
                  (PcapOverTcp::header_timeout; 0 bytes received); its connection was closed after 0 packets"
             )
         );
         assert!(
-            silent_for >= Duration::from_secs(1),
+            silent_for >= Duration::from_secs(2) && silent_for < Duration::from_secs(4),
             "closed after {silent_for:?}"
         );
-        let s = wait_counters(&source, "127.0.0.3", Duration::from_secs(5), |c| {
-            c.disconnects == 1
-        });
-        assert_eq!((s.records, s.corrupt, s.truncated), (0, 0, 0), "{s:?}");
-        assert_clean("the good sender", &sender(&source, "127.0.0.2"), 1, 20);
+        // Never admitted, the silent connections take no entry.
+        let senders = source.senders();
+        assert_eq!(senders.len(), 1, "{senders:?}");
+        assert_clean("the good sender", &sender(&source, "127.0.0.2"), 1, 2000);
+        assert!(
+            log.matching(Level::Info, &["127.0.0.3"]).is_empty()
+                && log.matching(Level::Info, &["127.0.0.4"]).is_empty(),
+            "a connection that sent nothing was reported as connected: {:#?}",
+            log.seen
+        );
         closes_within_a_second(&mut source);
     })
 }
@@ -1062,9 +1087,14 @@ fn a_sender_cut_off_mid_record_loses_only_that_record() {
 // --- 8. one sender, reconnecting -------------------------------------------------------------
 
 /// Connects from 127.0.0.1 once per stream, back to back: each connection
-/// sends its whole stream and closes before the next one connects. The
-/// local addresses, in order.
-fn reconnect_back_to_back(addr: SocketAddr, streams: &[Stream]) -> Vec<SocketAddr> {
+/// sends its header, is admitted (its connect counted), sends the rest of
+/// its stream and closes before the next one connects. The local addresses,
+/// in order.
+fn reconnect_back_to_back(
+    source: &Source,
+    addr: SocketAddr,
+    streams: &[Stream],
+) -> Vec<SocketAddr> {
     streams
         .iter()
         .enumerate()
@@ -1072,6 +1102,11 @@ fn reconnect_back_to_back(addr: SocketAddr, streams: &[Stream]) -> Vec<SocketAdd
             let mut c = TcpStream::connect(addr).unwrap();
             let local = c.local_addr().unwrap();
             c.write_all(&s.header).unwrap();
+            // The merge orders a connection after those admitted before it
+            // (a connection has no lane before its header).
+            wait_counters(source, "127.0.0.1", Duration::from_secs(5), |c| {
+                c.connects > k as u64
+            });
             write_chunked(&mut c, &s.body, k as u64 + 1, 300);
             local
         })
@@ -1107,7 +1142,7 @@ fn a_sender_that_reconnects_is_counted_under_its_address_and_loses_nothing() {
             })
             .collect();
         let want: Vec<Pkt> = streams.iter().flat_map(|s| s.want.clone()).collect();
-        let locals = reconnect_back_to_back(addr, &streams);
+        let locals = reconnect_back_to_back(&source, addr, &streams);
         let got = collect(&mut source, want.len(), Duration::from_secs(10));
 
         // Every packet once ...
@@ -1156,7 +1191,7 @@ fn a_sender_that_reconnects_is_counted_under_its_address_and_loses_nothing() {
     })
 }
 
-/// The same with many reconnects: each connection was accepted before the
+/// The same with many reconnects: each connection was admitted before the
 /// next one connected, so the merge knows it before the next one's packets
 /// can be released.
 #[test]
@@ -1175,7 +1210,7 @@ fn back_to_back_reconnects_are_merged_in_timestamp_order() {
             })
             .collect();
         let want: Vec<Pkt> = streams.iter().flat_map(|s| s.want.clone()).collect();
-        reconnect_back_to_back(addr, &streams);
+        reconnect_back_to_back(&source, addr, &streams);
         let got = collect(&mut source, want.len(), Duration::from_secs(10));
         let late = sender(&source, "127.0.0.1").late;
         assert_packets(&got, &want, "thirty connections' packets, in order");
@@ -1408,5 +1443,374 @@ fn close_with_two_idle_senders_returns_within_a_second_and_closes_them() {
             refused.is_err(),
             "the port still accepts connections after close"
         );
+    })
+}
+
+// --- 13. admission: deadlines, pools, a full listener, one count per source -------------------
+
+/// Whether the source has closed `s` (a read returns the end, or a reset),
+/// without waiting.
+fn closed_now(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let closed = match (&*s).read(&mut [0u8; 64]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// Sends `bytes` one every `every` from `from`, until the source closes
+/// the connection; how long after connecting it did (`None`: it did not,
+/// and every byte went out).
+fn drip(
+    to: SocketAddr,
+    from: &'static str,
+    bytes: Vec<u8>,
+    every: Duration,
+) -> thread::JoinHandle<Option<Duration>> {
+    thread::spawn(move || {
+        let mut c = connect_from(from, to);
+        let since = Instant::now();
+        for b in bytes {
+            if c.write_all(&[b]).is_err() || closed_now(&c) {
+                return Some(since.elapsed());
+            }
+            thread::sleep(every);
+        }
+        None
+    })
+}
+
+#[test]
+fn a_header_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
+    within(Duration::from_secs(30), || {
+        let config = Config {
+            header_timeout: Some(Duration::from_secs(1)),
+            ..Config::default()
+        };
+        let (mut source, name, addr) = start_listening(config);
+        let mut log = Log::default();
+        // A pcap header at one byte per 150 ms takes 3.6 s; a pcapng section
+        // header followed by custom blocks never ends.
+        let pcap = stream(Format::LeMicro, &[]).header;
+        let mut pcapng = stream(Format::NgNano, &[]).header[..28].to_vec();
+        pcapng.extend(std::iter::repeat_n([0xad, 0x0b, 0, 0, 0x10, 0, 0, 0], 8).flatten());
+        let every = Duration::from_millis(150);
+        let drippers: Vec<_> = (0..8)
+            .map(|i| {
+                drip(
+                    addr,
+                    "127.0.0.3",
+                    if i % 2 == 0 {
+                        pcap.clone()
+                    } else {
+                        pcapng.clone()
+                    },
+                    every,
+                )
+            })
+            .collect();
+        for d in drippers {
+            let after = d.join().unwrap();
+            assert!(
+                after.is_some_and(|a| a >= Duration::from_secs(1) && a < Duration::from_millis(2500)),
+                "a dripping connection was closed after {after:?}, not at header_timeout (1 s)"
+            );
+        }
+        let line = log.wait_for(
+            &source,
+            Level::Warn,
+            &["sent no whole pcap header within 1.0 s"],
+            Duration::from_secs(2),
+        );
+        assert!(
+            line.starts_with(&format!("{name}: sender 127.0.0.3:")),
+            "{line}"
+        );
+        assert!(source.senders().is_empty(), "{:?}", source.senders());
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn pending_connections_take_no_place_among_max_senders() {
+    within(Duration::from_secs(30), || {
+        let config = Config {
+            max_senders: 2,
+            header_timeout: Some(Duration::from_secs(20)),
+            ..Config::default()
+        };
+        let (mut source, _name, addr) = start_listening(config);
+        let silent: Vec<TcpStream> = (0..10).map(|_| connect_from("127.0.0.3", addr)).collect();
+        thread::sleep(Duration::from_millis(200));
+        let a = stream(Format::LeMicro, &from_base(1, 50, 0));
+        let b = stream(Format::BeNano, &from_base(2, 50, 500));
+        for (from, s) in [("127.0.0.4", &a), ("127.0.0.5", &b)] {
+            let mut c = connect_from(from, addr);
+            c.write_all(&s.header).unwrap();
+            c.write_all(&s.body).unwrap();
+        }
+        let got = collect(&mut source, 100, Duration::from_secs(5));
+        assert_eq!(got.len(), 100);
+        for from in ["127.0.0.4", "127.0.0.5"] {
+            assert_eq!(sender(&source, from).records, 50);
+        }
+        drop(silent);
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn a_full_listener_closes_its_longest_silent_sender_for_one_with_packets() {
+    within(Duration::from_secs(30), || {
+        let config = Config {
+            header_timeout: Some(Duration::from_secs(1)),
+            ..Config::default()
+        };
+        let max = Config::default().max_senders;
+        let (mut source, _name, addr) = start_listening(config);
+        let header = stream(Format::LeMicro, &[]).header;
+        // max_senders (64) connections that send a header, then nothing.
+        let holders: Vec<TcpStream> = (0..max)
+            .map(|_| {
+                let mut c = connect_from("127.0.0.3", addr);
+                c.write_all(&header).unwrap();
+                c
+            })
+            .collect();
+        wait_counters(&source, "127.0.0.3", Duration::from_secs(10), |c| {
+            c.connects == max as u64
+        });
+        // At once, none has been silent for header_timeout: refused.
+        let good = stream(Format::LeMicro, &from_base(9, 100, 0));
+        let mut early = connect_from("127.0.0.2", addr);
+        early.write_all(&good.header).unwrap();
+        assert_closed_by_peer(&mut early, "a sender while every holder had just arrived");
+        // Once they have been silent that long, a sender with packets gets in.
+        thread::sleep(Duration::from_millis(1100));
+        let mut g = connect_from("127.0.0.2", addr);
+        g.write_all(&good.header).unwrap();
+        g.write_all(&good.body).unwrap();
+        let got = collect(&mut source, 100, Duration::from_secs(5));
+        assert_packets(&got, &good.want, "the good sender's packets");
+        let h = wait_counters(&source, "127.0.0.3", Duration::from_secs(5), |c| {
+            c.disconnects == 1
+        });
+        assert_eq!((h.connects, h.open), (max as u64, max as u64 - 1), "{h:?}");
+        drop(holders);
+        closes_within_a_second(&mut source);
+
+        // The line that says so (with 64 arrivals reported, the rate limit
+        // would leave it out of this window: two holders here).
+        let config = Config {
+            header_timeout: Some(Duration::from_millis(300)),
+            max_senders: 2,
+            ..Config::default()
+        };
+        let (mut source, name, addr) = start_listening(config);
+        let mut log = Log::default();
+        let holders: Vec<TcpStream> = ["127.0.0.3", "127.0.0.4"]
+            .iter()
+            .map(|from| {
+                let mut c = connect_from(from, addr);
+                c.write_all(&header).unwrap();
+                wait_counters(&source, from, Duration::from_secs(5), |c| c.connects == 1);
+                c
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(400));
+        let mut g = connect_from("127.0.0.2", addr);
+        g.write_all(&good.header).unwrap();
+        g.write_all(&good.body).unwrap();
+        collect(&mut source, 100, Duration::from_secs(5));
+        let line = log.wait_for(
+            &source,
+            Level::Warn,
+            &["to admit a new sender"],
+            Duration::from_secs(5),
+        );
+        // The first holder has been silent longest.
+        let first = holders[0].local_addr().unwrap();
+        assert!(
+            line.starts_with(&format!(
+                "{name}: sender {first} was closed after 0 packets to admit a new sender: it had sent no packet for "
+            )) && line.ends_with("PcapOverTcp::max_senders (2) senders were connected"),
+            "{line}"
+        );
+        drop(holders);
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn max_senders_counts_over_every_listen_endpoint_of_the_source() {
+    within(Duration::from_secs(30), || {
+        let ports = [free_port(), free_port()];
+        let name = format!(
+            "tcp-listen://127.0.0.1:{},tcp-listen://127.0.0.1:{}",
+            ports[0], ports[1]
+        );
+        let config = Config {
+            max_senders: 2,
+            ..Config::default()
+        };
+        let mut source = Source::start(&name, config).unwrap();
+        assert!(matches!(
+            source.wait_open(Duration::from_secs(5)),
+            Opening::Open(1)
+        ));
+        let header = stream(Format::LeMicro, &[]).header;
+        let mut conns = Vec::new();
+        for (i, from) in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+            .iter()
+            .enumerate()
+        {
+            let to: SocketAddr = format!("127.0.0.1:{}", ports[i % 2]).parse().unwrap();
+            let mut c = connect_from(from, to);
+            c.write_all(&header).unwrap();
+            thread::sleep(Duration::from_millis(100));
+            conns.push(c);
+        }
+        thread::sleep(Duration::from_millis(300));
+        let total = source.counters();
+        assert_eq!(
+            (total.connects, total.open),
+            (2, 2),
+            "{:?}",
+            source.senders()
+        );
+        for c in &mut conns[2..] {
+            assert_closed_by_peer(c, "a third and fourth sender over two endpoints");
+        }
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn a_storm_of_connections_writes_a_bounded_number_of_lines() {
+    within(Duration::from_secs(60), || {
+        let (mut source, name, addr) = start_listening(Config::default());
+        let mut log = Log::default();
+        let started = Instant::now();
+        // Each connects and closes at once: each is one line's worth.
+        for i in 0..2000 {
+            drop(connect_from("127.0.0.3", addr));
+            if i % 100 == 0 {
+                log.update(&source);
+            }
+        }
+        let storm = started.elapsed();
+        println!("2000 connections in {storm:?}");
+        // A real sender's lines are limited apart from those.
+        let good = stream(Format::LeMicro, &from_base(3, 5, 0));
+        let mut g = connect_from("127.0.0.2", addr);
+        g.write_all(&good.header).unwrap();
+        g.write_all(&good.body).unwrap();
+        drop(g);
+        collect(&mut source, 5, Duration::from_secs(5));
+        log.wait_for(
+            &source,
+            Level::Info,
+            &["sender 127.0.0.2:", "left after 5 packets"],
+            Duration::from_secs(5),
+        );
+        // The first window's lines, then its summary.
+        let summary = log.wait_for(
+            &source,
+            Level::Warn,
+            &["more lines about connections that were not admitted were left out"],
+            Duration::from_secs(15),
+        );
+        let window = started.elapsed();
+        assert!(summary.starts_with(&format!("{name}: ")), "{summary}");
+        let about_senders = log
+            .seen
+            .iter()
+            .filter(|(_, m)| m.contains(": sender 127.0.0.3:"))
+            .count();
+        // 20 per 10 s window: one window unless the machine was slow.
+        let windows = 1 + storm.as_secs() / 10;
+        assert!(
+            about_senders as u64 <= 20 * windows,
+            "{about_senders} lines about single connections within {window:?}"
+        );
+        assert!(
+            source.senders().iter().all(|(a, _)| a == "127.0.0.2"),
+            "{:?}",
+            source.senders()
+        );
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn a_scan_of_many_addresses_takes_no_entry_and_a_sender_keeps_its_own() {
+    within(Duration::from_secs(30), || {
+        let (mut source, _name, addr) = start_listening(Config::default());
+        for i in 0..1100u32 {
+            let from: &'static str =
+                Box::leak(format!("127.1.{}.{}", i / 250, 1 + i % 250).into_boxed_str());
+            drop(connect_from(from, addr));
+        }
+        let good = stream(Format::LeMicro, &from_base(4, 5, 0));
+        let mut g = connect_from("127.0.0.2", addr);
+        g.write_all(&good.header).unwrap();
+        g.write_all(&good.body).unwrap();
+        collect(&mut source, 5, Duration::from_secs(5));
+        let senders = source.senders();
+        assert_eq!(
+            senders.len(),
+            1,
+            "{} entries, the first {:?}",
+            senders.len(),
+            senders.first()
+        );
+        assert_eq!(senders[0].0, "127.0.0.2");
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn backpressure_grows_while_a_sender_is_blocked() {
+    within(Duration::from_secs(30), || {
+        let config = Config {
+            buffer_size: 256 * 1024,
+            ..Config::default()
+        };
+        let (mut source, _name, addr) = start_listening(config);
+        let flood = stream(Format::LeMicro, &from_base(5, 20_000, 0));
+        let mut c = connect_from("127.0.0.2", addr);
+        c.write_all(&flood.header).unwrap();
+        let writer = thread::spawn(move || {
+            let _ = c.write_all(&flood.body);
+            c
+        });
+        // Nobody takes packets: the sender blocks once its share is full.
+        let mut last = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            thread::sleep(Duration::from_millis(200));
+            let bytes = source.counters().bytes;
+            if bytes > 0 && bytes == last {
+                break;
+            }
+            last = bytes;
+            assert!(Instant::now() < deadline, "the sender never blocked");
+        }
+        let before = sender(&source, "127.0.0.2").backpressure;
+        thread::sleep(Duration::from_millis(600));
+        let during = sender(&source, "127.0.0.2").backpressure;
+        assert!(
+            during >= before + Duration::from_millis(500),
+            "backpressure went from {before:?} to {during:?} in 600 ms of waiting"
+        );
+        let got = collect(&mut source, 20_000, Duration::from_secs(10));
+        assert_eq!(got.len(), 20_000);
+        let after = sender(&source, "127.0.0.2").backpressure;
+        assert!(after >= during, "{after:?} < {during:?}");
+        drop(writer.join().unwrap());
+        closes_within_a_second(&mut source);
     })
 }

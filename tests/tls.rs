@@ -926,3 +926,133 @@ fn serve_with_a_key_of_another_certificate_exits_1_with_one_line() {
         );
     })
 }
+
+// --- admission: stalled and dripped handshakes --------------------------------------------
+
+/// The first bytes of a TLS 1.2+ ClientHello (a record of 512 bytes): a
+/// handshake that has begun, and then stalls.
+const HELLO_START: [u8; 11] = [
+    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+];
+
+/// A tls-listen source that requires a client certificate from the CA.
+fn mutual_listening(header_timeout: Duration) -> (Source, String, SocketAddr) {
+    let pki = pki().expect("checked by the caller");
+    let config = Config {
+        header_timeout: Some(header_timeout),
+        tls: TlsOptions {
+            ca_file: Some(pki.ca.clone()),
+            require_client_cert: true,
+            ..listen_tls(pki)
+        },
+        ..Config::default()
+    };
+    listening("tls-listen", config)
+}
+
+#[test]
+fn stalled_client_hellos_do_not_lock_out_an_authenticated_sender() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(30), move || {
+        // A header timeout far beyond the test: only the pending pool's own
+        // bound can let the sender in.
+        let (mut source, _name, addr) = mutual_listening(Duration::from_secs(60));
+        let stalled: Vec<TcpStream> = (0..500)
+            .map(|_| {
+                let mut c = TcpStream::connect(addr).unwrap();
+                c.write_all(&HELLO_START).unwrap();
+                c
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(300));
+        let path = traces_dir().join("dns53.pcap");
+        let want = reference_packets(&path);
+        let started = Instant::now();
+        let mut a = Server::spawn(
+            pki,
+            &[
+                "--connect",
+                &addr.to_string(),
+                "--tls-ca",
+                s(&pki.ca),
+                "--tls-cert",
+                s(&pki.a_cert),
+                "--tls-key",
+                s(&pki.a_key),
+                s(&path),
+            ],
+            Stdio::null(),
+        );
+        let got = collect(&mut source, want.len(), Duration::from_secs(5));
+        assert!(got == want, "the authenticated sender's packets");
+        assert!(a.wait_success(), "{}", a.log());
+        println!(
+            "the authenticated sender got through in {:?}",
+            started.elapsed()
+        );
+        // Never admitted, the stalled connections take no entry.
+        assert_eq!(source.senders().len(), 1, "{:?}", source.senders());
+        drop(stalled);
+        closes_within_a_second(&mut source);
+    })
+}
+
+#[test]
+fn a_client_hello_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
+    if pki().is_none() {
+        return;
+    }
+    within(Duration::from_secs(30), move || {
+        let (mut source, name, addr) = mutual_listening(Duration::from_secs(2));
+        let mut log = Log::default();
+        let mut hello = HELLO_START.to_vec();
+        hello.extend(0..40u8);
+        let drippers: Vec<_> = (0..64)
+            .map(|_| {
+                let hello = hello.clone();
+                thread::spawn(move || {
+                    let mut c = TcpStream::connect(addr).unwrap();
+                    let since = Instant::now();
+                    for b in hello {
+                        if c.write_all(&[b]).is_err() {
+                            return Some(since.elapsed());
+                        }
+                        c.set_nonblocking(true).unwrap();
+                        let closed = match c.read(&mut [0u8; 256]) {
+                            Ok(_) => true, // the end, or an alert
+                            Err(e) => e.kind() != ErrorKind::WouldBlock,
+                        };
+                        c.set_nonblocking(false).unwrap();
+                        if closed {
+                            return Some(since.elapsed());
+                        }
+                        thread::sleep(Duration::from_millis(150));
+                    }
+                    None
+                })
+            })
+            .collect();
+        for d in drippers {
+            let after = d.join().unwrap();
+            assert!(
+                after.is_some_and(|a| a >= Duration::from_secs(2) && a < Duration::from_millis(3500)),
+                "a dripping handshake was closed after {after:?}, not at header_timeout (2 s)"
+            );
+        }
+        let line = log.wait_for(
+            &source,
+            Level::Warn,
+            "did not complete its TLS handshake",
+            Duration::from_secs(2),
+        );
+        assert!(
+            line.starts_with(&format!("{name}: sender 127.0.0.1:"))
+                && line.ends_with(
+                    "did not complete its TLS handshake within 2.0 s of connecting (PcapOverTcp::header_timeout); its connection was closed after 0 packets"
+                ),
+            "{line}"
+        );
+        assert!(source.senders().is_empty(), "{:?}", source.senders());
+        closes_within_a_second(&mut source);
+    })
+}

@@ -433,3 +433,41 @@ feed_fifos() {
         shift 2
     done
 }
+
+# header_len FILE: the bytes of a pcap or pcapng FILE before its first
+# packet record (its whole stream header, as a listener admits it).
+header_len() {
+    python3 - "$1" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+if data[:4] != b"\x0a\x0d\x0d\x0a":
+    print(24)
+    sys.exit()
+order = "<" if data[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+pos = 0
+while pos + 8 <= len(data):
+    kind, length = struct.unpack(order + "II", data[pos:pos + 8])
+    if kind in (2, 3, 6):
+        break
+    pos += length
+print(pos)
+PY
+}
+
+# feed_headers_then GO FIFO FILE [FIFO FILE ...]: writes each FILE's
+# header (header_len) into its FIFO at once, and the rest of it once the
+# file GO exists (30 s at most): a listener admits a sender at its header,
+# so a test can wait for every sender to be admitted before any packet
+# flows. The writers' pids are added to $pids.
+feed_headers_then() {
+    local go=$1
+    shift
+    while [ $# -ge 2 ]; do
+        local n
+        n=$(header_len "$2")
+        timeout 30 sh -c 'head -c "$2" "$1"; while [ ! -e "$3" ]; do sleep 0.05; done; tail -c +"$(($2 + 1))" "$1"' \
+            sh "$2" "$n" "$go" >"$1" &
+        pids="$pids $!"
+        shift 2
+    done
+}

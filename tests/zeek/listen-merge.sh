@@ -2,8 +2,9 @@
 # push overlapping streams of different formats: netcat with an Ethernet
 # pcap (microseconds), pcapovertcp-serve --connect relaying a pcapng of
 # three interfaces (two Ethernet, one raw IPv4) from its standard input, and
-# netcat with a nanosecond pcap. All three are connected before any byte
-# flows (each reads a fifo that is filled only then), and the merge window
+# netcat with a nanosecond pcap. All three are admitted (their headers
+# sent) before any packet flows (each reads a fifo that is filled only
+# then), and the merge window
 # is long enough that scheduling cannot reorder: Zeek's logs equal those of
 # `zeek -r` on mergecap's timestamp-ordered merge of the three files.
 # @TEST-REQUIRES: test -d "$TRACES"
@@ -53,9 +54,11 @@ timeout 40 sh -c "cat fb | \"\$SERVE\" --connect 127.0.0.1:$port - >/dev/null 2>
 pids="$pids $!"
 timeout 40 sh -c "cat fc | nc -N 127.0.0.1 $port >/dev/null" &
 pids="$pids $!"
+# A sender is admitted (reported "connected") once its header is whole:
+# the headers first, then the packets once all three are admitted.
+feed_headers_then go fa a.pcap fb b.pcapng fc c.pcap
 wait_for_count live/stderr " connected" 3 10 || echo "not all senders connected"
-
-feed_fifos fa a.pcap fb b.pcapng fc c.pcap
+touch go
 wait_for_count live/stderr " left after " 3 30 || echo "not all senders left"
 wait_for_line live/processed "$total packets processed" 30 || echo "not all $total packets processed"
 sigterm_within $zeek 2

@@ -44,9 +44,10 @@ zeek=$!
 pids="$pids $zeek"
 wait_for_line live/stderr "senders may connect now" 10 || echo "zeek is not listening"
 
-# (Zeek reports a sender "connected" when it accepts its TCP connection,
-# before the TLS handshake; until their fifos are written, neither sends
-# data, so that neither's packets can get ahead of the other's.)
+# (Zeek reports a sender "connected" when it admits it: after its TLS
+# handshake and whole header. The fifos carry the headers first and the
+# packets only once both are admitted, so that neither's packets can get
+# ahead of the other's.)
 mkfifo fa fb
 timeout 40 sh -c "cat fa | socat -u STDIN OPENSSL:127.0.0.1:$port,cert=pki/client.pem,key=pki/client.key,cafile=pki/ca.pem" \
     >/dev/null 2>socat.err &
@@ -60,9 +61,9 @@ pids="$pids $!"
 timeout 40 sh -c "{ cat fb; sleep 1; } | ncat --ssl --ssl-cert pki/client-b.pem --ssl-key pki/client-b.key --send-only 127.0.0.1 $port" \
     >/dev/null 2>ncat.err &
 pids="$pids $!"
+feed_headers_then go fa a.pcap fb b.pcap
 wait_for_count live/stderr " connected" 2 10 || echo "not both senders connected"
-
-feed_fifos fa a.pcap fb b.pcap
+touch go
 wait_for_count live/stderr " left after " 2 30 || echo "not both senders left"
 wait_for_line live/processed "$total packets processed" 30 || echo "not all $total packets processed"
 sigterm_within $zeek 2
