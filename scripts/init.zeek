@@ -94,10 +94,11 @@ export {
 	## With several connections: the longest any packet waits in the merge
 	## (wall clock, from the read that brought it), whatever the other
 	## senders do; then it is released past whoever it waits for. A sender
-	## whose newest packet is more than this behind the newest released
-	## packet (packet time) is not waited for at all: waiting cannot make
-	## its packets timely, and they are delivered and counted as ``late``
-	## for it alone. Never less than :zeek:see:`PcapOverTcp::merge_window`.
+	## whose newest packet has been behind the newest released packet for
+	## longer than this (wall clock) is not waited for at all: waiting
+	## cannot make its packets timely, and they are delivered and counted
+	## as ``late`` for it alone. Never less than
+	## :zeek:see:`PcapOverTcp::merge_window`.
 	const merge_max_hold = 1 sec &redef;
 
 	## With several connections: a packet dated more than this after both

@@ -50,9 +50,10 @@ export {
 		skewed: count;
 		## How far the sender's newest packet was behind the merge's
 		## newest released packet at its last read (packet time). A
-		## sender more than :zeek:see:`PcapOverTcp::merge_max_hold` behind
-		## is not waited for: its packets are ``late``. In a total, the
-		## largest of the senders'.
+		## sender behind for longer than
+		## :zeek:see:`PcapOverTcp::merge_max_hold` (wall clock) is not
+		## waited for: its packets are ``late``. In a total, the largest of
+		## the senders'.
 		lag: interval;
 		## Connections lost and reconnected (connect endpoints): each
 		## outage counts once, however many attempts it took.

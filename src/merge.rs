@@ -12,9 +12,9 @@
 //!
 //! Whatever the other senders do, no record waits in the merge longer than
 //! `merge_max_hold` (wall clock, from the read that brought it): then it is
-//! released past whoever it waits for. A sender whose newest packet is
-//! more than `merge_max_hold` (packet time) behind the released front is
-//! not waited for at all: waiting cannot make its packets timely. A record
+//! released past whoever it waits for. A sender whose newest packet has
+//! been behind the released front for longer than `merge_max_hold` is not
+//! waited for at all: waiting cannot make its packets timely. A record
 //! older than one already released is still delivered, and counted as
 //! `late` for its own sender, since Zeek's network time never goes
 //! backwards and would skew it otherwise. A record dated more than
@@ -118,6 +118,9 @@ struct LaneState {
     head: Option<Ts>,
     /// The latest time it has queued: it is not expected to send earlier.
     watermark: Option<Ts>,
+    /// When its newest packet was last found at or past the released
+    /// front (or it opened).
+    caught_up: Instant,
 }
 
 struct Queued {
@@ -137,13 +140,17 @@ impl LaneState {
         self.head
     }
 
-    /// Its newest packet is more than `hold` behind the released front:
-    /// its packets are late whatever the others wait, so nobody waits.
-    fn behind(&self, front: Option<Ts>, hold: Duration) -> bool {
-        match (self.watermark, front) {
-            (Some(w), Some(f)) => after(f, w) > hold,
-            _ => false,
-        }
+    /// Its newest packet is behind the released front.
+    fn trails(&self, front: Option<Ts>) -> bool {
+        matches!((self.watermark, front), (Some(w), Some(f)) if w < f)
+    }
+
+    /// Its newest packet has been behind the released front for longer
+    /// than `hold` (wall clock): its packets are late whatever the others
+    /// wait, so nobody waits. Wall clock, not packet time: a replay at 100
+    /// times real time turns a few milliseconds of scheduling into seconds.
+    fn behind(&self, front: Option<Ts>, now: Instant, hold: Duration) -> bool {
+        self.trails(front) && now.saturating_duration_since(self.caught_up) > hold
     }
 
     /// After its queue changed.
@@ -226,6 +233,7 @@ impl Merge {
             last_push: Instant::now(),
             head: None,
             watermark: None,
+            caught_up: Instant::now(),
         });
         Lane {
             merge: self.clone(),
@@ -413,10 +421,13 @@ impl State {
         let mut heads: BinaryHeap<Reverse<(Ts, usize)>> =
             BinaryHeap::with_capacity(self.lanes.len());
         let mut empty = Empty::default();
-        for (i, lane) in self.lanes.iter().enumerate() {
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            if !lane.trails(self.last) {
+                lane.caught_up = now;
+            }
             match lane.head() {
                 Some(ts) => heads.push(Reverse((ts, i))),
-                None => empty.add(lane, self.last, timing.hold),
+                None => empty.add(lane, self.last, now, timing.hold),
             }
         }
         loop {
@@ -459,7 +470,7 @@ impl State {
             match lane.head() {
                 Some(ts) => heads.push(Reverse((ts, pick))),
                 // Emptied: from now on it may hold the others.
-                None => empty.add(lane, self.last, timing.hold),
+                None => empty.add(lane, self.last, now, timing.hold),
             }
             if out.is_full() {
                 return Step::Released;
@@ -485,10 +496,10 @@ struct Empty {
 }
 
 impl Empty {
-    /// Counts `lane` (which has nothing queued) unless it ended, or is so
-    /// far behind `front` that waiting for it is pointless.
-    fn add(&mut self, lane: &LaneState, front: Option<Ts>, hold: Duration) {
-        if lane.open && !lane.behind(front, hold) {
+    /// Counts `lane` (which has nothing queued) unless it ended, or has
+    /// been behind `front` so long that waiting for it is pointless.
+    fn add(&mut self, lane: &LaneState, front: Option<Ts>, now: Instant, hold: Duration) {
+        if lane.open && !lane.behind(front, now, hold) {
             self.held |= lane.account.waiting();
             self.quiet_since = self.quiet_since.max(Some(lane.last_push));
         }
