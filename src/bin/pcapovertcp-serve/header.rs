@@ -1,12 +1,16 @@
 //! The header blocks a client that joins the relay later gets first: the
 //! pcap file header, or pcapng's section header and interfaces, kept up to
 //! MAX_HEADER bytes so that an input cannot make the tool keep without
-//! bound what it sends before (or between) its packets.
+//! bound what it sends before (or between) its packets. Blocks a reader
+//! can do without (name resolution, custom blocks) take at most half of
+//! it, so that a flood of them leaves room for the interfaces.
 
 use bytes::Bytes;
 
 /// What is kept of the header blocks at most, together.
 pub const MAX_HEADER: usize = 1 << 20;
+/// What blocks other than section headers and interfaces take of it.
+pub const MAX_OTHER: usize = MAX_HEADER / 2;
 
 /// What `observe` has to report (once per stream).
 #[derive(Debug, PartialEq, Eq)]
@@ -68,12 +72,14 @@ impl Header {
         if self.done && !interface {
             return None;
         }
-        if self.bytes + unit.len() <= MAX_HEADER {
+        let needed = interface || self.units.is_empty();
+        let bound = if needed { MAX_HEADER } else { MAX_OTHER };
+        if self.bytes + unit.len() <= bound {
             self.bytes += unit.len();
             self.units.push(Bytes::copy_from_slice(unit));
             return None;
         }
-        if interface || self.units.is_empty() {
+        if needed {
             let first = !self.incomplete;
             self.incomplete = true;
             return first.then_some(Overflow::Incomplete);
@@ -118,11 +124,16 @@ mod tests {
             reports.extend(h.observe(&custom, false));
         }
         assert_eq!(reports, [Overflow::Dropped]);
-        assert!(h.bytes <= MAX_HEADER && !h.incomplete);
+        assert!(h.bytes <= MAX_OTHER && !h.incomplete);
+        // Interfaces still fit, up to MAX_HEADER.
         let mut idb = vec![0u8; 64 << 10];
         idb[0] = 1;
-        assert_eq!(h.observe(&idb, false), Some(Overflow::Incomplete));
-        assert!(h.incomplete);
         assert_eq!(h.observe(&idb, false), None);
+        let mut reports = Vec::new();
+        for _ in 0..20 {
+            reports.extend(h.observe(&idb, false));
+        }
+        assert_eq!(reports, [Overflow::Incomplete]);
+        assert!(h.incomplete && h.bytes <= MAX_HEADER);
     }
 }

@@ -32,7 +32,7 @@ use socket2::SockRef;
 
 use crate::client_log;
 use crate::conn::Conn;
-use crate::header::{Header, Overflow, MAX_HEADER};
+use crate::header::{Header, Overflow, MAX_HEADER, MAX_OTHER};
 use crate::stats::{ClientStats, Registry, State};
 
 /// A writer takes at most this much of its queue at once (then releases it
@@ -743,7 +743,7 @@ impl Hub {
                     None => {}
                     Some(Overflow::Dropped) => events.push((
                         log::Level::Warn,
-                        format!("the input's header blocks exceed {} KiB: blocks other than interfaces past that are not kept for the clients that join later", MAX_HEADER >> 10),
+                        format!("the input's header blocks exceed {} KiB: blocks other than the section header and interfaces past that are not kept for the clients that join later", MAX_OTHER >> 10),
                     )),
                     Some(Overflow::Incomplete) => events.push((
                         log::Level::Warn,
