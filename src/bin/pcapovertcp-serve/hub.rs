@@ -781,7 +781,8 @@ impl Hub {
                 q.closing = Some(Closing::NewStream);
                 // Bounds a writer blocked on a client that reads no more.
                 let _ = c.tcp.set_write_timeout(Some(DRAIN_STALL));
-                log::warn!(
+                client_log!(
+                    log::Level::Warn,
                     "{}: ending its stream: {why}; it gets the new stream when it reconnects",
                     c.name
                 );
@@ -830,7 +831,8 @@ impl Hub {
                             let queued = q.bytes;
                             c.stats.finish(State::Stalled);
                             c.close(&mut q, Closing::Stalled);
-                            log::warn!(
+                            client_log!(
+                                log::Level::Warn,
                                 "{}: took nothing for {} s after the end of the input; closing it with {queued} bytes unsent; {}",
                                 c.name,
                                 DRAIN_STALL.as_secs(),

@@ -236,8 +236,9 @@ messages and counters:
   dropped: packets not sent to it because its queue was full (or it was
   closed). A client there from the start of standard input whose stream
   ended has packets + dropped = input_packets. state: open, ended, lost
-  (the connection broke), slow (closed by --slow-client=disconnect),
-  stalled (closed at the end, see --slow-client).
+  (the connection broke), slow (closed by --slow-client=disconnect, or by
+  --max-buffer), stalled (it took no byte for --write-timeout, or for 30 s
+  at the end, see --slow-client).
 
 examples:
   # a file: each client gets all of it, at its own pace
