@@ -812,12 +812,45 @@ mod tests {
     }
 
     #[test]
+    fn client_bounds_have_defaults_and_take_values() {
+        let o = parse(&["x.pcap"]).unwrap();
+        assert_eq!(
+            (o.max_clients(), o.max_buffer, o.write_timeout()),
+            (64, 256 << 20, Duration::from_secs(30))
+        );
+        assert!(o.allow.is_empty());
+        let o = parse(&[
+            "--max-clients=3",
+            "--max-buffer",
+            "16M",
+            "--allow",
+            "192.0.2.0/24",
+            "--allow=::1",
+            "--write-timeout",
+            "5",
+            "-",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.max_clients(), o.max_buffer, o.write_timeout()),
+            (3, 16 << 20, Duration::from_secs(5))
+        );
+        assert_eq!(o.allow.len(), 2);
+        let o = parse(&["--connect", "127.0.0.1:9", "--max-clients", "3", "-"]).unwrap();
+        assert!(conflicts(&o).unwrap_err().contains("--max-clients"));
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for (args, needle) in [
             (&["--slow-client", "wait", "-"][..], "--slow-client wait"),
             (&["--client-buffer", "512K", "-"][..], "at least 1M"),
             (&["--tls=yes", "-"][..], "--tls takes no value"),
             (&["--listen", "[::1]", "-"][..], "--listen [::1]"),
+            (&["--max-clients", "0", "-"][..], "from 1 to 100000"),
+            (&["--max-buffer", "64K", "-"][..], "at least 1M"),
+            (&["--allow", "10.0.0.0/33", "-"][..], "--allow 10.0.0.0/33"),
+            (&["--write-timeout", "0", "-"][..], "from 1 to 86400"),
         ] {
             let e = parse(args).err().unwrap();
             assert!(e.contains(needle), "{args:?}: {e}");
