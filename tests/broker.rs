@@ -1628,9 +1628,12 @@ fn blocks_that_are_no_packets_are_bounded_like_packets() {
             stdin.write_all(piece).unwrap();
             thread::sleep(Duration::from_millis(20));
         }
+        // Before the end of the input: once its readers have it all, the
+        // tool ends.
+        thread::sleep(Duration::from_millis(200));
+        let grown_mib = status_kb(pid, "VmHWM").saturating_sub(base) >> 10;
         drop(stdin);
         let got = reader.join().unwrap();
-        let grown_mib = status_kb(pid, "VmHWM").saturating_sub(base) >> 10;
         let section = ng_section();
         let custom = ng_block(0x0000_0bad, &[0x5a; 60 << 10]);
         let kept = (512 * 1024 - section.len()) / custom.len();
@@ -2034,6 +2037,147 @@ fn a_thread_that_cannot_be_started_refuses_one_client_and_serving_goes_on() {
             got.len(),
             input.len(),
             server.log()
+        );
+    })
+}
+
+#[test]
+fn soak_over_tls_drippers_and_storms_harm_only_themselves() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(90), || {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        const MAX_CLIENTS: usize = 16;
+        let dir = scratch("tls-soak");
+        let Some((ca, cert, key)) = server_cert(&dir, "soak") else {
+            println!("skipped: openssl is not installed");
+            return;
+        };
+        let input = capture(200_000);
+        let file = dir.join("input.pcap");
+        std::fs::write(&file, &input).unwrap();
+        let mut server = Server::start(&[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--max-clients",
+            &MAX_CLIENTS.to_string(),
+            "--client-buffer",
+            "8M",
+            "--max-buffer",
+            "32M",
+            "--write-timeout",
+            "3",
+            "-",
+        ]);
+        let (pid, port) = (server.child.id(), server.port);
+        let mut stdin = server.child.stdin.take().unwrap();
+        stdin.write_all(&input[..24]).unwrap();
+        stdin.flush().unwrap();
+        // The good reader: the plugin's own core over TLS.
+        let reader = thread::spawn(move || {
+            let config = pcapovertcp::Config {
+                reconnect: false,
+                tls: pcapovertcp::tls::TlsOptions {
+                    ca_file: Some(ca),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let mut source =
+                pcapovertcp::Source::open(&format!("tls://127.0.0.1:{port}"), config).unwrap();
+            common::drain(&mut source)
+        });
+        server.wait_lines(" connected", 1, Duration::from_secs(20));
+        let base = status_kb(pid, "VmRSS");
+        let stop = Arc::new(AtomicBool::new(false));
+        let since = Instant::now();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut attackers = Vec::new();
+        // 40 connections dripping a ClientHello, a byte each per 200 ms;
+        // one closed is replaced.
+        {
+            let stop = stop.clone();
+            attackers.push(thread::spawn(move || {
+                let mut drips: Vec<TcpStream> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    drips.retain(|mut d| d.write_all(&[0x16]).is_ok());
+                    while drips.len() < 40 {
+                        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                            Ok(d) => drips.push(d),
+                            Err(_) => break,
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(200));
+                }
+            }));
+        }
+        // A storm of connections held 0.5 s without a byte, and churn.
+        {
+            let stop = stop.clone();
+            attackers.push(thread::spawn(move || {
+                let mut held = std::collections::VecDeque::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                        held.push_back((Instant::now(), c));
+                    }
+                    drop(TcpStream::connect_timeout(&addr, Duration::from_secs(2)));
+                    while held
+                        .front()
+                        .is_some_and(|(t, _)| t.elapsed() > Duration::from_millis(500))
+                    {
+                        held.pop_front();
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }));
+        }
+        let peaks = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let (mut threads, mut fds) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    threads = threads.max(threads_of(pid));
+                    fds = fds.max(fds_of(pid));
+                    thread::sleep(Duration::from_millis(50));
+                }
+                (threads, fds)
+            })
+        };
+        // About 12 s: the drippers' handshakes time out at least once.
+        for piece in input[24..].chunks(1 << 20) {
+            stdin.write_all(piece).unwrap();
+            thread::sleep(Duration::from_millis(450));
+        }
+        let grown_mib = status_kb(pid, "VmHWM").saturating_sub(base) >> 10;
+        drop(stdin);
+        let got = reader.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for a in attackers {
+            a.join().unwrap();
+        }
+        let (threads, fds) = peaks.join().unwrap();
+        let log = server.log();
+        let lines = log.lines().filter(|l| !l.contains(" counters: ")).count();
+        println!("peaks under attack over TLS: {threads} threads, {fds} fds, RSS +{grown_mib} MiB; {lines} lines");
+        let want = common::reference_packets(&file);
+        assert!(
+            got == want,
+            "the reader got {} of {} packets\n{log}",
+            got.len(),
+            want.len()
+        );
+        // A thread and two descriptors per client and per handshake under
+        // way (as many as --max-clients each), and the tool's own.
+        assert!(threads <= 2 * MAX_CLIENTS + 8, "{threads} threads");
+        assert!(fds <= 4 * MAX_CLIENTS + 16, "{fds} file descriptors");
+        assert!(grown_mib <= 2 * 32 + 16, "RSS grew by {grown_mib} MiB");
+        assert!(lines <= line_bound(since), "{lines} lines");
+        assert!(
+            log.contains("no TLS handshake from the client within 10 s")
+                || log.contains("were not shown"),
+            "{log}"
         );
     })
 }
