@@ -266,6 +266,9 @@ impl Drop for Queue {
 }
 
 /// Queues `units` of `chunk` as runs of packets and runs of other blocks.
+/// A run under half the chunk is copied: a small block kept after the
+/// packets beside it were dropped must not keep the whole read alive (so a
+/// segment pins at most twice what it counts).
 fn push_by_kind(q: &mut Queue, chunk: &Bytes, units: &[(Range<usize>, bool)]) {
     let mut i = 0;
     while i < units.len() {
@@ -277,7 +280,12 @@ fn push_by_kind(q: &mut Queue, chunk: &Bytes, units: &[(Range<usize>, bool)]) {
         }
         let end = units[j - 1].0.end;
         let packets = if kind { (j - i) as u64 } else { 0 };
-        q.push(chunk.slice(start..end), packets, kind);
+        let data = if (end - start) * 2 < chunk.len() {
+            Bytes::copy_from_slice(&chunk[start..end])
+        } else {
+            chunk.slice(start..end)
+        };
+        q.push(data, packets, kind);
         i = j;
     }
 }
@@ -448,8 +456,10 @@ impl Client {
         let fits = |q: &Queue, pending: usize, extra: usize| {
             q.bytes + pending + extra <= hub.limit && q.budget.room() >= pending + extra
         };
+        // The units to queue next: all packets, or all other blocks (kept
+        // apart, so that packets can be dropped later without the blocks).
         let mut run: Option<Range<usize>> = None;
-        let (mut run_packets, mut run_others) = (0, 0);
+        let (mut run_packets, mut run_kind) = (0, true);
         let mut full = false;
         let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
         for (range, is_packet) in units {
@@ -469,21 +479,27 @@ impl Client {
                 true
             };
             if keep {
+                if run_kind != *is_packet {
+                    if let Some(r) = run.take() {
+                        push(q, r, run_packets, run_kind);
+                        run_packets = 0;
+                    }
+                }
+                run_kind = *is_packet;
                 run = Some(run.map_or(range.clone(), |r| r.start..range.end));
                 run_packets += u64::from(*is_packet);
-                run_others += u64::from(!*is_packet);
             } else {
                 full = true;
                 dropped += 1;
                 dropped_bytes += range.len() as u64;
                 if let Some(r) = run.take() {
-                    push(q, r, run_packets, run_others == 0);
-                    (run_packets, run_others) = (0, 0);
+                    push(q, r, run_packets, run_kind);
+                    run_packets = 0;
                 }
             }
         }
         if let Some(r) = run {
-            push(q, r, run_packets, run_others == 0);
+            push(q, r, run_packets, run_kind);
         }
         Some((dropped, dropped_bytes))
     }
