@@ -144,7 +144,9 @@ impl Budget {
                 continue;
             }
             let short = need.saturating_sub(self.room());
-            if q.shed(short, &victim.stats) > 0 && q.report_due() {
+            // Reported once per episode (and at most every 10 s).
+            let new_episode = !q.dropping;
+            if q.shed(short, &victim.stats) > 0 && new_episode && q.report_due() {
                 events.push((
                     log::Level::Warn,
                     format!(
@@ -239,7 +241,11 @@ impl Queue {
             stats.dropped(packets, freed as u64);
             self.shrink(freed);
             stats.set_queued(self.bytes);
-            self.dropping = true;
+            if !self.dropping {
+                // A new episode, not reported until report_due says so.
+                self.dropping = true;
+                self.reported = false;
+            }
         }
         freed
     }
