@@ -85,6 +85,11 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
+        Server::launch(None, args, Stdio::piped())
+    }
+
+    /// Starts the tool with `args`, under `ulimit -n FD_LIMIT` when given.
+    fn launch(fd_limit: Option<u32>, args: &[&str], stdin: Stdio) -> Server {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir =
             std::env::temp_dir().join(format!("pcapovertcp-broker-test-{}", std::process::id()));
@@ -94,11 +99,22 @@ impl Server {
             dir.join(format!("port-{n}")),
             dir.join(format!("serve-{n}.log")),
         );
-        let child = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+        let bin = env!("CARGO_BIN_EXE_pcapovertcp-serve");
+        let mut command = match fd_limit {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+        };
+        let child = command
             .args(["--listen", "127.0.0.1:0", "--port-file"])
             .arg(&port_file)
             .args(args)
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
             .spawn()
@@ -1391,5 +1407,791 @@ fn a_client_that_left_before_the_start_does_not_count_for_wait_clients() {
             assert_eq!(got, input, "{}", server.log());
         }
         drop(stdin);
+    })
+}
+
+// ---- Hostile or broken clients harm only themselves (issue 17, items 9-11). ----
+
+/// A field of /proc/PID/status, in kB (VmRSS, VmHWM, VmSize).
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The threads of process `pid`.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// The memory mappings of process `pid` (a thread's stack is one, and its
+/// guard page another).
+fn maps_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .count()
+}
+
+/// The open file descriptors of process `pid`.
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Whether the peer closed `tcp` (EOF or reset) within `limit`, having
+/// sent nothing before.
+fn closed_without_a_byte(tcp: &TcpStream, limit: Duration) -> bool {
+    tcp.set_read_timeout(Some(limit)).unwrap();
+    let mut byte = [0u8; 1];
+    match (&mut &*tcp).read(&mut byte) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+#[test]
+fn file_mode_churn_keeps_no_finished_client_thread_behind() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(120), || {
+        let dir = scratch("churn");
+        let input = capture(20);
+        let file = dir.join("small.pcap");
+        std::fs::write(&file, &input).unwrap();
+        let (server, _) = start_ports(&[file.to_str().unwrap()], 1);
+        let pid = server.child.id();
+        thread::sleep(Duration::from_millis(200));
+        let (threads0, maps0) = (threads_of(pid), maps_of(pid));
+        let addr: SocketAddr = ([127, 0, 0, 1], server.port).into();
+        for _ in 0..3000 {
+            drop(TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap());
+        }
+        // Every client thread ends; each kept handle would keep its stack
+        // (2 MiB of address space) mapped for good.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while threads_of(pid) > threads0 + 2 {
+            assert!(Instant::now() < deadline, "{} threads", threads_of(pid));
+            thread::sleep(Duration::from_millis(50));
+        }
+        let maps = maps_of(pid);
+        assert!(
+            maps < maps0 + 300,
+            "{maps0} memory mappings before 3000 clients, {maps} after"
+        );
+        // And it still serves (once the connections still queued in it,
+        // which count for --max-clients, are done).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = read_all(connect(server.port, None));
+            if got == input {
+                break;
+            }
+            assert!(
+                got.is_empty() && Instant::now() < deadline,
+                "{} of {} bytes\n{}",
+                got.len(),
+                input.len(),
+                server.log()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
+/// A little-endian pcapng block: type, length, body (padded), length.
+fn ng_block(kind: u32, body: &[u8]) -> Vec<u8> {
+    let padded = body.len().div_ceil(4) * 4;
+    let len = (12 + padded) as u32;
+    let mut v = Vec::with_capacity(len as usize);
+    v.extend_from_slice(&kind.to_le_bytes());
+    v.extend_from_slice(&len.to_le_bytes());
+    v.extend_from_slice(body);
+    v.resize(8 + padded, 0);
+    v.extend_from_slice(&len.to_le_bytes());
+    v
+}
+
+fn ng_section() -> Vec<u8> {
+    let mut body = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    body.extend_from_slice(&[1, 0, 0, 0]);
+    body.extend_from_slice(&(-1i64).to_le_bytes());
+    ng_block(0x0a0d_0d0a, &body)
+}
+
+fn ng_interface() -> Vec<u8> {
+    let mut body = 1u16.to_le_bytes().to_vec();
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&65_535u32.to_le_bytes());
+    ng_block(1, &body)
+}
+
+fn ng_packet(i: u32) -> Vec<u8> {
+    let mut body = 0u32.to_le_bytes().to_vec();
+    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(&i.to_le_bytes());
+    body.extend_from_slice(&64u32.to_le_bytes());
+    body.extend_from_slice(&64u32.to_le_bytes());
+    body.extend_from_slice(&[i as u8; 64]);
+    ng_block(6, &body)
+}
+
+/// `mib` MiB of pcapng custom blocks (no packets) of 60 KiB each.
+fn ng_custom(mib: usize) -> Vec<u8> {
+    let one = ng_block(0x0000_0bad, &[0x5a; 60 << 10]);
+    one.repeat((mib << 20) / one.len())
+}
+
+#[test]
+fn many_non_reading_clients_stay_within_max_buffer() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(120), || {
+        let input = capture(740_000);
+        let mut server = Server::start(&["--client-buffer", "4M", "--max-buffer", "8M", "-"]);
+        let pid = server.child.id();
+        let good = connect(server.port, None);
+        let reader = thread::spawn(move || read_all(good));
+        thread::sleep(Duration::from_millis(200));
+        let base = status_kb(pid, "VmRSS");
+        let mut stdin = server.child.stdin.take().unwrap();
+        // Ten clients that never read, joining one by one, each after
+        // 9 MiB more of the stream (its socket's buffers take about 4 MiB,
+        // its queue 4 MiB): each one's queue holds other packets, 40 MiB
+        // in all without --max-buffer.
+        let mut idle = Vec::new();
+        for (k, piece) in input.chunks(1 << 20).enumerate() {
+            stdin.write_all(piece).unwrap();
+            if k % 9 == 8 && idle.len() < 10 {
+                idle.push(connect(server.port, Some(4096)));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        drop(stdin);
+        let got = reader.join().unwrap();
+        let peak = status_kb(pid, "VmHWM");
+        let grown_mib = peak.saturating_sub(base) >> 10;
+        assert!(
+            got == input,
+            "the reader got {} of {} bytes\n{}",
+            got.len(),
+            input.len(),
+            server.log()
+        );
+        println!("RSS grew by {grown_mib} MiB (from {base} kB)");
+        // --max-buffer 8M: at most twice that (a queued piece may keep its
+        // read's buffer alive), with room for the allocator.
+        assert!(
+            grown_mib <= 24,
+            "RSS grew by {grown_mib} MiB (from {base} kB) with 10 clients that read nothing"
+        );
+        assert!(
+            server
+                .log()
+                .contains("all clients' queues together (--max-buffer 8388608 bytes) are full"),
+            "{}",
+            server.log()
+        );
+        drop(idle);
+    })
+}
+
+#[test]
+fn blocks_that_are_no_packets_are_bounded_like_packets() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(120), || {
+        // A hostile pcapng: 8 MiB of custom blocks before its interface
+        // (all of it "header" for clients that join later), packets, then
+        // 40 MiB more custom blocks.
+        let mut head = ng_section();
+        head.extend(ng_custom(8));
+        head.extend(ng_interface());
+        for i in 0..1000 {
+            head.extend(ng_packet(i));
+        }
+        let tail = ng_custom(40);
+        let input = [head.clone(), tail.clone()].concat();
+        let mut server = Server::start(&["--client-buffer", "8M", "--wait-clients", "2", "-"]);
+        let pid = server.child.id();
+        let good = connect(server.port, None);
+        let reader = thread::spawn(move || read_all(good));
+        let stuck = connect(server.port, Some(4096));
+        thread::sleep(Duration::from_millis(200));
+        let base = status_kb(pid, "VmRSS");
+        let mut stdin = server.child.stdin.take().unwrap();
+        for piece in head.chunks(1 << 20) {
+            stdin.write_all(piece).unwrap();
+            thread::sleep(Duration::from_millis(10));
+        }
+        // A client joining now gets the header kept: the section, the
+        // custom blocks that fit in 512 KiB, the interface; then the rest.
+        server.wait_lines(
+            "the input's header blocks exceed 512 KiB",
+            1,
+            Duration::from_secs(10),
+        );
+        let late = connect(server.port, None);
+        let late_reader = thread::spawn(move || read_all(late));
+        thread::sleep(Duration::from_millis(300));
+        for piece in tail.chunks(1 << 20) {
+            stdin.write_all(piece).unwrap();
+            thread::sleep(Duration::from_millis(20));
+        }
+        // Before the end of the input: once its readers have it all, the
+        // tool ends.
+        thread::sleep(Duration::from_millis(200));
+        let grown_mib = status_kb(pid, "VmHWM").saturating_sub(base) >> 10;
+        drop(stdin);
+        let got = reader.join().unwrap();
+        let section = ng_section();
+        let custom = ng_block(0x0000_0bad, &[0x5a; 60 << 10]);
+        let kept = (512 * 1024 - section.len()) / custom.len();
+        let late_want = [section, custom.repeat(kept), ng_interface(), tail.clone()].concat();
+        let late_got = late_reader.join().unwrap();
+        assert!(
+            late_got == late_want,
+            "the late client got {} bytes, not {}",
+            late_got.len(),
+            late_want.len()
+        );
+        assert!(
+            got == input,
+            "the reader got {} of {} bytes\n{}",
+            got.len(),
+            input.len(),
+            server.log()
+        );
+        let log = server.log();
+        println!("RSS grew by {grown_mib} MiB (from {base} kB)");
+        // Three queues of 8 MiB and the header kept (old: the stuck
+        // client's queue took all 48 MiB, and the header 8 MiB more).
+        assert!(grown_mib <= 32, "RSS grew by {grown_mib} MiB\n{log}");
+        let addr = stuck.local_addr().unwrap().to_string();
+        assert!(
+            log.contains(&format!("client {addr}: too slow: its buffer (--client-buffer 8388608 bytes) is full, and a block of the stream that is no packet")),
+            "{log}"
+        );
+        drop(stuck);
+    })
+}
+
+#[test]
+fn max_clients_and_allow_refuse_clients_at_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let header = capture(0);
+        let mut server = Server::start(&["--max-clients", "2", "-"]);
+        let mut stdin = server.child.stdin.take().unwrap();
+        stdin.write_all(&header).unwrap();
+        stdin.flush().unwrap();
+        let served = |c: &TcpStream| read_for(c, header.len(), Duration::from_secs(10)) == header;
+        let first = connect(server.port, None);
+        let second = connect(server.port, None);
+        assert!(served(&first) && served(&second), "{}", server.log());
+        let third = connect(server.port, None);
+        assert!(
+            closed_without_a_byte(&third, Duration::from_secs(10)),
+            "{}",
+            server.log()
+        );
+        let addr = third.local_addr().unwrap();
+        server.wait_lines(
+            &format!(
+                "WARN client {addr}: refused: 2 clients are already connected (--max-clients)"
+            ),
+            1,
+            Duration::from_secs(5),
+        );
+        // A place freed is a place taken again.
+        let gone = first.local_addr().unwrap();
+        reset(first);
+        server.wait_lines(&format!("client {gone} left ("), 1, Duration::from_secs(5));
+        let fourth = connect(server.port, None);
+        assert!(served(&fourth), "{}", server.log());
+        drop((second, fourth, stdin));
+
+        // --allow: loopback is not in 192.0.2.0/24.
+        let mut elsewhere = Server::start(&["--allow", "192.0.2.0/24", "-"]);
+        let mut stdin = elsewhere.child.stdin.take().unwrap();
+        stdin.write_all(&header).unwrap();
+        stdin.flush().unwrap();
+        let refused = connect(elsewhere.port, None);
+        assert!(
+            closed_without_a_byte(&refused, Duration::from_secs(10)),
+            "{}",
+            elsewhere.log()
+        );
+        let addr = refused.local_addr().unwrap();
+        elsewhere.wait_lines(
+            &format!("WARN client {addr}: refused: its address is not in --allow"),
+            1,
+            Duration::from_secs(5),
+        );
+        let mut here = Server::start(&["--allow", "192.0.2.0/24", "--allow", "127.0.0.0/8", "-"]);
+        let mut stdin2 = here.child.stdin.take().unwrap();
+        stdin2.write_all(&header).unwrap();
+        stdin2.flush().unwrap();
+        assert!(served(&connect(here.port, None)), "{}", here.log());
+        drop((stdin, stdin2));
+    })
+}
+
+#[test]
+fn a_client_that_takes_nothing_is_closed_after_the_write_timeout() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let dir = scratch("write-timeout");
+        let file = dir.join("big.pcap");
+        std::fs::write(&file, capture(200_000)).unwrap();
+        let (server, _) = start_ports(&["--write-timeout", "2", file.to_str().unwrap()], 1);
+        let stuck = connect(server.port, Some(4096));
+        let since = Instant::now();
+        let addr = stuck.local_addr().unwrap();
+        let lines = server.wait_lines(
+            &format!("WARN client {addr}: it took no byte for 2 s (--write-timeout); closed it"),
+            1,
+            Duration::from_secs(20),
+        );
+        assert!(since.elapsed() >= Duration::from_secs(2), "{lines:?}");
+        server.signal(libc::SIGUSR1);
+        let mine = server.wait_lines(
+            &format!("counters: client={addr} "),
+            1,
+            Duration::from_secs(10),
+        );
+        assert_eq!(fields(&mine[0])["state"], "stalled", "{}", mine[0]);
+    })
+}
+
+#[test]
+fn tls_handshake_has_an_absolute_deadline() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let dir = scratch("tls-drip");
+        let Some((_, cert, key)) = server_cert(&dir, "drip") else {
+            println!("skipped: openssl is not installed");
+            return;
+        };
+        let file = dir.join("small.pcap");
+        std::fs::write(&file, capture(5)).unwrap();
+        let (server, _) = start_ports(
+            &[
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+                file.to_str().unwrap(),
+            ],
+            1,
+        );
+        // A ClientHello's start, one byte every 200 ms: each byte is
+        // progress, none completes the handshake.
+        let mut drip = connect(server.port, None);
+        drip.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let since = Instant::now();
+        let hello = [
+            0x16, 0x03, 0x01, 0x10, 0x00, 0x01, 0x00, 0x0f, 0xfc, 0x03, 0x03,
+        ];
+        let mut sink = [0u8; 4096];
+        let mut sent = 0;
+        let closed_after = loop {
+            let elapsed = since.elapsed();
+            assert!(
+                elapsed < Duration::from_secs(16),
+                "the dripping client is still connected after {elapsed:?}\n{}",
+                server.log()
+            );
+            let byte = [*hello.get(sent).unwrap_or(&0)];
+            if drip.write_all(&byte).is_err() {
+                break elapsed;
+            }
+            sent += 1;
+            match drip.read(&mut sink) {
+                Ok(0) => break elapsed,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break elapsed,
+            }
+        };
+        assert!(
+            closed_after >= Duration::from_secs(9) && closed_after < Duration::from_secs(13),
+            "closed after {closed_after:?} (the deadline is 10 s)\n{}",
+            server.log()
+        );
+        let addr = drip.local_addr().unwrap();
+        server.wait_lines(
+            &format!("{addr}: no TLS handshake from the client within 10 s"),
+            1,
+            Duration::from_secs(5),
+        );
+    })
+}
+
+/// The most lines the tool may write since `since`: 50 about single
+/// clients and a summary per 10 s, and a few of its own.
+fn line_bound(since: Instant) -> usize {
+    let windows = since.elapsed().as_secs() as usize / 10 + 2;
+    10 + 51 * windows
+}
+
+#[test]
+fn out_of_file_descriptors_the_relay_goes_on_for_its_reader() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(120), || {
+        let input = capture(150_000);
+        // 64 descriptors: about 28 clients (two each) before accept or its
+        // clone fails.
+        let since = Instant::now();
+        let mut server = Server::launch(
+            Some(64),
+            &["--client-buffer", "8M", "--max-buffer", "64M", "-"],
+            Stdio::piped(),
+        );
+        let pid = server.child.id();
+        let good = connect(server.port, None);
+        let reader = thread::spawn(move || read_all(good));
+        let mut stdin = server.child.stdin.take().unwrap();
+        stdin.write_all(&input[..24]).unwrap();
+        stdin.flush().unwrap();
+        thread::sleep(Duration::from_millis(200));
+        // 300 clients that read nothing: the descriptors run out.
+        let idle: Vec<TcpStream> = (0..300).map(|_| connect(server.port, Some(4096))).collect();
+        thread::sleep(Duration::from_secs(1));
+        for piece in input[24..].chunks(1 << 20) {
+            stdin.write_all(piece).unwrap();
+            thread::sleep(Duration::from_millis(20));
+        }
+        drop(stdin);
+        let got = reader.join().unwrap();
+        let log = server.log();
+        assert!(
+            got == input,
+            "the reader got {} of {} bytes\n{log}",
+            got.len(),
+            input.len()
+        );
+        assert!(
+            server.child.try_wait().unwrap().is_none() || server.wait_success(Duration::ZERO),
+            "{log}"
+        );
+        assert!(fds_of(pid) <= 64);
+        // Bounded lines: at most 50 about single clients per 10 s, a
+        // summary, and accept errors at most every 10 s.
+        let lines = log.lines().filter(|l| !l.contains(" counters: ")).count();
+        println!("{lines} lines; {} file descriptors", fds_of(pid));
+        assert!(lines <= line_bound(since), "{lines} lines:\n{log}");
+        assert!(
+            log.lines().filter(|l| l.contains("accepting on")).count() <= 2,
+            "{log}"
+        );
+        drop(idle);
+    })
+}
+
+#[test]
+fn soak_a_mixed_attack_harms_only_the_attackers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(90), || {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        const MAX_CLIENTS: usize = 32;
+        let input = capture(400_000);
+        let mut server = Server::start(&[
+            "--max-clients",
+            &MAX_CLIENTS.to_string(),
+            "--client-buffer",
+            "8M",
+            "--max-buffer",
+            "32M",
+            "--write-timeout",
+            "3",
+            "-",
+        ]);
+        let (pid, port) = (server.child.id(), server.port);
+        let good = connect(port, None);
+        let reader = thread::spawn(move || read_all(good));
+        thread::sleep(Duration::from_millis(200));
+        let base = status_kb(pid, "VmRSS");
+        let stop = Arc::new(AtomicBool::new(false));
+        let since = Instant::now();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut attackers = Vec::new();
+        // Ten clients that never read, for the whole run.
+        let stuck: Vec<TcpStream> = (0..10).map(|_| connect(port, Some(4096))).collect();
+        // A storm: 50 connections a second, each held 0.5 s without a byte
+        // read.
+        {
+            let stop = stop.clone();
+            attackers.push(thread::spawn(move || {
+                let mut held = std::collections::VecDeque::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                        held.push_back((Instant::now(), c));
+                    }
+                    while held
+                        .front()
+                        .is_some_and(|(t, _)| t.elapsed() > Duration::from_millis(500))
+                    {
+                        held.pop_front();
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }));
+        }
+        // Churn: connect and close, as fast as it goes.
+        {
+            let stop = stop.clone();
+            attackers.push(thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 20_000 {
+                    drop(TcpStream::connect_timeout(&addr, Duration::from_secs(2)));
+                    n += 1;
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }));
+        }
+        // What the broker holds, sampled while it is under attack.
+        let peaks = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let (mut threads, mut fds) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    threads = threads.max(threads_of(pid));
+                    fds = fds.max(fds_of(pid));
+                    thread::sleep(Duration::from_millis(50));
+                }
+                (threads, fds)
+            })
+        };
+        let mut stdin = server.child.stdin.take().unwrap();
+        for piece in input.chunks(1 << 20) {
+            stdin.write_all(piece).unwrap();
+            thread::sleep(Duration::from_millis(150));
+        }
+        drop(stdin);
+        let got = reader.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for a in attackers {
+            a.join().unwrap();
+        }
+        let (threads, fds) = peaks.join().unwrap();
+        let grown_mib = status_kb(pid, "VmHWM").saturating_sub(base) >> 10;
+        let log = server.log();
+        assert!(
+            got == input,
+            "the reader got {} of {} bytes\n{log}",
+            got.len(),
+            input.len()
+        );
+        let lines = log.lines().filter(|l| !l.contains(" counters: ")).count();
+        println!(
+            "peaks under attack: {threads} threads, {fds} fds, RSS +{grown_mib} MiB; {lines} lines"
+        );
+        // The README's bounds: a thread and two descriptors per client,
+        // and a few of the tool's own.
+        assert!(threads <= MAX_CLIENTS + 8, "{threads} threads");
+        assert!(fds <= 2 * MAX_CLIENTS + 16, "{fds} file descriptors");
+        assert!(grown_mib <= 2 * 32 + 16, "RSS grew by {grown_mib} MiB");
+        assert!(lines <= line_bound(since), "{lines} lines");
+        drop(stuck);
+    })
+}
+
+#[test]
+fn a_thread_that_cannot_be_started_refuses_one_client_and_serving_goes_on() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(120), || {
+        let dir = scratch("spawn-failure");
+        let input = capture(150_000);
+        let file = dir.join("big.pcap");
+        std::fs::write(&file, &input).unwrap();
+        let (server, _) = start_ports(&[file.to_str().unwrap()], 1);
+        let pid = server.child.id();
+        thread::sleep(Duration::from_millis(200));
+        // Room for a few more thread stacks (2 MiB each), not for 60.
+        let limit = (status_kb(pid, "VmSize") + 24 * 1024) * 1024;
+        let rlimit = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        assert_eq!(
+            unsafe { libc::prlimit(pid as i32, libc::RLIMIT_AS, &rlimit, std::ptr::null_mut()) },
+            0
+        );
+        // Clients that read nothing hold their threads.
+        let stuck: Vec<TcpStream> = (0..60).map(|_| connect(server.port, Some(4096))).collect();
+        server.wait_lines(
+            "refused: cannot start a thread for it",
+            1,
+            Duration::from_secs(10),
+        );
+        for c in stuck {
+            reset(c);
+        }
+        // Their threads end; the next client is served.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while threads_of(pid) > 6 {
+            assert!(Instant::now() < deadline, "{} threads", threads_of(pid));
+            thread::sleep(Duration::from_millis(50));
+        }
+        let got = read_all(connect(server.port, None));
+        assert!(
+            got == input,
+            "{} of {} bytes\n{}",
+            got.len(),
+            input.len(),
+            server.log()
+        );
+    })
+}
+
+#[test]
+fn soak_over_tls_drippers_and_storms_harm_only_themselves() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(90), || {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        const MAX_CLIENTS: usize = 16;
+        let dir = scratch("tls-soak");
+        let Some((ca, cert, key)) = server_cert(&dir, "soak") else {
+            println!("skipped: openssl is not installed");
+            return;
+        };
+        let input = capture(200_000);
+        let file = dir.join("input.pcap");
+        std::fs::write(&file, &input).unwrap();
+        let mut server = Server::start(&[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--max-clients",
+            &MAX_CLIENTS.to_string(),
+            "--client-buffer",
+            "8M",
+            "--max-buffer",
+            "32M",
+            "--write-timeout",
+            "3",
+            "-",
+        ]);
+        let (pid, port) = (server.child.id(), server.port);
+        let mut stdin = server.child.stdin.take().unwrap();
+        stdin.write_all(&input[..24]).unwrap();
+        stdin.flush().unwrap();
+        // The good reader: the plugin's own core over TLS.
+        let reader = thread::spawn(move || {
+            let config = pcapovertcp::Config {
+                reconnect: false,
+                tls: pcapovertcp::tls::TlsOptions {
+                    ca_file: Some(ca),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let mut source =
+                pcapovertcp::Source::open(&format!("tls://127.0.0.1:{port}"), config).unwrap();
+            common::drain(&mut source)
+        });
+        server.wait_lines(" connected", 1, Duration::from_secs(20));
+        let base = status_kb(pid, "VmRSS");
+        let stop = Arc::new(AtomicBool::new(false));
+        let since = Instant::now();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut attackers = Vec::new();
+        // 40 connections dripping a ClientHello, a byte each per 200 ms;
+        // one closed is replaced.
+        {
+            let stop = stop.clone();
+            attackers.push(thread::spawn(move || {
+                let mut drips: Vec<TcpStream> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    drips.retain(|mut d| d.write_all(&[0x16]).is_ok());
+                    while drips.len() < 40 {
+                        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                            Ok(d) => drips.push(d),
+                            Err(_) => break,
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(200));
+                }
+            }));
+        }
+        // A storm of connections held 0.5 s without a byte, and churn.
+        {
+            let stop = stop.clone();
+            attackers.push(thread::spawn(move || {
+                let mut held = std::collections::VecDeque::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                        held.push_back((Instant::now(), c));
+                    }
+                    drop(TcpStream::connect_timeout(&addr, Duration::from_secs(2)));
+                    while held
+                        .front()
+                        .is_some_and(|(t, _)| t.elapsed() > Duration::from_millis(500))
+                    {
+                        held.pop_front();
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }));
+        }
+        let peaks = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let (mut threads, mut fds) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    threads = threads.max(threads_of(pid));
+                    fds = fds.max(fds_of(pid));
+                    thread::sleep(Duration::from_millis(50));
+                }
+                (threads, fds)
+            })
+        };
+        // About 12 s: the drippers' handshakes time out at least once.
+        for piece in input[24..].chunks(1 << 20) {
+            stdin.write_all(piece).unwrap();
+            thread::sleep(Duration::from_millis(450));
+        }
+        let grown_mib = status_kb(pid, "VmHWM").saturating_sub(base) >> 10;
+        drop(stdin);
+        let got = reader.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for a in attackers {
+            a.join().unwrap();
+        }
+        let (threads, fds) = peaks.join().unwrap();
+        let log = server.log();
+        let lines = log.lines().filter(|l| !l.contains(" counters: ")).count();
+        println!("peaks under attack over TLS: {threads} threads, {fds} fds, RSS +{grown_mib} MiB; {lines} lines");
+        let want = common::reference_packets(&file);
+        assert!(
+            got == want,
+            "the reader got {} of {} packets\n{log}",
+            got.len(),
+            want.len()
+        );
+        // A thread and two descriptors per client and per handshake under
+        // way (as many as --max-clients each), and the tool's own.
+        assert!(threads <= 2 * MAX_CLIENTS + 8, "{threads} threads");
+        assert!(fds <= 4 * MAX_CLIENTS + 16, "{fds} file descriptors");
+        assert!(grown_mib <= 2 * 32 + 16, "RSS grew by {grown_mib} MiB");
+        assert!(lines <= line_bound(since), "{lines} lines");
+        assert!(
+            log.contains("no TLS handshake from the client within 10 s")
+                || log.contains("were not shown"),
+            "{log}"
+        );
     })
 }

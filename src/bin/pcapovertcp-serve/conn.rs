@@ -173,8 +173,10 @@ fn setup_error(e: &SetupError) -> String {
         .replace(" for tls://", "")
 }
 
-/// Completes a TLS handshake, bounded by HANDSHAKE_TIMEOUT. On failure the
-/// peer gets our alert before the socket closes; the error is one line.
+/// Completes a TLS handshake within HANDSHAKE_TIMEOUT of its start, an
+/// absolute deadline: a peer that drips its bytes gets no more time than
+/// one that sends none (each read waits only for what is left). On failure
+/// the peer gets our alert before the socket closes; the error is one line.
 fn handshake<S: rustls::SideData>(
     conn: &mut rustls::ConnectionCommon<S>,
     tcp: &mut TcpStream,
@@ -186,10 +188,16 @@ fn handshake<S: rustls::SideData>(
             .and_then(|()| tcp.set_write_timeout(t))
             .map_err(|e| e.to_string())
     };
-    timeouts(tcp, Some(HANDSHAKE_TIMEOUT))?;
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut result = Ok(());
-    while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(tcp) {
+    while conn.is_handshaking() || conn.wants_write() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            result = Err(io::ErrorKind::TimedOut.into());
+            break;
+        }
+        timeouts(tcp, Some(left))?;
+        if let Err(e) = handshake_step(conn, tcp) {
             result = Err(e);
             break;
         }
@@ -210,6 +218,28 @@ fn handshake<S: rustls::SideData>(
             })
         }
     }
+}
+
+/// One step of a handshake: what is to be sent, else one read (which
+/// waits at most the socket's read timeout) and its processing. A TLS
+/// error is sent to the peer as an alert.
+fn handshake_step<S: rustls::SideData>(
+    conn: &mut rustls::ConnectionCommon<S>,
+    tcp: &mut TcpStream,
+) -> io::Result<()> {
+    if conn.wants_write() {
+        conn.write_tls(tcp)?;
+        return Ok(());
+    }
+    if conn.read_tls(tcp)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    if let Err(e) = conn.process_new_packets() {
+        // The alert, best effort.
+        while conn.wants_write() && conn.write_tls(tcp).is_ok() {}
+        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    }
+    Ok(())
 }
 
 /// What to check when the peer refused us over TLS, or we it.

@@ -6,8 +6,14 @@
 //! The hub never waits for a client. When a client's queue is full
 //! (--client-buffer), whole packets are dropped for that client and counted
 //! (--slow-client=drop), or the client is closed (--slow-client=disconnect).
-//! Blocks that are no packets (the pcapng interfaces) are always queued, so
-//! every client's stream stays valid.
+//! All queues together are bounded too ([`Budget`], --max-buffer, shared by
+//! the hubs of all shards): when they are full, the client with the largest
+//! queue gives way (its oldest queued packets are dropped, or it is
+//! closed). Blocks that are no packets (pcapng interfaces, statistics,
+//! custom blocks) count against both bounds as packets do, but are never
+//! dropped alone, so that every client's stream stays valid: when one fits
+//! nowhere even after the client's own queued packets are dropped, the
+//! client is closed.
 //!
 //! The bytes are shared, not copied: what one read of the input brought is
 //! one buffer ([`Bytes`]) that every client's queue refers to.
@@ -17,13 +23,16 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::{Shutdown, TcpStream};
 use std::ops::Range;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use socket2::SockRef;
 
+use crate::client_log;
 use crate::conn::Conn;
+use crate::header::{Header, Overflow, MAX_HEADER, MAX_OTHER};
 use crate::stats::{ClientStats, Registry, State};
 
 /// A writer takes at most this much of its queue at once (then releases it
@@ -53,6 +62,101 @@ pub enum SlowPolicy {
 struct Segment {
     data: Bytes,
     packets: u64,
+    /// Every unit is a packet: the segment may be dropped whole.
+    only_packets: bool,
+}
+
+/// The bound on all client queues together (--max-buffer), shared by the
+/// hubs of every shard, and every client, to find the largest queue.
+pub struct Budget {
+    max: usize,
+    total: AtomicUsize,
+    members: Mutex<Vec<Weak<Client>>>,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            max,
+            total: AtomicUsize::new(0),
+            members: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn room(&self) -> usize {
+        self.max.saturating_sub(self.total.load(Relaxed))
+    }
+
+    fn members(&self) -> MutexGuard<'_, Vec<Weak<Client>>> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes room for `need` more bytes for `me` (whose queue the caller
+    /// holds locked): the other clients, largest queue first, give way
+    /// (their oldest queued packets are dropped, or with disconnect they
+    /// are closed) until there is room or `me` has the largest queue left.
+    /// Only the relay's thread calls it: it is the one thread that locks
+    /// two queues at once.
+    fn make_room(
+        &self,
+        need: usize,
+        me: &Client,
+        policy: SlowPolicy,
+        events: &mut Vec<(log::Level, String)>,
+    ) {
+        let mut others: Vec<(u64, Arc<Client>)> = {
+            let mut members = self.members();
+            members.retain(|w| w.strong_count() > 0);
+            members
+                .iter()
+                .filter_map(Weak::upgrade)
+                .map(|c| (c.stats.queued.load(Relaxed), c))
+                .collect()
+        };
+        others.sort_by_key(|o| std::cmp::Reverse(o.0));
+        let mine = me.stats.queued.load(Relaxed);
+        for (queued, victim) in others {
+            if self.room() >= need || queued <= mine {
+                return;
+            }
+            if std::ptr::eq(Arc::as_ptr(&victim), me) {
+                continue;
+            }
+            let mut q = victim.lock();
+            if q.closing.is_some_and(|c| c != Closing::NewStream) {
+                continue;
+            }
+            let why = format!(
+                "all clients' queues together (--max-buffer {} bytes) are full and its queue is the largest",
+                self.max
+            );
+            if policy == SlowPolicy::Disconnect {
+                victim.stats.finish(State::Slow);
+                victim.close(&mut q, Closing::Slow);
+                events.push((
+                    log::Level::Warn,
+                    format!(
+                        "{}: too slow: {why}; closing it (--slow-client=disconnect); {}",
+                        victim.name,
+                        victim.stats.summary()
+                    ),
+                ));
+                continue;
+            }
+            let short = need.saturating_sub(self.room());
+            // Reported once per episode (and at most every 10 s).
+            let new_episode = !q.dropping;
+            if q.shed(short, &victim.stats) > 0 && new_episode && q.report_due() {
+                events.push((
+                    log::Level::Warn,
+                    format!(
+                        "{}: too slow: {why}; dropping its oldest queued packets",
+                        victim.name
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// Why a client's queue is closed.
@@ -73,8 +177,10 @@ enum Closing {
 
 struct Queue {
     segments: VecDeque<Segment>,
-    /// Queued bytes, with those of the batch its writer is writing.
+    /// Queued bytes, with those of the batch its writer is writing; counted
+    /// in the budget's total too.
     bytes: usize,
+    budget: Arc<Budget>,
     closing: Option<Closing>,
     /// Whether packets were dropped since the client last kept up.
     dropping: bool,
@@ -85,9 +191,24 @@ struct Queue {
 }
 
 impl Queue {
-    fn push(&mut self, data: Bytes, packets: u64) {
-        self.bytes += data.len();
-        self.segments.push_back(Segment { data, packets });
+    fn push(&mut self, data: Bytes, packets: u64, only_packets: bool) {
+        self.grow(data.len());
+        self.segments.push_back(Segment {
+            data,
+            packets,
+            only_packets,
+        });
+    }
+
+    fn grow(&mut self, n: usize) {
+        self.bytes += n;
+        self.budget.total.fetch_add(n, Relaxed);
+    }
+
+    fn shrink(&mut self, n: usize) {
+        let n = n.min(self.bytes);
+        self.bytes -= n;
+        self.budget.total.fetch_sub(n, Relaxed);
     }
 
     /// Empties the queue (the client is closed): what it held is dropped.
@@ -98,8 +219,80 @@ impl Queue {
             bytes += s.data.len() as u64;
         }
         stats.dropped(packets, bytes);
-        self.bytes = 0;
+        self.shrink(self.bytes);
         stats.set_queued(0);
+    }
+
+    /// Drops queued segments that are packets only, oldest first, until
+    /// `want` bytes are freed (or none is left); counted as dropped.
+    /// Returns the bytes freed.
+    fn shed(&mut self, want: usize, stats: &ClientStats) -> usize {
+        let (mut freed, mut packets, mut i) = (0, 0, 0);
+        while freed < want && i < self.segments.len() {
+            if self.segments[i].only_packets {
+                let s = self.segments.remove(i).expect("an index within the queue");
+                freed += s.data.len();
+                packets += s.packets;
+            } else {
+                i += 1;
+            }
+        }
+        if freed > 0 {
+            stats.dropped(packets, freed as u64);
+            self.shrink(freed);
+            stats.set_queued(self.bytes);
+            if !self.dropping {
+                // A new episode, not reported until report_due says so.
+                self.dropping = true;
+                self.reported = false;
+            }
+        }
+        freed
+    }
+
+    /// Whether a dropping episode is to be reported now (at most every
+    /// DROP_REPORT_EVERY per client).
+    fn report_due(&mut self) -> bool {
+        let now = Instant::now();
+        let due = self
+            .last_report
+            .is_none_or(|t| now.duration_since(t) >= DROP_REPORT_EVERY);
+        if due {
+            self.last_report = Some(now);
+            self.reported = true;
+        }
+        due
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.budget.total.fetch_sub(self.bytes, Relaxed);
+    }
+}
+
+/// Queues `units` of `chunk` as runs of packets and runs of other blocks.
+/// A run under half the chunk is copied: a small block kept after the
+/// packets beside it were dropped must not keep the whole read alive (so a
+/// segment pins at most twice what it counts).
+fn push_by_kind(q: &mut Queue, chunk: &Bytes, units: &[(Range<usize>, bool)]) {
+    let mut i = 0;
+    while i < units.len() {
+        let kind = units[i].1;
+        let start = units[i].0.start;
+        let mut j = i;
+        while j < units.len() && units[j].1 == kind {
+            j += 1;
+        }
+        let end = units[j - 1].0.end;
+        let packets = if kind { (j - i) as u64 } else { 0 };
+        let data = if (end - start) * 2 < chunk.len() {
+            Bytes::copy_from_slice(&chunk[start..end])
+        } else {
+            chunk.slice(start..end)
+        };
+        q.push(data, packets, kind);
+        i = j;
     }
 }
 
@@ -145,7 +338,8 @@ impl Client {
 
     /// Queues what fits of one read's units (`chunk`, cut at `units`, of
     /// which `packets` are packets). Returns false when the client was
-    /// closed as too slow; adds what to report to `events`.
+    /// closed (too slow, or a block that is no packet fits nowhere); adds
+    /// what to report to `events`.
     fn offer(
         &self,
         chunk: &Bytes,
@@ -158,8 +352,19 @@ impl Client {
         if q.closing.is_some() {
             return false;
         }
-        if q.bytes + chunk.len() <= hub.limit {
-            q.push(chunk.clone(), packets);
+        let budget = &q.budget.clone();
+        let own_full = q.bytes + chunk.len() > hub.limit;
+        if !own_full && budget.room() < chunk.len() {
+            budget.make_room(chunk.len(), self, hub.policy, events);
+        }
+        if !own_full && budget.room() >= chunk.len() {
+            if packets == units.len() as u64 {
+                q.push(chunk.clone(), packets, true);
+            } else {
+                // Packets apart from the other blocks, so that they can be
+                // dropped later without the blocks (slices: no copy).
+                push_by_kind(&mut q, chunk, units);
+            }
             if q.dropping {
                 q.dropping = false;
                 if q.reported {
@@ -168,15 +373,33 @@ impl Client {
                         format!(
                             "{}: caught up; {} packets dropped for it so far",
                             self.name,
-                            self.stats
-                                .dropped
-                                .load(std::sync::atomic::Ordering::Relaxed)
+                            self.stats.dropped.load(Relaxed)
                         ),
                     ));
                 }
             }
         } else {
-            let (dropped, dropped_bytes) = self.offer_some(&mut q, chunk, units, hub.limit);
+            let bound = if own_full {
+                format!("its buffer (--client-buffer {} bytes) is full", hub.limit)
+            } else {
+                format!(
+                    "all clients' queues together (--max-buffer {} bytes) are full and its queue is the largest",
+                    budget.max
+                )
+            };
+            let Some((dropped, dropped_bytes)) = self.offer_some(&mut q, chunk, units, hub) else {
+                self.stats.finish(State::Slow);
+                self.close(&mut q, Closing::Slow);
+                events.push((
+                    log::Level::Warn,
+                    format!(
+                        "{}: too slow: {bound}, and a block of the stream that is no packet (it cannot be dropped) does not fit even without its queued packets; closing it; {}",
+                        self.name,
+                        self.stats.summary()
+                    ),
+                ));
+                return false;
+            };
             if dropped > 0 {
                 self.stats.dropped(dropped, dropped_bytes);
                 if hub.policy == SlowPolicy::Disconnect {
@@ -185,9 +408,8 @@ impl Client {
                     events.push((
                         log::Level::Warn,
                         format!(
-                            "{}: too slow: its buffer (--client-buffer {} bytes) is full; closing it (--slow-client=disconnect); {}",
+                            "{}: too slow: {bound}; closing it (--slow-client=disconnect); {}",
                             self.name,
-                            hub.limit,
                             self.stats.summary()
                         ),
                     ));
@@ -195,17 +417,13 @@ impl Client {
                 }
                 if !q.dropping {
                     q.dropping = true;
-                    let now = Instant::now();
-                    q.reported = q
-                        .last_report
-                        .is_none_or(|t| now.duration_since(t) >= DROP_REPORT_EVERY);
-                    if q.reported {
-                        q.last_report = Some(now);
+                    q.reported = false;
+                    if q.report_due() {
                         events.push((
                             log::Level::Warn,
                             format!(
-                                "{}: too slow: its buffer (--client-buffer {} bytes) is full; dropping packets for it until it catches up",
-                                self.name, hub.limit
+                                "{}: too slow: {bound}; dropping packets for it until it catches up",
+                                self.name
                             ),
                         ));
                     }
@@ -219,33 +437,61 @@ impl Client {
 
     /// The queue cannot take the whole read: whole packets, in order, as
     /// long as they fit; the rest of the packets are not queued. Units that
-    /// are no packets are always queued. Returns the packets (and their
-    /// bytes) not queued.
+    /// are no packets are queued, if need be after dropping the client's
+    /// own queued packets; None when one fits even so in neither its own
+    /// bound nor the budget (the client must be closed). Returns the
+    /// packets (and their bytes) not queued.
     fn offer_some(
         &self,
         q: &mut Queue,
         chunk: &Bytes,
         units: &[(Range<usize>, bool)],
-        limit: usize,
-    ) -> (u64, u64) {
+        hub: &Hub,
+    ) -> Option<(u64, u64)> {
         // A piece that is a small part of the read is copied, so that it
         // does not keep the whole read's buffer alive.
-        let push = |q: &mut Queue, run: Range<usize>, packets: u64| {
+        let push = |q: &mut Queue, run: Range<usize>, packets: u64, only_packets: bool| {
             let data = if run.len() * 2 < chunk.len() {
                 Bytes::copy_from_slice(&chunk[run])
             } else {
                 chunk.slice(run)
             };
-            q.push(data, packets);
+            q.push(data, packets, only_packets);
         };
+        // Whether `extra` more bytes fit, beside the run not yet queued.
+        let fits = |q: &Queue, pending: usize, extra: usize| {
+            q.bytes + pending + extra <= hub.limit && q.budget.room() >= pending + extra
+        };
+        // The units to queue next: all packets, or all other blocks (kept
+        // apart, so that packets can be dropped later without the blocks).
         let mut run: Option<Range<usize>> = None;
-        let mut run_packets = 0;
+        let (mut run_packets, mut run_kind) = (0, true);
         let mut full = false;
         let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
         for (range, is_packet) in units {
             let pending = run.as_ref().map_or(0, |r| r.len());
-            let keep = !is_packet || (!full && q.bytes + pending + range.len() <= limit);
+            let keep = if *is_packet {
+                !full && fits(q, pending, range.len())
+            } else {
+                if !fits(q, pending, range.len()) {
+                    let short = (q.bytes + pending + range.len())
+                        .saturating_sub(hub.limit)
+                        .max((pending + range.len()).saturating_sub(q.budget.room()));
+                    q.shed(short, &self.stats);
+                    if !fits(q, pending, range.len()) {
+                        return None;
+                    }
+                }
+                true
+            };
             if keep {
+                if run_kind != *is_packet {
+                    if let Some(r) = run.take() {
+                        push(q, r, run_packets, run_kind);
+                        run_packets = 0;
+                    }
+                }
+                run_kind = *is_packet;
                 run = Some(run.map_or(range.clone(), |r| r.start..range.end));
                 run_packets += u64::from(*is_packet);
             } else {
@@ -253,15 +499,15 @@ impl Client {
                 dropped += 1;
                 dropped_bytes += range.len() as u64;
                 if let Some(r) = run.take() {
-                    push(q, r, run_packets);
+                    push(q, r, run_packets, run_kind);
                     run_packets = 0;
                 }
             }
         }
         if let Some(r) = run {
-            push(q, r, run_packets);
+            push(q, r, run_packets, run_kind);
         }
-        (dropped, dropped_bytes)
+        Some((dropped, dropped_bytes))
     }
 
     /// Whether the client has left: its connection was reset. Clients
@@ -365,52 +611,10 @@ impl Client {
                 return self.lost(e);
             }
             let mut q = self.lock();
-            q.bytes = q.bytes.saturating_sub(bytes);
+            q.shrink(bytes);
             self.stats.set_queued(q.bytes);
             drop(q);
             self.stats.sent(packets, bytes as u64);
-        }
-    }
-}
-
-/// The header blocks a client that joins later gets first: the pcap file
-/// header, or pcapng's section header and interfaces.
-#[derive(Default)]
-struct Header {
-    units: Vec<Bytes>,
-    /// A packet came: later blocks are no longer header, but for pcapng's
-    /// interface descriptions (packets may refer to them) and a new
-    /// section (which starts a new header).
-    done: bool,
-    pcapng: bool,
-    big_endian: bool,
-}
-
-impl Header {
-    fn observe(&mut self, unit: &[u8], is_packet: bool) {
-        if is_packet {
-            self.done = true;
-            return;
-        }
-        if unit.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
-            self.pcapng = true;
-            self.big_endian = unit.get(8..12) == Some(&[0x1a, 0x2b, 0x3c, 0x4d][..]);
-            if self.done {
-                self.units.clear();
-                self.done = false;
-            }
-        }
-        let is_interface = || {
-            let t = [unit[0], unit[1], unit[2], unit[3]];
-            let t = if self.big_endian {
-                u32::from_be_bytes(t)
-            } else {
-                u32::from_le_bytes(t)
-            };
-            t == 1
-        };
-        if !self.done || (self.pcapng && unit.len() >= 4 && is_interface()) {
-            self.units.push(Bytes::copy_from_slice(unit));
         }
     }
 }
@@ -431,10 +635,27 @@ pub struct Hub {
     limit: usize,
     policy: SlowPolicy,
     registry: Arc<Registry>,
+    /// All clients' queues together, over every hub (--max-buffer).
+    budget: Arc<Budget>,
+}
+
+/// Why a client cannot join.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The input has ended.
+    Ended,
+    /// The input's header blocks exceed MAX_HEADER with an interface
+    /// among those not kept: the client cannot be given a valid stream.
+    Incomplete,
 }
 
 impl Hub {
-    pub fn new(limit: usize, policy: SlowPolicy, registry: Arc<Registry>) -> Hub {
+    pub fn new(
+        limit: usize,
+        policy: SlowPolicy,
+        registry: Arc<Registry>,
+        budget: Arc<Budget>,
+    ) -> Hub {
         Hub {
             state: Mutex::new(HubState {
                 header: Header::default(),
@@ -445,6 +666,7 @@ impl Hub {
             limit,
             policy,
             registry,
+            budget,
         }
     }
 
@@ -453,27 +675,32 @@ impl Hub {
     }
 
     /// Adds a client (`tcp`: a handle on its socket), its queue holding the
-    /// stream's header so far; None once the input has ended.
+    /// stream's header so far (the header's bytes are shared, and at most
+    /// MAX_HEADER: they are queued without asking the budget).
     pub fn join(
         &self,
         name: String,
         tcp: TcpStream,
         stats: Arc<ClientStats>,
-    ) -> Option<Arc<Client>> {
+    ) -> Result<Arc<Client>, Refusal> {
         let mut s = self.lock();
         if s.ended {
-            return None;
+            return Err(Refusal::Ended);
+        }
+        if s.header.incomplete {
+            return Err(Refusal::Incomplete);
         }
         let mut queue = Queue {
             segments: VecDeque::new(),
             bytes: 0,
+            budget: self.budget.clone(),
             closing: None,
             dropping: false,
             reported: false,
             last_report: None,
         };
         for unit in &s.header.units {
-            queue.push(unit.clone(), 0);
+            queue.push(unit.clone(), 0, false);
         }
         stats.set_queued(queue.bytes);
         log::debug!(
@@ -488,14 +715,19 @@ impl Hub {
             tcp,
         });
         s.clients.push(client.clone());
+        self.budget.members().push(Arc::downgrade(&client));
         self.changed.notify_all();
-        Some(client)
+        Ok(client)
     }
 
     /// Removes a client whose writer has ended.
     pub fn leave(&self, client: &Arc<Client>) {
         let mut s = self.lock();
         s.clients.retain(|c| !Arc::ptr_eq(c, client));
+        let me = Arc::downgrade(client);
+        self.budget
+            .members()
+            .retain(|w| w.strong_count() > 0 && !w.ptr_eq(&me));
         self.changed.notify_all();
     }
 
@@ -507,9 +739,10 @@ impl Hub {
         }
     }
 
-    /// Each client's queue bound (--client-buffer).
+    /// What one client's queue can hold at most: --client-buffer, or
+    /// --max-buffer when that is less.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.min(self.budget.max)
     }
 
     pub fn ended(&self) -> bool {
@@ -519,7 +752,6 @@ impl Hub {
     /// Hands one read's units to every client: `units` must cover `chunk`
     /// whole (a client's queue takes the chunk at once when it fits).
     pub fn broadcast(&self, chunk: &Bytes, units: &[(Range<usize>, bool)]) {
-        use std::sync::atomic::Ordering::Relaxed;
         let packets = units.iter().filter(|u| u.1).count() as u64;
         self.registry.input_packets.fetch_add(packets, Relaxed);
         self.registry
@@ -529,14 +761,24 @@ impl Hub {
         {
             let mut s = self.lock();
             for (range, is_packet) in units {
-                s.header.observe(&chunk[range.clone()], *is_packet);
+                match s.header.observe(&chunk[range.clone()], *is_packet) {
+                    None => {}
+                    Some(Overflow::Dropped) => events.push((
+                        log::Level::Warn,
+                        format!("the input's header blocks exceed {} KiB: blocks other than the section header and interfaces past that are not kept for the clients that join later", MAX_OTHER >> 10),
+                    )),
+                    Some(Overflow::Incomplete) => events.push((
+                        log::Level::Warn,
+                        format!("the input's header blocks exceed {} KiB with an interface block among those past it: clients that join from now on are refused until the input restarts (the connected ones keep their streams)", MAX_HEADER >> 10),
+                    )),
+                }
             }
             s.clients
                 .retain(|c| c.offer(chunk, units, packets, self, &mut events));
         }
         // Reported outside the lock: a slow stderr holds up no client.
         for (level, message) in events {
-            log::log!(level, "{message}");
+            client_log!(level, "{message}");
         }
     }
 
@@ -561,7 +803,8 @@ impl Hub {
                 q.closing = Some(Closing::NewStream);
                 // Bounds a writer blocked on a client that reads no more.
                 let _ = c.tcp.set_write_timeout(Some(DRAIN_STALL));
-                log::warn!(
+                client_log!(
+                    log::Level::Warn,
                     "{}: ending its stream: {why}; it gets the new stream when it reconnects",
                     c.name
                 );
@@ -593,7 +836,6 @@ impl Hub {
     /// After `end`: waits until every client has its stream; a client that
     /// takes nothing for DRAIN_STALL is closed.
     pub fn drain(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
         // Each client's bytes sent when last seen to move, and when.
         let mut seen: Vec<(Arc<Client>, u64, Instant)> = Vec::new();
         let mut s = self.lock();
@@ -611,7 +853,8 @@ impl Hub {
                             let queued = q.bytes;
                             c.stats.finish(State::Stalled);
                             c.close(&mut q, Closing::Stalled);
-                            log::warn!(
+                            client_log!(
+                                log::Level::Warn,
                                 "{}: took nothing for {} s after the end of the input; closing it with {queued} bytes unsent; {}",
                                 c.name,
                                 DRAIN_STALL.as_secs(),
@@ -674,7 +917,12 @@ mod tests {
     fn a_full_queue_drops_whole_packets_and_counts_them() {
         let registry = Arc::new(Registry::new(true));
         // Room for the header and three 116-byte records.
-        let hub = Hub::new(24 + 3 * 116, SlowPolicy::Drop, registry);
+        let hub = Hub::new(
+            24 + 3 * 116,
+            SlowPolicy::Drop,
+            registry,
+            Budget::new(1 << 20),
+        );
         let (c, _far) = client(&hub);
         let data = pcap(5, 100);
         let chunk = Bytes::from(data.clone());
@@ -691,7 +939,7 @@ mod tests {
     #[test]
     fn disconnect_closes_the_client_and_empties_its_queue() {
         let registry = Arc::new(Registry::new(true));
-        let hub = Hub::new(100, SlowPolicy::Disconnect, registry);
+        let hub = Hub::new(100, SlowPolicy::Disconnect, registry, Budget::new(1 << 20));
         let (c, _far) = client(&hub);
         let data = pcap(2, 100);
         hub.broadcast(&Bytes::from(data.clone()), &units(&data));
@@ -701,20 +949,41 @@ mod tests {
     }
 
     #[test]
-    fn a_late_client_gets_the_header_and_later_interfaces() {
-        // pcapng (little-endian): SHB, IDB, EPB-like packet unit, IDB.
-        let mut h = Header::default();
-        let shb = [0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a];
-        let idb = [1, 0, 0, 0, 20, 0, 0, 0];
-        let nrb = [4, 0, 0, 0, 12, 0, 0, 0];
-        h.observe(&shb, false);
-        h.observe(&idb, false);
-        h.observe(&[6, 0, 0, 0], true);
-        h.observe(&nrb, false);
-        h.observe(&idb, false);
-        assert_eq!(h.units.len(), 3);
-        // A new section starts a new header.
-        h.observe(&shb, false);
-        assert_eq!(h.units.len(), 1);
+    fn full_queues_together_make_the_largest_drop_its_oldest_packets() {
+        let registry = Arc::new(Registry::new(true));
+        let data = pcap(10, 100);
+        let chunk = Bytes::from(data.clone());
+        // Room for one whole read and a half, over both clients.
+        let budget = Budget::new(data.len() * 3 / 2);
+        let hub = Hub::new(1 << 20, SlowPolicy::Drop, registry, budget.clone());
+        let (stuck, _far) = client(&hub);
+        hub.broadcast(&chunk, &units(&data));
+        let (fresh, _far2) = client(&hub);
+        let more = pcap(10, 100)[24..].to_vec();
+        let more_units: Vec<_> = units(&pcap(10, 100))[1..]
+            .iter()
+            .map(|(r, p)| (r.start - 24..r.end - 24, *p))
+            .collect();
+        hub.broadcast(&Bytes::from(more.clone()), &more_units);
+        // The newcomer got the whole read; the stuck one gave way.
+        assert_eq!(fresh.lock().bytes, 24 + more.len());
+        assert_eq!(fresh.stats.dropped.load(Relaxed), 0);
+        assert!(stuck.stats.dropped.load(Relaxed) > 0);
+        assert!(budget.total.load(Relaxed) <= budget.max);
+        // Its header (no packet) is never dropped.
+        let q = stuck.lock();
+        assert!(q.segments.front().is_some_and(|s| s.data[..4] == data[..4]));
+    }
+
+    #[test]
+    fn a_block_that_fits_nowhere_closes_the_client() {
+        let registry = Arc::new(Registry::new(true));
+        let hub = Hub::new(300, SlowPolicy::Drop, registry, Budget::new(1 << 20));
+        let (c, _far) = client(&hub);
+        // A "unit" of 400 bytes that is no packet.
+        let chunk = Bytes::from(vec![0u8; 400]);
+        hub.broadcast(&chunk, &[(0..400, false)]);
+        assert_eq!(c.lock().closing, Some(Closing::Slow));
+        assert_eq!(c.lock().bytes, 0);
     }
 }

@@ -7,11 +7,17 @@
 //! syntax, e.g. `RUST_LOG=debug` or `RUST_LOG=pcapovertcp_serve=debug,rustls=trace`)
 //! sets the levels, and -v/-q (given last) move the tool's own level. The
 //! counter lines are always shown.
+//!
+//! Lines about one client (connected, left, refused, too slow, ...) are
+//! rate-limited together ([`client_line`]): at most CLIENT_LINES per
+//! CLIENT_WINDOW, then one summary line per window with how many were not
+//! shown, so that a storm of connections cannot flood the log.
 
+use std::fmt;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use log::LevelFilter;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -21,6 +27,79 @@ use crate::stats::{utc, Registry};
 
 /// The log target of the counter lines.
 const COUNTERS: &str = "counters";
+
+/// At most this many lines about single clients are shown...
+pub const CLIENT_LINES: u64 = 50;
+/// ...per this interval; the rest are counted in one summary line.
+pub const CLIENT_WINDOW: Duration = Duration::from_secs(10);
+
+/// The current window of client lines: when it started, the lines shown
+/// and the lines held back in it.
+struct Window {
+    start: Instant,
+    shown: u64,
+    held: u64,
+}
+
+static CLIENT_LOG: Mutex<Option<Window>> = Mutex::new(None);
+
+/// A line about one client, rate-limited (see the module's text).
+#[macro_export]
+macro_rules! client_log {
+    ($level:expr, $($arg:tt)+) => {
+        $crate::logging::client_line($level, format_args!($($arg)+))
+    };
+}
+
+/// Shows `args` at `level` unless CLIENT_LINES were shown in this window.
+pub fn client_line(level: log::Level, args: fmt::Arguments<'_>) {
+    if !log::log_enabled!(level) {
+        return;
+    }
+    let show = {
+        let mut w = CLIENT_LOG.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        roll(&mut w, now);
+        let w = w.get_or_insert(Window {
+            start: now,
+            shown: 0,
+            held: 0,
+        });
+        if w.shown < CLIENT_LINES {
+            w.shown += 1;
+            true
+        } else {
+            w.held += 1;
+            false
+        }
+    };
+    if show {
+        log::log!(level, "{args}");
+    }
+}
+
+/// Ends the window if it is over, with its summary line.
+fn roll(w: &mut Option<Window>, now: Instant) {
+    let Some(cur) = w else { return };
+    if now.duration_since(cur.start) < CLIENT_WINDOW {
+        return;
+    }
+    if cur.held > 0 {
+        log::warn!(
+            "{} more lines about single clients in the last {} s were not shown (at most {CLIENT_LINES} per {} s; SIGUSR1 prints every client's counters)",
+            cur.held,
+            now.duration_since(cur.start).as_secs(),
+            CLIENT_WINDOW.as_secs()
+        );
+    }
+    *w = None;
+}
+
+/// The summary line of a window that ended while no client line came.
+fn summarise() {
+    let mut w = CLIENT_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    roll(&mut w, Instant::now());
+}
 
 /// Sets up the logger. `verbosity`: the sum of -v (+1) and -q (-1), None
 /// when neither was given.
@@ -60,6 +139,14 @@ pub fn init(verbosity: Option<i32>) {
     });
     b.target(env_logger::Target::Stderr);
     b.init();
+    // The summary of held-back client lines comes even if no line follows.
+    // Not essential: without the thread, it comes with the next line.
+    let _ = thread::Builder::new()
+        .name("log-summary".into())
+        .spawn(|| loop {
+            thread::sleep(CLIENT_WINDOW / 4);
+            summarise();
+        });
 }
 
 /// SIGUSR1 prints the counters; SIGTERM and SIGINT print them and end the

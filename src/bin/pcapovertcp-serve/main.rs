@@ -16,14 +16,17 @@
 //! With --tls-cert/--tls-key (listening) or the --tls* options (with
 //! --connect) every connection is TLS ([`conn`]).
 //!
-//! Modules: [`conn`] (connections, TLS, dialling), [`file`] (serving a
+//! Modules: [`admit`] (--allow, --max-clients), [`conn`] (connections,
+//! TLS, dialling), [`file`] (serving a
 //! file), [`input`] (the live inputs: standard input, --exec, --upstream,
 //! and --shards), [`upstream`] (--upstream with one server, relayed as it
 //! is), [`merged`] (--upstream with several, merged), [`hub`] (the live relay), [`serve`] (the listening and dialling
 //! modes), [`stats`] (the counters), [`logging`] (messages and signals).
 
+mod admit;
 mod conn;
 mod file;
+mod header;
 mod hub;
 mod input;
 mod logging;
@@ -35,7 +38,9 @@ mod upstream;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use ipnet::IpNet;
 use pcapovertcp::endpoint::{Endpoint, Scheme, Spec};
 use pcapovertcp::share::ShareBy;
 use pcapovertcp::tls::TlsOptions;
@@ -153,6 +158,34 @@ options:
                       At the end of standard input every client gets what
                       is queued for it; one that takes nothing for 30 s is
                       closed.
+  --max-buffer BYTES  with -: all clients' queues together hold at most
+                      BYTES (default 256M; at least 1M). When they are
+                      full, the client with the largest queue loses its
+                      oldest queued packets (drop) or is closed
+                      (disconnect). Blocks that are no packets (pcapng
+                      interfaces, statistics, custom blocks) count as
+                      packets do; one that fits in no client's queue, even
+                      emptied of packets, closes that client. A joining
+                      client first gets the stream's header blocks, kept up
+                      to 1 MiB: past that, other blocks are not kept, and
+                      if an interface block is not kept, clients that join
+                      are refused until the input restarts.
+  --max-clients N     listening: serve at most N clients at once (default
+                      64); over TLS at most N more may be in their TLS
+                      handshake (which must end within 10 s of the
+                      connection). A client beyond it is closed at once.
+                      Each client has a thread and one or two file
+                      descriptors; at `ulimit -n` the tool pauses
+                      accepting for 100 ms at a time.
+  --allow SUBNET      listening: only clients from SUBNET (192.0.2.0/24,
+                      2001:db8::/32, or an address) are served; repeat for
+                      several. Default: every address. Others are closed
+                      at once.
+  --write-timeout SECS
+                      listening: a client that takes no byte for SECS
+                      seconds while there is something to send it is
+                      closed (default 30; 1 to 86400), with a file or
+                      live.
   --connect HOST:PORT dial out to a receiver that listens, instead of
                       listening; repeat for several receivers, each gets its
                       own connection. Each is retried until the receiver is
@@ -192,7 +225,9 @@ messages and counters:
   Each message is one line on standard error,
   `YYYY-MM-DDTHH:MM:SSZ pcapovertcp-serve: LEVEL message`. RUST_LOG sets the
   levels as for any env_logger program (e.g. RUST_LOG=debug); -v/-q set the
-  tool's own. SIGUSR1 prints the counters, and so does the end of the tool
+  tool's own. Lines about single clients (connected, left, refused, too
+  slow) are at most 50 per 10 s; then one line says how many were not
+  shown. SIGUSR1 prints the counters, and so does the end of the tool
   (also by SIGTERM or SIGINT, which end it with status 0): one line per
   client, then a total, e.g.
     counters: client=192.0.2.7:40312 state=open since=2025-06-01T12:00:00Z packets=1000 bytes=123456 dropped=20 dropped_bytes=2400 queued_bytes=0 peak_queued_bytes=1048576
@@ -201,8 +236,9 @@ messages and counters:
   dropped: packets not sent to it because its queue was full (or it was
   closed). A client there from the start of standard input whose stream
   ended has packets + dropped = input_packets. state: open, ended, lost
-  (the connection broke), slow (closed by --slow-client=disconnect),
-  stalled (closed at the end, see --slow-client).
+  (the connection broke), slow (closed by --slow-client=disconnect, or by
+  --max-buffer), stalled (it took no byte for --write-timeout, or for 30 s
+  at the end, see --slow-client).
 
 examples:
   # a file: each client gets all of it, at its own pace
@@ -245,6 +281,17 @@ examples:
 const DEFAULT_LISTEN: &str = "127.0.0.1:57012";
 /// The default --client-buffer: 64 MiB.
 const DEFAULT_CLIENT_BUFFER: usize = 64 << 20;
+/// The default --max-buffer: 256 MiB for all client queues together.
+const DEFAULT_MAX_BUFFER: usize = 256 << 20;
+/// The default --max-clients.
+const DEFAULT_MAX_CLIENTS: usize = 64;
+/// The largest --max-clients (each client has a thread and one or two
+/// file descriptors).
+const MAX_MAX_CLIENTS: usize = 100_000;
+/// The default --write-timeout.
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest --write-timeout, in seconds (a day).
+const MAX_WRITE_TIMEOUT: u64 = 86_400;
 /// The smallest --client-buffer: 1 MiB (the largest record, a pcapng block
 /// of a 256 KiB packet, fits in it with room to spare).
 const MIN_CLIENT_BUFFER: usize = 1 << 20;
@@ -258,7 +305,15 @@ pub struct Options {
     clients: Option<u64>,
     wait_clients: usize,
     client_buffer: usize,
+    /// --max-buffer: all client queues together.
+    max_buffer: usize,
     slow_client: SlowPolicy,
+    /// --max-clients, when given.
+    max_clients: Option<usize>,
+    /// --allow, in order; empty: every address.
+    allow: Vec<IpNet>,
+    /// --write-timeout, when given.
+    write_timeout: Option<Duration>,
     loops: u64,
     rate: Option<f64>,
     /// FILE or -; empty with --exec or --upstream.
@@ -287,6 +342,16 @@ impl Options {
     /// Whether the input is relayed live (not a file).
     fn live(&self) -> bool {
         self.input == "-" || self.exec.is_some() || self.upstream.is_some()
+    }
+
+    /// --max-clients, or its default.
+    fn max_clients(&self) -> usize {
+        self.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS)
+    }
+
+    /// --write-timeout, or its default.
+    fn write_timeout(&self) -> Duration {
+        self.write_timeout.unwrap_or(DEFAULT_WRITE_TIMEOUT)
     }
 
     /// Whether connections are TLS: any --tls* option.
@@ -340,7 +405,11 @@ fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         clients: None,
         wait_clients: 1,
         client_buffer: DEFAULT_CLIENT_BUFFER,
+        max_buffer: DEFAULT_MAX_BUFFER,
         slow_client: SlowPolicy::Drop,
+        max_clients: None,
+        allow: Vec::new(),
+        write_timeout: None,
         loops: 1,
         rate: None,
         input: String::new(),
@@ -468,6 +537,46 @@ fn parse_from(args: impl IntoIterator<Item = String>) -> Result<Options, String>
                     .ok_or_else(|| {
                         format!("--client-buffer {v}: expected a number of bytes of at least 1M (suffixes K, M, G)")
                     })?
+            }
+            "--max-buffer" => {
+                let v = value("--max-buffer")?;
+                o.max_buffer = parse_bytes(&v)
+                    .filter(|&n| n >= MIN_CLIENT_BUFFER)
+                    .ok_or_else(|| {
+                        format!("--max-buffer {v}: expected a number of bytes of at least 1M (suffixes K, M, G)")
+                    })?
+            }
+            "--max-clients" => {
+                let v = value("--max-clients")?;
+                o.max_clients = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_MAX_CLIENTS).contains(n))
+                        .ok_or_else(|| {
+                            format!(
+                                "--max-clients {v}: expected a number from 1 to {MAX_MAX_CLIENTS}"
+                            )
+                        })?,
+                )
+            }
+            "--allow" => {
+                let v = value("--allow")?;
+                o.allow.push(admit::parse_subnet(&v).ok_or_else(|| {
+                    format!("--allow {v}: expected a subnet (192.0.2.0/24, 2001:db8::/32) or an address")
+                })?)
+            }
+            "--write-timeout" => {
+                let v = value("--write-timeout")?;
+                let secs: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_WRITE_TIMEOUT).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "--write-timeout {v}: expected seconds from 1 to {MAX_WRITE_TIMEOUT}"
+                        )
+                    })?;
+                o.write_timeout = Some(Duration::from_secs(secs))
             }
             "--slow-client" => {
                 let v = value("--slow-client")?;
@@ -606,6 +715,9 @@ fn input_conflicts(o: &Options) -> Result<(), &'static str> {
 
 /// Options that exclude --connect.
 fn connect_conflicts(o: &Options) -> Result<(), &'static str> {
+    if o.max_clients.is_some() || !o.allow.is_empty() || o.write_timeout.is_some() {
+        return Err("--max-clients, --allow and --write-timeout need --listen: they are about the clients that connect");
+    }
     if o.listen_given {
         return Err("--connect and --listen exclude each other: with --connect the tool dials out and does not listen");
     }
@@ -700,12 +812,45 @@ mod tests {
     }
 
     #[test]
+    fn client_bounds_have_defaults_and_take_values() {
+        let o = parse(&["x.pcap"]).unwrap();
+        assert_eq!(
+            (o.max_clients(), o.max_buffer, o.write_timeout()),
+            (64, 256 << 20, Duration::from_secs(30))
+        );
+        assert!(o.allow.is_empty());
+        let o = parse(&[
+            "--max-clients=3",
+            "--max-buffer",
+            "16M",
+            "--allow",
+            "192.0.2.0/24",
+            "--allow=::1",
+            "--write-timeout",
+            "5",
+            "-",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.max_clients(), o.max_buffer, o.write_timeout()),
+            (3, 16 << 20, Duration::from_secs(5))
+        );
+        assert_eq!(o.allow.len(), 2);
+        let o = parse(&["--connect", "127.0.0.1:9", "--max-clients", "3", "-"]).unwrap();
+        assert!(conflicts(&o).unwrap_err().contains("--max-clients"));
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for (args, needle) in [
             (&["--slow-client", "wait", "-"][..], "--slow-client wait"),
             (&["--client-buffer", "512K", "-"][..], "at least 1M"),
             (&["--tls=yes", "-"][..], "--tls takes no value"),
             (&["--listen", "[::1]", "-"][..], "--listen [::1]"),
+            (&["--max-clients", "0", "-"][..], "from 1 to 100000"),
+            (&["--max-buffer", "64K", "-"][..], "at least 1M"),
+            (&["--allow", "10.0.0.0/33", "-"][..], "--allow 10.0.0.0/33"),
+            (&["--write-timeout", "0", "-"][..], "from 1 to 86400"),
         ] {
             let e = parse(args).err().unwrap();
             assert!(e.contains(needle), "{args:?}: {e}");

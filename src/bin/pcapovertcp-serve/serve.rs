@@ -6,18 +6,20 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use pcapovertcp::endpoint::Endpoint;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::admit::{Admission, Slot};
+use crate::client_log;
 use crate::conn::{
     accept, dial, finish, tls_hint, tls_setup, Backoff, Conn, Tls, RETRY_MAX, RETRY_MIN,
 };
 use crate::file::{load, serve_file, Framed};
-use crate::hub::{Ended, Hub};
+use crate::hub::{Budget, Ended, Hub, Refusal};
 use crate::input::{run_exec, Fanout};
 use crate::logging;
 use crate::merged::run_upstream;
@@ -27,6 +29,13 @@ use crate::Options;
 
 /// Listening sockets' backlog.
 const BACKLOG: i32 = 1024;
+/// After accept fails for want of a resource (file descriptors, memory),
+/// the next attempt waits this long: the connection stays in the backlog.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// After another accept error (a connection reset before it was taken).
+const ACCEPT_RETRY: Duration = Duration::from_millis(5);
+/// Accept errors are logged at most this often per listener.
+const ACCEPT_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the tool. Errors before anything is served (TLS files, the file to
 /// serve, listening, the port file) are returned, to be printed as one line.
@@ -49,10 +58,20 @@ pub fn run(o: &Options) -> Result<ExitCode, String> {
         });
     }
     let listeners = listen_all(o)?;
-    let accepted = accept_all(listeners);
+    let admission = Arc::new(Admission::new(
+        o.allow.clone(),
+        o.max_clients(),
+        matches!(tls, Tls::Server(_)),
+    ));
+    let accepted = accept_all(listeners, &admission);
+    let clients = Clients {
+        tls,
+        admission,
+        write_timeout: o.write_timeout(),
+    };
     Ok(match framed {
-        None => listen_relay(o, &tls, direct, accepted, &registry),
-        Some(framed) => listen_file(o, &tls, &framed, accepted, &registry),
+        None => listen_relay(o, &clients, direct, accepted, &registry),
+        Some(framed) => listen_file(o, &clients, &framed, accepted, &registry),
     })
 }
 
@@ -134,38 +153,191 @@ fn listen_all(o: &Options) -> Result<Vec<(usize, TcpListener)>, String> {
     Ok(listeners)
 }
 
-/// An accepted client: its listener's shard, its socket and its address
+/// An accepted client: its listener's shard, its socket, its address
 /// (taken from accept(), which has it even when the connection is already
-/// reset and the socket can no longer tell).
+/// reset and the socket can no longer tell) and its place (--max-clients).
 struct Incoming {
     shard: usize,
     tcp: TcpStream,
     peer: String,
+    slot: Slot,
 }
 
-/// Accepts on every listener, each on its own thread; the connections come
-/// out of one channel.
-fn accept_all(listeners: Vec<(usize, TcpListener)>) -> mpsc::Receiver<Incoming> {
+/// What serving a listening client takes besides its connection.
+#[derive(Clone)]
+struct Clients {
+    tls: Tls,
+    admission: Arc<Admission>,
+    /// --write-timeout.
+    write_timeout: Duration,
+}
+
+impl Clients {
+    /// The connection after the TLS handshake (bounded), with the write
+    /// timeout set; over TLS, `slot` (a handshake's) is traded for a
+    /// client's. None (reported) when the client cannot be served.
+    fn open(&self, tcp: TcpStream, peer: &str, slot: Slot) -> Option<(Conn, Slot)> {
+        let conn = match accept(tcp, &self.tls) {
+            Ok(c) => c,
+            Err(e) => {
+                client_log!(log::Level::Warn, "{peer}: {e}");
+                return None;
+            }
+        };
+        let slot = match self.admission.handshakes {
+            Some(_) => match self.admission.client() {
+                Ok(s) => s,
+                Err(why) => {
+                    client_log!(log::Level::Warn, "client {peer}: refused: {why}");
+                    return None;
+                }
+            },
+            None => slot,
+        };
+        if let Err(e) = conn.tcp().set_write_timeout(Some(self.write_timeout)) {
+            client_log!(log::Level::Warn, "client {peer}: {e}");
+            return None;
+        }
+        Some((conn, slot))
+    }
+
+    /// How a write to the client failed, in words: a write timeout is
+    /// --write-timeout's doing.
+    fn why(&self, e: &io::Error) -> String {
+        if stalled(e) {
+            format!(
+                "it took no byte for {} s (--write-timeout); closed it",
+                self.write_timeout.as_secs()
+            )
+        } else {
+            e.to_string()
+        }
+    }
+}
+
+/// Whether a write failed by its timeout.
+fn stalled(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Accept errors of one listener, logged at most every ACCEPT_REPORT_EVERY.
+struct AcceptErrors {
+    local: String,
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, e: &io::Error) {
+        self.since += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < ACCEPT_REPORT_EVERY)
+        {
+            return;
+        }
+        log::warn!(
+            "accepting on {}: {e}{}; connections wait in the backlog meanwhile (accept errors are logged at most every {} s; {} since the last line)",
+            self.local,
+            if resource_error(e) {
+                " (at the file descriptor limit? see ulimit -n and --max-clients); pausing 100 ms between attempts"
+            } else {
+                ""
+            },
+            ACCEPT_REPORT_EVERY.as_secs(),
+            self.since
+        );
+        self.last = Some(now);
+        self.since = 0;
+    }
+}
+
+/// Whether an accept error is for want of a resource, which another
+/// attempt at once would meet again.
+fn resource_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Accepts on every listener, each on its own thread; the connections that
+/// --allow and --max-clients admit come out of one channel, the others are
+/// closed at once. An accept error is survived: a pause (ACCEPT_PAUSE when
+/// out of a resource), not a busy loop, and a rate-limited line.
+fn accept_all(
+    listeners: Vec<(usize, TcpListener)>,
+    admission: &Arc<Admission>,
+) -> mpsc::Receiver<Incoming> {
     let (tx, rx) = mpsc::channel();
     for (shard, l) in listeners {
         let tx = tx.clone();
+        let admission = admission.clone();
+        let mut errors = AcceptErrors {
+            local: l
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string()),
+            last: None,
+            since: 0,
+        };
         thread::spawn(move || loop {
             match l.accept() {
                 Ok((tcp, peer)) => {
+                    if !admission.allowed(peer.ip()) {
+                        client_log!(
+                            log::Level::Warn,
+                            "client {peer}: refused: its address is not in --allow"
+                        );
+                        continue;
+                    }
+                    let slot = match admission.arrive() {
+                        Ok(s) => s,
+                        Err(why) => {
+                            client_log!(log::Level::Warn, "client {peer}: refused: {why}");
+                            continue;
+                        }
+                    };
                     let peer = peer.to_string();
-                    if tx.send(Incoming { shard, tcp, peer }).is_err() {
+                    if tx
+                        .send(Incoming {
+                            shard,
+                            tcp,
+                            peer,
+                            slot,
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 }
                 Err(e) => {
-                    log::warn!("accept: {e}");
-                    // Out of file descriptors, say: not a busy loop.
-                    thread::sleep(Duration::from_millis(100));
+                    errors.failed(&e);
+                    thread::sleep(if resource_error(&e) {
+                        ACCEPT_PAUSE
+                    } else {
+                        ACCEPT_RETRY
+                    });
                 }
             }
         });
     }
     rx
+}
+
+/// Starts `work` on its own thread, not keeping its handle (a finished
+/// client keeps nothing). When no thread can be started, the client is
+/// refused: `work` (and the connection it holds) is dropped, with a line.
+fn spawn_client(peer: &str, work: impl FnOnce() + Send + 'static) {
+    if let Err(e) = thread::Builder::new().spawn(work) {
+        client_log!(
+            log::Level::Warn,
+            "client {peer}: refused: cannot start a thread for it: {e}"
+        );
+    }
 }
 
 /// Relays the live input (standard input, --exec or --upstream: `direct`
@@ -214,23 +386,36 @@ fn relay_input(
 /// Listening, the live input relayed through the hubs (one per shard).
 fn listen_relay(
     o: &Options,
-    tls: &Tls,
+    clients: &Clients,
     direct: Option<&Direct>,
     accepted: mpsc::Receiver<Incoming>,
     registry: &Arc<Registry>,
 ) -> ExitCode {
+    let budget = Budget::new(o.max_buffer);
     let hubs: Vec<Arc<Hub>> = (0..o.shards)
-        .map(|_| Arc::new(Hub::new(o.client_buffer, o.slow_client, registry.clone())))
+        .map(|_| {
+            Arc::new(Hub::new(
+                o.client_buffer,
+                o.slow_client,
+                registry.clone(),
+                budget.clone(),
+            ))
+        })
         .collect();
     let sharded = o.shards > 1;
     {
-        let (hubs, registry, tls) = (hubs.clone(), registry.clone(), tls.clone());
+        let (hubs, registry) = (hubs.clone(), registry.clone());
+        let clients = Arc::new(clients.clone());
         thread::spawn(move || {
-            for Incoming { shard, tcp, peer } in accepted {
-                let (hub, registry, tls) = (hubs[shard].clone(), registry.clone(), tls.clone());
-                let shard = sharded.then_some(shard);
+            for incoming in accepted {
+                let (hub, registry) = (hubs[incoming.shard].clone(), registry.clone());
+                let clients = clients.clone();
+                let shard = sharded.then_some(incoming.shard);
+                let peer = incoming.peer.clone();
                 // Its own thread: the TLS handshake, then the writer.
-                thread::spawn(move || relay_client(tcp, peer, &tls, &hub, &registry, shard));
+                spawn_client(&peer, move || {
+                    relay_client(incoming, &clients, &hub, &registry, shard)
+                });
             }
         });
     }
@@ -242,27 +427,26 @@ fn listen_relay(
 
 /// One client of the relay, from its TLS handshake to the end of its stream.
 fn relay_client(
-    tcp: TcpStream,
-    peer: String,
-    tls: &Tls,
+    incoming: Incoming,
+    clients: &Clients,
     hub: &Hub,
     registry: &Registry,
     shard: Option<usize>,
 ) {
+    let Incoming {
+        tcp, peer, slot, ..
+    } = incoming;
     let _ = tcp.set_nodelay(true);
     let handle = match tcp.try_clone() {
         Ok(h) => h,
         Err(e) => {
-            log::warn!("client {peer}: {e}");
+            client_log!(log::Level::Warn, "client {peer}: refused: {e}");
             return;
         }
     };
-    let mut conn = match accept(tcp, tls) {
-        Ok(c) => c,
-        Err(e) => {
-            log::warn!("{peer}: {e}");
-            return;
-        }
+    // Held until the client's stream is over.
+    let Some((mut conn, _slot)) = clients.open(tcp, &peer, slot) else {
+        return;
     };
     let (name, label) = match shard {
         Some(k) => (
@@ -272,28 +456,52 @@ fn relay_client(
         None => (format!("client {peer}"), format!("client={peer}")),
     };
     let stats = registry.add(label);
-    let Some(client) = hub.join(name.clone(), handle, stats.clone()) else {
-        // The input has ended.
-        stats.finish(State::Ended);
-        let _ = conn.end();
-        return;
+    let client = match hub.join(name.clone(), handle, stats.clone()) {
+        Ok(c) => c,
+        Err(Refusal::Ended) => {
+            stats.finish(State::Ended);
+            let _ = conn.end();
+            return;
+        }
+        Err(Refusal::Incomplete) => {
+            stats.finish(State::Ended);
+            client_log!(
+                log::Level::Warn,
+                "{name}: refused: the input's header blocks are too large to be kept whole, so it cannot be given a valid stream until the input restarts"
+            );
+            return;
+        }
     };
-    log::info!("{name} connected");
+    client_log!(log::Level::Info, "{name} connected");
     let ended = client.run(&mut conn);
     // The state and the message before leaving: the last client's leaving
     // lets the tool print the counters and end.
     match ended {
         Ended::Drained => {
             stats.finish(State::Ended);
-            log::info!("{name}: stream ended; {}", stats.summary());
+            client_log!(
+                log::Level::Info,
+                "{name}: stream ended; {}",
+                stats.summary()
+            );
+        }
+        Ended::Lost(e) if stalled(&e) => {
+            stats.finish(State::Stalled);
+            client_log!(
+                log::Level::Warn,
+                "{name}: {}; {}",
+                clients.why(&e),
+                stats.summary()
+            );
         }
         Ended::Lost(e) => {
             stats.finish(State::Lost);
-            log::info!("{name} left ({e}); {}", stats.summary());
+            client_log!(log::Level::Info, "{name} left ({e}); {}", stats.summary());
         }
         Ended::NewStream => {
             stats.finish(State::Ended);
-            log::info!(
+            client_log!(
+                log::Level::Info,
                 "{name}: stream ended (the input restarted with a different header); {}",
                 stats.summary()
             );
@@ -304,20 +512,53 @@ fn relay_client(
     hub.leave(&client);
 }
 
+/// The client threads of a file still running, to wait for at the end
+/// (their handles are not kept: a finished thread keeps nothing).
+#[derive(Default)]
+struct Running {
+    count: Mutex<usize>,
+    done: Condvar,
+}
+
+/// One running client thread, counted until it is dropped.
+struct RunningGuard(Arc<Running>);
+
+impl Running {
+    fn start(self: &Arc<Self>) -> RunningGuard {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        RunningGuard(self.clone())
+    }
+
+    fn wait_all(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = self.done.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        *self.0.count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.done.notify_all();
+    }
+}
+
 /// Listening, a file: each client gets all of it at its own pace.
 fn listen_file(
     o: &Options,
-    tls: &Tls,
+    clients: &Clients,
     framed: &Arc<Framed>,
     accepted: mpsc::Receiver<Incoming>,
     registry: &Arc<Registry>,
 ) -> ExitCode {
-    let mut workers = Vec::new();
+    let running = Arc::new(Running::default());
+    let clients = Arc::new(clients.clone());
     // Clients held back until --wait-clients of them are connected.
     let mut waiting = Vec::new();
     let mut started = false;
     for (n, client) in accepted.into_iter().enumerate() {
-        waiting.push((client.tcp, client.peer));
+        waiting.push(client);
         let served = n as u64 + 1;
         let last = o.clients.is_some_and(|n| served >= n);
         if waiting.len() < o.wait_clients && !started && !last {
@@ -325,39 +566,52 @@ fn listen_file(
         }
         // Once started, later clients are served as they come.
         started = true;
-        for (tcp, peer) in waiting.drain(..) {
-            let (framed, tls, registry) = (framed.clone(), tls.clone(), registry.clone());
+        for Incoming {
+            tcp, peer, slot, ..
+        } in waiting.drain(..)
+        {
+            let (framed, clients, registry) = (framed.clone(), clients.clone(), registry.clone());
             let (loops, rate) = (o.loops, o.rate);
-            workers.push(thread::spawn(move || {
-                let mut conn = match accept(tcp, &tls) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        log::warn!("{peer}: {e}");
-                        return;
-                    }
+            let running = running.start();
+            let name = peer.clone();
+            spawn_client(&name, move || {
+                let _running = running;
+                let Some((mut conn, _slot)) = clients.open(tcp, &peer, slot) else {
+                    return;
                 };
                 let stats = registry.add(format!("client={peer}"));
-                log::info!("client {peer} connected");
+                client_log!(log::Level::Info, "client {peer} connected");
                 match serve_file(&mut conn, &framed, loops, rate, &stats) {
                     Ok(()) => {
                         let _ = conn.end();
                         stats.finish(State::Ended);
-                        log::info!("client {peer}: sent the whole file; {}", stats.summary());
+                        client_log!(
+                            log::Level::Info,
+                            "client {peer}: sent the whole file; {}",
+                            stats.summary()
+                        );
                     }
                     Err(e) => {
-                        stats.finish(State::Lost);
-                        log::warn!("client {peer}: {e}; {}", stats.summary());
+                        stats.finish(if stalled(&e) {
+                            State::Stalled
+                        } else {
+                            State::Lost
+                        });
+                        client_log!(
+                            log::Level::Warn,
+                            "client {peer}: {}; {}",
+                            clients.why(&e),
+                            stats.summary()
+                        );
                     }
                 }
-            }));
+            });
         }
         if last {
             break;
         }
     }
-    for w in workers {
-        let _ = w.join();
-    }
+    running.wait_all();
     registry.print();
     ExitCode::SUCCESS
 }
@@ -457,10 +711,18 @@ fn join_and_run(target: &Endpoint, conn: &mut Conn, hub: &Hub, stats: &Arc<Clien
             return true;
         }
     };
-    let Some(client) = hub.join(target.to_string(), handle, stats.clone()) else {
-        stats.finish(State::Ended);
-        let _ = conn.end();
-        return false;
+    let client = match hub.join(target.to_string(), handle, stats.clone()) {
+        Ok(c) => c,
+        Err(Refusal::Ended) => {
+            stats.finish(State::Ended);
+            let _ = conn.end();
+            return false;
+        }
+        Err(Refusal::Incomplete) => {
+            stats.finish(State::Ended);
+            log::warn!("{target}: the input's header blocks are too large to be kept whole, so it cannot be given a valid stream until the input restarts; redialling");
+            return true;
+        }
     };
     // The state and the message before leaving (see relay_client).
     let why = match client.run(conn) {
@@ -496,7 +758,12 @@ fn connect_relay(
     direct: Option<&Direct>,
     registry: &Arc<Registry>,
 ) -> ExitCode {
-    let hub = Arc::new(Hub::new(o.client_buffer, o.slow_client, registry.clone()));
+    let hub = Arc::new(Hub::new(
+        o.client_buffer,
+        o.slow_client,
+        registry.clone(),
+        Budget::new(o.max_buffer),
+    ));
     for target in &o.connect {
         let (target, tls) = (target.clone(), tls.clone());
         let (hub, registry) = (hub.clone(), registry.clone());

@@ -35,7 +35,8 @@ pub enum State {
     Lost = 2,
     /// Closed by --slow-client=disconnect.
     Slow = 3,
-    /// Took nothing for a long time after the end of the input: closed.
+    /// Took no byte for --write-timeout, or for DRAIN_STALL after the end
+    /// of the input: closed.
     Stalled = 4,
 }
 
