@@ -133,7 +133,10 @@ fn record(tag: u8, i: u32) -> Vec<u8> {
 }
 
 /// Runs `f` in a loop on its own thread until `stop`.
-fn attacker(stop: &Arc<AtomicBool>, mut f: impl FnMut() + Send + 'static) -> thread::JoinHandle<()> {
+fn attacker(
+    stop: &Arc<AtomicBool>,
+    mut f: impl FnMut() + Send + 'static,
+) -> thread::JoinHandle<()> {
     let stop = stop.clone();
     thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
