@@ -364,3 +364,85 @@ fn fat_interface_blocks_from_many_senders_cost_only_their_read_buffers() {
         drop(streams);
     });
 }
+
+/// The same rule for a list of connect endpoints: one server trickles
+/// packets dated years back, the other streams live ones; the live
+/// server's packets wait no longer than the hold.
+#[test]
+fn a_trickling_server_holds_the_other_connect_endpoints_no_longer_than_the_hold() {
+    within(Duration::from_secs(40), || {
+        let trickle = TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = TcpListener::bind("127.0.0.1:0").unwrap();
+        let name = format!(
+            "{},{}",
+            trickle.local_addr().unwrap(),
+            live.local_addr().unwrap()
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let trickler = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let (mut s, _) = trickle.accept().unwrap();
+                let mut pcap = Pcap::new();
+                let six_years = Duration::from_secs(6 * 365 * 86_400);
+                while !stop.load(Ordering::Relaxed) {
+                    pcap.packet(b'l', now() - six_years);
+                    if s.write_all(&pcap.take()).is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(30));
+                }
+            })
+        };
+        let (reads, per_read) = (30, 20);
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let server = {
+            let written = written.clone();
+            thread::spawn(move || {
+                let (mut s, _) = live.accept().unwrap();
+                let mut pcap = Pcap::new();
+                s.write_all(&pcap.take()).unwrap();
+                thread::sleep(Duration::from_millis(200));
+                for _ in 0..reads {
+                    let t = now();
+                    for i in 0..per_read {
+                        pcap.packet(b'g', t + Duration::from_micros(i as u64));
+                    }
+                    s.write_all(&pcap.take()).unwrap();
+                    written.lock().unwrap().push(Instant::now());
+                    thread::sleep(Duration::from_millis(50));
+                }
+                thread::sleep(Duration::from_millis(500));
+            })
+        };
+        let hold = Duration::from_millis(500);
+        let config = Config {
+            merge_window: Duration::from_millis(100),
+            merge_max_hold: hold,
+            reconnect: false,
+            ..Config::default()
+        };
+        let mut source = Source::start(&name, config).unwrap();
+        assert!(matches!(
+            source.wait_open(Duration::from_secs(5)),
+            Opening::Open(_)
+        ));
+        let arrived = good_arrivals(&mut source, reads * per_read, Duration::from_secs(20));
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        trickler.join().unwrap();
+        let written = written.lock().unwrap().clone();
+        let worst = arrived
+            .iter()
+            .enumerate()
+            .map(|(k, a)| a.saturating_duration_since(written[k / per_read]))
+            .max()
+            .unwrap();
+        assert!(
+            worst < hold + Duration::from_millis(400),
+            "a live server's packet waited {worst:?} beside a trickling one (hold {hold:?})"
+        );
+        let live_name = name.split(',').nth(1).unwrap();
+        assert_eq!(sender(&source, live_name).late, 0);
+    });
+}
