@@ -207,7 +207,9 @@ impl Endpoint {
             return Err(bad_port());
         }
         let port: u16 = port.parse().map_err(|_| bad_port())?;
-        if port == 0 {
+        // Port 0 listens on any free port (the listening line names it, and
+        // `Source::listening` gives it); there is nothing to connect to.
+        if port == 0 && !scheme.is_listen() {
             return Err(bad_port());
         }
         Ok(Endpoint {
@@ -576,7 +578,8 @@ mod tests {
             ("tcp-listen://", |e| matches!(e, NoAddress(_))),
             ("tcp://:1", |e| matches!(e, EmptyHost(_))),
             ("tls://:1", |e| matches!(e, EmptyHost(_))),
-            ("tcp-listen://:0", |e| matches!(e, BadPort { .. })),
+            ("tcp://h:0", |e| matches!(e, BadPort { .. })),
+            ("tls://h:0", |e| matches!(e, BadPort { .. })),
             ("tcp-listen://57012", |e| matches!(e, MissingPort(_))),
             ("tls-listen://:", |e| matches!(e, BadPort { .. })),
         ];

@@ -17,7 +17,7 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -150,12 +150,7 @@ fn a_mixed_attack_costs_the_good_senders_nothing_and_leaves_nothing_behind() {
     within(Duration::from_secs(60), || {
         let fds_before = fds();
         let threads_before = threads();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
         let hold = Duration::from_secs(2);
         let config = Config {
             max_senders: MAX_SENDERS,
@@ -168,11 +163,12 @@ fn a_mixed_attack_costs_the_good_senders_nothing_and_leaves_nothing_behind() {
         };
         let buffer_mib = (Config::default().buffer_size >> 20) as u64;
         let rss_before = rss_mib();
-        let mut source = Source::start(&format!("tcp-listen://127.0.0.1:{port}"), config).unwrap();
+        let mut source = Source::start("tcp-listen://127.0.0.1:0", config).unwrap();
         assert!(matches!(
             source.wait_open(Duration::from_secs(5)),
             Opening::Open(1)
         ));
+        let addr = source.listening()[0];
         let stop = Arc::new(AtomicBool::new(false));
         let opened = Arc::new(AtomicUsize::new(0));
         let mut attackers = Vec::new();
