@@ -84,16 +84,6 @@ fn open_failure(source: &mut Source) -> Error {
     }
 }
 
-fn closes_promptly(mut source: Source, state: &str) {
-    let t = Instant::now();
-    source.close();
-    let took = t.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "closing while {state} took {took:?}"
-    );
-}
-
 // --- 3. a wrong endpoint is reported at once, while the wait goes on -------
 
 #[test]
@@ -113,7 +103,7 @@ fn a_refused_endpoint_is_reported_within_two_seconds_and_waited_for() {
             Opening::Waiting
         ));
         assert!(messages(&source).iter().all(|m| !m.contains("waiting")));
-        closes_promptly(source, "retrying a refused endpoint");
+        common::closes_promptly(&mut source, "retrying a refused endpoint");
     })
 }
 
@@ -368,7 +358,7 @@ fn close_returns_within_a_second_while_backing_off() {
         };
         let mut source = Source::start(&ep, config).unwrap();
         wait_for_message(&mut source, "refused", Duration::from_secs(2));
-        closes_promptly(source, "backing off");
+        common::closes_promptly(&mut source, "backing off");
     })
 }
 
@@ -407,7 +397,7 @@ fn close_returns_within_a_second_during_a_stalled_connect() {
             line.contains(&addr.to_string()) && line.contains("open_timeout"),
             "{line}"
         );
-        closes_promptly(source, "connecting");
+        common::closes_promptly(&mut source, "connecting");
         drop(fillers);
         drop(socket);
     })
@@ -422,7 +412,7 @@ fn close_returns_within_a_second_while_reading_a_silent_peer() {
             source.wait_open(Duration::from_millis(500)),
             Opening::Waiting
         ));
-        closes_promptly(source, "waiting for a header");
+        common::closes_promptly(&mut source, "waiting for a header");
         release.send(()).unwrap();
         server.join().unwrap();
     })
@@ -443,11 +433,11 @@ fn close_returns_within_a_second_with_a_full_ring() {
             buffer_size: 64 * 1024,
             ..Config::default()
         };
-        let source = Source::open(&ep, config).unwrap();
+        let mut source = Source::open(&ep, config).unwrap();
         // Take nothing: the ring fills and the reader waits for room.
         thread::sleep(Duration::from_millis(500));
         assert!(source.counters().bytes > 64 * 1024);
-        closes_promptly(source, "waiting for room in a full ring");
+        common::closes_promptly(&mut source, "waiting for room in a full ring");
         server.join().unwrap();
     })
 }

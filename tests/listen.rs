@@ -443,13 +443,6 @@ fn assert_clean(name: &str, s: &Snapshot, connects: u64, records: u64) {
     );
 }
 
-fn closes_within_a_second(source: &mut Source) {
-    let t = Instant::now();
-    source.close();
-    let took = t.elapsed();
-    assert!(took < Duration::from_secs(1), "close took {took:?}");
-}
-
 // --- 1. three listening senders, three formats, merged in time order -----------
 
 #[test]
@@ -535,7 +528,7 @@ fn three_senders_in_three_formats_are_merged_in_timestamp_order() {
         assert!(log.matching(Level::Warn, &[]).is_empty(), "{:#?}", log.seen);
         // Every sender has left; a listening source waits for the next one.
         assert_nothing_more(&mut source, Duration::from_millis(300));
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -615,7 +608,7 @@ fn three_connect_endpoints_are_merged_in_timestamp_order() {
         for (ep, s) in &senders {
             assert_clean(ep, s, 1, u64::from(n));
         }
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -683,7 +676,7 @@ fn a_sender_outside_allowed_senders_is_refused_and_reported_once() {
         let total = source.counters();
         assert_eq!((total.connects, total.bytes), (0, 0), "{total:?}");
         assert_nothing_more(&mut source, Duration::from_millis(100));
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
 
         // 127.0.0.0/8 lets a loopback sender in.
         let config = Config {
@@ -710,7 +703,7 @@ fn a_sender_outside_allowed_senders_is_refused_and_reported_once() {
         );
         assert!(log.matching(Level::Warn, &[]).is_empty(), "{:#?}", log.seen);
         drop(c);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
 
         // A narrower list: only 127.0.0.2 of the loopback addresses.
         let config = Config {
@@ -740,7 +733,7 @@ fn a_sender_outside_allowed_senders_is_refused_and_reported_once() {
         );
         assert_eq!(sender(&source, "127.0.0.2").records, 5);
         assert!(source.senders().iter().all(|(a, _)| a == "127.0.0.2"));
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -855,7 +848,7 @@ fn a_sender_over_max_senders_is_refused_until_one_leaves() {
         assert_packets(&sorted, &want_sorted, "every packet once");
         assert_eq!(sender(&source, "127.0.0.4").records, 3);
         assert_eq!(source.counters().connects, 3);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -909,7 +902,7 @@ fn an_ssh_banner_closes_that_sender_as_corrupt_and_the_others_go_on() {
         );
         assert_clean("the good sender", &sender(&source, "127.0.0.2"), 1, 50);
         assert_eq!(source.counters().corrupt, 0);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1009,7 +1002,7 @@ fn connections_that_send_nothing_hold_no_sender_back_and_are_closed_at_header_ti
             "a connection that sent nothing was reported as connected: {:#?}",
             log.seen
         );
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1075,7 +1068,7 @@ fn a_sender_cut_off_mid_record_loses_only_that_record() {
         assert_clean("the other sender", &sender(&source, "127.0.0.3"), 1, 10);
         assert_eq!(source.stats().dropped, 1, "the cut record is lost");
         assert_nothing_more(&mut source, Duration::from_millis(200));
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1182,7 +1175,7 @@ fn a_sender_that_reconnects_is_counted_under_its_address_and_loses_nothing() {
         // never released after a later one's.
         assert_packets(&got, &want, "the four connections' packets, in order");
         assert_eq!(s.late, 0, "{s:?}");
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1210,7 +1203,7 @@ fn back_to_back_reconnects_are_merged_in_timestamp_order() {
         let late = sender(&source, "127.0.0.1").late;
         assert_packets(&got, &want, "thirty connections' packets, in order");
         assert_eq!(late, 0);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1319,7 +1312,7 @@ fn a_flooding_sender_drops_its_own_packets_not_a_trickling_senders() {
                 == f_final.records - f_final.dropped,
             "the flooder's kept packets"
         );
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1391,7 +1384,7 @@ fn listening_on_ipv6_loopback_accepts_a_sender() {
         assert_eq!(senders.len(), 1, "{senders:?}");
         assert_eq!(senders[0].0, "::1");
         assert_clean("::1", &senders[0].1, 1, 10);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1420,7 +1413,8 @@ fn close_with_two_idle_senders_returns_within_a_second_and_closes_them() {
             })
             .collect();
         assert_nothing_more(&mut source, Duration::from_millis(200));
-        closes_within_a_second(&mut source);
+        log.seen
+            .extend(common::closes_promptly(&mut source, "two idle senders"));
         for c in &mut senders {
             assert_closed_by_peer(c, "an idle sender when the source closed");
         }
@@ -1525,7 +1519,7 @@ fn a_header_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
             "{line}"
         );
         assert!(source.senders().is_empty(), "{:?}", source.senders());
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1553,7 +1547,7 @@ fn pending_connections_take_no_place_among_max_senders() {
             assert_eq!(sender(&source, from).records, 50);
         }
         drop(silent);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1595,7 +1589,7 @@ fn a_full_listener_closes_its_longest_silent_sender_for_one_with_packets() {
         });
         assert_eq!((h.connects, h.open), (max as u64, max as u64 - 1), "{h:?}");
         drop(holders);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
 
         // The line that says so (with 64 arrivals reported, the rate limit
         // would leave it out of this window: two holders here).
@@ -1635,7 +1629,7 @@ fn a_full_listener_closes_its_longest_silent_sender_for_one_with_packets() {
             "{line}"
         );
         drop(holders);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1678,7 +1672,7 @@ fn max_senders_counts_over_every_listen_endpoint_of_the_source() {
         for c in &mut conns[2..] {
             assert_closed_by_peer(c, "a third and fourth sender over two endpoints");
         }
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1735,7 +1729,7 @@ fn a_storm_of_connections_writes_a_bounded_number_of_lines() {
             "{:?}",
             source.senders()
         );
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1762,7 +1756,7 @@ fn a_scan_of_many_addresses_takes_no_entry_and_a_sender_keeps_its_own() {
             senders.first()
         );
         assert_eq!(senders[0].0, "127.0.0.2");
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1805,6 +1799,6 @@ fn backpressure_grows_while_a_sender_is_blocked() {
         let after = sender(&source, "127.0.0.2").backpressure;
         assert!(after >= during, "{after:?} < {during:?}");
         drop(writer.join().unwrap());
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }

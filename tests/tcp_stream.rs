@@ -205,7 +205,8 @@ fn close_while_the_peer_is_idle_returns_promptly() {
             }
         }
         assert_eq!(source.next_packet(), Next::Empty);
-        source.close(); // must not hang on the idle socket
+        // Must not hang on the idle socket.
+        common::closes_promptly(&mut source, "the peer is idle");
         tx.send(()).unwrap();
         server.join().unwrap();
     })

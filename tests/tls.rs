@@ -393,13 +393,6 @@ impl Log {
     }
 }
 
-fn closes_within_a_second(source: &mut Source) {
-    let t = Instant::now();
-    source.close();
-    let took = t.elapsed();
-    assert!(took < Duration::from_secs(1), "close took {took:?}");
-}
-
 // --- tls:// against pcapovertcp-serve --tls-cert ----------------------------------
 
 #[test]
@@ -577,7 +570,7 @@ fn tls_listen_receives_a_file_and_a_relay_from_serve_connect() {
             "{line}"
         );
         drop(server);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -666,7 +659,7 @@ fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
         let got = collect(&mut source, want.len(), Duration::from_secs(20));
         assert!(got == want, "sender-a's packets");
         assert!(a.wait_success(), "{}", a.log());
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -713,7 +706,7 @@ fn a_plaintext_sender_on_tls_listen_is_refused() {
             }
         }
         assert_eq!(source.counters().records, 0);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -754,7 +747,7 @@ fn a_tls_sender_on_tcp_listen_is_refused() {
             "{line}"
         );
         assert_eq!(source.counters().records, 0);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -901,7 +894,7 @@ fn an_unknown_ca_is_reported_retried_and_close_is_prompt() {
             server.log()
         );
         assert!(source.counters().connects >= 2, "{:?}", source.counters());
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -993,7 +986,7 @@ fn stalled_client_hellos_do_not_lock_out_an_authenticated_sender() {
         // Never admitted, the stalled connections take no entry.
         assert_eq!(source.senders().len(), 1, "{:?}", source.senders());
         drop(stalled);
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }
 
@@ -1053,6 +1046,6 @@ fn a_client_hello_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
             "{line}"
         );
         assert!(source.senders().is_empty(), "{:?}", source.senders());
-        closes_within_a_second(&mut source);
+        common::closes_promptly(&mut source, "open");
     })
 }

@@ -214,3 +214,28 @@ pub fn nanosecond_pcap(pcap: &[u8], extra_ns: u32) -> Vec<u8> {
     }
     out
 }
+
+/// Closes `source` and checks what the operator sees: `close` returns
+/// within a second, and every thread of the source ended (else `close`
+/// gives up after 900 ms with a warning that one did not stop, which a
+/// bound of one second alone would let pass). Returns the messages it took.
+pub fn closes_promptly(source: &mut Source, state: &str) -> Vec<(log::Level, String)> {
+    let t = Instant::now();
+    source.close();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "closing while {state} took {took:?}"
+    );
+    let said = source.take_messages();
+    let stuck: Vec<&String> = said
+        .iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.contains("did not stop within"))
+        .collect();
+    assert!(
+        stuck.is_empty(),
+        "closing while {state}: a thread did not end: {stuck:?}"
+    );
+    said
+}
