@@ -783,11 +783,12 @@ fn shards_split_the_packets_by_flow_each_packet_once() {
 }
 
 #[test]
+#[cfg_attr(
+    not(wireshark),
+    ignore = "needs Wireshark's tshark and mergecap on PATH"
+)]
 fn upstream_merges_two_servers_as_mergecap_does() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !wireshark_has(&["mergecap"]) {
-        return;
-    }
     common::within(Duration::from_secs(60), || {
         let dir = scratch("upstream");
         let up = two_ip_upstreams(&dir, (600, 500), 10);
@@ -812,23 +813,6 @@ fn upstream_merges_two_servers_as_mergecap_does() {
             assert_eq!(g, w, "packet {i}");
         }
     })
-}
-
-/// Whether each of Wireshark's `tools` can be run; if not, the calling
-/// test says it is skipped (they are the reference it compares with).
-fn wireshark_has(tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| Command::new(tool).arg("-h").output().is_err())
-        .collect();
-    if !missing.is_empty() {
-        println!(
-            "skipped: {} (Wireshark) is not installed",
-            missing.join(", ")
-        );
-    }
-    missing.is_empty()
 }
 
 /// Two upstream servers, one serving `a` and one `b`; the `--upstream`
@@ -917,11 +901,12 @@ fn tshark_frames(path: &std::path::Path) -> Vec<(String, String, String, String,
 }
 
 #[test]
+#[cfg_attr(
+    not(wireshark),
+    ignore = "needs Wireshark's tshark and mergecap on PATH"
+)]
 fn upstream_keeps_each_servers_interfaces_and_nanoseconds_as_mergecap_does() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !wireshark_has(&["mergecap", "tshark"]) {
-        return;
-    }
     common::within(Duration::from_secs(60), || {
         let dir = scratch("upstream-interfaces");
         // a: a pcapng of two interfaces (nanoseconds and microseconds);
@@ -1208,11 +1193,12 @@ fn packet_pair(data: &[u8]) -> ([u8; 4], [u8; 4]) {
 }
 
 #[test]
+#[cfg_attr(
+    not(wireshark),
+    ignore = "needs Wireshark's tshark and mergecap on PATH"
+)]
 fn upstream_with_shards_gives_each_merged_packet_to_one_shard() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !wireshark_has(&["mergecap"]) {
-        return;
-    }
     common::within(Duration::from_secs(60), || {
         let dir = scratch("upstream-shards");
         let up = two_ip_upstreams(&dir, (1500, 1200), 40);
