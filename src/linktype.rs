@@ -47,9 +47,33 @@ pub fn linktype_to_dlt(linktype: u32) -> i32 {
     }
 }
 
+/// Maps a DLT_ value of this platform back to the LINKTYPE_ value a pcap
+/// or pcapng file carries (libpcap's `dlt_to_linktype()`), for writers.
+pub fn dlt_to_linktype(dlt: i32) -> u32 {
+    match dlt {
+        11 => 100,         // DLT_ATM_RFC1483
+        DLT_RAW => 101,    // LINKTYPE_RAW
+        15 => 102,         // DLT_SLIP_BSDOS
+        16 => 103,         // DLT_PPP_BSDOS
+        19 => 106,         // DLT_ATM_CLIP
+        DLT_PFSYNC => 246, // LINKTYPE_PFSYNC
+        DLT_PKTAP => 258,  // LINKTYPE_PKTAP
+        other => u32::try_from(other).unwrap_or(0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_get_back_the_linktype_that_was_read() {
+        for lt in [
+            0, 1, 9, 10, 100, 101, 102, 103, 105, 106, 113, 127, 228, 229, 239, 246, 258, 276,
+        ] {
+            assert_eq!(dlt_to_linktype(linktype_to_dlt(lt)), lt, "LINKTYPE {lt}");
+        }
+    }
 
     #[test]
     fn raw_ip_is_mapped_to_the_platform_dlt() {

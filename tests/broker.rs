@@ -2181,3 +2181,45 @@ fn soak_over_tls_drippers_and_storms_harm_only_themselves() {
         );
     })
 }
+
+/// pcapng carries LINKTYPE_ values: a raw-IP upstream's interface is
+/// LINKTYPE_RAW (101) in the merged output, not Linux's DLT_RAW (12), as
+/// pcap-file's own reader (and every other) reads the file.
+#[test]
+fn merged_interfaces_carry_linktype_values_not_dlts() {
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let raw_ip = common::traces_dir().join("rotation.pcap");
+        let ethernet = common::traces_dir().join("dns53.pcap");
+        let (a, _) = start_ports(&[raw_ip.to_str().unwrap()], 1);
+        let (b, _) = start_ports(&[ethernet.to_str().unwrap()], 1);
+        let spec = format!("127.0.0.1:{},127.0.0.1:{}", a.port, b.port);
+        let args = ["--once", "--merge-window", "5000", "--upstream", &spec];
+        let (mut broker, _) = start_ports(&args, 1);
+        let got = read_all(connect(broker.port, None));
+        assert!(
+            broker.wait_success(Duration::from_secs(20)),
+            "{}",
+            broker.log()
+        );
+        let mut reader = PcapNgReader::new(&got[..]).unwrap();
+        let mut packets = 0;
+        while let Some(block) = reader.next_block() {
+            if matches!(block.unwrap(), Block::EnhancedPacket(_)) {
+                packets += 1;
+            }
+        }
+        let mut linktypes: Vec<u32> = reader
+            .interfaces()
+            .iter()
+            .map(|i| u32::from(i.linktype))
+            .collect();
+        linktypes.sort();
+        assert_eq!(linktypes, [1, 101], "{}", broker.log());
+        let want =
+            common::reference_packets(&raw_ip).len() + common::reference_packets(&ethernet).len();
+        assert_eq!(packets, want);
+        drop((a, b));
+    })
+}

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use pcapovertcp::linktype::dlt_to_linktype;
 use pcapovertcp::parse::{Limits, Record};
 use pcapovertcp::{Config, Next, Opening, Packet, Source};
 
@@ -129,7 +130,10 @@ impl NgWriter {
             None => format!("input {input} #{interface}"),
         };
         let mut body = Vec::with_capacity(32 + name.len());
-        body.extend_from_slice(&(dlt as u16).to_le_bytes());
+        // pcapng carries LINKTYPE_ values, not this platform's DLT_ ones
+        // (raw IP is 101 in the file, DLT 12 on Linux).
+        let linktype = u16::try_from(dlt_to_linktype(dlt)).unwrap_or(u16::MAX);
+        body.extend_from_slice(&linktype.to_le_bytes());
         body.extend_from_slice(&0u16.to_le_bytes());
         body.extend_from_slice(&Limits::default().max_caplen.to_le_bytes());
         option(&mut body, IF_NAME, name.as_bytes());
