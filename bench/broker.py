@@ -35,16 +35,14 @@ import argparse
 import json
 import os
 import pathlib
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-SERVE = ROOT / "build" / "cargo" / "release" / "pcapovertcp-serve"
+from benchlib import RESULTS, SERVE, free_port, proc_cpu_s
+
 FRAME = 1500
 
 READER = r"""
@@ -103,17 +101,6 @@ def wait_for_load():
     while load1() > 1.5 and time.monotonic() - t0 < 120:
         time.sleep(5)
     return {"load_before": before, "load_at_start": load1(), "waited_s": round(time.monotonic() - t0, 1)}
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_readers(n, port, expect):
@@ -179,7 +166,7 @@ def run_serve(trace, n, work):
         else:
             time.sleep(0.05)
     if ru is None:
-        cpu = cpu_seconds(serve.pid)
+        cpu = proc_cpu_s(serve.pid)
         serve.kill()
         serve.wait()
     else:
@@ -213,7 +200,7 @@ def run_pcap_broker(binary, trace, n, work):
     time.sleep(0.3)  # logged just before the client joins the map
     go.touch()
     clients = finish_readers(readers, 600)
-    cpu = cpu_seconds(broker.pid)
+    cpu = proc_cpu_s(broker.pid)
     os.killpg(broker.pid, 15)
     try:
         broker.wait(timeout=10)

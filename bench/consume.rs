@@ -1,6 +1,6 @@
 //! consume ENDPOINT [PACKETS [MERGE_WINDOW_MS]]: reads PCAP-over-IP the way
 //! the Zeek shim does and prints the packet count. Run under callgrind by
-//! bench/run to count the core's instructions per packet (reader threads,
+//! bench/run.py to count the core's instructions per packet (reader threads,
 //! parser, merge, ring, hand-over) without the senders': it reads only each
 //! packet's first byte, so that summing bytes does not swamp the count.
 //!
@@ -11,7 +11,7 @@
 //! PACKETS it stops once that many packets have been taken. MERGE_WINDOW_MS
 //! sets `merge_window` (default 100): under valgrind, whose threads run
 //! one at a time and some fifty times slower, a wall-clock window expires
-//! where it would not natively, so bench/run passes a long one (and then
+//! where it would not natively, so bench/run.py passes a long one (and then
 //! `merge_max_hold`, wall clock too, is set to an hour).
 
 use pcapovertcp::{Config, Next, Source};

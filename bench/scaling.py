@@ -2,7 +2,7 @@
 """bench/scaling.py [--quick]: sharing one stream between workers (issue #10)
 and PCAP-over-TLS (issue #11).
 
-1. Sharing, end to end: `zeek` with its default scripts (no -b, as bench/run's
+1. Sharing, end to end: `zeek` with its default scripts (no -b, as bench/run.py's
    "default" rows), 1 worker reading a pcapovertcp-serve stream whole vs 2
    workers on the same stream with ?share=0/2 and ?share=1/2 (serve
    --clients N --wait-clients N). Aggregate packets/s = packets of the trace
@@ -19,13 +19,10 @@ and PCAP-over-TLS (issue #11).
 3. TLS: `zeek -b` over tls://localhost:PORT vs tcp:// (pcapovertcp-serve
    --tls-cert/--tls-key, certificates from tests/Scripts/make-certs), best of
    3 (1 with --quick); and the core over TLS at 1500 B vs plaintext
-   (bench/tls_core.rs: cargo bench --bench tls_core when Cargo.toml has it,
-   else built as a stand-alone crate beside the workdir).
+   (bench/tls_core.rs: cargo bench --bench tls_core).
 
-run(quick) -> dict is what bench/run can call; main() writes
-bench/results/scaling.json and scaling.md. The few helpers it needs from
-bench/run are copied here (bench/run is a script with module-level work,
-not an importable module).
+run(quick) -> dict is what bench/run.py can call; main() writes
+bench/results/scaling.json and scaling.md. Shared helpers: bench/benchlib.py.
 """
 import json
 import os
@@ -38,69 +35,11 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-SCRIPTS = ROOT / "tests" / "Scripts"
-SERVE = ROOT / "build" / "cargo" / "release" / "pcapovertcp-serve"
-CONSUME = ROOT / "target" / "release" / "examples" / "consume"
+from benchlib import (COMMON, CONSUME, RESULTS, ROOT, SCRIPTS, SERVE, free_port, loadavg, machine, machine_busy_s,
+                      make_trace, reap, settle, wait_listening, zeek, zeek_env)
 
-
-# ---- helpers (as in bench/run) ---------------------------------------------
-
-def zeek_bin():
-    cfg = shutil.which("zeek-config") or "/usr/local/zeek/bin/zeek-config"
-    if not os.path.exists(cfg):
-        sys.exit("scaling: no Zeek install found (zeek-config)")
-    prefix = subprocess.check_output([cfg, "--prefix"], text=True).strip()
-    return pathlib.Path(prefix) / "bin" / "zeek"
-
-
-ZEEK = zeek_bin()
-ENV = dict(os.environ, ZEEK_PLUGIN_PATH=str(ROOT / "build"), ZEEK_PLUGIN_ACTIVATE="Zeek::PcapOverTcp")
-COMMON = ["allow_network_time_forward=F"]
-
-
-def free_port():
-    return int(subprocess.check_output([SCRIPTS / "free-port"], text=True))
-
-
-def wait_listening(port, limit=10):
-    subprocess.run([SCRIPTS / "wait-listen", str(port), str(limit)], check=True)
-
-
-def machine_busy_s():
-    """CPU seconds this machine has spent busy (all its processes)."""
-    user, nice, system, _idle, _iowait, irq, softirq = map(int, open("/proc/stat").readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def reap(proc):
-    """Waits for a Popen child; its CPU seconds (it and its waited-for children)."""
-    _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return ru.ru_utime + ru.ru_stime
-
-
-def loadavg():
-    return open("/proc/loadavg").read().split()[:3]
-
-
-def settle(limit=5):
-    """Waits (at most `limit` s) for other processes to use under a tenth of
-    a core; returns the load average seen then (the machine may be shared)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        busy = machine_busy_s()
-        time.sleep(0.5)
-        if machine_busy_s() - busy < 0.05:
-            break
-    return loadavg()
-
-
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    zeek = subprocess.check_output([ZEEK, "--version"], text=True).strip()
-    return f"{os.cpu_count()} cores, {cpu}; {zeek}; kernel {os.uname().release}"
+ZEEK = zeek()
+ENV = zeek_env()
 
 
 def say(*a):
@@ -108,13 +47,6 @@ def say(*a):
 
 
 # ---- traces -----------------------------------------------------------------
-
-def make_trace(path, packets):
-    out = subprocess.run([sys.executable, ROOT / "bench" / "make-trace.py", path, str(packets)], check=True,
-                         capture_output=True, text=True).stdout
-    m = re.search(r": (\d+) packets \((\d+) repetitions of (\d+)\)", out)
-    return int(m.group(1)), int(m.group(3))
-
 
 def _oc_add(a, b):
     s = a + b
@@ -343,43 +275,11 @@ def tls_round_cpu(trace, certs, tls, workdir):
             "other_cpu_s": machine_busy_s() - busy0 - zeek_cpu - serve_cpu}
 
 
-TLS_CORE_CRATE = """\
-[package]
-name = "pcapovertcp-tls-core"
-version = "0.0.0"
-edition = "2021"
-publish = false
-
-[[bin]]
-name = "tls_core"
-path = "{bench}"
-
-[dependencies]
-zeek-pcapovertcp = {{ path = "{root}" }}
-rustls = {{ version = "0.23", default-features = false, features = ["ring", "std", "tls12", "logging"] }}
-
-[profile.release]
-lto = "thin"
-codegen-units = 1
-debug = 1
-"""
-
-
 def tls_core(certs, trace, quick, workdir):
-    """bench/tls_core.rs: cargo bench --bench tls_core if Cargo.toml declares
-    it; else a stand-alone crate (kept in target/tls-core-crate) around the
-    same file."""
+    """bench/tls_core.rs, as cargo bench --bench tls_core."""
     out = pathlib.Path(workdir) / "tls_core.json"
     args = ["--certs", str(certs), "--json", str(out), "--share", str(trace)] + (["--quick"] if quick else [])
-    if re.search(r'name\s*=\s*"tls_core"', (ROOT / "Cargo.toml").read_text()):
-        subprocess.run(["cargo", "bench", "--locked", "--bench", "tls_core", "--", *args], cwd=ROOT, check=True)
-    else:
-        crate = ROOT / "target" / "tls-core-crate"
-        crate.mkdir(parents=True, exist_ok=True)
-        (crate / "Cargo.toml").write_text(TLS_CORE_CRATE.format(bench=ROOT / "bench" / "tls_core.rs", root=ROOT))
-        shutil.copy(ROOT / "Cargo.lock", crate / "Cargo.lock")
-        subprocess.run(["cargo", "build", "--release", "--offline", "--quiet"], cwd=crate, check=True)
-        subprocess.run([crate / "target" / "release" / "tls_core", *args], check=True)
+    subprocess.run(["cargo", "bench", "--locked", "--bench", "tls_core", "--", *args], cwd=ROOT, check=True)
     return json.loads(out.read_text())
 
 
@@ -455,7 +355,7 @@ def report(r):
     L = [f"Machine: {r['machine']}. Load average at the start {' '.join(r['uptime_start'])}, at the end "
          f"{' '.join(r['uptime_end'])} (other sessions may share the machine; each run's own is in scaling.json). "
          f"Runs: {mode}.", ""]
-    L += [f"## Sharing one stream (issue #10)", "",
+    L += ["## Sharing one stream (issue #10)", "",
           f"`zeek` with its default scripts (no -b), {r['trace_packets']} packets; 1 worker reading the stream "
           f"whole vs 2 workers with `?share=0/2` and `?share=1/2` on one `pcapovertcp-serve --clients N "
           f"--wait-clients N`. Wall time from the serve start to the last worker's end; packets/s = trace "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""send.py HOST:PORT FILE: one PCAP-over-IP sender for bench/run's merge
+"""send.py HOST:PORT FILE: one PCAP-over-IP sender for bench/run.py's merge
 section. Connects to a receiver that listens, sends FILE's 24-byte pcap
 header, prints "ready" and waits for a line on standard input; then sends
 the rest of FILE (sendfile), closes its side and waits for the receiver to

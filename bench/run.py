@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/run [--quick]: the benchmarks of README "Performance", in one run.
+"""bench/run.py [--quick]: the benchmarks of README "Performance", in one run.
 
 1. Core throughput (cargo bench --bench core): reader thread + consumer vs a
    plain recv() ceiling, at 64/512/1500 B and on a mix of the shared traces.
@@ -34,38 +34,18 @@ import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+from benchlib import (CONSUME, RESULTS, ROOT, SERVE, free_port, machine, machine_busy_s, make_trace, proc_cpu_s,
+                      reap, wait_listening, zeek, zeek_env)
+
 QUICK = "--quick" in sys.argv
 ROUNDS = 1 if QUICK else 5
 ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
 if ONLY not in (None, "merge"):
     sys.exit(f"bench: --only {ONLY}: the sections that run alone: merge")
 
-
-def zeek_bin():
-    cfg = shutil.which("zeek-config") or "/usr/local/zeek/bin/zeek-config"
-    if not os.path.exists(cfg):
-        sys.exit("bench: no Zeek install found (zeek-config)")
-    prefix = subprocess.check_output([cfg, "--prefix"], text=True).strip()
-    return pathlib.Path(prefix) / "bin" / "zeek"
-
-
-ZEEK = zeek_bin()
-SERVE = ROOT / "build" / "cargo" / "release" / "pcapovertcp-serve"
+ZEEK = zeek()
+ENV = zeek_env()
 SEND = ROOT / "bench" / "send.py"
-ENV = dict(os.environ, ZEEK_PLUGIN_PATH=str(ROOT / "build"), ZEEK_PLUGIN_ACTIVATE="Zeek::PcapOverTcp")
-
-
-SCRIPTS = ROOT / "tests" / "Scripts"
-
-
-def free_port():
-    return int(subprocess.check_output([SCRIPTS / "free-port"], text=True))
-
-
-def wait_listening(port, limit=10):
-    subprocess.run([SCRIPTS / "wait-listen", str(port), str(limit)], check=True)
 
 
 def start_server(trace):
@@ -132,9 +112,8 @@ def instructions_per_packet(workdir):
     if not shutil.which("valgrind"):
         return None
     trace = pathlib.Path(workdir) / "calls.pcap"
-    subprocess.run([sys.executable, ROOT / "bench" / "make-trace.py", trace, "200000"], check=True,
-                   stdout=subprocess.DEVNULL)
-    consumer = ROOT / "target" / "release" / "examples" / "consume"
+    make_trace(trace, 200000)
+    consumer = CONSUME
     port, server = start_server(trace)
     out = pathlib.Path(workdir) / "callgrind.out"
     proc = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
@@ -262,24 +241,6 @@ class Pcap:
                 f.writelines(chunks)
             paths.append(path)
         return paths
-
-
-def proc_cpu_s(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_s():
-    """CPU seconds this machine has spent busy (all its processes)."""
-    user, nice, system, _idle, _iowait, irq, softirq = map(int, open("/proc/stat").readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def reap(proc):
-    """Waits for a Popen child; its CPU seconds (it and its waited-for children)."""
-    _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return ru.ru_utime + ru.ru_stime
 
 
 def start_senders(port, parts):
@@ -444,10 +405,9 @@ def merge_instructions(workdir):
         return None
     trace = pathlib.Path(workdir) / "calls.pcap"
     if not trace.exists():
-        subprocess.run([sys.executable, ROOT / "bench" / "make-trace.py", trace, "200000"], check=True,
-                       stdout=subprocess.DEVNULL)
+        make_trace(trace, 200000)
     pcap = Pcap(trace)
-    consumer = ROOT / "target" / "release" / "examples" / "consume"
+    consumer = CONSUME
     cases = [("1 connect endpoint (no merge)", None), ("listening, 1 sender", [trace])]
     cases += [(f"listening, 4 senders, {SPLITS[how]}", pcap.split(how, trace)) for how in SPLITS]
     cases += [(f"listening, {n} senders, every {n}th packet to each", pcap.split("interleaved", trace, n))
@@ -579,9 +539,7 @@ def main():
                        env=dict(os.environ, PATH=f"{ZEEK.parent}:{os.environ['PATH']}"))
     subprocess.run(["make", "-C", "build"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     trace = pathlib.Path(workdir) / "mix.pcap"
-    made = subprocess.run([sys.executable, ROOT / "bench" / "make-trace.py", trace,
-                           "200000" if QUICK else "1000000"], check=True, capture_output=True, text=True)
-    packets = int(re.search(r": (\d+) packets", made.stdout).group(1))
+    packets, _ = make_trace(trace, 200000 if QUICK else 1000000)
     if ONLY == "merge":
         # The other sections' figures stay as the last full run left them.
         previous = RESULTS / "results.json"
@@ -617,12 +575,6 @@ def main():
     plot(core, e2e, RESULTS / "throughput.png")
     report(results)
     shutil.rmtree(workdir, ignore_errors=True)
-
-
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    zeek = subprocess.check_output([ZEEK, "--version"], text=True).strip()
-    return f"{os.cpu_count()} cores, {cpu}; {zeek}"
 
 
 def report(r):
@@ -675,7 +627,7 @@ def merge_report(m):
               "once the machine is idle and is measured again while this exceeds a tenth of its wall time: the "
               "machine may be shared). Late: "
               "packets released after a later one (PcapOverTcp::stats()$late), the trace's own out-of-order "
-              "ones included (one in each repetition of the shared traces). Zeek ends by bench/run's end script "
+              "ones included (one in each repetition of the shared traces). Zeek ends by bench/run.py's end script "
               "(terminate() at the packet that completes the count, checked from a timer due at the trace's "
               "last timestamp)."]
     default, long = (next((z for z in m["zeek"] if z["key"] == k), None) for k in ("contiguous", "contiguous, 10 sec"))
