@@ -53,12 +53,12 @@ pub(crate) fn connect<'c>(
         }
         match connect_one(control, target, addr) {
             Ok(stream) => {
-                log::debug!("{endpoint}: connected to {addr}");
+                crate::logger::debug!("{endpoint}: connected to {addr}");
                 return Ok(stream);
             }
             Err(_) if control.stopping() => return Err(Failure::Stopped),
             Err(e) => {
-                log::debug!("{endpoint}: connecting to {addr} failed: {e}");
+                crate::logger::debug!("{endpoint}: connecting to {addr} failed: {e}");
                 last = Some((*addr, e));
             }
         }

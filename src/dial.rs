@@ -89,11 +89,11 @@ impl Supervisor<'_> {
                 self.control.mention_wait(&e.to_string());
             } else if !self.config().reconnect {
                 if let Some(e) = error {
-                    log::error!("{e}");
+                    crate::logger::error!("{e}");
                 }
                 return;
             } else if self.outage.is_none() {
-                log::warn!("{}: connection lost ({reason}); reconnecting", self.label);
+                crate::logger::warning!("{}: connection lost ({reason}); reconnecting", self.label);
                 self.outage = Some(Instant::now());
                 self.counters.add_outage();
             }
@@ -165,7 +165,7 @@ impl Supervisor<'_> {
         self.counters.disconnected();
         let _ = transport.tcp().shutdown(Shutdown::Both);
         *delivered = handed > 0;
-        log::debug!("{}: connection ended", self.label);
+        crate::logger::debug!("{}: connection ended", self.label);
         end
     }
 }
@@ -180,17 +180,17 @@ fn stream_started(
     parser: &StreamParser,
     lt: i32,
 ) {
-    log::debug!(
+    crate::logger::debug!(
         "{label}: {} stream, link type {lt}",
         parser.format_name().unwrap_or("?")
     );
     if let Some(old) = link_type.replace(lt).filter(|&old| old != lt) {
-        log::warn!(
+        crate::logger::warning!(
             "{label}: the new stream's link type is {lt}, the previous one's was {old}; packets carry their own link type, and a capture filter is compiled for each"
         );
     }
     if let Some(since) = outage.take() {
-        log::warn!(
+        crate::logger::warning!(
             "{label}: connection restored after {:.1} s",
             since.elapsed().as_secs_f64()
         );

@@ -32,6 +32,7 @@ pub mod messages;
 pub mod parse;
 mod poll;
 pub mod ring;
+pub mod setting;
 pub mod share;
 pub mod source;
 mod sync;

@@ -33,6 +33,7 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::merge::Merge;
 use crate::poll;
+use crate::setting::Setting;
 use crate::tls::{ServerTls, Transport};
 
 /// The bound sockets of one listen endpoint.
@@ -272,7 +273,7 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
         header_deadline: deadline,
     };
     let (end, packets) = connection.read(&mut transport, &mut |parser, lt| {
-        log::debug!(
+        crate::logger::debug!(
             "{label}: {} stream, link type {lt}",
             parser.format_name().unwrap_or("?")
         );
@@ -421,6 +422,7 @@ fn handshake(
                     .header_timeout
                     .unwrap_or_default()
                     .as_secs_f64(),
+                setting: Setting::HeaderTimeout,
             }));
         }
         match tls.handshake_step() {

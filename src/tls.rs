@@ -25,6 +25,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
 
+use crate::setting::{self, Names, Setting};
+
+/// Where the CAs that verify a peer come from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CaSource {
+    File,
+    System,
+}
+
 /// The `PcapOverTcp::tls_*` options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
@@ -52,35 +61,50 @@ pub struct TlsOptions {
 pub enum SetupError {
     #[error("cannot read {option} {path}: {source}")]
     Read {
-        option: &'static str,
+        option: Setting,
         path: String,
         #[source]
         source: io::Error,
     },
     #[error("{option} {path} holds no {what} in PEM form")]
     Empty {
-        option: &'static str,
+        option: Setting,
         path: String,
         what: &'static str,
     },
     #[error("{option} {path}: {what}")]
     Invalid {
-        option: &'static str,
+        option: Setting,
         path: String,
         what: String,
     },
-    #[error("tls-listen:// needs a certificate and its key: set PcapOverTcp::tls_cert_file and PcapOverTcp::tls_key_file")]
+    #[error(
+        "tls-listen:// needs a certificate and its key: set {} and {}",
+        Setting::TlsCertFile,
+        Setting::TlsKeyFile
+    )]
     NoServerCert,
     #[error(
-        "PcapOverTcp::tls_cert_file and PcapOverTcp::tls_key_file go together: set both or neither"
+        "{} and {} go together: set both or neither",
+        Setting::TlsCertFile,
+        Setting::TlsKeyFile
     )]
     CertWithoutKey,
-    #[error("the key in PcapOverTcp::tls_key_file does not match the certificate in PcapOverTcp::tls_cert_file")]
+    #[error(
+        "the key in {} does not match the certificate in {}",
+        Setting::TlsKeyFile,
+        Setting::TlsCertFile
+    )]
     KeyMismatch,
-    #[error("PcapOverTcp::tls_allowed_names needs PcapOverTcp::tls_ca_file: without it no client certificate is asked for")]
+    #[error(
+        "{} needs {}: without it no client certificate is asked for",
+        Setting::TlsAllowedNames,
+        Setting::TlsCaFile
+    )]
     NamesWithoutCa,
     #[error(
-        "cannot load the system's CA certificates for tls:// ({0}); set PcapOverTcp::tls_ca_file"
+        "cannot load the system's CA certificates for tls:// ({0}); set {ca}",
+        ca = Setting::TlsCaFile
     )]
     NoSystemRoots(String),
     #[error("{0}")]
@@ -89,11 +113,18 @@ pub enum SetupError {
     Rustls(String),
 }
 
+impl SetupError {
+    /// The one line, with settings named in a front end's words.
+    pub fn render(&self, names: Names) -> String {
+        setting::with_names(names, || self.to_string())
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_file(option: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
+fn read_file(option: Setting, path: &Path) -> Result<Vec<u8>, SetupError> {
     std::fs::read(path).map_err(|source| SetupError::Read {
         option,
         path: path.display().to_string(),
@@ -101,7 +132,7 @@ fn read_file(option: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
     })
 }
 
-fn certs(option: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, SetupError> {
+fn certs(option: Setting, path: &Path) -> Result<Vec<CertificateDer<'static>>, SetupError> {
     let pem = read_file(option, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -121,7 +152,7 @@ fn certs(option: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static
 }
 
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, SetupError> {
-    let option = "PcapOverTcp::tls_key_file";
+    let option = Setting::TlsKeyFile;
     let pem = read_file(option, path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => SetupError::Empty {
@@ -138,7 +169,7 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, SetupError> {
 }
 
 fn roots(path: &Path) -> Result<RootCertStore, SetupError> {
-    let option = "PcapOverTcp::tls_ca_file";
+    let option = Setting::TlsCaFile;
     let mut store = RootCertStore::empty();
     for cert in certs(option, path)? {
         store.add(cert).map_err(|e| SetupError::Invalid {
@@ -168,7 +199,7 @@ fn our_cert(
     o: &TlsOptions,
 ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, SetupError> {
     match (&o.cert_file, &o.key_file) {
-        (Some(c), Some(k)) => Ok(Some((certs("PcapOverTcp::tls_cert_file", c)?, key(k)?))),
+        (Some(c), Some(k)) => Ok(Some((certs(Setting::TlsCertFile, c)?, key(k)?))),
         (None, None) => Ok(None),
         _ => Err(SetupError::CertWithoutKey),
     }
@@ -187,7 +218,7 @@ pub struct ClientTls {
     config: Arc<ClientConfig>,
     server_name: Option<String>,
     /// Where the CAs that verify servers come from, for messages.
-    ca_source: &'static str,
+    ca_source: CaSource,
 }
 
 impl ClientTls {
@@ -213,9 +244,9 @@ impl ClientTls {
             config: Arc::new(config),
             server_name: o.server_name.clone(),
             ca_source: if o.ca_file.is_some() {
-                "PcapOverTcp::tls_ca_file"
+                CaSource::File
             } else {
-                "the system's CA certificates"
+                CaSource::System
             },
         };
         if o.server_name.is_some() {
@@ -235,10 +266,16 @@ impl ClientTls {
     pub fn server_name(&self, host: &str) -> Result<ServerName<'static>, String> {
         match &self.server_name {
             Some(name) => ServerName::try_from(name.clone()).map_err(|_| {
-                format!("\"{name}\" (PcapOverTcp::tls_server_name) is not a valid TLS server name")
+                format!(
+                    "\"{name}\" ({}) is not a valid TLS server name",
+                    Setting::TlsServerName
+                )
             }),
             None => ServerName::try_from(host.to_string()).map_err(|_| {
-                format!("the endpoint's host \"{host}\" is not a valid TLS server name; set PcapOverTcp::tls_server_name")
+                format!(
+                    "the endpoint's host \"{host}\" is not a valid TLS server name; set {}",
+                    Setting::TlsServerName
+                )
             }),
         }
     }
@@ -317,7 +354,7 @@ impl ServerTls {
         Ok(Transport::Tls(Box::new(TlsStream::new(
             rustls::Connection::Server(conn),
             tcp,
-            "PcapOverTcp::tls_ca_file",
+            CaSource::File,
         ))))
     }
 }
@@ -375,7 +412,8 @@ impl rustls::server::danger::ClientCertVerifier for NamedClients {
             return Ok(verified);
         }
         let why = NotAllowed(format!(
-            "the sender's client certificate is valid for none of PcapOverTcp::tls_allowed_names ({})",
+            "the sender's client certificate is valid for none of {} ({})",
+            Setting::TlsAllowedNames,
             self.names.join(", ")
         ));
         Err(rustls::Error::InvalidCertificate(CertificateError::Other(
@@ -468,7 +506,7 @@ pub struct TlsStream {
     /// speak TLS.
     first: Vec<u8>,
     /// Where the CAs that verify the peer come from, for messages.
-    ca_source: &'static str,
+    ca_source: CaSource,
 }
 
 /// Why a TLS connection failed, in an operator's words (without the peer's
@@ -478,7 +516,7 @@ pub struct TlsStream {
 pub struct TlsError(pub String);
 
 impl TlsStream {
-    fn new(conn: rustls::Connection, tcp: TcpStream, ca_source: &'static str) -> TlsStream {
+    fn new(conn: rustls::Connection, tcp: TcpStream, ca_source: CaSource) -> TlsStream {
         TlsStream {
             conn,
             tcp,
@@ -599,7 +637,7 @@ impl TlsStream {
         if self.is_server() {
             return "the sender closed the connection during the TLS handshake (does it trust our certificate? check its CA file)".into();
         }
-        "the server closed the connection during the TLS handshake (does it require a client certificate? set PcapOverTcp::tls_cert_file and tls_key_file)".into()
+        format!("the server closed the connection during the TLS handshake (does it require a client certificate? set {})", Setting::TlsCertAndKey)
     }
 
     fn describe(&self, e: &rustls::Error) -> String {
@@ -618,13 +656,13 @@ impl TlsStream {
                 other.0.to_string()
             }
             rustls::Error::InvalidCertificate(c) => match c {
-                CertificateError::UnknownIssuer if self.ca_source.starts_with("Pcap") => format!(
+                CertificateError::UnknownIssuer if self.ca_source == CaSource::File => format!(
                     "{whose} is signed by a CA that {} does not hold (unknown CA)",
-                    self.ca_source
+                    Setting::TlsCaFile
                 ),
                 CertificateError::UnknownIssuer => format!(
-                    "{whose} is signed by a CA that {} do not hold (unknown CA); set PcapOverTcp::tls_ca_file to the CA that signed it",
-                    self.ca_source
+                    "{whose} is signed by a CA that the system's CA certificates do not hold (unknown CA); set {} to the CA that signed it",
+                    Setting::TlsCaFile
                 ),
                 CertificateError::BadSignature => {
                     format!("{whose} has a bad signature (not issued by the CA it names)")
@@ -637,28 +675,33 @@ impl TlsStream {
                     format!("{whose} is not valid before {}", date(*not_before))
                 }
                 CertificateError::NotValidForNameContext { expected, presented } => format!(
-                    "{whose} is not valid for the name {} (it names {}); set PcapOverTcp::tls_server_name to one of its names",
+                    "{whose} is not valid for the name {} (it names {}); set {} to one of its names",
                     name_text(expected),
                     if presented.is_empty() {
                         "no name".to_string()
                     } else {
                         presented.iter().map(|p| plain_name(p)).collect::<Vec<_>>().join(", ")
-                    }
+                    },
+                    Setting::TlsServerName
                 ),
                 CertificateError::NotValidForName => format!("{whose} is not valid for the expected name"),
                 other => format!("{whose} was rejected: {other:?}"),
             },
             rustls::Error::NoCertificatesPresented => {
-                "the sender sent no client certificate, and PcapOverTcp::tls_require_client_cert requires one".into()
+                format!("the sender sent no client certificate, and {} requires one", Setting::TlsRequireClientCert)
             }
             rustls::Error::AlertReceived(alert) => {
                 use rustls::AlertDescription as A;
-                let hint = match alert {
+                let required = format!(
+                    " (it requires a client certificate: set {})",
+                    Setting::TlsCertAndKey
+                );
+                let hint: &str = match alert {
                     A::UnknownCA | A::BadCertificate | A::CertificateUnknown => {
                         " (it does not trust our certificate: check its CA file)"
                     }
                     A::CertificateRequired => {
-                        " (it requires a client certificate: set PcapOverTcp::tls_cert_file and tls_key_file)"
+                        &required
                     }
                     A::CertificateExpired => " (our certificate has expired)",
                     _ => "",

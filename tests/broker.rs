@@ -2195,3 +2195,34 @@ fn soak_over_tls_drippers_and_storms_harm_only_themselves() {
         );
     })
 }
+
+/// A loopback port that nothing listens on (bound, then freed).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn the_cores_messages_reach_the_tools_log_in_its_own_words() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(30), || {
+        // Two servers: the plugin's core reads them (with its message sink).
+        let spec = format!("127.0.0.1:{},127.0.0.1:{}", closed_port(), closed_port());
+        let (relay, _) = start_ports(&["--upstream", &spec], 1);
+        // The input is read once a client is there.
+        let _client = connect(relay.port, None);
+        let lines = relay.wait_lines("cannot connect to", 1, Duration::from_secs(10));
+        let line = &lines[0];
+        assert!(
+            line.contains(&format!(
+                "WARN --upstream {spec}: cannot connect to 127.0.0.1:"
+            )),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("waiting for a stream (no time limit)"),
+            "{line}"
+        );
+        assert!(!relay.log().contains("PcapOverTcp::"), "{}", relay.log());
+    })
+}

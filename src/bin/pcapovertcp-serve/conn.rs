@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pcapovertcp::endpoint::Endpoint;
-use pcapovertcp::tls::{ClientTls, ServerTls, SetupError};
+use pcapovertcp::tls::{ClientTls, ServerTls};
 use rustls::{ClientConnection, ServerConfig, ServerConnection, StreamOwned};
 
 use crate::Options;
@@ -160,17 +160,7 @@ pub fn tls_setup(o: &Options) -> Result<Tls, String> {
     } else {
         ClientTls::new(&options).map(Tls::Client)
     };
-    tls.map_err(|e| setup_error(&e))
-}
-
-/// A TLS setup error in the tool's terms: its flags, not the plugin's
-/// options.
-fn setup_error(e: &SetupError) -> String {
-    e.to_string()
-        .replace("PcapOverTcp::tls_cert_file", "--tls-cert")
-        .replace("PcapOverTcp::tls_key_file", "--tls-key")
-        .replace("PcapOverTcp::tls_ca_file", "--tls-ca")
-        .replace(" for tls://", "")
+    tls.map_err(|e| e.render(crate::words::serve))
 }
 
 /// Completes a TLS handshake within HANDSHAKE_TIMEOUT of its start, an

@@ -34,6 +34,7 @@ mod merged;
 mod serve;
 mod stats;
 mod upstream;
+mod words;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -17,12 +17,14 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use pcapovertcp::endpoint::{Endpoint, Scheme, Spec};
+use pcapovertcp::setting;
 use pcapovertcp::tls::{ClientTls, TlsOptions, Transport};
 use pcapovertcp::Config;
 use socket2::{SockRef, TcpKeepalive};
 
 use crate::conn::{connect_addrs, Backoff, HANDSHAKE_TIMEOUT, RETRY_MAX, RETRY_MIN};
 use crate::input::Fanout;
+use crate::words;
 
 /// The backoff, for messages.
 const BACKOFF: &str = "100 ms doubling to 5 s";
@@ -52,7 +54,7 @@ pub fn direct(spec: &str, tls: &TlsOptions) -> Result<Option<Direct>, String> {
     };
     let tls = match target.scheme() {
         Scheme::Tcp => None,
-        Scheme::Tls => Some(ClientTls::new(tls).map_err(|e| our_words(&e.to_string()))?),
+        Scheme::Tls => Some(ClientTls::new(tls).map_err(|e| e.render(words::upstream))?),
         Scheme::TcpListen | Scheme::TlsListen => return Ok(None),
     };
     Ok(Some(Direct {
@@ -60,20 +62,6 @@ pub fn direct(spec: &str, tls: &TlsOptions) -> Result<Option<Direct>, String> {
         target: target.clone(),
         tls,
     }))
-}
-
-/// The plugin's messages name its options; the tool's, its flags.
-fn our_words(message: &str) -> String {
-    message
-        .replace(
-            "PcapOverTcp::tls_cert_file and tls_key_file",
-            "--upstream-tls-cert and --upstream-tls-key",
-        )
-        .replace("PcapOverTcp::tls_cert_file", "--upstream-tls-cert")
-        .replace("PcapOverTcp::tls_key_file", "--upstream-tls-key")
-        .replace("PcapOverTcp::tls_ca_file", "--upstream-tls-ca")
-        .replace("PcapOverTcp::tls_server_name", "--upstream-tls-server-name")
-        .replace(" for tls://", "")
 }
 
 /// How one connection to the server went.
@@ -148,6 +136,11 @@ impl Direct {
     /// One attempt to connect: each address in turn, keepalive, then the
     /// TLS handshake for tls://.
     fn open(&self) -> Result<Transport, String> {
+        // The core's messages in the tool's words.
+        setting::with_names(words::upstream, || self.open_tls())
+    }
+
+    fn open_tls(&self) -> Result<Transport, String> {
         let addrs = self
             .target
             .resolve()
@@ -157,9 +150,7 @@ impl Direct {
         let Some(tls) = &self.tls else {
             return Ok(Transport::Plain(tcp));
         };
-        let transport = tls
-            .connect(self.target.host(), tcp)
-            .map_err(|e| our_words(&e))?;
+        let transport = tls.connect(self.target.host(), tcp)?;
         handshake(transport)
     }
 
@@ -263,7 +254,7 @@ fn handshake(mut transport: Transport) -> Result<Transport, String> {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(our_words(&format!("TLS: {e}")));
+                    return Err(format!("TLS: {e}"));
                 }
                 _ => {
                     return Err(format!(
@@ -309,17 +300,5 @@ mod tests {
         ] {
             assert!(one(core).is_none(), "{core}");
         }
-    }
-
-    #[test]
-    fn tls_messages_name_the_tools_flags() {
-        assert_eq!(
-            our_words("the server's certificate is signed by a CA that PcapOverTcp::tls_ca_file does not hold"),
-            "the server's certificate is signed by a CA that --upstream-tls-ca does not hold"
-        );
-        assert_eq!(
-            our_words("set PcapOverTcp::tls_cert_file and tls_key_file"),
-            "set --upstream-tls-cert and --upstream-tls-key"
-        );
     }
 }
