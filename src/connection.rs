@@ -10,7 +10,7 @@
 //! A buffer is reused as soon as Zeek has released every packet in it, and
 //! never zero-filled: the kernel writes it directly.
 //!
-//! The socket's receive timeout ([`crate::connect::TICK`]) is this loop's
+//! The socket's receive timeout ([`crate::net::connect::TICK`]) is this loop's
 //! clock while the peer is quiet: it notices a closing source, a missing
 //! header and `idle_timeout` without a second thread. TCP keepalive notices
 //! a peer that stopped answering (the read then fails with ETIMEDOUT).

@@ -16,7 +16,6 @@
 
 pub mod budget;
 pub mod config;
-mod connect;
 mod connection;
 mod control;
 pub mod counters;
@@ -29,6 +28,7 @@ mod listen;
 pub mod logger;
 pub mod merge;
 pub mod messages;
+pub mod net;
 pub mod parse;
 mod poll;
 pub mod ring;
@@ -37,10 +37,11 @@ pub mod share;
 pub mod source;
 mod sync;
 mod threads;
-pub mod tls;
 pub mod utc;
 pub mod wake;
 
 pub use config::{Config, Keepalive};
 pub use error::Error;
+/// The TLS of `tls://` and `tls-listen://`, at its old path.
+pub use net::tls;
 pub use source::{Next, Opening, Packet, Source, Stats};

@@ -43,7 +43,8 @@ pub fn zeek(s: Setting) -> Option<&'static str> {
         Setting::OpenTimeout => "PcapOverTcp::open_timeout",
         Setting::HeaderTimeout => "PcapOverTcp::header_timeout",
         Setting::IdleTimeout => "PcapOverTcp::idle_timeout",
-        Setting::ConnectTimeout => "PcapOverTcp::connect_timeout",
+        // Fixed in the plugin (10 s): no option to name.
+        Setting::ConnectTimeout => return None,
         Setting::Keepalive => "PcapOverTcp::keepalive_*",
         Setting::AllowedSenders => "PcapOverTcp::allowed_senders",
         Setting::Tls => "PcapOverTcp::tls_*",

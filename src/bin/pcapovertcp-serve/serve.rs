@@ -11,13 +11,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pcapovertcp::endpoint::Endpoint;
+use pcapovertcp::setting;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admit::{Admission, Slot};
 use crate::client_log;
-use crate::conn::{
-    accept, dial, finish, tls_hint, tls_setup, Backoff, Conn, Tls, RETRY_MAX, RETRY_MIN,
-};
+use crate::conn::{self, accept, dial, finish, tls_setup, Conn, Tls, RETRY_MAX, RETRY_MIN};
 use crate::file::{load, serve_file, Framed};
 use crate::hub::{Budget, Ended, Hub, Refusal};
 use crate::input::{run_exec, Fanout};
@@ -25,6 +24,7 @@ use crate::logging;
 use crate::merged::run_upstream;
 use crate::stats::{ClientStats, Registry, State};
 use crate::upstream::{self, Direct};
+use crate::words;
 use crate::Options;
 
 /// Listening sockets' backlog.
@@ -332,6 +332,11 @@ fn accept_all(
 /// client keeps nothing). When no thread can be started, the client is
 /// refused: `work` (and the connection it holds) is dropped, with a line.
 fn spawn_client(peer: &str, work: impl FnOnce() + Send + 'static) {
+    let work = move || {
+        // The core's messages in this thread name the tool's flags.
+        setting::use_names(words::serve);
+        work()
+    };
     if let Err(e) = thread::Builder::new().spawn(work) {
         client_log!(
             log::Level::Warn,
@@ -624,7 +629,8 @@ fn send_file_to(
     (loops, rate): (u64, Option<f64>),
     registry: &Registry,
 ) {
-    let mut backoff = Backoff(RETRY_MIN);
+    setting::use_names(words::serve);
+    let mut backoff = conn::backoff();
     loop {
         let mut conn = dial(target, tls, &mut backoff);
         let since = Instant::now();
@@ -638,15 +644,12 @@ fn send_file_to(
             Err(e) => {
                 stats.finish(State::Lost);
                 log::warn!(
-                    "{target}: connection lost: {e}{}; redialling to send the file again from its start",
-                    tls_hint(&e)
+                    "{target}: connection lost: {e}; redialling to send the file again from its start"
                 )
             }
         }
         drop(conn);
-        if since.elapsed() >= RETRY_MAX {
-            backoff = Backoff(RETRY_MIN);
-        }
+        backoff.reset_after(since.elapsed());
         backoff.wait();
     }
 }
@@ -680,7 +683,8 @@ fn connect_file(
 /// Keeps `target` among the relay's clients: dials, joins (the header so
 /// far, then the live records), and redials when its connection breaks.
 fn relay_to(target: &Endpoint, tls: &Tls, hub: &Hub, registry: &Registry) {
-    let mut backoff = Backoff(RETRY_MIN);
+    setting::use_names(words::serve);
+    let mut backoff = conn::backoff();
     loop {
         let mut conn = dial(target, tls, &mut backoff);
         let since = Instant::now();
@@ -692,9 +696,7 @@ fn relay_to(target: &Endpoint, tls: &Tls, hub: &Hub, registry: &Registry) {
         if hub.ended() {
             return;
         }
-        if since.elapsed() >= RETRY_MAX {
-            backoff = Backoff(RETRY_MIN);
-        }
+        backoff.reset_after(since.elapsed());
         backoff.wait();
     }
 }
@@ -739,7 +741,7 @@ fn join_and_run(target: &Endpoint, conn: &mut Conn, hub: &Hub, stats: &Arc<Clien
         }
         Ended::Lost(e) => {
             stats.finish(State::Lost);
-            Some(format!("{e}{}", tls_hint(&e)))
+            Some(e.to_string())
         }
     };
     if let Some(why) = &why {

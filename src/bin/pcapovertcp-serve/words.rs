@@ -13,6 +13,8 @@ pub fn serve(s: Setting) -> Option<&'static str> {
         Setting::TlsKeyFile => "--tls-key",
         Setting::TlsCertAndKey => "--tls-cert and --tls-key",
         Setting::TlsServerName => "--tls-server-name",
+        // Listening with --tls-ca, clients must present a certificate.
+        Setting::TlsRequireClientCert => "--tls-ca",
         _ => return None,
     })
 }

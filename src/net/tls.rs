@@ -17,6 +17,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use rustls::client::WebPkiServerVerifier;
@@ -25,6 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
 
+use crate::net::connect::TICK;
 use crate::setting::{self, Names, Setting};
 
 /// Where the CAs that verify a peer come from, for messages.
@@ -283,6 +285,16 @@ impl ClientTls {
     /// Starts the handshake over a connected socket to `host` (the
     /// endpoint's host, unless `tls_server_name` names another).
     pub fn connect(&self, host: &str, tcp: TcpStream) -> Result<Transport, String> {
+        self.connect_to(host, tcp, "server")
+    }
+
+    /// As [`ClientTls::connect`], to a peer called `peer` in messages.
+    pub fn connect_to(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+        peer: &'static str,
+    ) -> Result<Transport, String> {
         let name = self.server_name(host)?;
         let conn =
             rustls::ClientConnection::new(self.config.clone(), name).map_err(|e| e.to_string())?;
@@ -290,6 +302,7 @@ impl ClientTls {
             rustls::Connection::Client(conn),
             tcp,
             self.ca_source,
+            peer,
         ))))
     }
 }
@@ -348,13 +361,20 @@ impl ServerTls {
         self.config.clone()
     }
 
-    /// Starts the handshake over an accepted socket.
+    /// Starts the handshake over an accepted socket, from a sender.
     pub fn accept(&self, tcp: TcpStream) -> Result<Transport, String> {
+        self.accept_from(tcp, "sender")
+    }
+
+    /// Starts the handshake over an accepted socket, from a peer called
+    /// `peer` in messages.
+    pub fn accept_from(&self, tcp: TcpStream, peer: &'static str) -> Result<Transport, String> {
         let conn = rustls::ServerConnection::new(self.config.clone()).map_err(|e| e.to_string())?;
         Ok(Transport::Tls(Box::new(TlsStream::new(
             rustls::Connection::Server(conn),
             tcp,
             CaSource::File,
+            peer,
         ))))
     }
 }
@@ -470,6 +490,105 @@ impl Transport {
     }
 }
 
+/// What the tool writes to its clients and receivers: over TLS each write
+/// is encrypted and sent before it returns, as a plain socket's would be.
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(t) => {
+                let n = t.conn.writer().write(buf)?;
+                t.flush()?;
+                Ok(n)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(t) => t.flush(),
+        }
+    }
+}
+
+impl Transport {
+    /// Ends our direction of the stream: a TLS close_notify, then the FIN.
+    pub fn end(&mut self) -> io::Result<()> {
+        if let Transport::Tls(t) = self {
+            t.conn.send_close_notify();
+            t.flush()?;
+        }
+        self.tcp().shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// Why [`handshake`] did not complete.
+#[derive(Debug)]
+pub enum HandshakeFailure {
+    /// The caller is closing.
+    Stopped,
+    /// The deadline passed.
+    TimedOut,
+    /// The peer refused us or we it, or the connection failed: an error
+    /// in an operator's words (see [`TlsError`]) or the socket's.
+    Failed(io::Error),
+}
+
+/// Completes the TLS handshake of `transport` (a plain one has none) by
+/// `deadline` (None: no limit), an absolute deadline: every step waits at
+/// most until it (and one tick, to see `stopping`), so a peer that drips
+/// its bytes gets no more time than one that sends none. The socket's read
+/// and write timeouts are as before afterwards. On failure, our alert has
+/// been sent.
+pub fn handshake(
+    transport: &mut Transport,
+    deadline: Option<Instant>,
+    stopping: &dyn Fn() -> bool,
+) -> Result<(), HandshakeFailure> {
+    let Transport::Tls(tls) = transport else {
+        return Ok(());
+    };
+    let tcp = tls.tcp.try_clone().map_err(HandshakeFailure::Failed)?;
+    let saved = (tcp.read_timeout(), tcp.write_timeout());
+    let result = loop {
+        if tls.handshake_done() {
+            break Ok(());
+        }
+        if stopping() {
+            break Err(HandshakeFailure::Stopped);
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            break Err(HandshakeFailure::TimedOut);
+        }
+        let step = left.map_or(TICK, |l| l.min(TICK));
+        if let Err(e) = tcp
+            .set_read_timeout(Some(step))
+            .and_then(|()| tcp.set_write_timeout(Some(step)))
+        {
+            break Err(HandshakeFailure::Failed(e));
+        }
+        match tls.handshake_step() {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) if stopping() => break Err(HandshakeFailure::Stopped),
+            Err(e) => break Err(HandshakeFailure::Failed(e)),
+        }
+    };
+    if let (Ok(read), Ok(write)) = saved {
+        let _ = tcp.set_read_timeout(read);
+        let _ = tcp.set_write_timeout(write);
+    }
+    result
+}
+
 /// The stream's bytes as a plain reader, for callers that copy them on
 /// (pcapovertcp-serve relays an upstream server's stream as it is). 0 at
 /// the end of the stream, as from `read_into`.
@@ -507,6 +626,8 @@ pub struct TlsStream {
     first: Vec<u8>,
     /// Where the CAs that verify the peer come from, for messages.
     ca_source: CaSource,
+    /// What the peer is called in messages ("sender", "client", "server").
+    peer: &'static str,
 }
 
 /// Why a TLS connection failed, in an operator's words (without the peer's
@@ -516,12 +637,18 @@ pub struct TlsStream {
 pub struct TlsError(pub String);
 
 impl TlsStream {
-    fn new(conn: rustls::Connection, tcp: TcpStream, ca_source: CaSource) -> TlsStream {
+    fn new(
+        conn: rustls::Connection,
+        tcp: TcpStream,
+        ca_source: CaSource,
+        peer: &'static str,
+    ) -> TlsStream {
         TlsStream {
             conn,
             tcp,
             first: Vec::new(),
             ca_source,
+            peer,
         }
     }
 
@@ -554,12 +681,12 @@ impl TlsStream {
         let n = match read {
             Ok(n) => n,
             Err(e) if self.conn.is_handshaking() && e.kind() == io::ErrorKind::ConnectionReset => {
-                return Err(fail(format!("{} ({e})", self.handshake_eof())));
+                return Err(hung_up(format!("{} ({e})", self.handshake_eof())));
             }
             Err(e) => return Err(e),
         };
         if n == 0 && self.conn.is_handshaking() {
-            return Err(fail(self.handshake_eof()));
+            return Err(hung_up(self.handshake_eof()));
         }
         if let Err(e) = self.conn.process_new_packets() {
             // Tell the peer why (the alert rustls queued), then report.
@@ -632,12 +759,15 @@ impl TlsStream {
 
     fn handshake_eof(&self) -> String {
         if self.is_server() && self.first.is_empty() {
-            return "the sender closed the connection before the TLS handshake".into();
+            return format!(
+                "the {} closed the connection before the TLS handshake",
+                self.peer
+            );
         }
         if self.is_server() {
-            return "the sender closed the connection during the TLS handshake (does it trust our certificate? check its CA file)".into();
+            return format!("the {} closed the connection during the TLS handshake (does it trust our certificate? check its CA file)", self.peer);
         }
-        format!("the server closed the connection during the TLS handshake (does it require a client certificate? set {})", Setting::TlsCertAndKey)
+        format!("the {} closed the connection during the TLS handshake (does it require a client certificate? set {})", self.peer, Setting::TlsCertAndKey)
     }
 
     fn describe(&self, e: &rustls::Error) -> String {
@@ -645,9 +775,9 @@ impl TlsStream {
             return what;
         }
         let whose = if self.is_server() {
-            "the sender's client certificate"
+            format!("the {}'s client certificate", self.peer)
         } else {
-            "the server's certificate"
+            "the server's certificate".to_string()
         };
         match e {
             rustls::Error::InvalidCertificate(CertificateError::Other(other))
@@ -688,7 +818,7 @@ impl TlsStream {
                 other => format!("{whose} was rejected: {other:?}"),
             },
             rustls::Error::NoCertificatesPresented => {
-                format!("the sender sent no client certificate, and {} requires one", Setting::TlsRequireClientCert)
+                format!("the {} sent no client certificate, and {} requires one", self.peer, Setting::TlsRequireClientCert)
             }
             rustls::Error::AlertReceived(alert) => {
                 use rustls::AlertDescription as A;
@@ -790,6 +920,12 @@ fn fail(message: String) -> io::Error {
     io::Error::other(TlsError(message))
 }
 
+/// The peer hung up during the handshake (kind `UnexpectedEof`, so that a
+/// caller can add its own hint).
+fn hung_up(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, TlsError(message))
+}
+
 /// `YYYY-MM-DD HH:MM:SS UTC` of a certificate time.
 fn date(t: UnixTime) -> String {
     let secs = i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
@@ -817,6 +953,93 @@ impl Read for Recording<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// A TLS client over `tcp` that trusts nothing (it never gets as far
+    /// as verifying).
+    fn client(tcp: TcpStream) -> Transport {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        Transport::Tls(Box::new(TlsStream::new(
+            rustls::Connection::Client(conn),
+            tcp,
+            CaSource::File,
+            "server",
+        )))
+    }
+
+    #[test]
+    fn a_handshake_dripped_a_byte_at_a_time_ends_at_its_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The peer answers the ClientHello with the start of a ServerHello
+        // record, one byte every 50 ms: every read gets a byte well within
+        // any per-read timeout, and the record never completes.
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 4096];
+            let _ = s.read(&mut hello);
+            let record = [0x16u8, 0x03, 0x03, 0x40, 0x00, 0x02, 0x00, 0x3f, 0xfc];
+            let bytes = record.iter().chain(std::iter::repeat(&0u8)).take(100);
+            for b in bytes {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(7))).unwrap();
+        let mut transport = client(tcp);
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(600);
+        let result = handshake(&mut transport, Some(deadline), &|| false);
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(HandshakeFailure::TimedOut)),
+            "{result:?}"
+        );
+        assert!(
+            took < Duration::from_millis(600) + TICK + Duration::from_millis(300),
+            "{took:?}"
+        );
+        // The socket's own timeout is as it was.
+        assert_eq!(
+            transport.tcp().read_timeout().unwrap(),
+            Some(Duration::from_secs(7))
+        );
+        drop(transport);
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn a_handshake_stops_when_its_caller_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut transport = client(tcp);
+        let started = Instant::now();
+        let stop_at = started + Duration::from_millis(300);
+        let result = handshake(&mut transport, None, &|| Instant::now() >= stop_at);
+        assert!(
+            matches!(result, Err(HandshakeFailure::Stopped)),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_plain_transport_has_no_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut plain = Transport::Plain(tcp);
+        assert!(handshake(&mut plain, Some(Instant::now()), &|| true).is_ok());
+    }
 
     #[test]
     fn dates_are_civil_utc() {
