@@ -82,11 +82,6 @@ impl Outage {
         true
     }
 
-    /// Whether an outage is in progress.
-    pub fn is_down(&self) -> bool {
-        self.since.is_some()
-    }
-
     /// The peer is up: how long the outage lasted, if there was one (to
     /// report its end once).
     pub fn up(&mut self) -> Option<Duration> {
@@ -127,7 +122,7 @@ mod tests {
         assert!(!o.down("refused"));
         assert!(o.down("no header"));
         assert!(!o.down("no header"));
-        assert!(o.is_down());
+        assert!(o.since.is_some());
         assert!(o.up().is_some());
         assert!(o.up().is_none(), "its end is said once");
         assert!(o.down("refused"), "a new outage is reported again");

@@ -20,10 +20,10 @@ use crate::poll;
 /// How often a blocked step looks up to see whether the source is closing,
 /// and the receive timeout of a connected socket (the read loop's clock for
 /// idle and header deadlines).
-pub const TICK: Duration = Duration::from_millis(200);
+pub(crate) const TICK: Duration = Duration::from_millis(200);
 
 /// Why `connect` returned no stream.
-pub enum Failure {
+pub(crate) enum Failure {
     Stopped,
     Failed(Error),
 }
@@ -140,7 +140,7 @@ fn new_socket(addr: &SocketAddr) -> io::Result<Socket> {
 /// at each tick). A connection to itself is refused: dialling a free
 /// loopback port can meet itself (TCP simultaneous open), and that is no
 /// peer. The socket is left blocking.
-pub fn connect_socket(
+pub(crate) fn connect_socket(
     socket: &Socket,
     addr: &SocketAddr,
     timeout: Duration,
@@ -217,7 +217,7 @@ pub(crate) fn set_up(socket: &Socket, config: &Config) -> io::Result<()> {
 }
 
 /// Keepalive probes with `k`'s bound (none: the system's default).
-pub fn keep_alive(socket: &Socket, k: Option<&Keepalive>) -> io::Result<()> {
+pub(crate) fn keep_alive(socket: &Socket, k: Option<&Keepalive>) -> io::Result<()> {
     let Some(k) = k else {
         return Ok(());
     };
