@@ -129,3 +129,56 @@ impl Error {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plugin's lines, byte for byte as in tests/Baseline; in another
+    /// front end's words through `render`.
+    #[test]
+    fn settings_are_named_in_the_plugins_words_unless_rendered_otherwise() {
+        let ep = || "127.0.0.1:PORT".to_string();
+        let cases = [
+            (
+                Error::Idle { endpoint: ep(), seconds: 2.0 },
+                "127.0.0.1:PORT sent nothing for 2.0 s (PcapOverTcp::idle_timeout)",
+            ),
+            (
+                Error::HeaderTimeout { endpoint: ep(), seconds: 1.0, bytes: 0 },
+                "127.0.0.1:PORT sent no whole pcap header within 1.0 s (PcapOverTcp::header_timeout; 0 bytes received)",
+            ),
+            (
+                Error::OpenTimeout {
+                    endpoint: ep(),
+                    seconds: 2.0,
+                    waiting_for: "127.0.0.1:PORT accepted the connection but sent no pcap header".into(),
+                },
+                "no PCAP-over-IP stream from 127.0.0.1:PORT within PcapOverTcp::open_timeout (2.0 s): 127.0.0.1:PORT accepted the connection but sent no pcap header",
+            ),
+            (
+                Error::DeadPeer { endpoint: "ENDPOINT".into(), seconds: 3.0 },
+                "ENDPOINT stopped answering: no reply to TCP keepalive probes within 3 s (PcapOverTcp::keepalive_*); is the capture host or the path to it down?",
+            ),
+            (
+                Error::BadSubnet("x".into()),
+                "PcapOverTcp::allowed_senders: \"x\" is not a subnet",
+            ),
+        ];
+        for (e, line) in cases {
+            assert_eq!(e.to_string(), line);
+        }
+        let e = Error::TlsSetup(crate::tls::SetupError::CertWithoutKey);
+        let flags = |s: Setting| match s {
+            Setting::TlsCertFile => Some("--tls-cert"),
+            Setting::TlsKeyFile => Some("--tls-key"),
+            Setting::Tls => Some("--tls-*"),
+            _ => None,
+        };
+        assert_eq!(
+            e.render(flags),
+            "--tls-cert and --tls-key go together: set both or neither; check the --tls-* options"
+        );
+        assert!(e.to_string().starts_with("PcapOverTcp::tls_cert_file and"));
+    }
+}
