@@ -621,6 +621,33 @@ fn listen_file(
     ExitCode::SUCCESS
 }
 
+/// Keeps a --connect target served: dials it (with the core's backoff and
+/// once-per-outage lines), runs `session` on the connection with the
+/// target's counters, and redials while `session` says to (after a pause
+/// that starts again at its minimum when the connection lasted).
+fn redial(
+    target: &Endpoint,
+    tls: &Tls,
+    registry: &Registry,
+    mut session: impl FnMut(&mut Conn, &Arc<ClientStats>) -> bool,
+) {
+    // The core's messages on this thread name the tool's flags.
+    setting::use_names(words::serve);
+    let mut backoff = conn::backoff();
+    loop {
+        let mut conn = dial(target, tls, &mut backoff);
+        let since = Instant::now();
+        let stats = registry.add(format!("target={target}"));
+        let again = session(&mut conn, &stats);
+        drop(conn);
+        if !again {
+            return;
+        }
+        backoff.reset_after(since.elapsed());
+        backoff.wait();
+    }
+}
+
 /// Sends the file to `target` until one connection has carried all of it.
 fn send_file_to(
     target: &Endpoint,
@@ -629,29 +656,22 @@ fn send_file_to(
     (loops, rate): (u64, Option<f64>),
     registry: &Registry,
 ) {
-    setting::use_names(words::serve);
-    let mut backoff = conn::backoff();
-    loop {
-        let mut conn = dial(target, tls, &mut backoff);
-        let since = Instant::now();
-        let stats = registry.add(format!("target={target}"));
-        match serve_file(&mut conn, framed, loops, rate, &stats).and_then(|()| finish(&mut conn)) {
+    redial(target, tls, registry, |conn, stats| {
+        match serve_file(conn, framed, loops, rate, stats).and_then(|()| finish(conn)) {
             Ok(()) => {
                 stats.finish(State::Ended);
                 log::info!("{target}: sent the whole file");
-                return;
+                false
             }
             Err(e) => {
                 stats.finish(State::Lost);
                 log::warn!(
                     "{target}: connection lost: {e}; redialling to send the file again from its start"
-                )
+                );
+                true
             }
         }
-        drop(conn);
-        backoff.reset_after(since.elapsed());
-        backoff.wait();
-    }
+    })
 }
 
 /// --connect with a file: one thread per target.
@@ -683,22 +703,9 @@ fn connect_file(
 /// Keeps `target` among the relay's clients: dials, joins (the header so
 /// far, then the live records), and redials when its connection breaks.
 fn relay_to(target: &Endpoint, tls: &Tls, hub: &Hub, registry: &Registry) {
-    setting::use_names(words::serve);
-    let mut backoff = conn::backoff();
-    loop {
-        let mut conn = dial(target, tls, &mut backoff);
-        let since = Instant::now();
-        let stats = registry.add(format!("target={target}"));
-        if !join_and_run(target, &mut conn, hub, &stats) {
-            return;
-        }
-        drop(conn);
-        if hub.ended() {
-            return;
-        }
-        backoff.reset_after(since.elapsed());
-        backoff.wait();
-    }
+    redial(target, tls, registry, |conn, stats| {
+        join_and_run(target, conn, hub, stats) && !hub.ended()
+    })
 }
 
 /// A --connect target's stream through the hub. Returns whether to redial:
