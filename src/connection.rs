@@ -10,7 +10,7 @@
 //! A buffer is reused as soon as Zeek has released every packet in it, and
 //! never zero-filled: the kernel writes it directly.
 //!
-//! The socket's receive timeout ([`crate::connect::TICK`]) is this loop's
+//! The socket's receive timeout ([`crate::net::connect::TICK`]) is this loop's
 //! clock while the peer is quiet: it notices a closing source, a missing
 //! header and `idle_timeout` without a second thread. TCP keepalive notices
 //! a peer that stopped answering (the read then fails with ETIMEDOUT).
@@ -366,7 +366,7 @@ impl Connection<'_> {
     fn end_mid_record(&self, parser: &StreamParser, leftover: usize) {
         if leftover > 0 && parser.link_type().is_some() {
             self.counters().add_truncated();
-            log::warn!(
+            crate::logger::warning!(
                 "{}: the connection ended in the middle of a record; its {leftover} bytes were discarded",
                 self.label
             );
@@ -395,7 +395,7 @@ impl Share {
                 } => {
                     if let Some(lt) = unhashable_link_type.filter(|lt| !self.warned.contains(lt)) {
                         self.warned.push(lt);
-                        log::warn!(
+                        crate::logger::warning!(
                             "{}: packets of link type {lt} cannot be assigned to a share by their flow; all of them go to share 0",
                             c.label
                         );

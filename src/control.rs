@@ -18,6 +18,7 @@ use crate::counters::Registry;
 use crate::error::Error;
 use crate::messages::Messages;
 use crate::ring::Ring;
+use crate::setting::Setting;
 use crate::sync::lock;
 
 /// A start-up step (a connect, a header) still unfinished after this long is
@@ -154,14 +155,16 @@ impl Control {
         if self.is_open() || self.wait_mentioned.swap(true, Ordering::AcqRel) {
             return;
         }
-        let how_long = match self.config.open_timeout {
-            None => "waiting for a stream (PcapOverTcp::open_timeout is 0: no time limit)".into(),
-            Some(limit) => format!(
-                "waiting for a stream for up to {:.1} s (PcapOverTcp::open_timeout)",
+        let setting = Setting::OpenTimeout;
+        let how_long = match (self.config.open_timeout, setting.name()) {
+            (None, Some(name)) => format!("waiting for a stream ({name} is 0: no time limit)"),
+            (None, None) => "waiting for a stream (no time limit)".into(),
+            (Some(limit), _) => format!(
+                "waiting for a stream for up to {:.1} s ({setting})",
                 limit.as_secs_f64()
             ),
         };
-        log::warn!("{what}; {how_long}");
+        crate::logger::warning!("{what}; {how_long}");
     }
 
     pub fn waiting_for(&self) -> String {
@@ -207,7 +210,7 @@ impl Control {
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "panic".into()),
                 };
-                log::error!("{e}");
+                crate::logger::error!("{e}");
                 control.fail(e);
             }
         })?;

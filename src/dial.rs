@@ -8,15 +8,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::connect::{self, Failure};
-use crate::connection::{Connection, End, Outlet, Sink};
+use crate::connection::{read_error, Connection, End, Outlet, Sink};
 use crate::control::Control;
 use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::merge::Lane;
+use crate::net::backoff::{Backoff, Outage};
+use crate::net::connect::{self, Failure};
 use crate::parse::StreamParser;
-use crate::tls::{ClientTls, Transport};
+use crate::setting::Setting;
+use crate::tls::{self, ClientTls, HandshakeFailure, Transport};
 
 /// Runs one connect endpoint until its stream ends for good or the source
 /// is closed. With a merge sink, `first_lane` is the lane for the first
@@ -38,7 +40,7 @@ pub(crate) fn run(
         sink,
         first_lane,
         link_type: None,
-        outage: None,
+        outage: Outage::default(),
     }
     .run()
 }
@@ -56,8 +58,8 @@ struct Supervisor<'a> {
     first_lane: Option<Lane>,
     /// The link type of the last stream, to report a change.
     link_type: Option<i32>,
-    /// When the outage in progress began; reported once at each end.
-    outage: Option<Instant>,
+    /// The outage in progress; reported once at each end.
+    outage: Outage,
 }
 
 impl Supervisor<'_> {
@@ -66,7 +68,7 @@ impl Supervisor<'_> {
     }
 
     fn run(&mut self) {
-        let mut backoff = self.config().reconnect_min;
+        let mut backoff = Backoff::new(self.config().reconnect_min, self.config().reconnect_max);
         loop {
             let mut delivered = false;
             let (reason, error) = match self.session(&mut delivered) {
@@ -89,21 +91,19 @@ impl Supervisor<'_> {
                 self.control.mention_wait(&e.to_string());
             } else if !self.config().reconnect {
                 if let Some(e) = error {
-                    log::error!("{e}");
+                    crate::logger::error!("{e}");
                 }
                 return;
-            } else if self.outage.is_none() {
-                log::warn!("{}: connection lost ({reason}); reconnecting", self.label);
-                self.outage = Some(Instant::now());
+            } else if self.outage.down("lost") {
+                crate::logger::warning!("{}: connection lost ({reason}); reconnecting", self.label);
                 self.counters.add_outage();
             }
             if delivered {
-                backoff = self.config().reconnect_min;
+                backoff.reset();
             }
-            if !self.control.sleep(backoff) {
+            if !self.control.sleep(backoff.next_pause()) {
                 return;
             }
-            backoff = backoff.saturating_mul(2).min(self.config().reconnect_max);
         }
     }
 
@@ -140,7 +140,26 @@ impl Supervisor<'_> {
                 }
             },
         };
+        // A connection counts from its TCP connect, its handshake included.
         self.counters.connected();
+        // A server that accepts and never completes the handshake is
+        // redialled after connect_timeout, as one that never answers.
+        let timeout = self.config().connect_timeout;
+        let deadline = Instant::now() + timeout;
+        let handshake = tls::handshake(&mut transport, Some(deadline), &|| self.control.stopping());
+        if let Err(failure) = handshake {
+            self.counters.disconnected();
+            let _ = transport.tcp().shutdown(Shutdown::Both);
+            return match failure {
+                HandshakeFailure::Stopped => End::Stopped,
+                HandshakeFailure::TimedOut => End::Failed(Error::HandshakeTimeout {
+                    endpoint: self.label.clone(),
+                    seconds: timeout.as_secs_f64(),
+                    setting: Setting::ConnectTimeout,
+                }),
+                HandshakeFailure::Failed(e) => End::Failed(read_error(&self.label, e)),
+            };
+        }
         let outlet = match (&lane, self.sink) {
             (Some(lane), _) => Outlet::Lane(lane),
             (None, Sink::Ring(ring)) => Outlet::Ring(ring),
@@ -165,7 +184,7 @@ impl Supervisor<'_> {
         self.counters.disconnected();
         let _ = transport.tcp().shutdown(Shutdown::Both);
         *delivered = handed > 0;
-        log::debug!("{}: connection ended", self.label);
+        crate::logger::debug!("{}: connection ended", self.label);
         end
     }
 }
@@ -175,24 +194,24 @@ impl Supervisor<'_> {
 fn stream_started(
     control: &Control,
     label: &str,
-    outage: &mut Option<Instant>,
+    outage: &mut Outage,
     link_type: &mut Option<i32>,
     parser: &StreamParser,
     lt: i32,
 ) {
-    log::debug!(
+    crate::logger::debug!(
         "{label}: {} stream, link type {lt}",
         parser.format_name().unwrap_or("?")
     );
     if let Some(old) = link_type.replace(lt).filter(|&old| old != lt) {
-        log::warn!(
+        crate::logger::warning!(
             "{label}: the new stream's link type is {lt}, the previous one's was {old}; packets carry their own link type, and a capture filter is compiled for each"
         );
     }
-    if let Some(since) = outage.take() {
-        log::warn!(
+    if let Some(lasted) = outage.up() {
+        crate::logger::warning!(
             "{label}: connection restored after {:.1} s",
-            since.elapsed().as_secs_f64()
+            lasted.as_secs_f64()
         );
     }
     control.opened(lt);

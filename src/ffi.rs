@@ -265,6 +265,8 @@ fn start(path: &[u8], options: &Options) -> Result<Box<PcapOverTcp>, crate::Erro
             String::from_utf8_lossy(path).into_owned(),
         ));
     };
+    // Only the plugin installs a `log` logger: Zeek has none of its own.
+    crate::logger::install();
     // Nothing here should panic; if it does, Zeek gets an error, not an abort.
     std::panic::catch_unwind(|| Source::start(path, config(options)?))
         .unwrap_or_else(|_| {

@@ -2,21 +2,25 @@
 //!
 //! The data path, in order:
 //! [`endpoint`] (the interface name: where to connect or listen) →
-//! [`dial`] (one connect endpoint's life, with [`connect`] for resolving and
-//! connecting) or [`listen`] (accepting senders) → [`connection`] (one
-//! stream: socket → its own [`parse`]r, with [`linktype`]) → [`merge`]
-//! (several connections in timestamp order, within one [`budget`]; skipped
-//! when there is one connection) → [`ring`] (the zero-copy hand-over, with
-//! [`wake`] for Zeek's poll loop) → [`source`] (what Zeek's main loop
-//! calls) → [`ffi`] (the one `cxx` bridge the C++ shim uses).
+//! [`dial`] (one connect endpoint's life: reconnects with
+//! [`net::backoff`]) or [`listen`] (accepting senders) → [`net`] (the
+//! network layer shared with pcapovertcp-serve: [`net::connect`] for
+//! resolving and connecting, [`net::tls`] for the transport and the TLS
+//! handshake) → [`connection`] (one stream: transport → its own
+//! [`parse`]r, with [`linktype`]) → [`merge`] (several connections in
+//! timestamp order, within one [`budget`]; skipped when there is one
+//! connection) → [`ring`] (the zero-copy hand-over, with [`wake`] for
+//! Zeek's poll loop) → [`source`] (what Zeek's main loop calls) → [`ffi`]
+//! (the one `cxx` bridge the C++ shim uses).
 //!
 //! Beside it: [`control`] (what the threads and the consumer share),
-//! [`messages`] and [`logger`] (the operator's messages, per source),
-//! [`counters`], [`config`], [`threads`].
+//! [`messages`] (each source's message sink, drained by its front end),
+//! [`logger`] (a thread's messages to its source's sink; the `log` logger
+//! only the Zeek plugin installs), [`setting`] (settings named in each
+//! front end's words), [`counters`], [`config`], [`threads`].
 
 pub mod budget;
 pub mod config;
-mod connect;
 mod connection;
 mod control;
 pub mod counters;
@@ -29,17 +33,20 @@ mod listen;
 pub mod logger;
 pub mod merge;
 pub mod messages;
+pub mod net;
 pub mod parse;
 mod poll;
 pub mod ring;
+pub mod setting;
 pub mod share;
 pub mod source;
 mod sync;
 mod threads;
-pub mod tls;
 pub mod utc;
 pub mod wake;
 
 pub use config::{Config, Keepalive};
 pub use error::Error;
+/// The TLS of `tls://` and `tls-listen://`, at its old path.
+pub use net::tls;
 pub use source::{Next, Opening, Packet, Source, Stats};

@@ -25,15 +25,16 @@ pub(crate) use admission::Admission;
 use admission::{Closed, Ticket};
 use lines::{Kind, Lines};
 
-use crate::connect::{self, TICK};
 use crate::connection::{read_error, Connection, End, Heard, Joined, Outlet};
 use crate::control::Control;
 use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::merge::Merge;
+use crate::net::connect::{self, TICK};
 use crate::poll;
-use crate::tls::{ServerTls, Transport};
+use crate::setting::Setting;
+use crate::tls::{self, HandshakeFailure, ServerTls, Transport};
 
 /// The bound sockets of one listen endpoint.
 pub(crate) struct Bound {
@@ -272,7 +273,7 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
         header_deadline: deadline,
     };
     let (end, packets) = connection.read(&mut transport, &mut |parser, lt| {
-        log::debug!(
+        crate::logger::debug!(
             "{label}: {} stream, link type {lt}",
             parser.format_name().unwrap_or("?")
         );
@@ -404,33 +405,17 @@ fn handshake(
     label: &str,
     deadline: Option<Instant>,
 ) -> Result<(), Option<Error>> {
-    let Transport::Tls(tls) = transport else {
-        return Ok(());
-    };
-    while !tls.handshake_done() {
-        if control.stopping() {
-            return Err(None);
-        }
-        // At every step, not only when the peer is quiet: a handshake sent
-        // a byte at a time must not evade the deadline.
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Some(Error::HandshakeTimeout {
-                endpoint: label.to_string(),
-                seconds: control
-                    .config
-                    .header_timeout
-                    .unwrap_or_default()
-                    .as_secs_f64(),
-            }));
-        }
-        match tls.handshake_step() {
-            Ok(()) => {}
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) if control.stopping() => return Err(None),
-            Err(e) => return Err(Some(read_error(label, e))),
-        }
-    }
-    Ok(())
+    tls::handshake(transport, deadline, &|| control.stopping()).map_err(|e| match e {
+        HandshakeFailure::Stopped => None,
+        HandshakeFailure::TimedOut => Some(Error::HandshakeTimeout {
+            endpoint: label.to_string(),
+            seconds: control
+                .config
+                .header_timeout
+                .unwrap_or_default()
+                .as_secs_f64(),
+            setting: Setting::HeaderTimeout,
+        }),
+        HandshakeFailure::Failed(e) => Some(read_error(label, e)),
+    })
 }

@@ -619,7 +619,7 @@ impl Lane {
         if !self.skew_reported.swap(true, Ordering::Relaxed) {
             let ahead = i128::from(furthest) - i128::from(reference);
             let packets = if dropped == 1 { "packet" } else { "packets" };
-            log::warn!(
+            crate::logger::warning!(
                 "{}: dropped {dropped} {packets} dated up to {ahead} s after this host's clock and the merge's newest packet (more than PcapOverTcp::merge_max_skew, {} s): they would move Zeek's network time ahead for every sender; check this sender's clock (later ones are only counted as skewed)",
                 self.label,
                 skew.as_secs()

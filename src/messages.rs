@@ -11,6 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 use log::Level;
 
+use crate::setting::Names;
 use crate::sync::lock;
 
 /// Queued messages beyond this are counted, not kept.
@@ -18,8 +19,9 @@ const MAX_QUEUED: usize = 1000;
 
 type Notify = Box<dyn Fn() + Send + Sync>;
 
-#[derive(Default)]
 pub struct Messages {
+    /// The words of the front end that reads them (see [`crate::setting`]).
+    names: Names,
     queue: Mutex<Vec<(Level, String)>>,
     pending: AtomicBool,
     lost: AtomicUsize,
@@ -37,7 +39,30 @@ impl std::fmt::Debug for Messages {
     }
 }
 
+impl Default for Messages {
+    /// In the Zeek plugin's words.
+    fn default() -> Self {
+        Messages::with_names(crate::setting::zeek)
+    }
+}
+
 impl Messages {
+    /// A queue whose messages name settings with `names`.
+    pub fn with_names(names: Names) -> Self {
+        Messages {
+            names,
+            queue: Mutex::default(),
+            pending: AtomicBool::default(),
+            lost: AtomicUsize::default(),
+            notify: OnceLock::new(),
+        }
+    }
+
+    /// The words its messages name settings in.
+    pub fn names(&self) -> Names {
+        self.names
+    }
+
     /// Sets what wakes the consumer when a message is queued (once).
     pub fn on_message(&self, notify: impl Fn() + Send + Sync + 'static) {
         let _ = self.notify.set(Box::new(notify));

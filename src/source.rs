@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::merge::{Merge, Timing};
 use crate::messages::Messages;
 use crate::ring::{Batch, Pop, Ring};
+use crate::setting::Names;
 use crate::tls::{ClientTls, ServerTls};
 use crate::{dial, listen};
 
@@ -101,7 +102,13 @@ impl Source {
     /// threads; returns at once. Then call `wait_open` until the source
     /// opens or fails.
     pub fn start(path: &str, config: Config) -> Result<Source, Error> {
-        crate::logger::install();
+        Source::start_with_names(path, config, crate::setting::zeek)
+    }
+
+    /// As [`Source::start`], for a front end other than the Zeek plugin:
+    /// its messages (and errors, rendered with [`Error::render`]) name
+    /// settings with `names`.
+    pub fn start_with_names(path: &str, config: Config, names: Names) -> Result<Source, Error> {
         let spec = Spec::parse(path)?;
         let label = spec.to_string();
         let config = Config {
@@ -150,7 +157,7 @@ impl Source {
             usize::MAX
         };
         let ring = Ring::new(capacity).map_err(setup)?;
-        let messages = Arc::new(Messages::default());
+        let messages = Arc::new(Messages::with_names(names));
         let control = Arc::new(Control::new(label.clone(), config, ring, messages));
         {
             // A message wakes an idle consumer, so that it is reported now.
@@ -254,7 +261,7 @@ impl Source {
                 .map_err(setup)?;
             let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
             crate::logger::routed(&control.messages, || {
-                log::info!(
+                crate::logger::info!(
                     "{endpoint}: listening on {}; senders may connect now",
                     addrs.join(" and ")
                 )
@@ -453,7 +460,7 @@ impl Source {
         self.current = None;
         if !self.control.join_threads(Instant::now() + CLOSE_WAIT) {
             crate::logger::routed(&self.control.messages, || {
-                log::warn!(
+                crate::logger::warning!(
                     "{}: a thread of the source did not stop within {} ms; left to end on its own",
                     self.control.label,
                     CLOSE_WAIT.as_millis()

@@ -2223,3 +2223,80 @@ fn merged_interfaces_carry_linktype_values_not_dlts() {
         drop((a, b));
     })
 }
+
+/// A loopback port that nothing listens on (bound, then freed).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn the_cores_messages_reach_the_tools_log_in_its_own_words() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(30), || {
+        // Two servers: the plugin's core reads them (with its message sink).
+        let spec = format!("127.0.0.1:{},127.0.0.1:{}", closed_port(), closed_port());
+        let (relay, _) = start_ports(&["--upstream", &spec], 1);
+        // The input is read once a client is there.
+        let _client = connect(relay.port, None);
+        let lines = relay.wait_lines("cannot connect to", 1, Duration::from_secs(10));
+        let line = &lines[0];
+        assert!(
+            line.contains(&format!(
+                "WARN --upstream {spec}: cannot connect to 127.0.0.1:"
+            )),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("waiting for a stream (no time limit)"),
+            "{line}"
+        );
+        assert!(!relay.log().contains("PcapOverTcp::"), "{}", relay.log());
+    })
+}
+
+#[test]
+fn a_tls_upstream_that_stalls_its_handshake_is_given_up_at_the_absolute_deadline() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(40), || {
+        let dir = scratch("upstream-tls-stall");
+        let Some((ca, ..)) = server_cert(&dir, "stall") else {
+            println!("skipped: openssl is not installed");
+            return;
+        };
+        // Reads the ClientHello, says nothing for 9 s, then one byte of a
+        // record that never completes: a deadline checked only between
+        // reads (each allowed the whole 10 s) gives up at about 19 s.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut hello = [0u8; 4096];
+            let _ = s.read(&mut hello);
+            thread::sleep(Duration::from_secs(9));
+            let _ = s.write_all(&[0x16]);
+            thread::sleep(Duration::from_secs(20));
+        });
+        let spec = format!("tls://127.0.0.1:{port}");
+        let (relay, _) = start_ports(
+            &[
+                "--once",
+                "--upstream",
+                &spec,
+                "--upstream-tls-ca",
+                ca.to_str().unwrap(),
+            ],
+            1,
+        );
+        let started = Instant::now();
+        let _client = connect(relay.port, None);
+        let lines = relay.wait_lines(
+            "no TLS handshake from the server within 10 s",
+            1,
+            Duration::from_secs(13),
+        );
+        assert!(started.elapsed() >= Duration::from_secs(9), "{lines:?}");
+    })
+}

@@ -485,7 +485,7 @@ fn mutual_tls_accepts_a_client_certificate_and_refuses_its_absence() {
         assert_eq!(e.lines().count(), 1);
         // The tool's side of it, one line.
         server.wait_log(
-            "TLS handshake with the client failed: peer sent no certificates",
+            "TLS handshake with the client failed: the client sent no client certificate, and --tls-ca requires one",
             Duration::from_secs(5),
         );
     })
@@ -565,8 +565,8 @@ fn tls_listen_receives_a_file_and_a_relay_from_serve_connect() {
         );
         let line = server.wait_log("retrying", Duration::from_secs(5));
         assert!(
-            line.contains("TLS handshake with the receiver failed: invalid peer certificate")
-                && line.contains("certificate not valid for name \"sensor.example\""),
+            line.contains("TLS handshake with the receiver failed: the server's certificate is not valid for the name sensor.example")
+                && line.contains("set --tls-server-name to one of its names"),
             "{line}"
         );
         drop(server);
@@ -644,7 +644,7 @@ fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
         // The tool learns why from the alert (TLS 1.3: after its side of
         // the handshake), and redials.
         none.wait_log(
-            "connection lost: received fatal alert: CertificateRequired (the peer requires a client certificate: give --tls-cert and --tls-key); redialling",
+            "connection lost: the peer refused the TLS handshake: alert certificate_required (it requires a client certificate: set --tls-cert and --tls-key); redialling",
             Duration::from_secs(10),
         );
         drop(none);
@@ -870,8 +870,8 @@ fn an_unknown_ca_is_reported_retried_and_close_is_prompt() {
         );
         // It keeps trying: more handshakes reach the tool, and the source
         // neither fails nor repeats the warning.
-        let refused = "TLS handshake with the client failed: received fatal alert: UnknownCA \
-                       (the peer does not trust our certificate: check its CA file)";
+        let refused = "TLS handshake with the client failed: the peer refused the TLS handshake: \
+                       alert unknown_ca (it does not trust our certificate: check its CA file)";
         let before = server.log().matches(refused).count();
         let until = Instant::now() + Duration::from_secs(1);
         while Instant::now() < until {
@@ -1047,5 +1047,51 @@ fn a_client_hello_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
         );
         assert!(source.senders().is_empty(), "{:?}", source.senders());
         common::closes_promptly(&mut source, "open");
+    })
+}
+
+#[test]
+fn a_tls_server_that_never_completes_the_handshake_fails_at_the_connect_timeout() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(30), move || {
+        // Accepts, reads the ClientHello, then drips the start of a record
+        // that never completes: the connection stays busy.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 4096];
+            let _ = s.read(&mut hello);
+            for b in [0x16u8, 0x03, 0x03, 0x40, 0x00]
+                .iter()
+                .chain([0u8; 200].iter())
+            {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let config = Config {
+            connect_timeout: Duration::from_millis(500),
+            open_timeout: Some(Duration::from_secs(8)),
+            ..client_config(&pki.ca, None)
+        };
+        let endpoint = format!("tls://127.0.0.1:{port}");
+        let started = Instant::now();
+        let e = match Source::open(&endpoint, config) {
+            Ok(_) => panic!("opened"),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(
+            e,
+            format!("{endpoint} did not complete its TLS handshake within 0.5 s of connecting (the connect timeout)")
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let _ = peer.join();
     })
 }

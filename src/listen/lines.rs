@@ -87,7 +87,7 @@ impl Lines {
         }
         w.since.get_or_insert(now);
         w.shown += 1;
-        log::log!(level, "{line}");
+        crate::logger::say(level, module_path!(), format_args!("{line}"));
     }
 
     /// Reports a refused sender: once per address per window, then
@@ -147,7 +147,7 @@ impl Lines {
                 Kind::Admitted => "senders",
                 Kind::Other => "connections that were not admitted",
             };
-            log::warn!(
+            crate::logger::warning!(
                 "{}: {} more lines about {about} were left out in the last {:.0} s (at most {LINES_PER_WINDOW} every {} s); PcapOverTcp::stats()$senders counts every admitted sender",
                 self.endpoint,
                 w.hidden,

@@ -543,7 +543,6 @@ fn a_packet_dated_far_after_the_clock_is_dropped_and_counted_for_its_sender() {
     let (ring, handle) = run_merge(&merge);
     let log = crate::messages::Messages::default();
     let log = Arc::new(log);
-    crate::logger::install();
     crate::logger::routed(&log, || {
         bad.push(batch(b'b', &[now, 4_102_444_800, now + 3]), false);
         bad.push(batch(b'b', &[i64::MAX]), false);

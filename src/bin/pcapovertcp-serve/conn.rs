@@ -1,26 +1,27 @@
-//! Connections: plain TCP or TLS (the plugin's own certificate loading,
-//! `pcapovertcp::tls`, with a rustls stream over each socket); accepting
-//! clients and dialling receivers.
+//! Connections: plain TCP or TLS, through the plugin's own network layer
+//! (`pcapovertcp::net`: connecting, keepalive, the TLS handshake with its
+//! deadline, the transport); accepting clients and dialling receivers.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
-use std::thread;
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pcapovertcp::endpoint::Endpoint;
-use pcapovertcp::tls::{ClientTls, ServerTls, SetupError};
-use rustls::{ClientConnection, ServerConfig, ServerConnection, StreamOwned};
+use pcapovertcp::net::backoff::{Backoff, Outage};
+use pcapovertcp::net::connect::connect_addrs;
+use pcapovertcp::setting;
+use pcapovertcp::tls::{self, ClientTls, HandshakeFailure, ServerTls, Transport};
+use pcapovertcp::Config;
 
-use crate::Options;
+use crate::{words, Options};
 
 /// First pause between connection attempts with --connect...
 pub const RETRY_MIN: Duration = Duration::from_millis(100);
 /// ...doubling up to this.
 pub const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Bound on one connection attempt (a host that drops SYNs).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a receiver may take to close after the whole file was sent.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Bound on a TLS handshake (a peer that connects and says nothing).
@@ -30,234 +31,106 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection, and the alert with it).
 const LINGER: Duration = Duration::from_secs(1);
 
-/// One client's or target's connection: plain TCP, or TLS over it.
-pub enum Conn {
-    Plain(TcpStream),
-    /// Listening: we are the TLS server.
-    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
-    /// --connect: we are the TLS client.
-    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+/// One client's or target's connection: the core's transport.
+pub type Conn = Transport;
+
+/// The tool's backoff between attempts: RETRY_MIN doubling to RETRY_MAX.
+pub fn backoff() -> Backoff {
+    Backoff::new(RETRY_MIN, RETRY_MAX)
 }
 
-impl Conn {
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Conn::Plain(s) => s,
-            Conn::Server(t) => &t.sock,
-            Conn::Client(t) => &t.sock,
+/// Writes `segments` whole, in order: over plain TCP with vectored
+/// writes straight from the shared buffers, over TLS one by one
+/// (encrypting copies them anyway).
+pub fn write_segments(conn: &mut Conn, segments: &[Bytes]) -> io::Result<()> {
+    let Conn::Plain(tcp) = conn else {
+        for s in segments {
+            conn.write_all(s)?;
         }
-    }
-
-    /// Ends our direction of the stream: a TLS close_notify, then the FIN.
-    pub fn end(&mut self) -> io::Result<()> {
-        match self {
-            Conn::Plain(_) => {}
-            Conn::Server(t) => {
-                t.conn.send_close_notify();
-                t.flush()?;
-            }
-            Conn::Client(t) => {
-                t.conn.send_close_notify();
-                t.flush()?;
-            }
+        return conn.flush();
+    };
+    // Past the first `done` segments, and `offset` bytes into the next.
+    let (mut done, mut offset) = (0, 0);
+    loop {
+        while done < segments.len() && segments[done].len() == offset {
+            done += 1;
+            offset = 0;
         }
-        self.tcp().shutdown(Shutdown::Write)
-    }
-
-    /// Writes `segments` whole, in order: over plain TCP with vectored
-    /// writes straight from the shared buffers, over TLS one by one
-    /// (encrypting copies them anyway).
-    pub fn write_segments(&mut self, segments: &[Bytes]) -> io::Result<()> {
-        let Conn::Plain(tcp) = self else {
-            for s in segments {
-                self.write_all(s)?;
-            }
-            return self.flush();
+        if done == segments.len() {
+            break;
+        }
+        let rest = &segments[done + 1..];
+        let mut slices = Vec::with_capacity(1 + rest.len().min(63));
+        slices.push(IoSlice::new(&segments[done][offset..]));
+        slices.extend(rest.iter().take(63).map(|s| IoSlice::new(s)));
+        let mut n = match tcp.write_vectored(&slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         };
-        // Past the first `done` segments, and `offset` bytes into the next.
-        let (mut done, mut offset) = (0, 0);
-        loop {
-            while done < segments.len() && segments[done].len() == offset {
+        while n > 0 {
+            let left = segments[done].len() - offset;
+            if n >= left {
+                n -= left;
                 done += 1;
                 offset = 0;
-            }
-            if done == segments.len() {
-                break;
-            }
-            let rest = &segments[done + 1..];
-            let mut slices = Vec::with_capacity(1 + rest.len().min(63));
-            slices.push(IoSlice::new(&segments[done][offset..]));
-            slices.extend(rest.iter().take(63).map(|s| IoSlice::new(s)));
-            let mut n = match tcp.write_vectored(&slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            while n > 0 {
-                let left = segments[done].len() - offset;
-                if n >= left {
-                    n -= left;
-                    done += 1;
-                    offset = 0;
-                } else {
-                    offset += n;
-                    n = 0;
-                }
+            } else {
+                offset += n;
+                n = 0;
             }
         }
-        Ok(())
     }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf),
-            Conn::Server(t) => t.read(buf),
-            Conn::Client(t) => t.read(buf),
-        }
-    }
-}
-
-/// A TLS connection's writes go through its rustls connection: each write
-/// is encrypted and sent before it returns, as a plain socket's would be.
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.write(buf),
-            Conn::Server(t) => t.write(buf),
-            Conn::Client(t) => t.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Conn::Plain(s) => s.flush(),
-            Conn::Server(t) => t.flush(),
-            Conn::Client(t) => t.flush(),
-        }
-    }
+    Ok(())
 }
 
 /// TLS for every connection, set up once from the --tls-* options.
 #[derive(Clone)]
 pub enum Tls {
     Off,
-    Server(Arc<ServerConfig>),
+    Server(ServerTls),
     Client(ClientTls),
 }
 
 /// Loads the certificates and keys with the plugin's own code; an unusable
-/// file is one line naming the option and the file.
+/// file is one line naming the flag and the file.
 pub fn tls_setup(o: &Options) -> Result<Tls, String> {
     if !o.tls_wanted() {
         return Ok(Tls::Off);
     }
     let options = o.tls_options();
     let tls = if o.connect.is_empty() {
-        ServerTls::new(&options).map(|s| Tls::Server(s.config()))
+        ServerTls::new(&options).map(Tls::Server)
     } else {
         ClientTls::new(&options).map(Tls::Client)
     };
-    tls.map_err(|e| setup_error(&e))
+    tls.map_err(|e| e.render(words::serve))
 }
 
-/// A TLS setup error in the tool's terms: its flags, not the plugin's
-/// options.
-fn setup_error(e: &SetupError) -> String {
-    e.to_string()
-        .replace("PcapOverTcp::tls_cert_file", "--tls-cert")
-        .replace("PcapOverTcp::tls_key_file", "--tls-key")
-        .replace("PcapOverTcp::tls_ca_file", "--tls-ca")
-        .replace(" for tls://", "")
-}
-
-/// Completes a TLS handshake within HANDSHAKE_TIMEOUT of its start, an
-/// absolute deadline: a peer that drips its bytes gets no more time than
-/// one that sends none (each read waits only for what is left). On failure
-/// the peer gets our alert before the socket closes; the error is one line.
-fn handshake<S: rustls::SideData>(
-    conn: &mut rustls::ConnectionCommon<S>,
-    tcp: &mut TcpStream,
-    peer: &str,
-    hint: &str,
-) -> Result<(), String> {
-    let timeouts = |tcp: &TcpStream, t: Option<Duration>| {
-        tcp.set_read_timeout(t)
-            .and_then(|()| tcp.set_write_timeout(t))
-            .map_err(|e| e.to_string())
-    };
+/// Completes the TLS handshake of `conn` with the core's handshake, within
+/// HANDSHAKE_TIMEOUT of its start (an absolute deadline: a peer that drips
+/// its bytes gets no more time than one that sends none). On failure the
+/// peer gets our alert before the socket closes; the error is one line in
+/// the tool's words.
+fn handshake(conn: &mut Conn, peer: &str, hint: &str) -> Result<(), String> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let mut result = Ok(());
-    while conn.is_handshaking() || conn.wants_write() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            result = Err(io::ErrorKind::TimedOut.into());
-            break;
-        }
-        timeouts(tcp, Some(left))?;
-        if let Err(e) = handshake_step(conn, tcp) {
-            result = Err(e);
-            break;
-        }
+    let result = setting::with_names(words::serve, || {
+        tls::handshake(conn, Some(deadline), &|| false).map_err(|e| match e {
+            HandshakeFailure::Stopped | HandshakeFailure::TimedOut => format!(
+                "no TLS handshake from the {peer} within {} s{hint}",
+                HANDSHAKE_TIMEOUT.as_secs()
+            ),
+            // The tool's own hint says more than the core's here.
+            HandshakeFailure::Failed(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                format!("the {peer} closed the connection during the TLS handshake{hint}")
+            }
+            HandshakeFailure::Failed(e) => format!("TLS handshake with the {peer} failed: {e}"),
+        })
+    });
+    if result.is_err() {
+        linger(conn.tcp());
     }
-    match result {
-        Ok(()) => timeouts(tcp, None),
-        Err(e) => {
-            linger(tcp);
-            Err(match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
-                    "no TLS handshake from the {peer} within {} s{hint}",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                ),
-                io::ErrorKind::UnexpectedEof => {
-                    format!("the {peer} closed the connection during the TLS handshake{hint}")
-                }
-                _ => format!("TLS handshake with the {peer} failed: {e}{}", tls_hint(&e)),
-            })
-        }
-    }
-}
-
-/// One step of a handshake: what is to be sent, else one read (which
-/// waits at most the socket's read timeout) and its processing. A TLS
-/// error is sent to the peer as an alert.
-fn handshake_step<S: rustls::SideData>(
-    conn: &mut rustls::ConnectionCommon<S>,
-    tcp: &mut TcpStream,
-) -> io::Result<()> {
-    if conn.wants_write() {
-        conn.write_tls(tcp)?;
-        return Ok(());
-    }
-    if conn.read_tls(tcp)? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    if let Err(e) = conn.process_new_packets() {
-        // The alert, best effort.
-        while conn.wants_write() && conn.write_tls(tcp).is_ok() {}
-        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-    }
-    Ok(())
-}
-
-/// What to check when the peer refused us over TLS, or we it.
-pub fn tls_hint(e: &io::Error) -> &'static str {
-    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) {
-        Some(E::AlertReceived(A::UnknownCA | A::BadCertificate | A::CertificateUnknown)) => {
-            " (the peer does not trust our certificate: check its CA file)"
-        }
-        Some(E::AlertReceived(A::CertificateRequired)) => {
-            " (the peer requires a client certificate: give --tls-cert and --tls-key)"
-        }
-        Some(E::InvalidCertificate(C::UnknownIssuer)) => " (check --tls-ca)",
-        Some(E::NoCertificatesPresented) => {
-            " (clients must present a certificate signed by a CA of --tls-ca)"
-        }
-        _ => "",
-    }
+    result
 }
 
 /// Closes our side and lets the peer read what we sent (a TLS alert)
@@ -277,78 +150,47 @@ fn linger(tcp: &TcpStream) {
 
 /// An accepted client, after the TLS handshake when serving over TLS.
 pub fn accept(tcp: TcpStream, tls: &Tls) -> Result<Conn, String> {
-    let Tls::Server(config) = tls else {
+    let Tls::Server(server) = tls else {
         return Ok(Conn::Plain(tcp));
     };
-    let conn = ServerConnection::new(config.clone()).map_err(|e| format!("TLS: {e}"))?;
-    let mut s = StreamOwned::new(conn, tcp);
+    let mut conn = server
+        .accept_from(tcp, "client")
+        .map_err(|e| format!("TLS: {e}"))?;
     handshake(
-        &mut s.conn,
-        &mut s.sock,
+        &mut conn,
         "client",
         " (does it connect with tls://? does it trust our certificate?)",
     )?;
-    Ok(Conn::Server(Box::new(s)))
+    Ok(conn)
 }
 
-/// Exponential backoff between connection attempts.
-pub struct Backoff(pub Duration);
-
-impl Backoff {
-    pub fn wait(&mut self) {
-        thread::sleep(self.0);
-        self.0 = self.0.saturating_mul(2).min(RETRY_MAX);
-    }
-}
-
-/// One attempt to connect to `target`, every address it resolves to in
-/// turn, then the TLS handshake when dialling out over TLS.
+/// One attempt to connect to `target`: every address it resolves to in
+/// turn (keepalive set as the core's default), then the TLS handshake when
+/// dialling out over TLS.
 fn try_connect(target: &Endpoint, tls: &Tls) -> Result<Conn, String> {
-    let tcp = try_connect_tcp(&target.to_string()).map_err(|e| e.to_string())?;
+    let addrs = target.resolve().map_err(|e| e.to_string())?;
+    let keepalive = Config::default().keepalive;
+    let tcp =
+        connect_addrs(addrs, CONNECT_TIMEOUT, keepalive.as_ref()).map_err(|e| e.to_string())?;
     let Tls::Client(client) = tls else {
         return Ok(Conn::Plain(tcp));
     };
-    let name = client.server_name(target.host())?;
-    let conn = ClientConnection::new(client.config(), name).map_err(|e| format!("TLS: {e}"))?;
-    let mut s = StreamOwned::new(conn, tcp);
+    let mut conn = setting::with_names(words::serve, || {
+        client.connect_to(target.host(), tcp, "receiver")
+    })?;
     handshake(
-        &mut s.conn,
-        &mut s.sock,
+        &mut conn,
         "receiver",
         " (does it listen with tls-listen://? does it trust our certificate, or want one?)",
     )?;
-    Ok(Conn::Client(Box::new(s)))
-}
-
-/// One attempt to connect to `target`, every address it resolves to in turn.
-fn try_connect_tcp(target: &str) -> io::Result<TcpStream> {
-    connect_addrs(target.to_socket_addrs()?)
-}
-
-/// One attempt to connect to each of `addrs` in turn, until one answers.
-pub fn connect_addrs(addrs: impl IntoIterator<Item = SocketAddr>) -> io::Result<TcpStream> {
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            // Dialling a free loopback port can meet itself (TCP simultaneous
-            // open): that is no receiver.
-            Ok(s) if s.local_addr().ok() == Some(addr) => {
-                last = Some(io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    "connection refused",
-                ))
-            }
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("the name resolves to no address")))
+    Ok(conn)
 }
 
 /// Dials `target` until it answers. Reports a failure when it differs from
-/// the last one reported, and the connection; not every attempt.
+/// the last one reported in this outage, and the connection; not every
+/// attempt.
 pub fn dial(target: &Endpoint, tls: &Tls, backoff: &mut Backoff) -> Conn {
-    let mut reported: Option<String> = None;
+    let mut outage = Outage::default();
     loop {
         match try_connect(target, tls) {
             Ok(s) => {
@@ -356,13 +198,12 @@ pub fn dial(target: &Endpoint, tls: &Tls, backoff: &mut Backoff) -> Conn {
                 return s;
             }
             Err(e) => {
-                if reported.as_deref() != Some(e.as_str()) {
+                if outage.down(&e) {
                     log::warn!(
                         "{target}: {e}; retrying until it is up (every {:?} to {:?})",
                         RETRY_MIN,
                         RETRY_MAX
                     );
-                    reported = Some(e);
                 }
                 backoff.wait();
             }

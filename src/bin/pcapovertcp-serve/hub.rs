@@ -31,7 +31,7 @@ use bytes::Bytes;
 use socket2::SockRef;
 
 use crate::client_log;
-use crate::conn::Conn;
+use crate::conn::{write_segments, Conn};
 use crate::header::{Header, Overflow, MAX_HEADER, MAX_OTHER};
 use crate::stats::{ClientStats, Registry, State};
 
@@ -602,7 +602,7 @@ impl Client {
                     batch.push(s.data);
                 }
             }
-            let written = conn.write_segments(&batch);
+            let written = write_segments(conn, &batch);
             batch.clear();
             if let Err(e) = written {
                 // What the failed write held is lost, and so is the rest of

@@ -15,10 +15,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use pcapovertcp::net::backoff::Outage;
 use pcapovertcp::parse::{Limits, Record, StreamError, StreamParser};
 use pcapovertcp::share::{ShareBy, Sharer, Verdict};
 
-use crate::conn::{Backoff, RETRY_MAX, RETRY_MIN};
+use crate::conn;
 use crate::hub::Hub;
 
 /// The input's read buffer: the largest unit (a pcapng block of a maximal
@@ -260,9 +261,9 @@ impl Fanout {
 /// again, after 100 ms doubling to 5 s (reset by a run of 5 s or more).
 /// With `once`, returns when it first ends: whether it succeeded.
 pub fn run_exec(fanout: &mut Fanout, cmd: &str, once: bool) -> bool {
-    let mut backoff = Backoff(RETRY_MIN);
-    // The last failure reported: the same one again is not repeated.
-    let mut reported: Option<String> = None;
+    let mut backoff = conn::backoff();
+    // What was reported in this outage: the same again is not repeated.
+    let mut outage = Outage::default();
     let mut runs = 0u64;
     loop {
         let started = Instant::now();
@@ -354,20 +355,17 @@ pub fn run_exec(fanout: &mut Fanout, cmd: &str, once: bool) -> bool {
             }
             return succeeded;
         }
-        if started.elapsed() >= RETRY_MAX {
-            backoff = Backoff(RETRY_MIN);
-        }
-        if reported.as_deref() == Some(&report) {
+        backoff.reset_after(started.elapsed());
+        if !outage.down(&report) {
             log::debug!(
                 "--exec: {line} (again); restarting it in {} ms",
-                backoff.0.as_millis()
+                backoff.peek().as_millis()
             );
         } else {
             log::warn!(
                 "--exec: {line}; restarting it in {} ms (100 ms doubling to 5 s; the same again is logged at debug level)",
-                backoff.0.as_millis()
+                backoff.peek().as_millis()
             );
-            reported = Some(report);
         }
         backoff.wait();
     }

@@ -34,6 +34,7 @@ mod merged;
 mod serve;
 mod stats;
 mod upstream;
+mod words;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -757,6 +758,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     logging::init(o.verbosity);
+    // The plugin core's messages on this thread name the tool's flags.
+    pcapovertcp::setting::use_names(words::serve);
     match serve::run(&o) {
         Ok(code) => code,
         Err(msg) => {

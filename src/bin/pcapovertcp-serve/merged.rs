@@ -17,6 +17,7 @@ use pcapovertcp::parse::{Limits, Record};
 use pcapovertcp::{Config, Next, Opening, Packet, Source};
 
 use crate::input::{Fanout, Unit};
+use crate::words;
 
 /// At most this many bytes of packets are handed on at once.
 const BATCH: usize = 256 << 10;
@@ -143,11 +144,12 @@ impl NgWriter {
     }
 }
 
-/// Passes the core's messages on to the tool's log.
-fn forward_messages(source: &Source) {
+/// Passes the core's messages (in the tool's words: the source was
+/// started with them) on to the tool's log, naming --upstream.
+fn forward_messages(source: &Source, spec: &str) {
     if source.has_messages() {
         for (level, message) in source.take_messages() {
-            log::log!(level, "--upstream: {message}");
+            log::log!(level, "--upstream {spec}: {message}");
         }
     }
 }
@@ -157,15 +159,15 @@ fn forward_messages(source: &Source) {
 /// pcapng. Returns when the core's stream ends (only without reconnect):
 /// whether it opened.
 pub fn run_upstream(fanout: &mut Fanout, spec: &str, config: Config) -> bool {
-    let mut source = match Source::start(spec, config) {
+    let mut source = match Source::start_with_names(spec, config, words::upstream) {
         Ok(s) => s,
         Err(e) => {
-            log::error!("--upstream {spec}: {e}");
+            log::error!("--upstream {spec}: {}", e.render(words::upstream));
             return false;
         }
     };
     loop {
-        forward_messages(&source);
+        forward_messages(&source, spec);
         match source.wait_open(Duration::from_millis(500)) {
             Opening::Open(dlt) => {
                 log::info!("--upstream {spec}: open (link type {dlt})");
@@ -173,15 +175,15 @@ pub fn run_upstream(fanout: &mut Fanout, spec: &str, config: Config) -> bool {
             }
             Opening::Waiting => {}
             Opening::Failed(e) => {
-                forward_messages(&source);
-                log::error!("--upstream {spec}: {e}");
+                forward_messages(&source, spec);
+                log::error!("--upstream {spec}: {}", e.render(words::upstream));
                 return false;
             }
         }
     }
     let mut writer = NgWriter::default();
     loop {
-        forward_messages(&source);
+        forward_messages(&source, spec);
         writer.learn_names(&source);
         let (mut out, mut units) = (Vec::new(), Vec::new());
         let mut ended = false;
@@ -199,7 +201,7 @@ pub fn run_upstream(fanout: &mut Fanout, spec: &str, config: Config) -> bool {
             fanout.send(&Bytes::from(out), &units);
         }
         if ended {
-            forward_messages(&source);
+            forward_messages(&source, spec);
             log::info!("--upstream {spec}: the stream ended");
             source.close();
             return true;

@@ -11,13 +11,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pcapovertcp::endpoint::Endpoint;
+use pcapovertcp::setting;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admit::{Admission, Slot};
 use crate::client_log;
-use crate::conn::{
-    accept, dial, finish, tls_hint, tls_setup, Backoff, Conn, Tls, RETRY_MAX, RETRY_MIN,
-};
+use crate::conn::{self, accept, dial, finish, tls_setup, Conn, Tls, RETRY_MAX, RETRY_MIN};
 use crate::file::{load, serve_file, Framed};
 use crate::hub::{Budget, Ended, Hub, Refusal};
 use crate::input::{run_exec, Fanout};
@@ -25,6 +24,7 @@ use crate::logging;
 use crate::merged::run_upstream;
 use crate::stats::{ClientStats, Registry, State};
 use crate::upstream::{self, Direct};
+use crate::words;
 use crate::Options;
 
 /// Listening sockets' backlog.
@@ -332,6 +332,11 @@ fn accept_all(
 /// client keeps nothing). When no thread can be started, the client is
 /// refused: `work` (and the connection it holds) is dropped, with a line.
 fn spawn_client(peer: &str, work: impl FnOnce() + Send + 'static) {
+    let work = move || {
+        // The core's messages in this thread name the tool's flags.
+        setting::use_names(words::serve);
+        work()
+    };
     if let Err(e) = thread::Builder::new().spawn(work) {
         client_log!(
             log::Level::Warn,
@@ -616,6 +621,33 @@ fn listen_file(
     ExitCode::SUCCESS
 }
 
+/// Keeps a --connect target served: dials it (with the core's backoff and
+/// once-per-outage lines), runs `session` on the connection with the
+/// target's counters, and redials while `session` says to (after a pause
+/// that starts again at its minimum when the connection lasted).
+fn redial(
+    target: &Endpoint,
+    tls: &Tls,
+    registry: &Registry,
+    mut session: impl FnMut(&mut Conn, &Arc<ClientStats>) -> bool,
+) {
+    // The core's messages on this thread name the tool's flags.
+    setting::use_names(words::serve);
+    let mut backoff = conn::backoff();
+    loop {
+        let mut conn = dial(target, tls, &mut backoff);
+        let since = Instant::now();
+        let stats = registry.add(format!("target={target}"));
+        let again = session(&mut conn, &stats);
+        drop(conn);
+        if !again {
+            return;
+        }
+        backoff.reset_after(since.elapsed());
+        backoff.wait();
+    }
+}
+
 /// Sends the file to `target` until one connection has carried all of it.
 fn send_file_to(
     target: &Endpoint,
@@ -624,31 +656,22 @@ fn send_file_to(
     (loops, rate): (u64, Option<f64>),
     registry: &Registry,
 ) {
-    let mut backoff = Backoff(RETRY_MIN);
-    loop {
-        let mut conn = dial(target, tls, &mut backoff);
-        let since = Instant::now();
-        let stats = registry.add(format!("target={target}"));
-        match serve_file(&mut conn, framed, loops, rate, &stats).and_then(|()| finish(&mut conn)) {
+    redial(target, tls, registry, |conn, stats| {
+        match serve_file(conn, framed, loops, rate, stats).and_then(|()| finish(conn)) {
             Ok(()) => {
                 stats.finish(State::Ended);
                 log::info!("{target}: sent the whole file");
-                return;
+                false
             }
             Err(e) => {
                 stats.finish(State::Lost);
                 log::warn!(
-                    "{target}: connection lost: {e}{}; redialling to send the file again from its start",
-                    tls_hint(&e)
-                )
+                    "{target}: connection lost: {e}; redialling to send the file again from its start"
+                );
+                true
             }
         }
-        drop(conn);
-        if since.elapsed() >= RETRY_MAX {
-            backoff = Backoff(RETRY_MIN);
-        }
-        backoff.wait();
-    }
+    })
 }
 
 /// --connect with a file: one thread per target.
@@ -680,23 +703,9 @@ fn connect_file(
 /// Keeps `target` among the relay's clients: dials, joins (the header so
 /// far, then the live records), and redials when its connection breaks.
 fn relay_to(target: &Endpoint, tls: &Tls, hub: &Hub, registry: &Registry) {
-    let mut backoff = Backoff(RETRY_MIN);
-    loop {
-        let mut conn = dial(target, tls, &mut backoff);
-        let since = Instant::now();
-        let stats = registry.add(format!("target={target}"));
-        if !join_and_run(target, &mut conn, hub, &stats) {
-            return;
-        }
-        drop(conn);
-        if hub.ended() {
-            return;
-        }
-        if since.elapsed() >= RETRY_MAX {
-            backoff = Backoff(RETRY_MIN);
-        }
-        backoff.wait();
-    }
+    redial(target, tls, registry, |conn, stats| {
+        join_and_run(target, conn, hub, stats) && !hub.ended()
+    })
 }
 
 /// A --connect target's stream through the hub. Returns whether to redial:
@@ -739,7 +748,7 @@ fn join_and_run(target: &Endpoint, conn: &mut Conn, hub: &Hub, stats: &Arc<Clien
         }
         Ended::Lost(e) => {
             stats.finish(State::Lost);
-            Some(format!("{e}{}", tls_hint(&e)))
+            Some(e.to_string())
         }
     };
     if let Some(why) = &why {

@@ -12,17 +12,18 @@
 //! stream ([`Fanout::relay`]). An outage is one line when it starts and one
 //! when it ends; the attempts in between are at debug level.
 
-use std::io;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use pcapovertcp::endpoint::{Endpoint, Scheme, Spec};
-use pcapovertcp::tls::{ClientTls, TlsOptions, Transport};
+use pcapovertcp::net::backoff::Outage;
+use pcapovertcp::net::connect::connect_addrs;
+use pcapovertcp::setting;
+use pcapovertcp::tls::{self, ClientTls, HandshakeFailure, TlsOptions, Transport};
 use pcapovertcp::Config;
-use socket2::{SockRef, TcpKeepalive};
 
-use crate::conn::{connect_addrs, Backoff, HANDSHAKE_TIMEOUT, RETRY_MAX, RETRY_MIN};
+use crate::conn::{self, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT};
 use crate::input::Fanout;
+use crate::words;
 
 /// The backoff, for messages.
 const BACKOFF: &str = "100 ms doubling to 5 s";
@@ -52,7 +53,7 @@ pub fn direct(spec: &str, tls: &TlsOptions) -> Result<Option<Direct>, String> {
     };
     let tls = match target.scheme() {
         Scheme::Tcp => None,
-        Scheme::Tls => Some(ClientTls::new(tls).map_err(|e| our_words(&e.to_string()))?),
+        Scheme::Tls => Some(ClientTls::new(tls).map_err(|e| e.render(words::upstream))?),
         Scheme::TcpListen | Scheme::TlsListen => return Ok(None),
     };
     Ok(Some(Direct {
@@ -60,20 +61,6 @@ pub fn direct(spec: &str, tls: &TlsOptions) -> Result<Option<Direct>, String> {
         target: target.clone(),
         tls,
     }))
-}
-
-/// The plugin's messages name its options; the tool's, its flags.
-fn our_words(message: &str) -> String {
-    message
-        .replace(
-            "PcapOverTcp::tls_cert_file and tls_key_file",
-            "--upstream-tls-cert and --upstream-tls-key",
-        )
-        .replace("PcapOverTcp::tls_cert_file", "--upstream-tls-cert")
-        .replace("PcapOverTcp::tls_key_file", "--upstream-tls-key")
-        .replace("PcapOverTcp::tls_ca_file", "--upstream-tls-ca")
-        .replace("PcapOverTcp::tls_server_name", "--upstream-tls-server-name")
-        .replace(" for tls://", "")
 }
 
 /// How one connection to the server went.
@@ -92,53 +79,45 @@ enum Attempt {
 struct Health {
     /// A stream was relayed before.
     was_up: bool,
-    /// Since when it is down (None: up, or never up yet).
-    down_since: Option<Instant>,
-    /// Reported in this outage: no connection; no pcap stream.
-    said_unreachable: bool,
-    said_unusable: bool,
+    outage: Outage,
 }
 
 impl Health {
     /// A stream started.
     fn up(&mut self, what: &str) {
-        match self.down_since.take() {
-            Some(since) if self.was_up => log::info!(
+        match self.outage.up() {
+            Some(lasted) if self.was_up => log::info!(
                 "{what}: back after {:.1} s; relaying its stream again",
-                since.elapsed().as_secs_f64()
+                lasted.as_secs_f64()
             ),
             _ => log::info!("{what}: connected; relaying its stream"),
         }
         self.was_up = true;
-        self.said_unreachable = false;
-        self.said_unusable = false;
     }
 
     /// An attempt is over: the server is (still) down.
     fn down(&mut self, what: &str, attempt: &Attempt, retry: Duration) {
-        self.down_since.get_or_insert_with(Instant::now);
-        let (message, said) = match attempt {
+        let (message, kind) = match attempt {
             Attempt::Relayed(why) => {
                 let why = why.as_deref().unwrap_or("its stream ended");
                 log::warn!(
                     "{what}: lost ({why}); reconnecting ({BACKOFF}; attempts are logged at debug level)"
                 );
                 // A refused reconnect is part of the outage just reported.
-                self.said_unreachable = true;
+                self.outage.down("unreachable");
                 return;
             }
-            Attempt::Unreachable(e) => (e, &mut self.said_unreachable),
-            Attempt::Unusable(e) => (e, &mut self.said_unusable),
+            Attempt::Unreachable(e) => (e, "unreachable"),
+            Attempt::Unusable(e) => (e, "unusable"),
         };
-        if *said {
+        if self.outage.down(kind) {
+            log::warn!(
+                "{what}: {message}; retrying until it is up ({BACKOFF}; the same again is logged at debug level)"
+            );
+        } else {
             log::debug!(
                 "{what}: {message} (again); retrying in {} ms",
                 retry.as_millis()
-            );
-        } else {
-            *said = true;
-            log::warn!(
-                "{what}: {message}; retrying until it is up ({BACKOFF}; the same again is logged at debug level)"
             );
         }
     }
@@ -152,15 +131,24 @@ impl Direct {
             .target
             .resolve()
             .map_err(|e| format!("cannot resolve {}: {e}", self.target.host()))?;
-        let tcp = connect_addrs(addrs).map_err(|e| e.to_string())?;
-        keep_alive(&tcp).map_err(|e| format!("cannot set up TCP keepalive: {e}"))?;
+        // Keepalive as the core's default: a server that vanishes without
+        // a FIN (a crash, a cut path) fails the read within its bound.
+        let keepalive = Config::default().keepalive;
+        let tcp =
+            connect_addrs(addrs, CONNECT_TIMEOUT, keepalive.as_ref()).map_err(|e| e.to_string())?;
         let Some(tls) = &self.tls else {
             return Ok(Transport::Plain(tcp));
         };
-        let transport = tls
-            .connect(self.target.host(), tcp)
-            .map_err(|e| our_words(&e))?;
-        handshake(transport)
+        let mut transport = tls.connect(self.target.host(), tcp)?;
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        match tls::handshake(&mut transport, Some(deadline), &|| false) {
+            Ok(()) => Ok(transport),
+            Err(HandshakeFailure::Failed(e)) => Err(format!("TLS: {e}")),
+            Err(HandshakeFailure::Stopped | HandshakeFailure::TimedOut) => Err(format!(
+                "no TLS handshake from the server within {} s (is it a TLS server?)",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )),
+        }
     }
 
     /// One connection, from dialling to the end of its stream.
@@ -209,7 +197,9 @@ impl Direct {
     /// it ends or fails; with `once`, relays one stream: whether it was
     /// relayed to its end.
     pub fn run(&self, fanout: &mut Fanout, once: bool) -> bool {
-        let mut backoff = Backoff(RETRY_MIN);
+        // The core's messages on this thread (its TLS) name --upstream-tls-*.
+        setting::use_names(words::upstream);
+        let mut backoff = conn::backoff();
         let mut health = Health::default();
         loop {
             let since = Instant::now();
@@ -217,72 +207,13 @@ impl Direct {
             if once {
                 return self.once(attempt);
             }
-            if matches!(attempt, Attempt::Relayed(_)) && since.elapsed() >= RETRY_MAX {
-                backoff = Backoff(RETRY_MIN);
+            if matches!(attempt, Attempt::Relayed(_)) {
+                backoff.reset_after(since.elapsed());
             }
-            health.down(&self.what, &attempt, backoff.0);
+            health.down(&self.what, &attempt, backoff.peek());
             backoff.wait();
         }
     }
-}
-
-/// Dead-peer protection as the core's (its default keepalive): a server
-/// that vanishes without a FIN (a crash, a cut path) fails the read within
-/// the bound, instead of leaving the relay waiting for ever.
-fn keep_alive(tcp: &TcpStream) -> io::Result<()> {
-    let Some(k) = Config::default().keepalive else {
-        return Ok(());
-    };
-    let sock = SockRef::from(tcp);
-    sock.set_tcp_keepalive(
-        &TcpKeepalive::new()
-            .with_time(k.idle)
-            .with_interval(k.interval)
-            .with_retries(k.probes),
-    )?;
-    // Without it, unacknowledged data is retransmitted for far longer
-    // than the probes' bound (see the core's connect.rs).
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    sock.set_tcp_user_timeout(Some(k.bound()))?;
-    Ok(())
-}
-
-/// Completes a TLS handshake within HANDSHAKE_TIMEOUT; the failure as one
-/// line in the tool's terms.
-fn handshake(mut transport: Transport) -> Result<Transport, String> {
-    timeouts(transport.tcp(), Some(HANDSHAKE_TIMEOUT))?;
-    if let Transport::Tls(tls) = &mut transport {
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        while !tls.handshake_done() {
-            let late = Instant::now() >= deadline;
-            match tls.handshake_step() {
-                Ok(()) if !late => {}
-                Err(e)
-                    if !matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(our_words(&format!("TLS: {e}")));
-                }
-                _ => {
-                    return Err(format!(
-                        "no TLS handshake from the server within {} s (is it a TLS server?)",
-                        HANDSHAKE_TIMEOUT.as_secs()
-                    ))
-                }
-            }
-        }
-    }
-    // The stream may stay quiet for as long as the capture does.
-    timeouts(transport.tcp(), None)?;
-    Ok(transport)
-}
-
-fn timeouts(tcp: &TcpStream, t: Option<Duration>) -> Result<(), String> {
-    tcp.set_read_timeout(t)
-        .and_then(|()| tcp.set_write_timeout(t))
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -309,17 +240,5 @@ mod tests {
         ] {
             assert!(one(core).is_none(), "{core}");
         }
-    }
-
-    #[test]
-    fn tls_messages_name_the_tools_flags() {
-        assert_eq!(
-            our_words("the server's certificate is signed by a CA that PcapOverTcp::tls_ca_file does not hold"),
-            "the server's certificate is signed by a CA that --upstream-tls-ca does not hold"
-        );
-        assert_eq!(
-            our_words("set PcapOverTcp::tls_cert_file and tls_key_file"),
-            "set --upstream-tls-cert and --upstream-tls-key"
-        );
     }
 }

@@ -17,6 +17,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use rustls::client::WebPkiServerVerifier;
@@ -24,6 +25,16 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
+
+use crate::net::connect::TICK;
+use crate::setting::{self, Names, Setting};
+
+/// Where the CAs that verify a peer come from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CaSource {
+    File,
+    System,
+}
 
 /// The `PcapOverTcp::tls_*` options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,35 +63,50 @@ pub struct TlsOptions {
 pub enum SetupError {
     #[error("cannot read {option} {path}: {source}")]
     Read {
-        option: &'static str,
+        option: Setting,
         path: String,
         #[source]
         source: io::Error,
     },
     #[error("{option} {path} holds no {what} in PEM form")]
     Empty {
-        option: &'static str,
+        option: Setting,
         path: String,
         what: &'static str,
     },
     #[error("{option} {path}: {what}")]
     Invalid {
-        option: &'static str,
+        option: Setting,
         path: String,
         what: String,
     },
-    #[error("tls-listen:// needs a certificate and its key: set PcapOverTcp::tls_cert_file and PcapOverTcp::tls_key_file")]
+    #[error(
+        "tls-listen:// needs a certificate and its key: set {} and {}",
+        Setting::TlsCertFile,
+        Setting::TlsKeyFile
+    )]
     NoServerCert,
     #[error(
-        "PcapOverTcp::tls_cert_file and PcapOverTcp::tls_key_file go together: set both or neither"
+        "{} and {} go together: set both or neither",
+        Setting::TlsCertFile,
+        Setting::TlsKeyFile
     )]
     CertWithoutKey,
-    #[error("the key in PcapOverTcp::tls_key_file does not match the certificate in PcapOverTcp::tls_cert_file")]
+    #[error(
+        "the key in {} does not match the certificate in {}",
+        Setting::TlsKeyFile,
+        Setting::TlsCertFile
+    )]
     KeyMismatch,
-    #[error("PcapOverTcp::tls_allowed_names needs PcapOverTcp::tls_ca_file: without it no client certificate is asked for")]
+    #[error(
+        "{} needs {}: without it no client certificate is asked for",
+        Setting::TlsAllowedNames,
+        Setting::TlsCaFile
+    )]
     NamesWithoutCa,
     #[error(
-        "cannot load the system's CA certificates for tls:// ({0}); set PcapOverTcp::tls_ca_file"
+        "cannot load the system's CA certificates for tls:// ({0}); set {ca}",
+        ca = Setting::TlsCaFile
     )]
     NoSystemRoots(String),
     #[error("{0}")]
@@ -89,11 +115,18 @@ pub enum SetupError {
     Rustls(String),
 }
 
+impl SetupError {
+    /// The one line, with settings named in a front end's words.
+    pub fn render(&self, names: Names) -> String {
+        setting::with_names(names, || self.to_string())
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_file(option: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
+fn read_file(option: Setting, path: &Path) -> Result<Vec<u8>, SetupError> {
     std::fs::read(path).map_err(|source| SetupError::Read {
         option,
         path: path.display().to_string(),
@@ -101,7 +134,7 @@ fn read_file(option: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
     })
 }
 
-fn certs(option: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, SetupError> {
+fn certs(option: Setting, path: &Path) -> Result<Vec<CertificateDer<'static>>, SetupError> {
     let pem = read_file(option, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -121,7 +154,7 @@ fn certs(option: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static
 }
 
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, SetupError> {
-    let option = "PcapOverTcp::tls_key_file";
+    let option = Setting::TlsKeyFile;
     let pem = read_file(option, path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => SetupError::Empty {
@@ -138,7 +171,7 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, SetupError> {
 }
 
 fn roots(path: &Path) -> Result<RootCertStore, SetupError> {
-    let option = "PcapOverTcp::tls_ca_file";
+    let option = Setting::TlsCaFile;
     let mut store = RootCertStore::empty();
     for cert in certs(option, path)? {
         store.add(cert).map_err(|e| SetupError::Invalid {
@@ -168,7 +201,7 @@ fn our_cert(
     o: &TlsOptions,
 ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, SetupError> {
     match (&o.cert_file, &o.key_file) {
-        (Some(c), Some(k)) => Ok(Some((certs("PcapOverTcp::tls_cert_file", c)?, key(k)?))),
+        (Some(c), Some(k)) => Ok(Some((certs(Setting::TlsCertFile, c)?, key(k)?))),
         (None, None) => Ok(None),
         _ => Err(SetupError::CertWithoutKey),
     }
@@ -187,7 +220,7 @@ pub struct ClientTls {
     config: Arc<ClientConfig>,
     server_name: Option<String>,
     /// Where the CAs that verify servers come from, for messages.
-    ca_source: &'static str,
+    ca_source: CaSource,
 }
 
 impl ClientTls {
@@ -213,9 +246,9 @@ impl ClientTls {
             config: Arc::new(config),
             server_name: o.server_name.clone(),
             ca_source: if o.ca_file.is_some() {
-                "PcapOverTcp::tls_ca_file"
+                CaSource::File
             } else {
-                "the system's CA certificates"
+                CaSource::System
             },
         };
         if o.server_name.is_some() {
@@ -235,10 +268,16 @@ impl ClientTls {
     pub fn server_name(&self, host: &str) -> Result<ServerName<'static>, String> {
         match &self.server_name {
             Some(name) => ServerName::try_from(name.clone()).map_err(|_| {
-                format!("\"{name}\" (PcapOverTcp::tls_server_name) is not a valid TLS server name")
+                format!(
+                    "\"{name}\" ({}) is not a valid TLS server name",
+                    Setting::TlsServerName
+                )
             }),
             None => ServerName::try_from(host.to_string()).map_err(|_| {
-                format!("the endpoint's host \"{host}\" is not a valid TLS server name; set PcapOverTcp::tls_server_name")
+                format!(
+                    "the endpoint's host \"{host}\" is not a valid TLS server name; set {}",
+                    Setting::TlsServerName
+                )
             }),
         }
     }
@@ -246,6 +285,16 @@ impl ClientTls {
     /// Starts the handshake over a connected socket to `host` (the
     /// endpoint's host, unless `tls_server_name` names another).
     pub fn connect(&self, host: &str, tcp: TcpStream) -> Result<Transport, String> {
+        self.connect_to(host, tcp, "server")
+    }
+
+    /// As [`ClientTls::connect`], to a peer called `peer` in messages.
+    pub fn connect_to(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+        peer: &'static str,
+    ) -> Result<Transport, String> {
         let name = self.server_name(host)?;
         let conn =
             rustls::ClientConnection::new(self.config.clone(), name).map_err(|e| e.to_string())?;
@@ -253,6 +302,7 @@ impl ClientTls {
             rustls::Connection::Client(conn),
             tcp,
             self.ca_source,
+            peer,
         ))))
     }
 }
@@ -311,13 +361,20 @@ impl ServerTls {
         self.config.clone()
     }
 
-    /// Starts the handshake over an accepted socket.
+    /// Starts the handshake over an accepted socket, from a sender.
     pub fn accept(&self, tcp: TcpStream) -> Result<Transport, String> {
+        self.accept_from(tcp, "sender")
+    }
+
+    /// Starts the handshake over an accepted socket, from a peer called
+    /// `peer` in messages.
+    pub fn accept_from(&self, tcp: TcpStream, peer: &'static str) -> Result<Transport, String> {
         let conn = rustls::ServerConnection::new(self.config.clone()).map_err(|e| e.to_string())?;
         Ok(Transport::Tls(Box::new(TlsStream::new(
             rustls::Connection::Server(conn),
             tcp,
-            "PcapOverTcp::tls_ca_file",
+            CaSource::File,
+            peer,
         ))))
     }
 }
@@ -375,7 +432,8 @@ impl rustls::server::danger::ClientCertVerifier for NamedClients {
             return Ok(verified);
         }
         let why = NotAllowed(format!(
-            "the sender's client certificate is valid for none of PcapOverTcp::tls_allowed_names ({})",
+            "the sender's client certificate is valid for none of {} ({})",
+            Setting::TlsAllowedNames,
             self.names.join(", ")
         ));
         Err(rustls::Error::InvalidCertificate(CertificateError::Other(
@@ -432,6 +490,105 @@ impl Transport {
     }
 }
 
+/// What the tool writes to its clients and receivers: over TLS each write
+/// is encrypted and sent before it returns, as a plain socket's would be.
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(t) => {
+                let n = t.conn.writer().write(buf)?;
+                t.flush()?;
+                Ok(n)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(t) => t.flush(),
+        }
+    }
+}
+
+impl Transport {
+    /// Ends our direction of the stream: a TLS close_notify, then the FIN.
+    pub fn end(&mut self) -> io::Result<()> {
+        if let Transport::Tls(t) = self {
+            t.conn.send_close_notify();
+            t.flush()?;
+        }
+        self.tcp().shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// Why [`handshake`] did not complete.
+#[derive(Debug)]
+pub enum HandshakeFailure {
+    /// The caller is closing.
+    Stopped,
+    /// The deadline passed.
+    TimedOut,
+    /// The peer refused us or we it, or the connection failed: an error
+    /// in an operator's words (see [`TlsError`]) or the socket's.
+    Failed(io::Error),
+}
+
+/// Completes the TLS handshake of `transport` (a plain one has none) by
+/// `deadline` (None: no limit), an absolute deadline: every step waits at
+/// most until it (and one tick, to see `stopping`), so a peer that drips
+/// its bytes gets no more time than one that sends none. The socket's read
+/// and write timeouts are as before afterwards. On failure, our alert has
+/// been sent.
+pub fn handshake(
+    transport: &mut Transport,
+    deadline: Option<Instant>,
+    stopping: &dyn Fn() -> bool,
+) -> Result<(), HandshakeFailure> {
+    let Transport::Tls(tls) = transport else {
+        return Ok(());
+    };
+    let tcp = tls.tcp.try_clone().map_err(HandshakeFailure::Failed)?;
+    let saved = (tcp.read_timeout(), tcp.write_timeout());
+    let result = loop {
+        if tls.handshake_done() {
+            break Ok(());
+        }
+        if stopping() {
+            break Err(HandshakeFailure::Stopped);
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            break Err(HandshakeFailure::TimedOut);
+        }
+        let step = left.map_or(TICK, |l| l.min(TICK));
+        if let Err(e) = tcp
+            .set_read_timeout(Some(step))
+            .and_then(|()| tcp.set_write_timeout(Some(step)))
+        {
+            break Err(HandshakeFailure::Failed(e));
+        }
+        match tls.handshake_step() {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) if stopping() => break Err(HandshakeFailure::Stopped),
+            Err(e) => break Err(HandshakeFailure::Failed(e)),
+        }
+    };
+    if let (Ok(read), Ok(write)) = saved {
+        let _ = tcp.set_read_timeout(read);
+        let _ = tcp.set_write_timeout(write);
+    }
+    result
+}
+
 /// The stream's bytes as a plain reader, for callers that copy them on
 /// (pcapovertcp-serve relays an upstream server's stream as it is). 0 at
 /// the end of the stream, as from `read_into`.
@@ -468,7 +625,9 @@ pub struct TlsStream {
     /// speak TLS.
     first: Vec<u8>,
     /// Where the CAs that verify the peer come from, for messages.
-    ca_source: &'static str,
+    ca_source: CaSource,
+    /// What the peer is called in messages ("sender", "client", "server").
+    peer: &'static str,
 }
 
 /// Why a TLS connection failed, in an operator's words (without the peer's
@@ -478,12 +637,18 @@ pub struct TlsStream {
 pub struct TlsError(pub String);
 
 impl TlsStream {
-    fn new(conn: rustls::Connection, tcp: TcpStream, ca_source: &'static str) -> TlsStream {
+    fn new(
+        conn: rustls::Connection,
+        tcp: TcpStream,
+        ca_source: CaSource,
+        peer: &'static str,
+    ) -> TlsStream {
         TlsStream {
             conn,
             tcp,
             first: Vec::new(),
             ca_source,
+            peer,
         }
     }
 
@@ -516,12 +681,12 @@ impl TlsStream {
         let n = match read {
             Ok(n) => n,
             Err(e) if self.conn.is_handshaking() && e.kind() == io::ErrorKind::ConnectionReset => {
-                return Err(fail(format!("{} ({e})", self.handshake_eof())));
+                return Err(hung_up(format!("{} ({e})", self.handshake_eof())));
             }
             Err(e) => return Err(e),
         };
         if n == 0 && self.conn.is_handshaking() {
-            return Err(fail(self.handshake_eof()));
+            return Err(hung_up(self.handshake_eof()));
         }
         if let Err(e) = self.conn.process_new_packets() {
             // Tell the peer why (the alert rustls queued), then report.
@@ -594,12 +759,15 @@ impl TlsStream {
 
     fn handshake_eof(&self) -> String {
         if self.is_server() && self.first.is_empty() {
-            return "the sender closed the connection before the TLS handshake".into();
+            return format!(
+                "the {} closed the connection before the TLS handshake",
+                self.peer
+            );
         }
         if self.is_server() {
-            return "the sender closed the connection during the TLS handshake (does it trust our certificate? check its CA file)".into();
+            return format!("the {} closed the connection during the TLS handshake (does it trust our certificate? check its CA file)", self.peer);
         }
-        "the server closed the connection during the TLS handshake (does it require a client certificate? set PcapOverTcp::tls_cert_file and tls_key_file)".into()
+        format!("the {} closed the connection during the TLS handshake (does it require a client certificate? set {})", self.peer, Setting::TlsCertAndKey)
     }
 
     fn describe(&self, e: &rustls::Error) -> String {
@@ -607,9 +775,9 @@ impl TlsStream {
             return what;
         }
         let whose = if self.is_server() {
-            "the sender's client certificate"
+            format!("the {}'s client certificate", self.peer)
         } else {
-            "the server's certificate"
+            "the server's certificate".to_string()
         };
         match e {
             rustls::Error::InvalidCertificate(CertificateError::Other(other))
@@ -618,13 +786,13 @@ impl TlsStream {
                 other.0.to_string()
             }
             rustls::Error::InvalidCertificate(c) => match c {
-                CertificateError::UnknownIssuer if self.ca_source.starts_with("Pcap") => format!(
+                CertificateError::UnknownIssuer if self.ca_source == CaSource::File => format!(
                     "{whose} is signed by a CA that {} does not hold (unknown CA)",
-                    self.ca_source
+                    Setting::TlsCaFile
                 ),
                 CertificateError::UnknownIssuer => format!(
-                    "{whose} is signed by a CA that {} do not hold (unknown CA); set PcapOverTcp::tls_ca_file to the CA that signed it",
-                    self.ca_source
+                    "{whose} is signed by a CA that the system's CA certificates do not hold (unknown CA); set {} to the CA that signed it",
+                    Setting::TlsCaFile
                 ),
                 CertificateError::BadSignature => {
                     format!("{whose} has a bad signature (not issued by the CA it names)")
@@ -637,28 +805,33 @@ impl TlsStream {
                     format!("{whose} is not valid before {}", date(*not_before))
                 }
                 CertificateError::NotValidForNameContext { expected, presented } => format!(
-                    "{whose} is not valid for the name {} (it names {}); set PcapOverTcp::tls_server_name to one of its names",
+                    "{whose} is not valid for the name {} (it names {}); set {} to one of its names",
                     name_text(expected),
                     if presented.is_empty() {
                         "no name".to_string()
                     } else {
                         presented.iter().map(|p| plain_name(p)).collect::<Vec<_>>().join(", ")
-                    }
+                    },
+                    Setting::TlsServerName
                 ),
                 CertificateError::NotValidForName => format!("{whose} is not valid for the expected name"),
                 other => format!("{whose} was rejected: {other:?}"),
             },
             rustls::Error::NoCertificatesPresented => {
-                "the sender sent no client certificate, and PcapOverTcp::tls_require_client_cert requires one".into()
+                format!("the {} sent no client certificate, and {} requires one", self.peer, Setting::TlsRequireClientCert)
             }
             rustls::Error::AlertReceived(alert) => {
                 use rustls::AlertDescription as A;
-                let hint = match alert {
+                let required = format!(
+                    " (it requires a client certificate: set {})",
+                    Setting::TlsCertAndKey
+                );
+                let hint: &str = match alert {
                     A::UnknownCA | A::BadCertificate | A::CertificateUnknown => {
                         " (it does not trust our certificate: check its CA file)"
                     }
                     A::CertificateRequired => {
-                        " (it requires a client certificate: set PcapOverTcp::tls_cert_file and tls_key_file)"
+                        &required
                     }
                     A::CertificateExpired => " (our certificate has expired)",
                     _ => "",
@@ -747,6 +920,12 @@ fn fail(message: String) -> io::Error {
     io::Error::other(TlsError(message))
 }
 
+/// The peer hung up during the handshake (kind `UnexpectedEof`, so that a
+/// caller can add its own hint).
+fn hung_up(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, TlsError(message))
+}
+
 /// `YYYY-MM-DD HH:MM:SS UTC` of a certificate time.
 fn date(t: UnixTime) -> String {
     let secs = i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
@@ -774,6 +953,93 @@ impl Read for Recording<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// A TLS client over `tcp` that trusts nothing (it never gets as far
+    /// as verifying).
+    fn client(tcp: TcpStream) -> Transport {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        Transport::Tls(Box::new(TlsStream::new(
+            rustls::Connection::Client(conn),
+            tcp,
+            CaSource::File,
+            "server",
+        )))
+    }
+
+    #[test]
+    fn a_handshake_dripped_a_byte_at_a_time_ends_at_its_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The peer answers the ClientHello with the start of a ServerHello
+        // record, one byte every 50 ms: every read gets a byte well within
+        // any per-read timeout, and the record never completes.
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 4096];
+            let _ = s.read(&mut hello);
+            let record = [0x16u8, 0x03, 0x03, 0x40, 0x00, 0x02, 0x00, 0x3f, 0xfc];
+            let bytes = record.iter().chain(std::iter::repeat(&0u8)).take(100);
+            for b in bytes {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(7))).unwrap();
+        let mut transport = client(tcp);
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(600);
+        let result = handshake(&mut transport, Some(deadline), &|| false);
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(HandshakeFailure::TimedOut)),
+            "{result:?}"
+        );
+        assert!(
+            took < Duration::from_millis(600) + TICK + Duration::from_millis(300),
+            "{took:?}"
+        );
+        // The socket's own timeout is as it was.
+        assert_eq!(
+            transport.tcp().read_timeout().unwrap(),
+            Some(Duration::from_secs(7))
+        );
+        drop(transport);
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn a_handshake_stops_when_its_caller_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut transport = client(tcp);
+        let started = Instant::now();
+        let stop_at = started + Duration::from_millis(300);
+        let result = handshake(&mut transport, None, &|| Instant::now() >= stop_at);
+        assert!(
+            matches!(result, Err(HandshakeFailure::Stopped)),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_plain_transport_has_no_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut plain = Transport::Plain(tcp);
+        assert!(handshake(&mut plain, Some(Instant::now()), &|| true).is_ok());
+    }
 
     #[test]
     fn dates_are_civil_utc() {

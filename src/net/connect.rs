@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
-use crate::config::Config;
+use crate::config::{Config, Keepalive};
 use crate::control::{Control, SocketHold, NOTICE_AFTER};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
@@ -20,10 +20,10 @@ use crate::poll;
 /// How often a blocked step looks up to see whether the source is closing,
 /// and the receive timeout of a connected socket (the read loop's clock for
 /// idle and header deadlines).
-pub const TICK: Duration = Duration::from_millis(200);
+pub(crate) const TICK: Duration = Duration::from_millis(200);
 
 /// Why `connect` returned no stream.
-pub enum Failure {
+pub(crate) enum Failure {
     Stopped,
     Failed(Error),
 }
@@ -53,12 +53,12 @@ pub(crate) fn connect<'c>(
         }
         match connect_one(control, target, addr) {
             Ok(stream) => {
-                log::debug!("{endpoint}: connected to {addr}");
+                crate::logger::debug!("{endpoint}: connected to {addr}");
                 return Ok(stream);
             }
             Err(_) if control.stopping() => return Err(Failure::Stopped),
             Err(e) => {
-                log::debug!("{endpoint}: connecting to {addr} failed: {e}");
+                crate::logger::debug!("{endpoint}: connecting to {addr} failed: {e}");
                 last = Some((*addr, e));
             }
         }
@@ -103,36 +103,67 @@ fn connect_one<'c>(
     target: &Endpoint,
     addr: &SocketAddr,
 ) -> io::Result<(TcpStream, SocketHold<'c>)> {
-    let socket = Socket::new(
+    let socket = new_socket(addr)?;
+    // Kept so that closing the source can cut a connect or a read short.
+    let hold = control.hold_socket(socket.try_clone()?);
+    let timeout = control.config.connect_timeout;
+    connect_socket(
+        &socket,
+        addr,
+        timeout,
+        &|| control.stopping(),
+        &mut |waited| {
+            if waited >= NOTICE_AFTER {
+                control.mention_wait(&format!(
+                "{}: connecting to {addr} gets no answer after {} s (the connect times out after {} s)",
+                target,
+                NOTICE_AFTER.as_secs(),
+                timeout.as_secs()
+            ));
+            }
+        },
+    )?;
+    set_up(&socket, &control.config)?;
+    Ok((socket.into(), hold))
+}
+
+fn new_socket(addr: &SocketAddr) -> io::Result<Socket> {
+    Socket::new(
         Domain::for_address(*addr),
         Type::STREAM,
         Some(Protocol::TCP),
-    )?;
+    )
+}
+
+/// Connects `socket` to `addr` within `timeout`, waiting in ticks so that
+/// `stopping` is seen within one (`waited` hears how long it has waited,
+/// at each tick). A connection to itself is refused: dialling a free
+/// loopback port can meet itself (TCP simultaneous open), and that is no
+/// peer. The socket is left blocking.
+pub(crate) fn connect_socket(
+    socket: &Socket,
+    addr: &SocketAddr,
+    timeout: Duration,
+    stopping: &dyn Fn() -> bool,
+    waited: &mut dyn FnMut(Duration),
+) -> io::Result<()> {
+    let closing = || io::Error::other("the source is closing");
     socket.set_nonblocking(true)?;
-    // Kept so that closing the source can cut a connect or a read short.
-    let hold = control.hold_socket(socket.try_clone()?);
     match socket.connect(&(*addr).into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
             let started = Instant::now();
-            let deadline = started + control.config.connect_timeout;
+            let deadline = started + timeout;
             loop {
-                if control.stopping() {
-                    return Err(io::Error::other("the source is closing"));
+                if stopping() {
+                    return Err(closing());
                 }
-                if started.elapsed() >= NOTICE_AFTER {
-                    control.mention_wait(&format!(
-                        "{}: connecting to {addr} gets no answer after {} s (the connect times out after {} s)",
-                        target,
-                        NOTICE_AFTER.as_secs(),
-                        control.config.connect_timeout.as_secs()
-                    ));
-                }
+                waited(started.elapsed());
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(io::Error::from(io::ErrorKind::TimedOut));
                 }
-                if wait_writable(&socket, left.min(TICK))? {
+                if wait_writable(socket, left.min(TICK))? {
                     break;
                 }
             }
@@ -142,9 +173,36 @@ fn connect_one<'c>(
         }
         Err(e) => return Err(e),
     }
-    socket.set_nonblocking(false)?;
-    set_up(&socket, &control.config)?;
-    Ok((socket.into(), hold))
+    if socket.local_addr()?.as_socket() == Some(*addr) {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "connection refused (the connection met itself: nothing listens there)",
+        ));
+    }
+    socket.set_nonblocking(false)
+}
+
+/// For a caller with no source (pcapovertcp-serve): each of `addrs` in
+/// turn until one answers, each within `timeout`, with `keepalive` set on
+/// the connected socket. The last failure when none answers.
+pub fn connect_addrs(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    timeout: Duration,
+    keepalive: Option<&Keepalive>,
+) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in addrs {
+        let attempt = new_socket(&addr).and_then(|socket| {
+            connect_socket(&socket, &addr, timeout, &|| false, &mut |_| {})?;
+            keep_alive(&socket, keepalive)?;
+            Ok(socket)
+        });
+        match attempt {
+            Ok(socket) => return Ok(socket.into()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("the name resolves to no address")))
 }
 
 fn wait_writable(socket: &Socket, limit: Duration) -> io::Result<bool> {
@@ -155,18 +213,24 @@ fn wait_writable(socket: &Socket, limit: Duration) -> io::Result<bool> {
 /// that stopped answering. For connected and accepted sockets alike.
 pub(crate) fn set_up(socket: &Socket, config: &Config) -> io::Result<()> {
     socket.set_read_timeout(Some(TICK))?;
-    if let Some(k) = &config.keepalive {
-        let params = TcpKeepalive::new()
-            .with_time(k.idle)
-            .with_interval(k.interval)
-            .with_retries(k.probes);
-        socket.set_tcp_keepalive(&params)?;
-        // Without it, Linux may take far longer than the probes' bound when
-        // the path fails mid-transfer (retransmissions follow their own
-        // timers); with it, the connection fails at the bound either way.
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        socket.set_tcp_user_timeout(Some(k.bound()))?;
-    }
+    keep_alive(socket, config.keepalive.as_ref())
+}
+
+/// Keepalive probes with `k`'s bound (none: the system's default).
+pub(crate) fn keep_alive(socket: &Socket, k: Option<&Keepalive>) -> io::Result<()> {
+    let Some(k) = k else {
+        return Ok(());
+    };
+    let params = TcpKeepalive::new()
+        .with_time(k.idle)
+        .with_interval(k.interval)
+        .with_retries(k.probes);
+    socket.set_tcp_keepalive(&params)?;
+    // Without it, Linux may take far longer than the probes' bound when
+    // the path fails mid-transfer (retransmissions follow their own
+    // timers); with it, the connection fails at the bound either way.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(k.bound()))?;
     Ok(())
 }
 
@@ -233,5 +297,46 @@ mod tests {
             panic!("connect failed");
         };
         assert!(!SockRef::from(&stream).keepalive().unwrap());
+    }
+
+    #[test]
+    fn a_connection_that_meets_itself_is_refused() {
+        // A socket bound to the port it dials connects to itself on Linux
+        // (TCP simultaneous open), deterministically.
+        let free = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let socket = new_socket(&addr).unwrap();
+        socket.set_reuse_address(true).unwrap();
+        socket.bind(&addr.into()).unwrap();
+        let e = connect_socket(
+            &socket,
+            &addr,
+            Duration::from_secs(2),
+            &|| false,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    }
+
+    #[test]
+    fn the_tools_connect_tries_each_address_and_sets_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let good = listener.local_addr().unwrap();
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let bad = closed.local_addr().unwrap();
+        drop(closed);
+        let k = Keepalive {
+            idle: Duration::from_secs(5),
+            interval: Duration::from_secs(1),
+            probes: 2,
+        };
+        let s = connect_addrs([bad, good], Duration::from_secs(2), Some(&k)).unwrap();
+        assert_eq!(s.peer_addr().unwrap(), good);
+        assert!(SockRef::from(&s).keepalive().unwrap());
+        let e = connect_addrs([bad], Duration::from_secs(2), None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(connect_addrs([], Duration::from_secs(2), None).is_err());
     }
 }
