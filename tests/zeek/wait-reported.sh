@@ -19,7 +19,9 @@ echo "-- stalled connect"
 port=$(stream_server --stall /dev/null)
 zeek -i "pcapovertcp::127.0.0.1:$port" >/dev/null 2>err &
 pid=$!
-wait_for_line err "gets no answer" 2 && echo "reported within 2 s" || echo "no report within 2 s"
+# The notice comes 1 s into the connect; Zeek's own start-up (about 1 s
+# on a loaded 2-core machine) comes before it.
+wait_for_line err "gets no answer" 3 && echo "reported within 3 s" || echo "no report within 3 s"
 kill -0 $pid && echo "still connecting"
 sigterm_within $pid 2
 sed -e "s/$port/PORT/g" err
