@@ -181,6 +181,15 @@ pub struct PcapOverTcp {
     panics: Mutex<Vec<String>>,
 }
 
+/// The shim drops the handle through cxx's glue, another edge a panic must
+/// not cross: the closing (threads stopped and joined) happens here, under
+/// [`caught`], and the `Source`'s own drop then finds it done.
+impl Drop for PcapOverTcp {
+    fn drop(&mut self) {
+        let _ = caught(|| self.source.close());
+    }
+}
+
 /// Runs a bridge function's body; a panic becomes `Err` with its message
 /// (see the module's comment for why). `AssertUnwindSafe`: after a panic
 /// the handle is only asked neutral questions and closed, and the core's
