@@ -4,6 +4,7 @@
 ##! Each is a ``&redef`` constant, read when the source opens; redefine it in
 ##! local.zeek, on the command line (``PcapOverTcp::buffer_size=...``), or per
 ##! zeekctl worker with ``pcapovertcp_<option>=`` in node.cfg.
+##! An interval above 365 days counts as 365 days; a negative one as 0.
 
 module PcapOverTcp;
 

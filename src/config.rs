@@ -10,6 +10,28 @@ use crate::tls::TlsOptions;
 
 use crate::parse::Limits;
 
+/// The longest interval any option is taken to mean: 365 days. A longer one
+/// (`1e300 sec`, `inf`) is this: for a timeout or a window it is "for ever"
+/// in practice, and it keeps every `Instant + option` in the core far from
+/// overflow (which would panic, and a panic in Zeek's process aborts it).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A Zeek interval (seconds, as a double) as a `Duration`, never panicking:
+/// NaN and negative values are 0, values above [`MAX_INTERVAL`] are
+/// `MAX_INTERVAL`.
+pub fn interval(seconds: f64) -> Duration {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(seconds).map_or(MAX_INTERVAL, |d| d.min(MAX_INTERVAL))
+}
+
+/// An interval option whose 0 means "off" (no limit, or the system's
+/// default): `None` for 0, negative and NaN, else [`interval`].
+pub fn optional_interval(seconds: f64) -> Option<Duration> {
+    (seconds > 0.0).then(|| interval(seconds))
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Capacity of the ring in bytes (`buffer_size`).
@@ -112,10 +134,24 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The same settings with inconsistent values made usable: a zero
+    /// The same settings with inconsistent values made usable: every
+    /// interval is at most [`MAX_INTERVAL`] (so that the core's `Instant +
+    /// interval` cannot overflow, whoever built the `Config`), a zero
     /// backoff becomes 1 ms, the maximum is at least the minimum, keepalive
     /// times are whole seconds of at least 1 (the kernel's unit).
     pub fn normalized(mut self) -> Config {
+        let cap = |d: &mut Duration| *d = (*d).min(MAX_INTERVAL);
+        cap(&mut self.reconnect_min);
+        cap(&mut self.reconnect_max);
+        cap(&mut self.connect_timeout);
+        cap(&mut self.merge_window);
+        for d in [
+            &mut self.open_timeout,
+            &mut self.idle_timeout,
+            &mut self.header_timeout,
+        ] {
+            d.iter_mut().for_each(cap);
+        }
         self.buffer_size = self.buffer_size.max(1);
         self.reconnect_min = self.reconnect_min.max(Duration::from_millis(1));
         self.reconnect_max = self.reconnect_max.max(self.reconnect_min);
@@ -127,5 +163,65 @@ impl Config {
             k.probes = k.probes.clamp(1, 127);
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interval_is_never_negative_nan_or_beyond_the_maximum() {
+        assert_eq!(interval(0.25), Duration::from_millis(250));
+        assert_eq!(interval(0.0), Duration::ZERO);
+        assert_eq!(interval(-0.0), Duration::ZERO);
+        assert_eq!(interval(-5.0), Duration::ZERO);
+        assert_eq!(interval(f64::NAN), Duration::ZERO);
+        assert_eq!(interval(f64::NEG_INFINITY), Duration::ZERO);
+        assert_eq!(interval(1e-300), Duration::ZERO);
+        assert_eq!(interval(31_536_000.0), MAX_INTERVAL);
+        assert_eq!(interval(31_536_001.0), MAX_INTERVAL);
+        assert_eq!(interval(1e300), MAX_INTERVAL);
+        assert_eq!(interval(f64::MAX), MAX_INTERVAL);
+        assert_eq!(interval(f64::INFINITY), MAX_INTERVAL);
+        assert_eq!(MAX_INTERVAL, Duration::from_secs(365 * 86_400));
+    }
+
+    #[test]
+    fn an_interval_whose_zero_means_off_is_none_for_zero_negative_and_nan() {
+        assert_eq!(optional_interval(2.5), Some(Duration::from_millis(2500)));
+        assert_eq!(optional_interval(1e300), Some(MAX_INTERVAL));
+        assert_eq!(optional_interval(0.0), None);
+        assert_eq!(optional_interval(-5.0), None);
+        assert_eq!(optional_interval(f64::NAN), None);
+    }
+
+    #[test]
+    fn normalized_caps_every_interval_so_that_instant_arithmetic_cannot_overflow() {
+        let c = Config {
+            reconnect_min: Duration::MAX,
+            reconnect_max: Duration::MAX,
+            open_timeout: Some(Duration::MAX),
+            connect_timeout: Duration::MAX,
+            idle_timeout: Some(Duration::MAX),
+            merge_window: Duration::MAX,
+            header_timeout: Some(Duration::MAX),
+            ..Config::default()
+        }
+        .normalized();
+        for d in [
+            c.reconnect_min,
+            c.reconnect_max,
+            c.open_timeout.unwrap(),
+            c.connect_timeout,
+            c.idle_timeout.unwrap(),
+            c.merge_window,
+            c.header_timeout.unwrap(),
+        ] {
+            assert_eq!(d, MAX_INTERVAL);
+            // What merge.rs and source.rs do with a window or a timeout.
+            assert!(std::time::Instant::now().checked_add(d).is_some());
+        }
+        assert_eq!(Config::default().normalized(), Config::default());
     }
 }

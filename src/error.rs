@@ -101,6 +101,15 @@ pub enum Error {
     },
     #[error("{endpoint}: internal error in the reader thread: {message}")]
     Internal { endpoint: String, message: String },
+    /// A bug: a panic caught at the edge of the Zeek bridge (src/ffi.rs).
+    #[error(
+        "{endpoint}: internal error (a panic in {function}: {message}); please report it as a bug"
+    )]
+    Panic {
+        endpoint: String,
+        function: &'static str,
+        message: String,
+    },
 }
 
 impl Error {
@@ -126,6 +135,7 @@ impl Error {
                 | Error::TlsSetup(_)
                 | Error::TlsOnPlain { .. }
                 | Error::Internal { .. }
+                | Error::Panic { .. }
         )
     }
 }

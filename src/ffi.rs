@@ -1,9 +1,18 @@
 //! The one bridge between Zeek's C++ `PktSrc` shim and the Rust core.
 //! Every function here translates and delegates; none may panic.
+//!
+//! cxx aborts the process when a panic reaches the edge of an `extern
+//! "Rust"` function, and with it Zeek. So every one of them runs its body
+//! under [`caught`]: a panic (a bug) becomes an error line for the operator
+//! and a neutral answer (no packet, zero counters, a failed open), and costs
+//! at most this source, never the sensor. That needs `panic = "unwind"`,
+//! which Cargo.toml sets for release builds.
 
-use std::time::Duration;
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 
-use crate::config::{Config, Keepalive};
+use crate::config::{interval, optional_interval, Config, Keepalive};
 use crate::counters::{Field, Snapshot};
 use crate::parse::Limits;
 use crate::share::ShareBy;
@@ -168,16 +177,42 @@ use bridge::{
 /// The opaque handle the shim owns.
 pub struct PcapOverTcp {
     source: Source,
+    /// The interface name, for messages about the bridge itself.
+    label: String,
     open_error: String,
+    /// Panics caught in the bridge, as error lines not yet taken.
+    panics: Mutex<Vec<String>>,
+}
+
+/// The shim drops the handle through cxx's glue, another edge a panic must
+/// not cross: the closing (threads stopped and joined) happens here, under
+/// [`caught`], and the `Source`'s own drop then finds it done.
+impl Drop for PcapOverTcp {
+    fn drop(&mut self) {
+        let _ = caught(|| self.source.close());
+    }
+}
+
+/// Runs a bridge function's body; a panic becomes `Err` with its message
+/// (see the module's comment for why). `AssertUnwindSafe`: after a panic
+/// the handle is only asked neutral questions and closed, and the core's
+/// locks survive poisoning (`crate::sync`).
+fn caught<T>(body: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(body)).map_err(|payload| panic_message(&*payload))
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
 }
 
 fn clamp(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
-}
-
-/// Seconds from a Zeek interval; negative, NaN or huge values are clamped.
-fn seconds(value: f64) -> Duration {
-    Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 fn path(text: &str) -> Option<std::path::PathBuf> {
@@ -199,22 +234,24 @@ fn config(options: &Options) -> Result<Config, crate::Error> {
             max_caplen: u32::try_from(options.max_caplen).unwrap_or(u32::MAX),
         },
         reconnect: options.reconnect,
-        reconnect_min: seconds(options.reconnect_min),
-        reconnect_max: seconds(options.reconnect_max),
-        open_timeout: (options.open_timeout > 0.0).then(|| seconds(options.open_timeout)),
+        // Every interval through `interval`: NaN and negative are 0 (or
+        // "off"), longer than a year is a year (config::MAX_INTERVAL).
+        reconnect_min: interval(options.reconnect_min),
+        reconnect_max: interval(options.reconnect_max),
+        open_timeout: optional_interval(options.open_timeout),
         drop_when_full: options.drop_when_full,
-        keepalive: (options.keepalive_idle > 0.0).then(|| Keepalive {
-            idle: seconds(options.keepalive_idle),
-            interval: seconds(options.keepalive_interval),
+        keepalive: optional_interval(options.keepalive_idle).map(|idle| Keepalive {
+            idle,
+            interval: interval(options.keepalive_interval),
             probes: u32::try_from(options.keepalive_probes).unwrap_or(u32::MAX),
         }),
-        idle_timeout: (options.idle_timeout > 0.0).then(|| seconds(options.idle_timeout)),
-        merge_window: seconds(options.merge_window),
-        merge_max_hold: seconds(options.merge_max_hold),
-        merge_max_skew: seconds(options.merge_max_skew),
+        idle_timeout: optional_interval(options.idle_timeout),
+        merge_window: interval(options.merge_window),
+        merge_max_hold: interval(options.merge_max_hold),
+        merge_max_skew: interval(options.merge_max_skew),
         max_senders: clamp(options.max_senders),
         allowed_senders,
-        header_timeout: (options.header_timeout > 0.0).then(|| seconds(options.header_timeout)),
+        header_timeout: optional_interval(options.header_timeout),
         share_by: match options.share_by {
             1 => ShareBy::FiveTuple,
             _ => ShareBy::AddressPair,
@@ -256,7 +293,7 @@ fn to_bridge(snapshot: &Snapshot) -> Vec<Counter> {
 }
 
 fn zero_counters() -> Vec<Counter> {
-    to_bridge(&Snapshot::default())
+    caught(|| to_bridge(&Snapshot::default())).unwrap_or_default()
 }
 
 fn start(path: &[u8], options: &Options) -> Result<Box<PcapOverTcp>, crate::Error> {
@@ -267,48 +304,74 @@ fn start(path: &[u8], options: &Options) -> Result<Box<PcapOverTcp>, crate::Erro
     };
     // Only the plugin installs a `log` logger: Zeek has none of its own.
     crate::logger::install();
-    // Nothing here should panic; if it does, Zeek gets an error, not an abort.
-    std::panic::catch_unwind(|| Source::start(path, config(options)?))
-        .unwrap_or_else(|_| {
-            Err(crate::Error::Internal {
+    caught(|| Source::start(path, config(options)?))
+        .unwrap_or_else(|message| {
+            Err(crate::Error::Panic {
                 endpoint: path.to_string(),
-                message: "panic while starting the source".into(),
+                function: "start",
+                message,
             })
         })
         .map(|source| {
             Box::new(PcapOverTcp {
                 source,
+                label: path.to_string(),
                 open_error: String::new(),
+                panics: Mutex::new(Vec::new()),
             })
         })
 }
 
 impl PcapOverTcp {
+    /// `body`'s answer, or after a panic in it, `None` and an error line
+    /// for the operator (taken with the source's messages).
+    fn guard<T>(&self, function: &'static str, body: Result<T, String>) -> Option<T> {
+        body.map_err(|message| {
+            let e = crate::Error::Panic {
+                endpoint: self.label.clone(),
+                function,
+                message,
+            };
+            crate::sync::lock(&self.panics).push(e.to_string());
+        })
+        .ok()
+    }
+
     fn wait_open(&mut self, secs: f64) -> OpenStatus {
-        match self.source.wait_open(seconds(secs)) {
+        let body = caught(|| match self.source.wait_open(interval(secs)) {
             Opening::Open(_) => OpenStatus::Open,
             Opening::Waiting => OpenStatus::Waiting,
             Opening::Failed(e) => {
                 self.open_error = e.to_string();
                 OpenStatus::Failed
             }
-        }
+        });
+        self.guard("wait_open", body).unwrap_or_else(|| {
+            self.open_error = format!(
+                "{}: internal error while opening (see the error before this one)",
+                self.label
+            );
+            OpenStatus::Failed
+        })
     }
 
     fn open_error(&self) -> String {
-        self.open_error.clone()
+        let body = caught(|| self.open_error.clone());
+        self.guard("open_error", body).unwrap_or_default()
     }
 
     fn link_type(&self) -> i32 {
-        self.source.link_type().unwrap_or(-1)
+        let body = caught(|| self.source.link_type().unwrap_or(-1));
+        self.guard("link_type", body).unwrap_or(-1)
     }
 
     fn selectable_fd(&self) -> i32 {
-        self.source.selectable_fd()
+        let body = caught(|| self.source.selectable_fd());
+        self.guard("selectable_fd", body).unwrap_or(-1)
     }
 
     fn next_packet(&mut self, info: &mut PacketInfo) -> Status {
-        match self.source.next_packet() {
+        let body = caught(|| match self.source.next_packet() {
             Next::Packet(p) => {
                 info.data = p.data.as_ptr();
                 info.caplen = p.data.len() as u32;
@@ -320,90 +383,133 @@ impl PcapOverTcp {
             }
             Next::Empty => Status::Empty,
             Next::Ended => Status::Ended,
-        }
+        });
+        // Ended: Zeek closes the source and reports the error line.
+        self.guard("next_packet", body).unwrap_or(Status::Ended)
     }
 
     fn packet_not_delivered(&mut self, filtered: bool) {
-        self.source.not_delivered(filtered);
+        let body = caught(|| self.source.not_delivered(filtered));
+        self.guard("packet_not_delivered", body);
     }
 
     fn stats(&self) -> SourceStats {
-        let s = self.source.stats();
-        SourceStats {
-            received: s.received,
-            dropped: s.dropped,
-            link: s.link,
-            bytes_received: s.bytes_received,
-            filtered: s.filtered,
-        }
+        let body = caught(|| {
+            let s = self.source.stats();
+            SourceStats {
+                received: s.received,
+                dropped: s.dropped,
+                link: s.link,
+                bytes_received: s.bytes_received,
+                filtered: s.filtered,
+            }
+        });
+        self.guard("stats", body).unwrap_or(SourceStats {
+            received: 0,
+            dropped: 0,
+            link: 0,
+            bytes_received: 0,
+            filtered: 0,
+        })
     }
 
     fn counters(&self) -> Vec<Counter> {
-        to_bridge(&self.source.counters())
+        let body = caught(|| to_bridge(&self.source.counters()));
+        self.guard("counters", body).unwrap_or_else(zero_counters)
     }
 
     fn senders(&self) -> Vec<SenderCounters> {
-        self.source
-            .senders()
-            .into_iter()
-            .map(|(address, snapshot)| SenderCounters {
-                address,
-                counters: to_bridge(&snapshot),
-            })
-            .collect()
+        let body = caught(|| {
+            self.source
+                .senders()
+                .into_iter()
+                .map(|(address, snapshot)| SenderCounters {
+                    address,
+                    counters: to_bridge(&snapshot),
+                })
+                .collect()
+        });
+        self.guard("senders", body).unwrap_or_default()
     }
 
     fn sender_count(&self) -> usize {
-        self.source.sender_count()
+        let body = caught(|| self.source.sender_count());
+        self.guard("sender_count", body).unwrap_or(0)
     }
 
     fn sender_value(&self, sender: usize, field: usize) -> f64 {
-        let Some(snapshot) = self.source.sender_at(sender) else {
-            return 0.0;
-        };
-        match snapshot.fields().get(field) {
-            Some(Field::Count(_, n) | Field::Level(_, n)) => *n as f64,
-            Some(Field::Interval(_, d) | Field::IntervalLevel(_, d)) => d.as_secs_f64(),
-            None => 0.0,
-        }
+        let body = caught(|| {
+            let Some(snapshot) = self.source.sender_at(sender) else {
+                return 0.0;
+            };
+            match snapshot.fields().get(field) {
+                Some(Field::Count(_, n) | Field::Level(_, n)) => *n as f64,
+                Some(Field::Interval(_, d) | Field::IntervalLevel(_, d)) => d.as_secs_f64(),
+                None => 0.0,
+            }
+        });
+        self.guard("sender_value", body).unwrap_or(0.0)
     }
 
     fn buffer(&self) -> BufferUse {
-        let (used, capacity) = self.source.buffer();
-        BufferUse {
-            used: used as u64,
-            capacity: capacity as u64,
-        }
+        let body = caught(|| {
+            let (used, capacity) = self.source.buffer();
+            BufferUse {
+                used: used as u64,
+                capacity: capacity as u64,
+            }
+        });
+        self.guard("buffer", body).unwrap_or(BufferUse {
+            used: 0,
+            capacity: 0,
+        })
     }
 
     fn has_messages(&self) -> bool {
-        self.source.has_messages()
+        let body = caught(|| self.source.has_messages());
+        // A caught panic is a message too.
+        let source = self.guard("has_messages", body).unwrap_or(false);
+        source || !crate::sync::lock(&self.panics).is_empty()
     }
 
     fn take_messages(&self) -> Vec<LogLine> {
-        self.source
-            .take_messages()
-            .into_iter()
-            .map(|(level, message)| LogLine {
-                level: match level {
-                    log::Level::Error => LogLevel::Error,
-                    log::Level::Warn => LogLevel::Warning,
-                    log::Level::Info => LogLevel::Info,
-                    log::Level::Debug | log::Level::Trace => LogLevel::Debug,
-                },
-                message,
-            })
-            .collect()
+        let body = caught(|| {
+            self.source
+                .take_messages()
+                .into_iter()
+                .map(|(level, message)| LogLine {
+                    level: match level {
+                        log::Level::Error => LogLevel::Error,
+                        log::Level::Warn => LogLevel::Warning,
+                        log::Level::Info => LogLevel::Info,
+                        log::Level::Debug | log::Level::Trace => LogLevel::Debug,
+                    },
+                    message,
+                })
+                .collect()
+        });
+        let mut lines: Vec<LogLine> = self.guard("take_messages", body).unwrap_or_default();
+        let panics = std::mem::take(&mut *crate::sync::lock(&self.panics));
+        lines.extend(panics.into_iter().map(|message| LogLine {
+            level: LogLevel::Error,
+            message,
+        }));
+        lines
     }
 
     fn close(&mut self) {
-        self.source.close();
+        let body = caught(|| self.source.close());
+        self.guard("close", body);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
 
     fn options() -> Options {
         Options {
@@ -473,5 +579,191 @@ mod tests {
             e.to_string(),
             "PcapOverTcp::allowed_senders: \"10.0.0.0/33\" is not a subnet"
         );
+    }
+
+    /// A port on 127.0.0.1 that was free a moment ago (the endpoint
+    /// grammar refuses port 0).
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+
+    /// A listening source through the bridge, opened; and its address.
+    fn listening(mut o: Options) -> (Box<PcapOverTcp>, SocketAddr) {
+        o.allowed_senders.clear();
+        let name = format!("tcp-listen://127.0.0.1:{}", free_port());
+        let mut h = start(name.as_bytes(), &o).unwrap();
+        // A limit as absurd as the options: the shim passes 0.2.
+        assert!(matches!(h.wait_open(1e300), OpenStatus::Open));
+        assert!(matches!(h.wait_open(0.2), OpenStatus::Open));
+        let addr = h.source.listening()[0];
+        (h, addr)
+    }
+
+    /// A little-endian microsecond Ethernet pcap header.
+    fn pcap_header() -> Vec<u8> {
+        let mut b = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&65535u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b
+    }
+
+    /// `n` records of 60 bytes, one second apart from 1,700,000,000.
+    fn pcap_records(n: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        for i in 0..n {
+            for v in [1_700_000_000 + i, 0, 60, 60] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&[i as u8; 60]);
+        }
+        b
+    }
+
+    /// The seconds of `want` packets, taken through the bridge within 10 s.
+    fn collect(h: &mut PcapOverTcp, want: usize) -> Vec<i64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut info = PacketInfo {
+            data: std::ptr::null(),
+            caplen: 0,
+            wirelen: 0,
+            ts_sec: 0,
+            ts_usec: 0,
+            link_type: 0,
+        };
+        let mut got = Vec::new();
+        while got.len() < want {
+            match h.next_packet(&mut info) {
+                Status::Packet => got.push(info.ts_sec),
+                Status::Ended => panic!("the source ended after {} packets", got.len()),
+                _ => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "only {} of {want} packets arrived within 10 s; messages: {:?}",
+                        got.len(),
+                        lines(h)
+                    );
+                    h.source.wait(Duration::from_millis(50));
+                }
+            }
+        }
+        got
+    }
+
+    fn lines(h: &PcapOverTcp) -> Vec<String> {
+        h.take_messages().into_iter().map(|l| l.message).collect()
+    }
+
+    #[test]
+    fn absurd_open_timeouts_neither_panic_nor_keep_packets_from_zeek() {
+        for open_timeout in [1e300, f64::INFINITY, f64::MAX, f64::NAN, -5.0] {
+            let (mut h, addr) = listening(Options {
+                open_timeout,
+                ..options()
+            });
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&pcap_header()).unwrap();
+            s.write_all(&pcap_records(3)).unwrap();
+            let got = collect(&mut h, 3);
+            assert_eq!(
+                got,
+                [1_700_000_000, 1_700_000_001, 1_700_000_002],
+                "open_timeout = {open_timeout}"
+            );
+            h.close();
+            assert!(
+                lines(&h).iter().all(|l| !l.contains("panic")),
+                "open_timeout = {open_timeout}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_merge_window_holds_packets_for_a_quiet_sender_but_does_not_kill_the_merge() {
+        let (mut h, addr) = listening(Options {
+            merge_window: 1e300,
+            ..options()
+        });
+        // A sender that is connected and has sent its header, but no
+        // packet: the merge waits for it, computing "quiet since + window".
+        let mut quiet = TcpStream::connect(addr).unwrap();
+        quiet.write_all(&pcap_header()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while h.sender_count() == 0 {
+            assert!(Instant::now() < deadline, "the quiet sender was not seen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut good = TcpStream::connect(addr).unwrap();
+        good.write_all(&pcap_header()).unwrap();
+        good.write_all(&pcap_records(3)).unwrap();
+        drop(good);
+        std::thread::sleep(Duration::from_millis(200));
+        // The window (a year, capped) ends when the quiet sender does.
+        drop(quiet);
+        assert_eq!(
+            collect(&mut h, 3),
+            [1_700_000_000, 1_700_000_001, 1_700_000_002]
+        );
+        h.close();
+        let lines = lines(&h);
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.contains("panic") && !l.contains("internal error")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn absurd_intervals_become_the_config_capped_or_off() {
+        let c = config(&Options {
+            reconnect_min: f64::NAN,
+            reconnect_max: 1e300,
+            open_timeout: 1e300,
+            keepalive_idle: 1e300,
+            keepalive_interval: -5.0,
+            idle_timeout: f64::INFINITY,
+            merge_window: -5.0,
+            header_timeout: f64::NAN,
+            ..options()
+        })
+        .unwrap();
+        assert_eq!(c.reconnect_min, Duration::ZERO);
+        assert_eq!(c.reconnect_max, crate::config::MAX_INTERVAL);
+        assert_eq!(c.open_timeout, Some(crate::config::MAX_INTERVAL));
+        assert_eq!(
+            c.keepalive.map(|k| (k.idle, k.interval)),
+            Some((crate::config::MAX_INTERVAL, Duration::ZERO))
+        );
+        assert_eq!(c.idle_timeout, Some(crate::config::MAX_INTERVAL));
+        assert_eq!(c.merge_window, Duration::ZERO);
+        assert_eq!(c.header_timeout, None);
+    }
+
+    #[test]
+    fn a_panic_in_a_bridge_function_becomes_an_error_line_and_a_neutral_answer() {
+        let (h, _) = listening(options());
+        let body: Result<Status, String> = caught(|| panic!("boom {}", 42));
+        let status = h.guard("next_packet", body).unwrap_or(Status::Ended);
+        assert!(matches!(status, Status::Ended));
+        assert!(h.has_messages());
+        let lines = h.take_messages();
+        let errors: Vec<&str> = lines
+            .iter()
+            .filter(|l| matches!(l.level, LogLevel::Error))
+            .map(|l| l.message.as_str())
+            .collect();
+        assert_eq!(
+            errors,
+            [format!(
+                "{}: internal error (a panic in next_packet: boom 42); please report it as a bug",
+                h.label
+            )]
+        );
+        let unit: Result<(), String> = caught(|| panic!("static"));
+        assert_eq!(unit, Err("static".to_string()));
     }
 }

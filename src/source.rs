@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use log::Level;
 
-use crate::config::Config;
+use crate::config::{Config, MAX_INTERVAL};
 use crate::connection::Sink;
 use crate::control::Control;
 pub use crate::control::Opening;
@@ -289,9 +289,15 @@ impl Source {
         if let Some(lt) = self.link_type {
             return Opening::Open(lt);
         }
+        // Checked: `limit` comes from the caller and `open_timeout` from the
+        // user; an overflowing deadline is one that never comes.
         let now = Instant::now();
-        let mut until = now + limit;
-        let deadline = self.control.config.open_timeout.map(|t| self.started + t);
+        let mut until = now.checked_add(limit).unwrap_or_else(|| now + MAX_INTERVAL);
+        let deadline = self
+            .control
+            .config
+            .open_timeout
+            .and_then(|t| self.started.checked_add(t));
         if let Some(d) = deadline {
             until = until.min(d);
         }

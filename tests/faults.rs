@@ -265,7 +265,7 @@ fn a_million_packets_under_backpressure_arrive_complete() {
                     h.write(p.data);
                     count += 1;
                     // A deliberately slow consumer: a pause every 50k packets.
-                    if count % 50_000 == 0 {
+                    if count.is_multiple_of(50_000) {
                         thread::sleep(Duration::from_millis(20));
                     }
                 }

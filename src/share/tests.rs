@@ -221,7 +221,7 @@ fn nflog(ip: &[u8], little: bool) -> Vec<u8> {
             (len.to_be_bytes(), ty.to_be_bytes())
         };
         let mut v = cat(&[&l, &t, value]);
-        while v.len() % 4 != 0 {
+        while !v.len().is_multiple_of(4) {
             v.push(0);
         }
         v
