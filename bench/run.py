@@ -294,6 +294,11 @@ def listening_round_in(parts, pcap, script, workdir, redefs, procs):
             err.append(line)
             if re.search(r": sender \S+ connected", line):
                 connected.release()
+            # Beyond 20 lines in 10 s the listener sums the rest up in one
+            # line at the end of the 10 s (arrivals are all it says here).
+            elif m := re.search(r": (\d+) more lines about senders were left out", line):
+                for _ in range(int(m.group(1))):
+                    connected.release()
     out = []
     readers = [threading.Thread(target=read_stderr, daemon=True),
                threading.Thread(target=lambda: out.append(zeek.stdout.read()), daemon=True)]
