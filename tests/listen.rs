@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{within, Rng};
+use common::{sender, within, Rng};
 use log::Level;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
@@ -392,16 +392,6 @@ impl Log {
             thread::sleep(Duration::from_millis(10));
         }
     }
-}
-
-/// The counters of sender `address`.
-fn sender(source: &Source, address: &str) -> Snapshot {
-    source
-        .senders()
-        .into_iter()
-        .find(|(a, _)| a == address)
-        .map(|(_, s)| s)
-        .unwrap_or_else(|| panic!("no counters for sender {address}: {:?}", source.senders()))
 }
 
 /// Waits until `cond` holds for the counters of `address` (within `limit`).

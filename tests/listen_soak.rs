@@ -43,17 +43,6 @@ fn threads() -> usize {
     count("/proc/self/task")
 }
 
-/// The resident set of this process, in MiB.
-fn rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap()
-        / 1024
-}
-
 /// A record at `sec` seconds (and `usec`), 60 bytes of `tag`.
 fn record_at(tag: u8, sec: u32, usec: u32) -> Vec<u8> {
     let mut r = Vec::with_capacity(76);
@@ -162,7 +151,7 @@ fn a_mixed_attack_costs_the_good_senders_nothing_and_leaves_nothing_behind() {
             ..Config::default()
         };
         let buffer_mib = (Config::default().buffer_size >> 20) as u64;
-        let rss_before = rss_mib();
+        let rss_before = common::rss_kib() / 1024;
         let mut source = Source::start("tcp-listen://127.0.0.1:0", config).unwrap();
         assert!(matches!(
             source.wait_open(Duration::from_secs(5)),
@@ -336,7 +325,7 @@ fn a_mixed_attack_costs_the_good_senders_nothing_and_leaves_nothing_behind() {
                         "only {next:?} of {PER_SENDER} each arrived"
                     );
                     peak_threads = peak_threads.max(threads());
-                    peak_rss = peak_rss.max(rss_mib());
+                    peak_rss = peak_rss.max(common::rss_kib() / 1024);
                     lines.extend(source.take_messages());
                     source.wait(Duration::from_millis(20));
                 }

@@ -19,9 +19,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::within;
+use common::{sender, within};
 use pcap_file::pcap::{PcapHeader, PcapWriter};
-use pcapovertcp::counters::Snapshot;
 use pcapovertcp::{Config, Next, Opening, Source};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -87,16 +86,6 @@ impl Pcap {
 
 fn now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
-}
-
-/// One sender's counters, by address.
-fn sender(source: &Source, address: &str) -> Snapshot {
-    source
-        .senders()
-        .into_iter()
-        .find(|(a, _)| a == address)
-        .map(|(_, s)| s)
-        .unwrap_or_else(|| panic!("no sender {address} in {:?}", source.senders()))
 }
 
 /// The good sender: `reads` reads of `per_read` packets, 50 ms apart,
@@ -168,6 +157,17 @@ fn good_arrivals(source: &mut Source, want: usize, limit: Duration) -> Vec<Insta
     at
 }
 
+/// The longest a good packet waited: packet k came in read k / per_read,
+/// written at `written[k / per_read]`, and arrived at `arrived[k]`.
+fn worst_wait(arrived: &[Instant], written: &[Instant], per_read: usize) -> Duration {
+    arrived
+        .iter()
+        .enumerate()
+        .map(|(k, a)| a.saturating_duration_since(written[k / per_read]))
+        .max()
+        .unwrap_or_default()
+}
+
 /// A laggard (trickling years behind, or steadily seconds behind) beside a
 /// good sender: every good packet arrives within the hold of being
 /// written, none is late, and the laggard's packets are late for it.
@@ -188,13 +188,7 @@ fn a_laggard_holds_the_good_sender_no_longer_than_the_hold(behind: Duration, eve
     stop.store(true, Ordering::Relaxed);
     let written = good.join().unwrap();
     lag.join().unwrap();
-    // Packet k of read r arrived after read r was written.
-    let worst = arrived
-        .iter()
-        .enumerate()
-        .map(|(k, a)| a.saturating_duration_since(written[k / per_read]))
-        .max()
-        .unwrap();
+    let worst = worst_wait(&arrived, &written, per_read);
     let slack = Duration::from_millis(400);
     assert!(
         worst < hold + slack,
@@ -291,17 +285,6 @@ fn a_packet_dated_2100_is_dropped_and_makes_no_other_senders_packet_late() {
     });
 }
 
-/// The resident set of this process, in MiB.
-fn rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024
-}
-
 /// 16 senders each declare 60 interfaces of 256 KiB of options (240 MiB
 /// in all) before one packet: the source keeps 24 bytes of each, so its
 /// memory stays within the README's bound (the read buffers, 1 MiB each),
@@ -329,7 +312,7 @@ fn fat_interface_blocks_from_many_senders_cost_only_their_read_buffers() {
         let bytes = w.into_inner();
         let (shb, one) = bytes.split_at(header_len);
         let (shb, one) = (shb.to_vec(), one.to_vec());
-        let before = rss_mib();
+        let before = common::rss_kib() / 1024;
         let senders: Vec<_> = (0..16)
             .map(|i| {
                 let (shb, one) = (shb.clone(), one.clone());
@@ -352,7 +335,7 @@ fn fat_interface_blocks_from_many_senders_cost_only_their_read_buffers() {
             assert!(Instant::now() < deadline, "the blocks were not all read");
             source.wait(Duration::from_millis(20));
         }
-        let grown = rss_mib().saturating_sub(before);
+        let grown = (common::rss_kib() / 1024).saturating_sub(before);
         assert!(
             grown < 16 * 2 + 16,
             "240 MiB of interface blocks from 16 senders grew RSS by {grown} MiB"
@@ -428,12 +411,7 @@ fn a_trickling_server_holds_the_other_connect_endpoints_no_longer_than_the_hold(
         server.join().unwrap();
         trickler.join().unwrap();
         let written = written.lock().unwrap().clone();
-        let worst = arrived
-            .iter()
-            .enumerate()
-            .map(|(k, a)| a.saturating_duration_since(written[k / per_read]))
-            .max()
-            .unwrap();
+        let worst = worst_wait(&arrived, &written, per_read);
         assert!(
             worst < hold + Duration::from_millis(400),
             "a live server's packet waited {worst:?} beside a trickling one (hold {hold:?})"

@@ -239,3 +239,24 @@ pub fn closes_promptly(source: &mut Source, state: &str) -> Vec<(log::Level, Str
     );
     said
 }
+
+/// The counters of sender `address` (a connect endpoint as written, or a
+/// listening sender's address).
+pub fn sender(source: &Source, address: &str) -> pcapovertcp::counters::Snapshot {
+    source
+        .senders()
+        .into_iter()
+        .find(|(a, _)| a == address)
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("no counters for sender {address}: {:?}", source.senders()))
+}
+
+/// The resident set of this process, in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
