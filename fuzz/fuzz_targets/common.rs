@@ -31,6 +31,8 @@ fn run(stream: &[u8], cut: usize) -> (Vec<(Record, Vec<u8>)>, Result<usize, ()>)
                 for r in records {
                     let end = r.offset + r.caplen as usize;
                     assert!(end <= used, "a record beyond the consumed bytes");
+                    // Whole seconds are carried out of the fraction.
+                    assert!(r.ts_nsec < 1_000_000_000, "a fraction of {} ns", r.ts_nsec);
                     out.push((Record { offset: 0, ..r }, pending[r.offset..end].to_vec()));
                 }
                 pending.drain(..used);
