@@ -13,9 +13,15 @@
 //! capacity, plus at most one read per connection when shares are smaller
 //! than a read, plus what connections took before others joined and
 //! shrank their shares (given back as Zeek takes it).
+//!
+//! Each account waits on its own condition variable: whether a connection
+//! may charge depends only on what it holds and on the number of shares,
+//! so giving bytes back wakes only the account they were charged to. (One
+//! shared condition variable woke every waiting connection at each of
+//! Zeek's releases: with 64 senders that was most of the readers' time.)
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use crate::sync::lock;
 
@@ -23,7 +29,6 @@ use crate::sync::lock;
 pub struct Budget {
     capacity: usize,
     state: Mutex<State>,
-    space: Condvar,
 }
 
 #[derive(Debug, Default)]
@@ -31,6 +36,8 @@ struct State {
     used: usize,
     /// Connections attached now; each may hold `capacity / shares`.
     shares: usize,
+    /// Those accounts, to wake when their shares grow or the budget closes.
+    accounts: Vec<Weak<Account>>,
     closed: bool,
 }
 
@@ -41,9 +48,16 @@ pub struct Account {
     held: AtomicUsize,
     /// Waiting for room: what it holds is queued downstream, so it will
     /// refill as Zeek takes those bytes.
-    waiting: std::sync::atomic::AtomicBool,
+    waiting: AtomicBool,
     /// Time spent waiting for room, not yet taken.
-    waited_ns: std::sync::atomic::AtomicU64,
+    waited_ns: AtomicU64,
+    /// Signalled (under the budget's lock) when this account's bytes come
+    /// back, its share grows or the budget closes.
+    space: Condvar,
+    /// Times `charge` woke from a wait: the cost the per-account condition
+    /// variable keeps down.
+    #[cfg(test)]
+    wakeups: AtomicU64,
 }
 
 /// Bytes charged to an account, given back when dropped.
@@ -68,36 +82,43 @@ impl Budget {
         Arc::new(Budget {
             capacity: capacity.max(1),
             state: Mutex::new(State::default()),
-            space: Condvar::new(),
         })
     }
 
     /// A new connection's account; it counts as a share until dropped.
     pub fn open_account(self: &Arc<Self>) -> Arc<Account> {
-        lock(&self.state).shares += 1;
-        Arc::new(Account {
+        let account = Arc::new(Account {
             budget: self.clone(),
             held: AtomicUsize::new(0),
-            waiting: std::sync::atomic::AtomicBool::new(false),
-            waited_ns: std::sync::atomic::AtomicU64::new(0),
-        })
+            waiting: AtomicBool::new(false),
+            waited_ns: AtomicU64::new(0),
+            space: Condvar::new(),
+            #[cfg(test)]
+            wakeups: AtomicU64::new(0),
+        });
+        let mut st = lock(&self.state);
+        st.shares += 1;
+        st.accounts.push(Arc::downgrade(&account));
+        account
     }
 
     /// Wakes every waiting connection for good: the source is closing.
     pub fn close(&self) {
-        lock(&self.state).closed = true;
-        self.space.notify_all();
+        let mut st = lock(&self.state);
+        st.closed = true;
+        wake_all(&st);
     }
 
     /// Bytes charged and not yet given back.
     pub fn used(&self) -> usize {
         lock(&self.state).used
     }
+}
 
-    fn release(&self, bytes: usize) {
-        let mut st = lock(&self.state);
-        st.used = st.used.saturating_sub(bytes);
-        self.space.notify_all();
+/// Wakes every account's waiter (the lock on `st` held).
+fn wake_all(st: &State) {
+    for account in st.accounts.iter().filter_map(Weak::upgrade) {
+        account.space.notify_all();
     }
 }
 
@@ -132,7 +153,9 @@ impl Account {
             }
             self.waiting.store(true, Ordering::Release);
             let since = std::time::Instant::now();
-            st = budget.space.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.space.wait(st).unwrap_or_else(|e| e.into_inner());
+            #[cfg(test)]
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
             let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.waited_ns.fetch_add(ns, Ordering::Relaxed);
             self.waiting.store(false, Ordering::Release);
@@ -160,14 +183,24 @@ impl Drop for Account {
         // Every charge holds the account, so nothing is held any more.
         let mut st = lock(&self.budget.state);
         st.shares = st.shares.saturating_sub(1);
-        self.budget.space.notify_all();
+        // This one's strong count is 0 already: it goes with the others gone.
+        st.accounts.retain(|a| a.strong_count() > 0);
+        // Every other share grew.
+        wake_all(&st);
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.account.held.fetch_sub(self.bytes, Ordering::AcqRel);
-        self.account.budget.release(self.bytes);
+        let account = &self.account;
+        account.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        let mut st = lock(&account.budget.state);
+        st.used = st.used.saturating_sub(self.bytes);
+        // Under the lock, after `held` went down: a waiter either saw the
+        // new `held` or is waiting already, so this wakeup is not lost.
+        if account.waiting.load(Ordering::Acquire) {
+            account.space.notify_one();
+        }
     }
 }
 
@@ -217,6 +250,56 @@ mod tests {
         let (g, c) = a.charge(1 << 20, true);
         assert_eq!(g, Grant::Granted);
         assert!(c.is_some());
+    }
+
+    #[test]
+    fn giving_bytes_back_wakes_only_the_account_they_were_charged_to() {
+        // Sixteen connections wait for room (each holds its whole share)
+        // while a seventeenth's bytes come and go: none of the sixteen may
+        // be woken by those, since none of them can charge any more than
+        // before.
+        let b = Budget::new(17 * 100);
+        let busy = b.open_account();
+        let waiters: Vec<_> = (0..16).map(|_| b.open_account()).collect();
+        let held: Vec<_> = waiters.iter().map(|a| a.charge(100, false).1).collect();
+        let threads: Vec<_> = waiters
+            .iter()
+            .map(|a| {
+                let a = a.clone();
+                std::thread::spawn(move || a.charge(10, false).0)
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !waiters.iter().all(|a| a.waiting()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waiters never waited"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for _ in 0..1000 {
+            let (g, c) = busy.charge(100, false);
+            assert_eq!(g, Grant::Granted);
+            drop(c);
+        }
+        let woken: u64 = waiters
+            .iter()
+            .map(|a| a.wakeups.load(Ordering::Relaxed))
+            .sum();
+        assert_eq!(
+            woken, 0,
+            "1000 releases of another account woke the waiters {woken} times"
+        );
+        // Their own bytes coming back does wake them, each once.
+        drop(held);
+        for t in threads {
+            assert_eq!(t.join().unwrap(), Grant::Granted);
+        }
+        let woken: Vec<u64> = waiters
+            .iter()
+            .map(|a| a.wakeups.load(Ordering::Relaxed))
+            .collect();
+        assert!(woken.iter().all(|&w| w >= 1), "{woken:?}");
     }
 
     #[test]

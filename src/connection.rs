@@ -33,6 +33,7 @@ use crate::merge::Lane;
 use crate::parse::{Record, StreamParser};
 use crate::ring::{Batch, Push, Ring};
 use crate::share::{Sharer, Verdict};
+use crate::spare_buffers::SpareBuffers;
 use crate::sync::lock;
 use crate::tls::{is_tls_hello, TlsError, Transport};
 
@@ -201,6 +202,7 @@ impl Connection<'_> {
         // Holds the unparsed tail: at most one partial record, bounded by the
         // parser's limits.
         let mut buf = BytesMut::with_capacity(READ_SIZE);
+        let mut spares = SpareBuffers::default();
         let mut records: Vec<Record> = Vec::new();
         loop {
             if control.stopping() {
@@ -219,18 +221,14 @@ impl Connection<'_> {
                     bytes: buf.len(),
                 });
             }
-            if buf.capacity() - buf.len() < MIN_READ {
-                // Takes the whole allocation back, the tail moved to its front,
-                // once every chunk split off it has been dropped; otherwise
-                // allocates a fresh buffer and copies the tail there.
-                buf.reserve(READ_SIZE.max(buf.len() + MIN_READ) - buf.len());
-            }
+            spares.make_room(&mut buf, READ_SIZE, MIN_READ);
             let n = match transport.read_into(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) if control.stopping() => return End::Stopped,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The receive timeout: nothing arrived for one tick.
+                    spares.release();
                     if !header_seen && self.opens_source && connected.elapsed() >= NOTICE_AFTER {
                         control.mention_wait(&format!(
                             "{}: connected, but no pcap header has arrived after {} s ({} bytes so far)",

@@ -40,6 +40,7 @@ pub mod ring;
 pub mod setting;
 pub mod share;
 pub mod source;
+mod spare_buffers;
 mod sync;
 mod threads;
 pub mod utc;
