@@ -12,7 +12,7 @@
 5. The merge (--only merge runs this section alone and keeps the others'
    figures): a listening `zeek -b` fed by one sender with the whole trace
    vs four senders with a quarter each (time-contiguous quarters, and every
-   4th packet to each sender; bench/send.py), packets/s by wall clock from
+   4th packet to each sender; bench/send_many.rs), packets/s by wall clock from
    the senders' start, best of 5; and instructions per packet of
    bench/consume.rs listening, beside one connect endpoint's.
 
@@ -45,7 +45,7 @@ if ONLY not in (None, "merge"):
 
 ZEEK = zeek()
 ENV = zeek_env()
-SEND = ROOT / "bench" / "send.py"
+SEND_MANY = ROOT / "target" / "release" / "examples" / "send_many"
 
 
 def start_server(trace):
@@ -244,24 +244,22 @@ class Pcap:
 
 
 def start_senders(port, parts):
-    """One bench/send.py per part, connected (header sent) and paused; go()
-    sets them all sending."""
-    senders = [subprocess.Popen([sys.executable, SEND, f"127.0.0.1:{port}", str(p)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True) for p in parts]
-    for s in senders:
-        if s.stdout.readline() != "ready\n":
-            sys.exit("bench: a sender could not connect")
+    """bench/send_many.rs, one connection per part, connected (header sent)
+    and paused; go() sets them all sending. A list of its one process."""
+    sender = subprocess.Popen([SEND_MANY, f"127.0.0.1:{port}", *map(str, parts)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    if sender.stdout.readline() != "ready\n":
+        sys.exit("bench: the senders could not connect")
 
     def go():
-        for s in senders:
-            s.stdin.write("go\n")
-            s.stdin.flush()
-    return senders, go
+        sender.stdin.write("go\n")
+        sender.stdin.flush()
+    return [sender], go
 
 
 def listening_round(parts, pcap, script, workdir, redefs=()):
     """A listening zeek -b, started and settled; one sender per part,
-    connected before any of them sends (bench/send.py), then set going
+    connected before any of them sends (bench/send_many.rs), then set going
     together. Wall seconds from that start to Zeek's exit, Zeek's and the
     senders' CPU seconds over the same span, and Zeek's own account of the
     run."""
@@ -617,8 +615,8 @@ def report(r):
 
 def merge_report(m):
     share = m["buffer_size_mib"] / SENDERS
-    lines = ["", f"Merge: one listening `zeek -b -i pcapovertcp::tcp-listen://...` fed by bench/send.py (one "
-             f"process per sender, all connected before any sends, then set going together), {m['packets']} "
+    lines = ["", f"Merge: one listening `zeek -b -i pcapovertcp::tcp-listen://...` fed by bench/send_many.rs (one "
+             f"process, a connection and a thread per sender, all connected before any sends, then set going together), {m['packets']} "
              f"packets, buffer_size {m['buffer_size_mib']} MiB. Wall clock from the senders' start to Zeek's exit "
              f"(Zeek started and idle before), best of {m['rounds']}; Zeek's CPU (all its threads) over the same "
              f"span; cores shared by Zeek's threads and the senders. Machine: {m['machine']}.", "",

@@ -566,3 +566,28 @@ fn a_packet_dated_far_after_the_clock_is_dropped_and_counted_for_its_sender() {
         lines[0]
     );
 }
+
+#[test]
+fn heap_keys_order_as_time_then_lane_and_give_both_back() {
+    let times: [Ts; 7] = [
+        (i64::MIN, 0),
+        (-1, 999_999_999),
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1_700_000_000, 500),
+        (i64::MAX, 999_999_999),
+    ];
+    let mut keys = Vec::new();
+    for &t in &times {
+        for lane in [0usize, 1, 63, 4096] {
+            let k = heap_key(t, lane);
+            assert_eq!((ts_of(k), lane_of(k)), (t, lane));
+            keys.push(((t, lane), k));
+        }
+    }
+    let mut by_tuple = keys.clone();
+    by_tuple.sort_by_key(|(tuple, _)| *tuple);
+    keys.sort_by_key(|(_, k)| *k);
+    assert_eq!(keys, by_tuple);
+}
