@@ -7,6 +7,36 @@ fn main() {
         .compile("pcapovertcp-bridge");
     println!("cargo:rerun-if-changed=src/ffi.rs");
     wireshark_tools();
+    openssl_command();
+    ipv6_loopback();
+}
+
+/// The directory on PATH holding `tool`, if any.
+fn on_path(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `cfg(openssl_cli)` when the `openssl` command is on PATH at build time:
+/// the tests that make their certificates with it are ignored without it.
+fn openssl_command() {
+    println!("cargo::rustc-check-cfg=cfg(openssl_cli)");
+    if let Some(openssl) = on_path("openssl") {
+        println!("cargo:rerun-if-changed={}", openssl.display());
+        println!("cargo:rustc-cfg=openssl_cli");
+    }
+}
+
+/// `cfg(ipv6_loopback)` when this machine can bind [::1] (a container
+/// without IPv6 cannot): the IPv6 tests are ignored otherwise.
+fn ipv6_loopback() {
+    println!("cargo::rustc-check-cfg=cfg(ipv6_loopback)");
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        println!("cargo:rustc-cfg=ipv6_loopback");
+    }
 }
 
 /// `cfg(wireshark)` when Wireshark's tshark and mergecap are on PATH at
@@ -16,14 +46,7 @@ fn main() {
 fn wireshark_tools() {
     println!("cargo::rustc-check-cfg=cfg(wireshark)");
     println!("cargo:rerun-if-env-changed=PATH");
-    let find = |tool: &str| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(tool))
-                .find(|p| p.is_file())
-        })
-    };
-    if let (Some(tshark), Some(mergecap)) = (find("tshark"), find("mergecap")) {
+    if let (Some(tshark), Some(mergecap)) = (on_path("tshark"), on_path("mergecap")) {
         // Rebuilt if they go away (or are upgraded).
         println!("cargo:rerun-if-changed={}", tshark.display());
         println!("cargo:rerun-if-changed={}", mergecap.display());

@@ -8,7 +8,7 @@
 //! The certificates are made at test time with the `openssl` command (a
 //! CA, a second CA nobody trusts, a server certificate for 127.0.0.1 and
 //! localhost, client certificates for sender-a and sender-b). Without
-//! `openssl` the tests are skipped, saying so.
+//! `openssl` on PATH when they were built (build.rs) they are ignored.
 
 mod common;
 
@@ -45,25 +45,19 @@ struct Pki {
     b_key: PathBuf,
 }
 
-/// The test run's certificates, made once; `None` (with the reason printed)
-/// when `openssl` is not installed.
-fn pki() -> Option<&'static Pki> {
-    static PKI: OnceLock<Option<Pki>> = OnceLock::new();
-    let pki = PKI.get_or_init(|| match Command::new("openssl").arg("version").output() {
-        Ok(out) if out.status.success() => Some(make_pki()),
+/// The test run's certificates, made once. The tests that call this are
+/// ignored when `openssl` was not on PATH at build time (build.rs), so its
+/// absence now is a failure, not a skip.
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| match Command::new("openssl").arg("version").output() {
+        Ok(out) if out.status.success() => make_pki(),
         Ok(out) => panic!(
             "`openssl version` failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            eprintln!(
-                "skipping the TLS tests: cannot run openssl ({e}); they make their certificates with it"
-            );
-            None
-        }
-        Err(e) => panic!("cannot run openssl: {e}"),
-    });
-    pki.as_ref()
+        Err(e) => panic!("cannot run openssl, which makes the certificates: {e}"),
+    })
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -320,25 +314,20 @@ fn listen_tls(pki: &Pki) -> TlsOptions {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A listening source on a free port of 127.0.0.1 (`scheme` tls-listen or
-/// tcp-listen): the source, its name and the address to send to.
+/// A listening source on a port of 127.0.0.1 the system picks (`scheme`
+/// tls-listen or tcp-listen): the source, its name and the address it is
+/// bound to (read back, so no other test can take the port meanwhile).
 fn listening(scheme: &str, config: Config) -> (Source, String, SocketAddr) {
-    let port = free_port();
-    let name = format!("{scheme}://127.0.0.1:{port}");
+    let name = format!("{scheme}://127.0.0.1:0");
     let mut source = Source::start(&name, config).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert!(
         matches!(source.wait_open(Duration::from_secs(5)), Opening::Open(1)),
         "a listening source opens at once"
     );
-    (source, name, format!("127.0.0.1:{port}").parse().unwrap())
+    let [addr] = *source.listening() else {
+        panic!("{name} is bound to {:?}", source.listening());
+    };
+    (source, name, addr)
 }
 
 /// Takes packets until `want` have arrived (within `limit`); a listening
@@ -396,8 +385,12 @@ impl Log {
 // --- tls:// against pcapovertcp-serve --tls-cert ----------------------------------
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn tls_connect_reads_served_files_byte_for_byte() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(60), move || {
         for trace in ["http-vlan-0.pcap", "irc-dcc-send.pcapng"] {
             let path = traces_dir().join(trace);
@@ -422,8 +415,12 @@ fn tls_connect_reads_served_files_byte_for_byte() {
 }
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn tls_connect_reads_the_standard_input_relay() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(60), move || {
         let path = traces_dir().join("dns53.pcap");
         let bytes = std::fs::read(&path).unwrap();
@@ -456,8 +453,12 @@ fn tls_connect_reads_the_standard_input_relay() {
 }
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn mutual_tls_accepts_a_client_certificate_and_refuses_its_absence() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(60), move || {
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = reference_packets(&path);
@@ -494,8 +495,12 @@ fn mutual_tls_accepts_a_client_certificate_and_refuses_its_absence() {
 // --- tls-listen:// against pcapovertcp-serve --connect -------------------------------
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn tls_listen_receives_a_file_and_a_relay_from_serve_connect() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(60), move || {
         let config = Config {
             tls: listen_tls(pki),
@@ -575,8 +580,12 @@ fn tls_listen_receives_a_file_and_a_relay_from_serve_connect() {
 }
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(60), move || {
         let config = Config {
             tls: TlsOptions {
@@ -666,8 +675,12 @@ fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
 // --- the wrong protocol on either side ------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn a_plaintext_sender_on_tls_listen_is_refused() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(30), move || {
         let config = Config {
             tls: listen_tls(pki),
@@ -711,8 +724,12 @@ fn a_plaintext_sender_on_tls_listen_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn a_tls_sender_on_tcp_listen_is_refused() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(30), move || {
         let (mut source, name, addr) = listening("tcp-listen", Config::default());
         let path = traces_dir().join("dns53.pcap");
@@ -754,11 +771,19 @@ fn a_tls_sender_on_tcp_listen_is_refused() {
 // --- configuration errors ----------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn tls_setup_errors_fail_the_start_with_one_line() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(30), move || {
         let missing = pki.dir.join("no-such-ca.pem");
-        let port = free_port();
+        // Held by the test, so that no other test takes the port: each case
+        // must fail on its options before it connects or binds (binding
+        // this port would fail with "address in use" instead).
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
         let connect = format!("tls://127.0.0.1:{port}");
         let listen = format!("tls-listen://127.0.0.1:{port}");
         let check = "; check the PcapOverTcp::tls_* options";
@@ -822,15 +847,18 @@ fn tls_setup_errors_fail_the_start_with_one_line() {
                     assert!(!e.is_transient(), "{spec}: a configuration error");
                 }
             }
-            // Nothing was bound: the port is still free.
-            TcpListener::bind(("127.0.0.1", port)).unwrap();
         }
+        drop(held);
     })
 }
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn an_unknown_ca_is_reported_retried_and_close_is_prompt() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(30), move || {
         let path = traces_dir().join("dns53.pcap");
         let (server, port) = Server::listen(pki, &[s(&path)], Stdio::null());
@@ -899,8 +927,12 @@ fn an_unknown_ca_is_reported_retried_and_close_is_prompt() {
 }
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn serve_with_a_key_of_another_certificate_exits_1_with_one_line() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(30), move || {
         let path = traces_dir().join("dns53.pcap");
         let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
@@ -930,7 +962,7 @@ const HELLO_START: [u8; 11] = [
 
 /// A tls-listen source that requires a client certificate from the CA.
 fn mutual_listening(header_timeout: Duration) -> (Source, String, SocketAddr) {
-    let pki = pki().expect("checked by the caller");
+    let pki = pki();
     let config = Config {
         header_timeout: Some(header_timeout),
         tls: TlsOptions {
@@ -944,8 +976,12 @@ fn mutual_listening(header_timeout: Duration) -> (Source, String, SocketAddr) {
 }
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn stalled_client_hellos_do_not_lock_out_an_authenticated_sender() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(30), move || {
         // A header timeout far beyond the test: only the pending pool's own
         // bound can let the sender in.
@@ -991,10 +1027,11 @@ fn stalled_client_hellos_do_not_lock_out_an_authenticated_sender() {
 }
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn a_client_hello_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
-    if pki().is_none() {
-        return;
-    }
     within(Duration::from_secs(30), move || {
         let (mut source, name, addr) = mutual_listening(Duration::from_secs(2));
         let mut log = Log::default();
@@ -1051,8 +1088,12 @@ fn a_client_hello_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
 }
 
 #[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn a_tls_server_that_never_completes_the_handshake_fails_at_the_connect_timeout() {
-    let Some(pki) = pki() else { return };
+    let pki = pki();
     within(Duration::from_secs(30), move || {
         // Accepts, reads the ClientHello, then drips the start of a record
         // that never completes: the connection stays busy.
