@@ -63,9 +63,9 @@ listen() {
 connect() {
     local dir=$1 pa pb zeek
     shift
-    "$SERVE" --listen 127.0.0.1:0 --port-file pa.port --clients 1 a.pcap >/dev/null 2>&1 &
+    timeout 60 "$SERVE" --listen 127.0.0.1:0 --port-file pa.port --clients 1 a.pcap >/dev/null 2>&1 &
     pids="$pids $!"
-    "$SERVE" --listen 127.0.0.1:0 --port-file pb.port --clients 1 b.pcap >/dev/null 2>&1 &
+    timeout 60 "$SERVE" --listen 127.0.0.1:0 --port-file pb.port --clients 1 b.pcap >/dev/null 2>&1 &
     pids="$pids $!"
     pa=$(read_port_file pa.port) || echo "server a did not start"
     pb=$(read_port_file pb.port) || echo "server b did not start"
