@@ -13,6 +13,7 @@
 #include "zeek/iosource/pcap/pcap.bif.h"
 #include "zeek/telemetry/Manager.h"
 
+#include "ConnKeySender.h"
 #include "Plugin.h"
 #include "pcapovertcp.bif.h"
 
@@ -184,9 +185,38 @@ bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
             continue;
         }
 
+        // For the sender connection key (a no-op without its policy script).
+        sender_names::SetCurrent(SenderId(info.input));
         returned_packet = true;
         return true;
     }
+}
+
+uint32_t PcapOverTcpSource::SenderId(uint32_t input) {
+    if ( input < sender_ids.size() && sender_ids[input] != sender_names::none )
+        return sender_ids[input];
+
+    // A connect endpoint is named as written; a listening sender (a bare IP
+    // address) by PcapOverTcp::sender_names if a subnet there holds it.
+    std::string name((*source)->sender_address(input));
+
+    if ( IPAddr::IsValid(name.c_str()) ) {
+        if ( const auto& id = id::find("PcapOverTcp::sender_names"); id && id->GetVal() ) {
+            auto* names = id->GetVal()->AsTableVal();
+            if ( const auto& v = names->Find(make_intrusive<AddrVal>(name)) )
+                name = v->AsStringVal()->ToStdString();
+        }
+    }
+
+    auto sender = sender_names::Intern(name);
+
+    if ( input < 65536 ) { // Far above the core's bound; never grows for ever.
+        if ( input >= sender_ids.size() )
+            sender_ids.resize(input + 1, sender_names::none);
+        sender_ids[input] = sender;
+    }
+
+    return sender;
 }
 
 void PcapOverTcpSource::DoneWithPacket() {

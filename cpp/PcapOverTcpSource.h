@@ -78,6 +78,14 @@ private:
     std::map<int, std::string> filter_texts;
     std::map<std::pair<int, int>, std::unique_ptr<detail::BPF_Program>> other_link_filters;
 
+    // The connection-key number of the sender with this input index (see
+    // ConnKeySender.h), resolved and cached on its first packet.
+    uint32_t SenderId(uint32_t input);
+
+    // By input index; 0: not resolved yet. Inputs are bounded by the
+    // core's sender list (src/counters.rs).
+    std::vector<uint32_t> sender_ids;
+
     // Metric instances (their values come from callbacks into the core).
     std::vector<telemetry::CounterPtr> counter_metrics;
     std::vector<telemetry::GaugePtr> gauge_metrics;

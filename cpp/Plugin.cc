@@ -2,8 +2,10 @@
 
 #include "Plugin.h"
 
+#include "zeek/conn_key/Component.h"
 #include "zeek/iosource/Component.h"
 
+#include "ConnKeySender.h"
 #include "PcapOverTcpSource.h"
 
 namespace zeek::plugin::Zeek_PcapOverTcp {
@@ -14,6 +16,11 @@ zeek::plugin::Configuration Plugin::Configure() {
     AddComponent(new zeek::iosource::PktSrcComponent("PcapOverTcpReader", "pcapovertcp",
                                                      zeek::iosource::PktSrcComponent::LIVE,
                                                      zeek::iosource::pcapovertcp::PcapOverTcpSource::Instantiate));
+
+    // Selected by policy/frameworks/conn_key/pcapovertcp/sender.zeek, as
+    // ConnKey::CONNKEY_PCAPOVERTCP_SENDER_FIVETUPLE.
+    AddComponent(new zeek::conn_key::Component("PCAPOVERTCP_SENDER_FIVETUPLE",
+                                               zeek::iosource::pcapovertcp::SenderConnKeyFactory::Instantiate));
 
     zeek::plugin::Configuration config;
     config.name = "Zeek::PcapOverTcp";

@@ -1,5 +1,5 @@
 ##! Options of the PCAP-over-IP packet source
-##! (``-i pcapovertcp::[SCHEME://]HOST:PORT[,...][?share=I/N]``, SCHEME
+##! (``-i pcapovertcp::[SCHEME://]HOST:PORT[,...][?share=I[+K]/N]``, SCHEME
 ##! ``tcp``, ``tcp-listen``, ``tls`` or ``tls-listen``).
 ##! Each is a ``&redef`` constant, read when the source opens; redefine it in
 ##! local.zeek, on the command line (``PcapOverTcp::buffer_size=...``), or per
@@ -134,7 +134,8 @@ export {
 	## (and replaces senders silent for 10 seconds).
 	const header_timeout = 10 sec &redef;
 
-	## With ``?share=I/N`` (I counting from 0), this worker keeps only the
+	## With ``?share=I/N`` (I counting from 0; ``?share=I+K/N`` is share
+	## I+K, for a host's offset K), this worker keeps only the
 	## packets whose flow hash falls in share I of N; the reader thread
 	## discards the others before they reach Zeek (counted as
 	## ``other_share`` in :zeek:see:`PcapOverTcp::stats`, not as drops).

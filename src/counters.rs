@@ -314,6 +314,12 @@ impl Registry {
         lock(&self.senders).get(index).map(|(_, c)| c.snapshot())
     }
 
+    /// The `index`th sender's address (a connect endpoint as written, a
+    /// listening sender's IP address, or [`OTHER_SENDERS`]).
+    pub fn address_at(&self, index: usize) -> Option<String> {
+        lock(&self.senders).get(index).map(|(a, _)| a.clone())
+    }
+
     /// How many senders there are.
     pub fn count(&self) -> usize {
         lock(&self.senders).len()

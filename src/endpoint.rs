@@ -1,7 +1,7 @@
 //! The interface name after `pcapovertcp::`, and the resolution of its endpoints.
 //!
 //! ```text
-//! SPEC     = ENDPOINT *( "," ENDPOINT ) [ "?share=" I "/" N ]
+//! SPEC     = ENDPOINT *( "," ENDPOINT ) [ "?share=" I [ "+" K ] "/" N ]
 //! ENDPOINT = [ SCHEME "://" ] HOST ":" PORT
 //! SCHEME   = "tcp" | "tcp-listen" | "tls" | "tls-listen"      (default tcp)
 //! ```
@@ -10,7 +10,9 @@
 //! allowed inside the brackets); it may be empty only for the listen schemes,
 //! where it means every local address. PORT is 1..65535, digits only.
 //! `?share=I/N` (0 <= I < N <= 1024; I is 0-based, as systemd's
-//! `${worker_index0}`) applies to the whole SPEC.
+//! `${worker_index0}`) applies to the whole SPEC. `?share=I+K/N` is share
+//! I+K (< N): a host's offset K plus its worker's index I, for generators
+//! that substitute only a per-host index (`${host_worker_index0}+4/8`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -59,7 +61,7 @@ pub enum EndpointError {
     EmptyOption(String),
     #[error("\"{spec}\": unknown option \"{key}\"; the only option is ?share=I/N")]
     UnknownOption { spec: String, key: String },
-    #[error("\"{spec}\": \"{share}\" is not share=I/N with digits only and 0 <= I < N <= 1024 (I counts from 0)")]
+    #[error("\"{spec}\": \"{share}\" is not share=I/N or share=I+K/N with digits only and 0 <= I (+K) < N <= 1024 (I counts from 0)")]
     BadShare { spec: String, share: String },
 }
 
@@ -356,7 +358,7 @@ impl Spec {
     }
 }
 
-/// The text after '?': `share=I/N` and nothing else.
+/// The text after '?': `share=I/N` or `share=I+K/N` and nothing else.
 fn parse_query(spec: &str, query: &str) -> Result<Share, EndpointError> {
     if query.is_empty() {
         return Err(EndpointError::EmptyOption(spec.to_string()));
@@ -379,7 +381,12 @@ fn parse_query(spec: &str, query: &str) -> Result<Share, EndpointError> {
         }
         digits.parse().map_err(|_| bad_share())
     };
-    let (index, count) = (number(index)?, number(count)?);
+    // I+K: the generator fills I per worker, the operator writes K per host.
+    let index = match index.split_once('+') {
+        Some((i, k)) => number(i)?.checked_add(number(k)?).ok_or_else(bad_share)?,
+        None => number(index)?,
+    };
+    let count = number(count)?;
     if count == 0 || index >= count || count > MAX_SHARE_COUNT {
         return Err(bad_share());
     }
@@ -505,6 +512,11 @@ mod tests {
         );
         assert_eq!(parts("h:1?share=1023/1024").1, Some((1023, 1024)));
         assert_eq!(parts("h:1?share=01/04").1, Some((1, 4)));
+        // I+K: a host's offset K plus its worker's index I.
+        assert_eq!(parts("h:1?share=0+4/8").1, Some((4, 8)));
+        assert_eq!(parts("h:1?share=3+4/8").1, Some((7, 8)));
+        assert_eq!(parts("h:1?share=2+0/4").1, Some((2, 4)));
+        assert_eq!(parts("h:1?share=0+1023/1024").1, Some((1023, 1024)));
         // The same host and port under different schemes are different endpoints.
         assert_eq!(parts("h:1,tls://h:1,tcp-listen://h:1").0.len(), 3);
         let many: Vec<String> = (1..=MAX_ENDPOINTS).map(|p| format!("h:{p}")).collect();
@@ -638,6 +650,15 @@ mod tests {
             ("a:1?share=+1/2", |e| matches!(e, BadShare { .. })),
             ("a:1?share=1/2 ", |e| matches!(e, BadShare { .. })),
             ("a:1?share=1/2/3", |e| matches!(e, BadShare { .. })),
+            ("a:1?share=4+4/8", |e| matches!(e, BadShare { .. })),
+            ("a:1?share=1+/2", |e| matches!(e, BadShare { .. })),
+            ("a:1?share=1++1/4", |e| matches!(e, BadShare { .. })),
+            ("a:1?share=1+1+1/4", |e| matches!(e, BadShare { .. })),
+            ("a:1?share=1+-1/4", |e| matches!(e, BadShare { .. })),
+            ("a:1?share=4294967295+1/8", |e| matches!(e, BadShare { .. })),
+            ("a:1?share=${host_worker_index0}+4/8", |e| {
+                matches!(e, BadShare { .. })
+            }),
             ("a:1?share=1/2&x=1", |e| matches!(e, BadShare { .. })),
             ("a:1?share=1/99999999999", |e| matches!(e, BadShare { .. })),
         ];

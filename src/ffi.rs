@@ -85,6 +85,9 @@ pub mod bridge {
         ts_sec: i64,
         ts_usec: u32,
         link_type: i32,
+        /// The sender it came from, for `sender_address` (its index in
+        /// `senders()`).
+        input: u32,
     }
 
     struct SourceStats {
@@ -153,6 +156,10 @@ pub mod bridge {
         fn stats(self: &PcapOverTcp) -> SourceStats;
         fn counters(self: &PcapOverTcp) -> Vec<Counter>;
         fn senders(self: &PcapOverTcp) -> Vec<SenderCounters>;
+        /// The address of the sender a packet's `input` names: a connect
+        /// endpoint as written, or a listening sender's IP address; empty
+        /// if there is none. The same for the life of the source.
+        fn sender_address(self: &PcapOverTcp, input: u32) -> String;
         /// How many senders `senders()` lists; cheap.
         fn sender_count(self: &PcapOverTcp) -> usize;
         /// The `field`th counter (in `counters()`'s order) of the `sender`th
@@ -379,6 +386,7 @@ impl PcapOverTcp {
                 info.ts_sec = p.ts_sec;
                 info.ts_usec = p.ts_usec();
                 info.link_type = p.dlt;
+                info.input = p.input;
                 Status::Packet
             }
             Next::Empty => Status::Empty,
@@ -430,6 +438,11 @@ impl PcapOverTcp {
                 .collect()
         });
         self.guard("senders", body).unwrap_or_default()
+    }
+
+    fn sender_address(&self, input: u32) -> String {
+        let body = caught(|| self.source.sender_address(input).unwrap_or_default());
+        self.guard("sender_address", body).unwrap_or_default()
     }
 
     fn sender_count(&self) -> usize {
@@ -625,6 +638,15 @@ mod tests {
 
     /// The seconds of `want` packets, taken through the bridge within 10 s.
     fn collect(h: &mut PcapOverTcp, want: usize) -> Vec<i64> {
+        collect_from(h, want)
+            .into_iter()
+            .map(|(ts, _)| ts)
+            .collect()
+    }
+
+    /// The seconds and sender address of `want` packets, taken through the
+    /// bridge within 10 s.
+    fn collect_from(h: &mut PcapOverTcp, want: usize) -> Vec<(i64, String)> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut info = PacketInfo {
             data: std::ptr::null(),
@@ -633,11 +655,12 @@ mod tests {
             ts_sec: 0,
             ts_usec: 0,
             link_type: 0,
+            input: 0,
         };
         let mut got = Vec::new();
         while got.len() < want {
             match h.next_packet(&mut info) {
-                Status::Packet => got.push(info.ts_sec),
+                Status::Packet => got.push((info.ts_sec, h.sender_address(info.input))),
                 Status::Ended => panic!("the source ended after {} packets", got.len()),
                 _ => {
                     assert!(
@@ -655,6 +678,62 @@ mod tests {
 
     fn lines(h: &PcapOverTcp) -> Vec<String> {
         h.take_messages().into_iter().map(|l| l.message).collect()
+    }
+
+    /// Serves `records` after a pcap header to one client, on a thread;
+    /// its address.
+    fn serve_once(records: Vec<u8>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let _ = s.write_all(&pcap_header());
+                let _ = s.write_all(&records);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn each_packet_names_its_sender_the_same_across_reconnects() {
+        // Listening: two connections from one address, one after the
+        // other, are one sender (by IP address, not port).
+        let (mut h, addr) = listening(options());
+        for (n, first) in [(2, 0), (3, 2)] {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&pcap_header()).unwrap();
+            let records = pcap_records(first + n);
+            s.write_all(&records[(first as usize) * 76..]).unwrap();
+            drop(s);
+            let got = collect_from(&mut h, n as usize);
+            assert!(
+                got.iter().all(|(_, a)| a == "127.0.0.1"),
+                "connection {first}: {got:?}"
+            );
+        }
+        assert_eq!(h.sender_address(7), "", "no such sender");
+        h.close();
+
+        // Connecting: each endpoint as written, whichever sends first.
+        let (a, b) = (serve_once(pcap_records(2)), serve_once(pcap_records(2)));
+        let name = format!("{a},{b}");
+        let mut h = start(name.as_bytes(), &options()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(h.wait_open(0.2), OpenStatus::Waiting) {
+            assert!(Instant::now() < deadline, "not open: {:?}", lines(&h));
+        }
+        let mut got = collect_from(&mut h, 4);
+        got.sort();
+        let (a, b) = (a.to_string(), b.to_string());
+        let mut want = vec![
+            (1_700_000_000, a.clone()),
+            (1_700_000_000, b.clone()),
+            (1_700_000_001, a),
+            (1_700_000_001, b),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+        h.close();
     }
 
     #[test]

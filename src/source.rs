@@ -442,6 +442,12 @@ impl Source {
         self.control.counters.sender_at(index)
     }
 
+    /// The address of the sender whose index a packet carries
+    /// ([`Packet::input`]): stable for the life of the source.
+    pub fn sender_address(&self, input: u32) -> Option<String> {
+        self.control.counters.address_at(input as usize)
+    }
+
     /// Bytes of the buffer in use (queued or held by Zeek), and its size.
     pub fn buffer(&self) -> (usize, usize) {
         let used = match &self.merge {
