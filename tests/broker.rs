@@ -815,6 +815,45 @@ fn upstream_merges_two_servers_as_mergecap_does() {
     })
 }
 
+/// `--upstream A --upstream B` reads both servers, as `--upstream A,B`
+/// does (the old parser kept only B: the client got B's packets alone).
+#[test]
+fn upstream_given_twice_reads_both_servers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let dir = scratch("upstream-twice");
+        let (a, b) = (dir.join("a.pcap"), dir.join("b.pcap"));
+        std::fs::write(&a, ip_capture(300, 4, 1_700_000_000_000, 2, 1)).unwrap();
+        std::fs::write(&b, ip_capture(200, 4, 1_700_000_000_001, 2, 2)).unwrap();
+        let (sa, _) = start_ports(&[a.to_str().unwrap()], 1);
+        let (sb, _) = start_ports(&[b.to_str().unwrap()], 1);
+        let (ua, ub) = (
+            format!("127.0.0.1:{}", sa.port),
+            format!("127.0.0.1:{}", sb.port),
+        );
+        let args = [
+            "--once",
+            "--merge-window",
+            "5000",
+            "--upstream",
+            &ua,
+            "--upstream",
+            &ub,
+        ];
+        let (mut broker, _) = start_ports(&args, 1);
+        let got = read_all(connect(broker.port, None));
+        assert!(
+            broker.wait_success(Duration::from_secs(20)),
+            "{}",
+            broker.log()
+        );
+        let out = dir.join("out.pcapng");
+        std::fs::write(&out, &got).unwrap();
+        let got = common::reference_packets(&out);
+        assert_eq!(got.len(), 300 + 200, "{}", broker.log());
+    })
+}
+
 /// Two upstream servers, one serving `a` and one `b`; the `--upstream`
 /// spec naming both; and `mergecap`'s merge of the two files (pcap when
 /// `as_pcap`, else pcapng), the reference for what the relay serves.

@@ -621,3 +621,90 @@ fn unusable_tls_files_exit_1_with_one_line() {
         }
     })
 }
+
+/// An option given twice (other than the lists), or outside its mode even
+/// with its default value, is refused with one line and status 2 before
+/// anything is served. The old parser kept the last of two values and took
+/// "given" for "not the default"; each case here then got past the parser
+/// and failed later, at the unwritable port file or the missing CA (1).
+#[test]
+fn options_given_twice_or_outside_their_mode_exit_2_with_one_line() {
+    common::within(Duration::from_secs(30), || {
+        let path = traces_dir().join("dns53.pcap");
+        let file = path.to_str().unwrap();
+        // Each case would fail at start-up if it were accepted.
+        let listen = [
+            "--listen",
+            "127.0.0.1:0",
+            "--port-file",
+            "/nonexistent/port",
+        ];
+        let connect = [
+            "--connect",
+            "127.0.0.1:9",
+            "--tls-ca",
+            "/nonexistent/ca.pem",
+        ];
+        let cases: &[(&[&str], &[&str], &str)] = &[
+            (
+                &listen,
+                &["--rate", "5", "--rate", "6", file],
+                "the argument '--rate <PPS>' cannot be used multiple times",
+            ),
+            (
+                &listen,
+                &["--exec", "true", "--exec", "false"],
+                "the argument '--exec <CMD>' cannot be used multiple times",
+            ),
+            (
+                &listen,
+                &["--once", "--once", "--exec", "true"],
+                "the argument '--once' cannot be used multiple times",
+            ),
+            (
+                &listen,
+                &["--merge-window", "100", "-"],
+                "--merge-window needs --upstream",
+            ),
+            (
+                &connect,
+                &["--wait-clients", "1", file],
+                "--wait-clients needs --listen",
+            ),
+        ];
+        for (mode, args, needle) in cases {
+            let all: Vec<&str> = mode.iter().chain(args.iter()).copied().collect();
+            let (code, stderr) = run_failing(&all);
+            assert_eq!(code, Some(2), "{all:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{all:?}: {stderr}");
+            assert!(
+                stderr.starts_with("pcapovertcp-serve: ") && stderr.contains(needle),
+                "{all:?}: {stderr}"
+            );
+        }
+    })
+}
+
+#[test]
+fn help_keeps_the_long_explanations_and_the_examples() {
+    common::within(Duration::from_secs(30), || {
+        let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        for needle in [
+            "Usage: pcapovertcp-serve [options] FILE|-",
+            // A long explanation (--exec's restarts), the counters, the
+            // examples.
+            "doubling up to 5 s",
+            "packets + dropped = input_packets",
+            "Examples:",
+            "--upstream sensor1:57012,sensor2:57012",
+            "--upstream A --upstream B is --upstream A,B",
+        ] {
+            assert!(help.contains(needle), "{needle}: {help}");
+        }
+    })
+}

@@ -126,10 +126,10 @@ fn listen_shards(addr: SocketAddr, shards: u16, v6_only: bool) -> io::Result<Vec
 /// Listens on every --listen (each --shards port of each); reports each,
 /// then writes the port file. Each listener with its shard.
 fn listen_all(o: &Options) -> Result<Vec<(usize, TcpListener)>, String> {
-    let several = o.listen.len() > 1;
+    let several = o.listen().len() > 1;
     let mut listeners = Vec::new();
     let mut ports = String::new();
-    for &addr in &o.listen {
+    for addr in o.listen() {
         let group = listen_shards(addr, o.shards, several)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         for (k, l) in group.into_iter().enumerate() {
@@ -365,7 +365,7 @@ fn relay_input(
             reconnect_min: RETRY_MIN,
             reconnect_max: RETRY_MAX,
             tls: o.upstream_tls.clone(),
-            merge_window: o.merge_window,
+            merge_window: o.merge_window(),
             ..pcapovertcp::Config::default()
         };
         run_upstream(fanout, spec, config)
@@ -424,9 +424,9 @@ fn listen_relay(
             }
         });
     }
-    let mut fanout = Fanout::new(hubs, o.shard_by);
+    let mut fanout = Fanout::new(hubs, o.shard_by());
     // The input is not read before enough clients are connected.
-    fanout.wait_for_clients(o.wait_clients);
+    fanout.wait_for_clients(o.wait_clients());
     relay_input(o, direct, &mut fanout, registry)
 }
 
@@ -566,7 +566,7 @@ fn listen_file(
         waiting.push(client);
         let served = n as u64 + 1;
         let last = o.clients.is_some_and(|n| served >= n);
-        if waiting.len() < o.wait_clients && !started && !last {
+        if waiting.len() < o.wait_clients() && !started && !last {
             continue;
         }
         // Once started, later clients are served as they come.
@@ -780,7 +780,7 @@ fn connect_relay(
     }
     // Nothing is read (the pipe holds the capture) until a target is
     // connected, so a single target loses nothing; the others join live.
-    let mut fanout = Fanout::new(vec![hub], o.shard_by);
+    let mut fanout = Fanout::new(vec![hub], o.shard_by());
     fanout.wait_for_clients(1);
     relay_input(o, direct, &mut fanout, registry)
 }
