@@ -708,3 +708,185 @@ fn help_keeps_the_long_explanations_and_the_examples() {
         }
     })
 }
+
+/// A flat JSON object of string values (what --log-format json writes),
+/// parsed strictly: None unless `line` is exactly one such object.
+fn json_object(line: &str) -> Option<Vec<(String, String)>> {
+    fn string(chars: &mut std::iter::Peekable<std::str::Chars>) -> Option<String> {
+        if chars.next()? != '"' {
+            return None;
+        }
+        let mut s = String::new();
+        loop {
+            match chars.next()? {
+                '"' => return Some(s),
+                '\\' => match chars.next()? {
+                    '"' => s.push('"'),
+                    '\\' => s.push('\\'),
+                    '/' => s.push('/'),
+                    'n' => s.push('\n'),
+                    'r' => s.push('\r'),
+                    't' => s.push('\t'),
+                    'b' => s.push('\u{8}'),
+                    'f' => s.push('\u{c}'),
+                    'u' => {
+                        let hex: String = (0..4).map(|_| chars.next()).collect::<Option<_>>()?;
+                        s.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                    }
+                    _ => return None,
+                },
+                c if u32::from(c) < 0x20 => return None,
+                c => s.push(c),
+            }
+        }
+    }
+    let mut chars = line.chars().peekable();
+    let mut fields = Vec::new();
+    if chars.next()? != '{' {
+        return None;
+    }
+    loop {
+        let key = string(&mut chars)?;
+        if chars.next()? != ':' {
+            return None;
+        }
+        fields.push((key, string(&mut chars)?));
+        match chars.next()? {
+            ',' => continue,
+            '}' => break,
+            _ => return None,
+        }
+    }
+    chars.next().is_none().then_some(fields)
+}
+
+/// Every option from the environment (PCAPOVERTCP_SERVE_*, FILE as
+/// PCAPOVERTCP_SERVE_INPUT), and --log-format json: each line on standard
+/// error one JSON object with time, level and message. The old tool read no
+/// environment: without arguments it exited at once (missing FILE).
+#[test]
+fn options_come_from_the_environment_and_json_logs_are_one_object_per_line() {
+    common::within(Duration::from_secs(30), || {
+        let path = traces_dir().join("dns53.pcap");
+        let dir =
+            std::env::temp_dir().join(format!("pcapovertcp-serve-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port_file = dir.join("port");
+        let _ = std::fs::remove_file(&port_file);
+        let mut server = Server(
+            Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+                .env("PCAPOVERTCP_SERVE_LISTEN", "127.0.0.1:0")
+                .env("PCAPOVERTCP_SERVE_PORT_FILE", &port_file)
+                .env("PCAPOVERTCP_SERVE_CLIENTS", "1")
+                .env("PCAPOVERTCP_SERVE_LOG_FORMAT", "json")
+                .env("PCAPOVERTCP_SERVE_INPUT", &path)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port: u16 = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline && server.0.try_wait().unwrap().is_none(),
+                "the server did not start: {}",
+                stderr_of(&mut server)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let got = read_all(port);
+        assert_eq!(got, reference_packets(&path));
+        // --clients 1 (from the environment): it ends after this client.
+        assert!(server.wait().unwrap().success());
+        let stderr = stderr_of(&mut server);
+        let mut messages = Vec::new();
+        for line in stderr.lines() {
+            let fields = json_object(line).unwrap_or_else(|| panic!("not a JSON object: {line}"));
+            let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(keys, ["time", "level", "message"], "{line}");
+            assert_eq!(fields[0].1.len(), "2026-01-01T00:00:00Z".len(), "{line}");
+            assert!(["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&fields[1].1.as_str()));
+            messages.push(fields[2].1.clone());
+        }
+        let listening = format!("listening on 127.0.0.1:{port}");
+        assert!(messages.contains(&listening), "{stderr}");
+        assert!(
+            messages.iter().any(|m| m.starts_with("counters: total")),
+            "{stderr}"
+        );
+    })
+}
+
+/// An option from the environment counts as given (its mode is checked),
+/// and the command line wins over the environment.
+#[test]
+fn environment_options_are_checked_and_the_command_line_wins() {
+    common::within(Duration::from_secs(30), || {
+        let run = |env: &[(&str, &str)], args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+                .envs(env.iter().copied())
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        // (Were it accepted, the unwritable port file would end it.)
+        let (code, stderr) = run(
+            &[("PCAPOVERTCP_SERVE_MERGE_WINDOW", "100")],
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--port-file",
+                "/nonexistent/port",
+                "-",
+            ],
+        );
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--merge-window needs --upstream"),
+            "{stderr}"
+        );
+        let (code, stderr) = run(&[("PCAPOVERTCP_SERVE_RATE", "0")], &["x.pcap"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("'0' for '--rate <PPS>'"), "{stderr}");
+        // The command line's --log-format text wins over json; an error
+        // after parsing is in the chosen format.
+        let bad = [
+            "--listen",
+            "127.0.0.1:0",
+            "--port-file",
+            "/nonexistent/port",
+            "-",
+        ];
+        let json = [("PCAPOVERTCP_SERVE_LOG_FORMAT", "json")];
+        let (code, stderr) = run(&json, &bad);
+        assert_eq!(code, Some(1), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        let fields = json_object(last).unwrap_or_else(|| panic!("{stderr}"));
+        assert_eq!(fields[1].1, "ERROR", "{stderr}");
+        assert!(
+            fields[2].1.contains("cannot write /nonexistent/port"),
+            "{stderr}"
+        );
+        let mut text = bad.to_vec();
+        text.extend(["--log-format", "text"]);
+        let (code, stderr) = run(&json, &text);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.ends_with("pcapovertcp-serve: cannot write /nonexistent/port: No such file or directory (os error 2)\n"),
+            "{stderr}"
+        );
+    })
+}

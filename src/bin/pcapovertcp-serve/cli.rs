@@ -23,6 +23,7 @@ use rustls::pki_types::ServerName;
 
 use crate::admit;
 use crate::hub::SlowPolicy;
+use crate::logging::LogFormat;
 
 /// The default listening address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:57012";
@@ -61,7 +62,16 @@ the input nor the other clients (see --client-buffer, --slow-client). A
 client whose connection is reset is gone within a second, even while the
 input is idle; one that closes normally, at the next packet it is sent (a
 reader that only closed its sending side, as ncat does at the end of its
-stdin, keeps its stream).";
+stdin, keeps its stream).
+
+Every option can also be set by an environment variable, named after it:
+PCAPOVERTCP_SERVE_ and the option's name in capitals with - as _ (e.g.
+PCAPOVERTCP_SERVE_LISTEN=0.0.0.0:57012, PCAPOVERTCP_SERVE_ONCE=true,
+PCAPOVERTCP_SERVE_VERBOSE=2); FILE or - is PCAPOVERTCP_SERVE_INPUT. Each
+is shown below as [env: ...]. An option on the command line wins over its
+variable. The lists (--listen, --connect, --allow) take several values
+separated by commas in their variable; --upstream takes its own
+comma-separated list.";
 
 const USAGE: &str = "\
 pcapovertcp-serve [options] FILE|-
@@ -77,7 +87,9 @@ Long options also take their value as --option=VALUE.
 
 Messages and counters:
   Each message is one line on standard error,
-  `YYYY-MM-DDTHH:MM:SSZ pcapovertcp-serve: LEVEL message`.
+  `YYYY-MM-DDTHH:MM:SSZ pcapovertcp-serve: LEVEL message`, or with
+  --log-format json one JSON object per line,
+  {\"time\":\"YYYY-MM-DDTHH:MM:SSZ\",\"level\":\"INFO\",\"message\":\"...\"}.
   RUST_LOG sets the levels as for any env_logger program (e.g.
   RUST_LOG=debug); -v/-q set the tool's own. Lines about single clients
   (connected, left, refused, too slow) are at most 50 per 10 s; then one
@@ -118,6 +130,9 @@ Examples:
   pcapovertcp-serve --listen 0.0.0.0:57012 --shards 4 --exec 'tcpdump -U -w - -i eth0'
   # two sensors merged in time order, relayed to many clients
   pcapovertcp-serve --listen 0.0.0.0:57100 --upstream sensor1:57012,sensor2:57012
+  # the same from the environment, as in a container, with JSON logs
+  PCAPOVERTCP_SERVE_LISTEN=0.0.0.0:57100 PCAPOVERTCP_SERVE_LOG_FORMAT=json \\
+      PCAPOVERTCP_SERVE_UPSTREAM=sensor1:57012,sensor2:57012 pcapovertcp-serve
   # dial out to receivers that listen
   pcapovertcp-serve --connect sensor:57012 --rate 10000 trace.pcap
   tcpdump -U -w - -i eth0 | pcapovertcp-serve --connect sensor1:57012 --connect sensor2:57012 -
@@ -146,7 +161,7 @@ Examples:
 pub struct Args {
     /// A pcap or pcapng file to serve, or - for standard input, relayed
     /// live.
-    #[arg(value_name = "FILE|-")]
+    #[arg(value_name = "FILE|-", env = "PCAPOVERTCP_SERVE_INPUT")]
     input: Option<String>,
 
     /// Run CMD through `sh -c` and relay its standard output, a pcap or
@@ -166,6 +181,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "CMD",
+        env = "PCAPOVERTCP_SERVE_EXEC",
         help_heading = "Live inputs (instead of FILE or -; relayed as standard input is)"
     )]
     exec: Option<String>,
@@ -187,7 +203,7 @@ pub struct Args {
     /// there), nanosecond timestamps, each packet's captured bytes and wire
     /// length as the server sent them. ?share=I/N only in a single
     /// --upstream.
-    #[arg(long, value_name = "SPEC",
+    #[arg(long, value_name = "SPEC", env = "PCAPOVERTCP_SERVE_UPSTREAM",
           value_parser = parse_spec, help_heading = "Live inputs (instead of FILE or -; relayed as standard input is)")]
     upstream: Vec<Spec>,
 
@@ -197,14 +213,14 @@ pub struct Args {
     /// arrival order).
     ///
     /// Longer for servers across a jittery link.
-    #[arg(long, value_name = "MSEC",
+    #[arg(long, value_name = "MSEC", env = "PCAPOVERTCP_SERVE_MERGE_WINDOW",
           value_parser = parse_millis, help_heading = "Live inputs (instead of FILE or -; relayed as standard input is)")]
     merge_window: Option<Duration>,
 
     /// With --exec: end when the command ends (status 0 if it succeeded),
     /// as at the end of standard input; with --upstream: no reconnecting,
     /// end once every server's stream has ended.
-    #[arg(long, value_parser = BoolishValueParser::new(),
+    #[arg(long, env = "PCAPOVERTCP_SERVE_ONCE", value_parser = BoolishValueParser::new(),
           help_heading = "Live inputs (instead of FILE or -; relayed as standard input is)")]
     once: bool,
 
@@ -215,6 +231,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "FILE",
+        env = "PCAPOVERTCP_SERVE_UPSTREAM_TLS_CA",
         help_heading = "Live inputs (instead of FILE or -; relayed as standard input is)"
     )]
     upstream_tls_ca: Option<PathBuf>,
@@ -224,6 +241,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "FILE",
+        env = "PCAPOVERTCP_SERVE_UPSTREAM_TLS_CERT",
         help_heading = "Live inputs (instead of FILE or -; relayed as standard input is)"
     )]
     upstream_tls_cert: Option<PathBuf>,
@@ -232,6 +250,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "FILE",
+        env = "PCAPOVERTCP_SERVE_UPSTREAM_TLS_KEY",
         help_heading = "Live inputs (instead of FILE or -; relayed as standard input is)"
     )]
     upstream_tls_key: Option<PathBuf>,
@@ -241,6 +260,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "NAME",
+        env = "PCAPOVERTCP_SERVE_UPSTREAM_TLS_SERVER_NAME",
         help_heading = "Live inputs (instead of FILE or -; relayed as standard input is)"
     )]
     upstream_tls_server_name: Option<String>,
@@ -255,13 +275,13 @@ pub struct Args {
     /// goes to shard 0. With port 0, N consecutive free ports are picked.
     /// --wait-clients counts the clients of all shards together. From 1 to
     /// 1024.
-    #[arg(long, value_name = "N",
+    #[arg(long, value_name = "N", env = "PCAPOVERTCP_SERVE_SHARDS",
           value_parser = parse_shards, help_heading = "Live inputs (instead of FILE or -; relayed as standard input is)")]
     shards: Option<u16>,
 
     /// How --shards hashes flows: address-pair or five-tuple (default
     /// address-pair, as PcapOverTcp::share_by).
-    #[arg(long, value_name = "address-pair|five-tuple",
+    #[arg(long, value_name = "address-pair|five-tuple", env = "PCAPOVERTCP_SERVE_SHARD_BY",
           value_parser = parse_shard_by, help_heading = "Live inputs (instead of FILE or -; relayed as standard input is)")]
     shard_by: Option<ShareBy>,
 
@@ -270,19 +290,19 @@ pub struct Args {
     ///
     /// With several, an IPv6 address listens for IPv6 only, so that
     /// 0.0.0.0:P and [::]:P go together.
-    #[arg(long, value_name = "ADDR:PORT",
-          value_parser = parse_listen)]
+    #[arg(long, value_name = "ADDR:PORT", env = "PCAPOVERTCP_SERVE_LISTEN",
+          value_delimiter = ',', value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
 
     /// Write the bound port to PATH once listening.
     ///
     /// One line per --listen, in their order; with --shards, one line per
     /// shard of each --listen: listen by listen, shard 0 first.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "PCAPOVERTCP_SERVE_PORT_FILE")]
     port_file: Option<String>,
 
     /// Exit after N clients have been served (a file; default: never).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "PCAPOVERTCP_SERVE_CLIENTS")]
     clients: Option<u64>,
 
     /// Start sending only once N clients are connected (default 1).
@@ -290,14 +310,14 @@ pub struct Args {
     /// So that N workers sharing one stream, ?share=I/N, all get it from
     /// its first packet. With -, standard input is not read before then.
     /// Listening only.
-    #[arg(long, value_name = "N",
+    #[arg(long, value_name = "N", env = "PCAPOVERTCP_SERVE_WAIT_CLIENTS",
           value_parser = parse_wait_clients)]
     wait_clients: Option<usize>,
 
     /// With a live input: each client's queue, at most BYTES of packets
     /// not yet sent to it (default 64M; suffixes K, M, G: KiB, MiB, GiB; at
     /// least 1M).
-    #[arg(long, value_name = "BYTES",
+    #[arg(long, value_name = "BYTES", env = "PCAPOVERTCP_SERVE_CLIENT_BUFFER",
           value_parser = parse_buffer)]
     client_buffer: Option<usize>,
 
@@ -309,7 +329,7 @@ pub struct Args {
     /// disconnect: the client is closed (a --connect target is redialled).
     /// At the end of standard input every client gets what is queued for
     /// it; one that takes nothing for 30 s is closed.
-    #[arg(long, value_name = "drop|disconnect",
+    #[arg(long, value_name = "drop|disconnect", env = "PCAPOVERTCP_SERVE_SLOW_CLIENT",
           value_parser = parse_slow_client)]
     slow_client: Option<SlowPolicy>,
 
@@ -324,7 +344,7 @@ pub struct Args {
     /// stream's header blocks, kept up to 1 MiB: past that, other blocks
     /// are not kept, and if an interface block is not kept, clients that
     /// join are refused until the input restarts.
-    #[arg(long, value_name = "BYTES",
+    #[arg(long, value_name = "BYTES", env = "PCAPOVERTCP_SERVE_MAX_BUFFER",
           value_parser = parse_buffer)]
     max_buffer: Option<usize>,
 
@@ -335,7 +355,7 @@ pub struct Args {
     /// end within 10 s of the connection). A client beyond it is closed at
     /// once. Each client has a thread and one or two file descriptors; at
     /// `ulimit -n` the tool pauses accepting for 100 ms at a time.
-    #[arg(long, value_name = "N",
+    #[arg(long, value_name = "N", env = "PCAPOVERTCP_SERVE_MAX_CLIENTS",
           value_parser = parse_max_clients)]
     max_clients: Option<usize>,
 
@@ -343,14 +363,14 @@ pub struct Args {
     /// or an address) are served; repeat for several.
     ///
     /// Default: every address. Others are closed at once.
-    #[arg(long, value_name = "SUBNET",
-          value_parser = parse_allow)]
+    #[arg(long, value_name = "SUBNET", env = "PCAPOVERTCP_SERVE_ALLOW",
+          value_delimiter = ',', value_parser = parse_allow)]
     allow: Vec<IpNet>,
 
     /// Listening: a client that takes no byte for SECS seconds while there
     /// is something to send it is closed (default 30; 1 to 86400), with a
     /// file or live.
-    #[arg(long, value_name = "SECS",
+    #[arg(long, value_name = "SECS", env = "PCAPOVERTCP_SERVE_WRITE_TIMEOUT",
           value_parser = parse_write_timeout)]
     write_timeout: Option<Duration>,
 
@@ -363,52 +383,58 @@ pub struct Args {
     /// records of standard input. With a file, exits once every receiver
     /// has all of it. With -, reading starts once the first receiver is
     /// connected. Not with --listen, --port-file or --clients.
-    #[arg(long, value_name = "HOST:PORT",
-          value_parser = parse_connect)]
+    #[arg(long, value_name = "HOST:PORT", env = "PCAPOVERTCP_SERVE_CONNECT",
+          value_delimiter = ',', value_parser = parse_connect)]
     connect: Vec<Endpoint>,
 
     /// Send a file's packets N times (default 1; 0 = forever); pcap
     /// timestamps are shifted so time keeps moving forward.
-    #[arg(long = "loop", value_name = "N")]
+    #[arg(long = "loop", value_name = "N", env = "PCAPOVERTCP_SERVE_LOOP")]
     loops: Option<u64>,
 
     /// Send a file at most PPS packets per second per client/target.
-    #[arg(long, value_name = "PPS", value_parser = parse_rate)]
+    #[arg(long, value_name = "PPS", env = "PCAPOVERTCP_SERVE_RATE", value_parser = parse_rate)]
     rate: Option<f64>,
 
     /// Listening: serve over TLS with this certificate chain (PEM; Zeek
     /// reads it with tls://HOST:PORT). With --connect: the client
     /// certificate to present (mutual TLS). Needs --tls-key.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "PCAPOVERTCP_SERVE_TLS_CERT")]
     tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "PCAPOVERTCP_SERVE_TLS_KEY")]
     tls_key: Option<PathBuf>,
 
     /// CA certificates (PEM). Listening: clients must present a
     /// certificate signed by one of them. With --connect: they verify the
     /// receiver's certificate (default: the system's CAs).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "PCAPOVERTCP_SERVE_TLS_CA")]
     tls_ca: Option<PathBuf>,
 
     /// With --connect: the name the receiver's certificate must be valid
     /// for (default: the HOST of --connect).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "PCAPOVERTCP_SERVE_TLS_SERVER_NAME")]
     tls_server_name: Option<String>,
 
     /// With --connect: dial out over TLS even without the other --tls-*
     /// options (verified by the system's CAs); any --tls-* option implies
     /// it.
-    #[arg(long, value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "PCAPOVERTCP_SERVE_TLS", value_parser = BoolishValueParser::new())]
     tls: bool,
 
+    /// The form of messages on standard error: text (default) or json
+    /// (one object per line with time, level and message).
+    #[arg(long, value_name = "text|json", env = "PCAPOVERTCP_SERVE_LOG_FORMAT",
+          value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+
     /// More messages (-vv: even more).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, action = clap::ArgAction::Count, env = "PCAPOVERTCP_SERVE_VERBOSE")]
     verbose: u8,
 
     /// Warnings and errors only (-qq: errors only).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, action = clap::ArgAction::Count, env = "PCAPOVERTCP_SERVE_QUIET")]
     quiet: u8,
 }
 
@@ -453,6 +479,7 @@ pub struct Options {
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
     pub tls_server_name: Option<String>,
+    pub log_format: LogFormat,
     /// -v (+1) and -q (-1) added up; None when neither was given.
     pub verbosity: Option<i32>,
 }
@@ -517,6 +544,7 @@ impl Options {
             tls_key: a.tls_key,
             tls_ca: a.tls_ca,
             tls_server_name: a.tls_server_name,
+            log_format: a.log_format.unwrap_or_default(),
             verbosity,
         })
     }
@@ -736,6 +764,14 @@ fn parse_rate(v: &str) -> Result<f64, String> {
         return Err("must be positive".into());
     }
     Ok(r)
+}
+
+fn parse_log_format(v: &str) -> Result<LogFormat, String> {
+    match v {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected text or json".into()),
+    }
 }
 
 /// Options that make no sense together, as one line.
@@ -1059,5 +1095,26 @@ mod tests {
         let o = parse(&["--merge-window", "100", "--upstream", "a:1,b:2"]).unwrap();
         assert!(conflicts(&o).is_ok());
         assert_eq!(o.merge_window(), Duration::from_millis(100));
+    }
+
+    /// Every option has its variable, named after it, and the README's
+    /// table lists each.
+    #[test]
+    fn every_option_has_a_documented_environment_variable() {
+        use clap::CommandFactory;
+        let readme = include_str!("../../../README.md");
+        for arg in Args::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let name = arg
+                .get_env()
+                .and_then(|e| e.to_str())
+                .unwrap_or_else(|| panic!("{id} has no environment variable"));
+            let long = arg.get_long().unwrap_or("input").replace('-', "_");
+            assert_eq!(name, format!("PCAPOVERTCP_SERVE_{}", long.to_uppercase()));
+            assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
+        }
     }
 }

@@ -62,16 +62,16 @@ fn main() -> ExitCode {
         },
     };
     if let Err(msg) = cli::conflicts(&o) {
-        eprintln!("pcapovertcp-serve: {msg}");
+        logging::fatal(o.log_format, &msg);
         return ExitCode::from(2);
     }
-    logging::init(o.verbosity);
+    logging::init(o.verbosity, o.log_format);
     // The plugin core's messages on this thread name the tool's flags.
     pcapovertcp::setting::use_names(words::serve);
     match serve::run(&o) {
         Ok(code) => code,
         Err(msg) => {
-            eprintln!("pcapovertcp-serve: {msg}");
+            logging::fatal(o.log_format, &msg);
             ExitCode::FAILURE
         }
     }
