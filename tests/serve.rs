@@ -890,3 +890,29 @@ fn environment_options_are_checked_and_the_command_line_wins() {
         );
     })
 }
+
+/// The README's replay recipes run Zeek with allow_network_time_forward=F:
+/// with the default, a live source moves network time to the wall clock
+/// while idle and an old trace gives other logs than `zeek -r`.
+#[test]
+fn the_readmes_replay_recipes_keep_network_time_on_the_packets() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("**Replay a trace**")
+        .expect("the replay recipe");
+    let block = &readme[start..];
+    let block = &block[..block.find("**Sensor relay**").expect("the next recipe")];
+    let zeeks: Vec<&str> = block
+        .lines()
+        .filter(|l| l.starts_with("zeek -i pcapovertcp::"))
+        .collect();
+    assert!(!zeeks.is_empty(), "no zeek command in the replay recipe");
+    for line in zeeks {
+        assert!(line.contains("allow_network_time_forward=F"), "{line}");
+    }
+    let run = readme
+        .lines()
+        .find(|l| l.starts_with("zeek -i pcapovertcp::127.0.0.1:57012 PcapOverTcp::reconnect=F"))
+        .expect("the recipe that reads a served file as zeek -r would");
+    assert!(run.contains("allow_network_time_forward=F"), "{run}");
+}
