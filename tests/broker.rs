@@ -126,9 +126,10 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         server.port = loop {
+            // The first --listen's port (the file is written whole).
             if let Some(port) = std::fs::read_to_string(&port_file)
                 .ok()
-                .and_then(|t| t.trim().parse().ok())
+                .and_then(|t| t.lines().next()?.trim().parse().ok())
             {
                 break port;
             }
@@ -2337,5 +2338,162 @@ fn a_tls_upstream_that_stalls_its_handshake_is_given_up_at_the_absolute_deadline
             Duration::from_secs(13),
         );
         assert!(started.elapsed() >= Duration::from_secs(9), "{lines:?}");
+    })
+}
+
+/// A packet time as microseconds since the epoch, from a reader's
+/// `SECONDS.FRACTION` (tcpdump -tt: 6 digits, tshark: 9).
+fn epoch_micros(text: &str) -> Option<u64> {
+    let (secs, frac) = text.split_once('.')?;
+    let micros: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+    Some(secs.parse::<u64>().ok()? * 1_000_000 + micros.parse::<u64>().ok()?)
+}
+
+/// `--stdout --upstream` read by `reader` (a command that reads a pcap on
+/// its standard input and prints one line per packet, the packet's time
+/// first) while the upstream server is stopped and started again in the
+/// middle: the reader gets every packet once, in order, from one header,
+/// and ends only when the broker does (SIGTERM here).
+fn stdout_survives_an_upstream_restart(reader: &[&str]) {
+    const HALF: usize = 1_000;
+    let input = ip_capture(2 * HALF, 4, 1_700_000_000_000, 1, 7);
+    let recs = records(&input);
+    let half = |r: &[&[u8]]| -> Vec<u8> {
+        let mut v = input[..24].to_vec();
+        r.iter().for_each(|p| v.extend_from_slice(p));
+        v
+    };
+    let (first, second) = (half(&recs[..HALF]), half(&recs[HALF..]));
+    let want: Vec<u64> = (0..2 * HALF as u64)
+        .map(|i| (1_700_000_000_000 + i) * 1000)
+        .collect();
+
+    let mut up1 = Server::start(&["-"]);
+    let upstream = format!("127.0.0.1:{}", up1.port);
+    let dir = scratch("stdout");
+    let log = dir.join(format!("broker-{}.log", reader[0]));
+    let mut broker = Server {
+        child: Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+            .args(["--stdout", "--upstream", &upstream])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+        port: 0,
+    };
+    let pipe = broker.child.stdout.take().unwrap();
+    let mut reading = Command::new(reader[0])
+        .args(&reader[1..])
+        .stdin(Stdio::from(pipe))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = reading.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let collector = {
+        let lines = lines.clone();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let wait_for = |n: usize, what: &str, broker: &Server| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while lines.lock().unwrap().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{}: only {} of {n} packets {what}:\n{}",
+                reader[0],
+                lines.lock().unwrap().len(),
+                broker.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // The first half, then the upstream's stream ends and it exits. (The
+    // server reads its input only once a client is there: written from a
+    // thread, so that the waits here stay bounded.)
+    let feed = |server: &mut Server, data: Vec<u8>| {
+        let mut stdin = server.child.stdin.take().unwrap();
+        thread::spawn(move || stdin.write_all(&data))
+    };
+    feed(&mut up1, first);
+    assert!(up1.wait_success(Duration::from_secs(20)), "{}", up1.log());
+    wait_for(HALF, "before the restart", &broker);
+    // The server again, on the same port, with the second half.
+    let mut up2 = Server::start(&["--listen", &upstream, "-"]);
+    feed(&mut up2, second);
+    assert!(up2.wait_success(Duration::from_secs(20)), "{}", up2.log());
+    wait_for(2 * HALF, "after the restart", &broker);
+    // Nothing more comes (no duplicate); the reader ends with the broker.
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        reading.try_wait().unwrap().is_none(),
+        "the reader ended before the broker"
+    );
+    broker.signal(libc::SIGTERM);
+    assert!(
+        broker.wait_success(Duration::from_secs(10)),
+        "{}",
+        broker.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reading.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = reading.kill();
+            panic!("{} did not end with the broker", reader[0]);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    collector.join().unwrap();
+    let got: Vec<u64> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let t = l.split_whitespace().next().unwrap_or_default();
+            epoch_micros(t).unwrap_or_else(|| panic!("{}: {l}", reader[0]))
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "{}", broker.log());
+    assert!(
+        got == want,
+        "{}: packets out of order or changed",
+        reader[0]
+    );
+    let log = broker.log();
+    assert!(log.contains("back after"), "no restart seen: {log}");
+}
+
+#[test]
+fn stdout_read_by_tcpdump_survives_an_upstream_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(90), || {
+        stdout_survives_an_upstream_restart(&["tcpdump", "-r", "-", "-n", "-tt", "-l"])
+    })
+}
+
+#[test]
+#[cfg_attr(not(wireshark), ignore = "needs Wireshark's tshark on PATH")]
+fn stdout_read_by_tshark_survives_an_upstream_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(90), || {
+        stdout_survives_an_upstream_restart(&[
+            "tshark",
+            "-r",
+            "-",
+            "-l",
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+        ])
     })
 }

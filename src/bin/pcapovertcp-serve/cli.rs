@@ -76,6 +76,7 @@ comma-separated list.";
 const USAGE: &str = "\
 pcapovertcp-serve [options] FILE|-
        pcapovertcp-serve [options] --exec CMD | --upstream SPEC
+       pcapovertcp-serve --stdout [options] - | --exec CMD | --upstream SPEC
        pcapovertcp-serve --connect HOST:PORT [--connect HOST:PORT ...] [options] FILE|-";
 
 const AFTER_LONG_HELP: &str = "\
@@ -133,6 +134,8 @@ Examples:
   # the same from the environment, as in a container, with JSON logs
   PCAPOVERTCP_SERVE_LISTEN=0.0.0.0:57100 PCAPOVERTCP_SERVE_LOG_FORMAT=json \\
       PCAPOVERTCP_SERVE_UPSTREAM=sensor1:57012,sensor2:57012 pcapovertcp-serve
+  # one continuous pcap on standard output across the server's restarts
+  pcapovertcp-serve --upstream tls://tap:57012 --stdout | suricata -r /dev/stdin
   # dial out to receivers that listen
   pcapovertcp-serve --connect sensor:57012 --rate 10000 trace.pcap
   tcpdump -U -w - -i eth0 | pcapovertcp-serve --connect sensor1:57012 --connect sensor2:57012 -
@@ -387,6 +390,21 @@ pub struct Args {
           value_delimiter = ',', value_parser = parse_connect)]
     connect: Vec<Endpoint>,
 
+    /// Write the live input to standard output as one pcap or pcapng
+    /// stream, instead of listening: for `suricata -r /dev/stdin`,
+    /// `tcpdump -r -`, `zeek -r -`.
+    ///
+    /// One header, then every packet once, in order, across the input's
+    /// restarts with the same header (an --upstream server's reconnects,
+    /// --exec's restarts); it ends with the tool: at the end of the input
+    /// (--once, the end of standard input), or when the input restarts with
+    /// a different header or the reader goes away (status 1, one line). A
+    /// reader slower than the input loses whole packets, counted
+    /// (--client-buffer, --slow-client). Not with --listen, --connect or a
+    /// FILE.
+    #[arg(long, env = "PCAPOVERTCP_SERVE_STDOUT", value_parser = BoolishValueParser::new())]
+    stdout: bool,
+
     /// Send a file's packets N times (default 1; 0 = forever); pcap
     /// timestamps are shifted so time keeps moving forward.
     #[arg(long = "loop", value_name = "N", env = "PCAPOVERTCP_SERVE_LOOP")]
@@ -473,6 +491,8 @@ pub struct Options {
     /// --upstream servers waits for a quiet one.
     merge_window: Option<Duration>,
     pub upstream_tls: TlsOptions,
+    /// --stdout given.
+    pub stdout: bool,
     /// --tls given.
     pub tls: bool,
     pub tls_cert: Option<PathBuf>,
@@ -539,6 +559,7 @@ impl Options {
                 server_name: a.upstream_tls_server_name,
                 ..TlsOptions::default()
             },
+            stdout: a.stdout,
             tls: a.tls,
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,
@@ -777,6 +798,7 @@ fn parse_log_format(v: &str) -> Result<LogFormat, String> {
 /// Options that make no sense together, as one line.
 pub fn conflicts(o: &Options) -> Result<(), String> {
     input_conflicts(o).map_err(str::to_string)?;
+    stdout_conflicts(o).map_err(str::to_string)?;
     if o.shards > 1 {
         if let Some(a) = o
             .listen()
@@ -860,6 +882,30 @@ fn input_conflicts(o: &Options) -> Result<(), &'static str> {
     }
     if t.cert_file.is_some() != t.key_file.is_some() {
         return Err("--upstream-tls-cert and --upstream-tls-key go together: set both or neither");
+    }
+    Ok(())
+}
+
+/// --stdout: a live input, and no option about connections.
+fn stdout_conflicts(o: &Options) -> Result<(), &'static str> {
+    if !o.stdout {
+        return Ok(());
+    }
+    if !o.live() {
+        return Err("--stdout needs a live input (-, --exec or --upstream): a file is already a pcap stream");
+    }
+    if !o.listen_given.is_empty() || !o.connect.is_empty() || o.shards > 1 {
+        return Err("--stdout excludes --listen, --connect and --shards: the stream goes to standard output");
+    }
+    if o.port_file.is_some()
+        || o.clients.is_some()
+        || o.wait_clients.is_some()
+        || o.max_clients.is_some()
+        || !o.allow.is_empty()
+        || o.write_timeout.is_some()
+        || o.tls_wanted()
+    {
+        return Err("--stdout excludes the options about clients and connections (--port-file, --clients, --wait-clients, --max-clients, --allow, --write-timeout, --tls*)");
     }
     Ok(())
 }
@@ -1095,6 +1141,22 @@ mod tests {
         let o = parse(&["--merge-window", "100", "--upstream", "a:1,b:2"]).unwrap();
         assert!(conflicts(&o).is_ok());
         assert_eq!(o.merge_window(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn stdout_needs_a_live_input_and_no_connections() {
+        let o = parse(&["--stdout", "--upstream", "a:1"]).unwrap();
+        assert!(o.stdout && conflicts(&o).is_ok());
+        refused(&["--stdout", "x.pcap"], "--stdout needs a live input");
+        refused(
+            &["--stdout", "--listen", "127.0.0.1:0", "-"],
+            "--stdout excludes",
+        );
+        refused(
+            &["--stdout", "--connect", "127.0.0.1:9", "-"],
+            "--stdout excludes",
+        );
+        refused(&["--stdout", "--port-file", "p", "-"], "--stdout excludes");
     }
 
     /// Every option has its variable, named after it, and the README's

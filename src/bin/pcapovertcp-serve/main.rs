@@ -32,6 +32,7 @@ mod hub;
 mod input;
 mod logging;
 mod merged;
+mod output;
 mod serve;
 mod stats;
 mod upstream;

@@ -22,6 +22,7 @@ use crate::hub::{Budget, Ended, Hub, Refusal};
 use crate::input::{run_exec, Fanout};
 use crate::logging;
 use crate::merged::run_upstream;
+use crate::output::Stdout;
 use crate::stats::{ClientStats, Registry, State};
 use crate::upstream::{self, Direct};
 use crate::words;
@@ -51,6 +52,9 @@ pub fn run(o: &Options) -> Result<ExitCode, String> {
     let registry = Arc::new(Registry::new(live));
     logging::handle_signals(registry.clone())
         .map_err(|e| format!("cannot set up the signal handlers: {e}"))?;
+    if o.stdout {
+        return stdout_relay(o, direct, &registry);
+    }
     if !o.connect.is_empty() {
         return Ok(match framed {
             None => connect_relay(o, &tls, direct, &registry),
@@ -461,7 +465,7 @@ fn relay_client(
         None => (format!("client {peer}"), format!("client={peer}")),
     };
     let stats = registry.add(label);
-    let client = match hub.join(name.clone(), handle, stats.clone()) {
+    let client = match hub.join(name.clone(), Some(handle), stats.clone()) {
         Ok(c) => c,
         Err(Refusal::Ended) => {
             stats.finish(State::Ended);
@@ -720,7 +724,7 @@ fn join_and_run(target: &Endpoint, conn: &mut Conn, hub: &Hub, stats: &Arc<Clien
             return true;
         }
     };
-    let client = match hub.join(target.to_string(), handle, stats.clone()) {
+    let client = match hub.join(target.to_string(), Some(handle), stats.clone()) {
         Ok(c) => c,
         Err(Refusal::Ended) => {
             stats.finish(State::Ended);
@@ -783,4 +787,66 @@ fn connect_relay(
     let mut fanout = Fanout::new(vec![hub], o.shard_by());
     fanout.wait_for_clients(1);
     relay_input(o, direct, &mut fanout, registry)
+}
+
+/// --stdout: the live input as one stream on standard output, through the
+/// hub as its only client, which never rejoins: a restart of the input
+/// with the same header goes on in it (an upstream's reconnects, --exec's
+/// restarts); a different header ends it, and the tool, since one pcap
+/// stream has one header. So does a reader that goes away (EPIPE).
+fn stdout_relay(
+    o: &Options,
+    direct: Option<&Direct>,
+    registry: &Arc<Registry>,
+) -> Result<ExitCode, String> {
+    let mut out = Stdout::open().map_err(|e| format!("cannot use standard output: {e}"))?;
+    let hub = Arc::new(Hub::new(
+        o.client_buffer,
+        o.slow_client,
+        registry.clone(),
+        Budget::new(o.max_buffer),
+    ));
+    let stats = registry.add("output=stdout".into());
+    // Nothing has been read yet: the hub is open and its header empty.
+    let client = hub
+        .join("standard output".into(), None, stats.clone())
+        .map_err(|e| format!("standard output: cannot join the relay: {e:?}"))?;
+    let writer = {
+        let (hub, registry) = (hub.clone(), registry.clone());
+        thread::Builder::new()
+            .name("stdout".into())
+            .spawn(move || {
+                let why = match client.run(&mut out) {
+                    Ended::Drained => None,
+                    Ended::Stalled => Some(
+                        "took nothing for 30 s after the end of the input".to_string(),
+                    ),
+                    Ended::Slow => {
+                        Some("closed as too slow (--slow-client=disconnect)".to_string())
+                    }
+                    Ended::NewStream => Some(
+                        "the input restarted with a different header, and standard output carries one stream"
+                            .to_string(),
+                    ),
+                    Ended::Lost(e) => Some(e.to_string()),
+                };
+                hub.leave(&client);
+                let Some(why) = why else {
+                    stats.finish(State::Ended);
+                    return;
+                };
+                if stats.state() == State::Open {
+                    stats.finish(State::Lost);
+                }
+                log::error!("standard output: {why}; ending");
+                registry.print();
+                let _ = io::Write::flush(&mut io::stderr());
+                std::process::exit(1);
+            })
+            .map_err(|e| format!("cannot start the standard output's thread: {e}"))?
+    };
+    let mut fanout = Fanout::new(vec![hub], o.shard_by());
+    let code = relay_input(o, direct, &mut fanout, registry);
+    let _ = writer.join();
+    Ok(code)
 }
