@@ -2497,3 +2497,120 @@ fn stdout_read_by_tshark_survives_an_upstream_restart() {
         ])
     })
 }
+
+/// One HTTP GET of `path` on `port`: the status line and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the one sample of `name` whose labels contain `labels`.
+fn sample(body: &str, name: &str, labels: &str) -> Option<u64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let (series, _) = l.rsplit_once(' ').unwrap_or_default();
+            (series == name || series.starts_with(&format!("{name}{{"))) && series.contains(labels)
+        })
+        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+/// --metrics: a Prometheus scrape has the input's counters, the totals and
+/// the open client's, in the text format (every sample line `NAME{LABELS}
+/// VALUE` under its # TYPE).
+#[test]
+fn metrics_are_scraped_in_prometheus_text_format() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let mut server = Server::start(&["--metrics", "127.0.0.1:0", "-"]);
+        let line = server.wait_lines("metrics on http://", 1, Duration::from_secs(10));
+        let port: u16 = line[0]
+            .rsplit_once("127.0.0.1:")
+            .and_then(|(_, rest)| rest.split('/').next()?.parse().ok())
+            .expect("the metrics port");
+        let client = connect(server.port, None);
+        let peer = client.local_addr().unwrap().to_string();
+        server.wait_lines("connected", 1, Duration::from_secs(10));
+        let input = capture(1_000);
+        let mut stdin = server.child.stdin.take().unwrap();
+        stdin.write_all(&input).unwrap();
+        // All of it relayed to the client before the scrape.
+        let got = read_for(&client, input.len(), Duration::from_secs(20));
+        assert_eq!(got.len(), input.len());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let body = loop {
+            let (status, body) = http_get(port, "/metrics");
+            assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+            if sample(&body, "pcapovertcp_serve_client_packets_total", &peer) == Some(1_000) {
+                break body;
+            }
+            assert!(Instant::now() < deadline, "{body}");
+            thread::sleep(Duration::from_millis(50));
+        };
+        let labels = format!("kind=\"client\",peer=\"{peer}\"");
+        for (name, labels, want) in [
+            ("pcapovertcp_serve_input_packets_total", "", 1_000),
+            (
+                "pcapovertcp_serve_input_bytes_total",
+                "",
+                input.len() as u64,
+            ),
+            ("pcapovertcp_serve_clients_total", "", 1),
+            ("pcapovertcp_serve_clients_open", "", 1),
+            ("pcapovertcp_serve_packets_total", "", 1_000),
+            ("pcapovertcp_serve_dropped_packets_total", "", 0),
+            (
+                "pcapovertcp_serve_client_packets_total",
+                labels.as_str(),
+                1_000,
+            ),
+            (
+                "pcapovertcp_serve_client_bytes_total",
+                labels.as_str(),
+                input.len() as u64,
+            ),
+            (
+                "pcapovertcp_serve_client_dropped_packets_total",
+                labels.as_str(),
+                0,
+            ),
+            ("pcapovertcp_serve_client_queued_bytes", labels.as_str(), 0),
+        ] {
+            assert_eq!(sample(&body, name, labels), Some(want), "{name}: {body}");
+        }
+        // The format: each sample's metric has its # TYPE before it.
+        let mut typed = Vec::new();
+        for l in body.lines() {
+            if let Some(t) = l.strip_prefix("# TYPE ") {
+                let (name, kind) = t.split_once(' ').unwrap();
+                assert!(["counter", "gauge"].contains(&kind), "{l}");
+                typed.push(name.to_string());
+            } else if !l.starts_with("# HELP ") {
+                let (series, value) = l.rsplit_once(' ').expect(l);
+                value.parse::<f64>().expect(l);
+                let name = series.split('{').next().unwrap();
+                assert_eq!(typed.last().map(String::as_str), Some(name), "{l}");
+            }
+        }
+        assert_eq!(http_get(port, "/").0, "HTTP/1.1 404 Not Found");
+        // A scraper that connects and says nothing holds the next scrape
+        // back for at most SCRAPE_TIMEOUT (2 s).
+        let silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let start = Instant::now();
+        assert_eq!(http_get(port, "/metrics").0, "HTTP/1.1 200 OK");
+        let waited = start.elapsed();
+        assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+        drop(silent);
+        drop(stdin);
+        drop(client);
+    })
+}

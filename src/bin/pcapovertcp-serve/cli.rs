@@ -441,6 +441,17 @@ pub struct Args {
     #[arg(long, env = "PCAPOVERTCP_SERVE_TLS", value_parser = BoolishValueParser::new())]
     tls: bool,
 
+    /// Serve the counters for Prometheus at http://ADDR:PORT/metrics (port
+    /// 0 picks a free port; the address is logged).
+    ///
+    /// Totals (clients, packets, bytes, dropped), the live input's packets
+    /// and bytes, and per open client its packets, bytes, dropped, queued
+    /// bytes and since when it is connected. One scrape at a time, each
+    /// with 2 s to send its request and take the answer.
+    #[arg(long, value_name = "ADDR:PORT", env = "PCAPOVERTCP_SERVE_METRICS",
+          value_parser = parse_listen)]
+    metrics: Option<SocketAddr>,
+
     /// The form of messages on standard error: text (default) or json
     /// (one object per line with time, level and message).
     #[arg(long, value_name = "text|json", env = "PCAPOVERTCP_SERVE_LOG_FORMAT",
@@ -493,6 +504,8 @@ pub struct Options {
     pub upstream_tls: TlsOptions,
     /// --stdout given.
     pub stdout: bool,
+    /// --metrics, when given.
+    pub metrics: Option<SocketAddr>,
     /// --tls given.
     pub tls: bool,
     pub tls_cert: Option<PathBuf>,
@@ -560,6 +573,7 @@ impl Options {
                 ..TlsOptions::default()
             },
             stdout: a.stdout,
+            metrics: a.metrics,
             tls: a.tls,
             tls_cert: a.tls_cert,
             tls_key: a.tls_key,

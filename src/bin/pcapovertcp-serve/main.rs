@@ -21,7 +21,9 @@
 //! file), [`input`] (the live inputs: standard input, --exec, --upstream,
 //! and --shards), [`upstream`] (--upstream with one server, relayed as it
 //! is), [`merged`] (--upstream with several, merged), [`hub`] (the live relay), [`serve`] (the listening and dialling
-//! modes), [`stats`] (the counters), [`logging`] (messages and signals).
+//! modes), [`stats`] (the counters), [`metrics`] (--metrics), [`output`] (where a
+//! relay client's writer writes: a connection or --stdout), [`logging`]
+//! (messages and signals).
 
 mod admit;
 mod cli;
@@ -32,6 +34,7 @@ mod hub;
 mod input;
 mod logging;
 mod merged;
+mod metrics;
 mod output;
 mod serve;
 mod stats;

@@ -22,6 +22,7 @@ use crate::hub::{Budget, Ended, Hub, Refusal};
 use crate::input::{run_exec, Fanout};
 use crate::logging;
 use crate::merged::run_upstream;
+use crate::metrics;
 use crate::output::Stdout;
 use crate::stats::{ClientStats, Registry, State};
 use crate::upstream::{self, Direct};
@@ -52,6 +53,14 @@ pub fn run(o: &Options) -> Result<ExitCode, String> {
     let registry = Arc::new(Registry::new(live));
     logging::handle_signals(registry.clone())
         .map_err(|e| format!("cannot set up the signal handlers: {e}"))?;
+    if let Some(addr) = o.metrics {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on --metrics {addr}: {e}"))?;
+        let local = listener.local_addr().unwrap_or(addr);
+        metrics::serve(listener, registry.clone())
+            .map_err(|e| format!("cannot start the --metrics thread: {e}"))?;
+        log::info!("metrics on http://{local}/metrics");
+    }
     if o.stdout {
         return stdout_relay(o, direct, &registry);
     }
