@@ -916,3 +916,66 @@ fn the_readmes_replay_recipes_keep_network_time_on_the_packets() {
         .expect("the recipe that reads a served file as zeek -r would");
     assert!(run.contains("allow_network_time_forward=F"), "{run}");
 }
+
+/// The unit file shipped for the tool: `systemd-analyze verify` finds
+/// nothing to say (an unknown or misspelt key is a warning there, so its
+/// output must be empty), and `systemd-analyze security` rates its
+/// hardening (DynamicUser, the capabilities --exec captures need and no
+/// others, ProtectSystem=strict, ...) below 3 of 10, "OK".
+#[test]
+fn the_unit_file_verifies_and_is_hardened() {
+    common::within(Duration::from_secs(120), || {
+        let unit = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/bin/pcapovertcp-serve/pcapovertcp-serve.service"
+        ))
+        .unwrap();
+        for key in [
+            "DynamicUser=yes",
+            "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN",
+            "ProtectSystem=strict",
+        ] {
+            assert!(unit.lines().any(|l| l == key), "{key}");
+        }
+        // The built tool, and no environment file, so that it runs here.
+        let unit: String = unit
+            .lines()
+            .map(|l| {
+                if l.starts_with("ExecStart=") {
+                    format!("ExecStart={}\n", env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+                } else if l.starts_with("EnvironmentFile=") {
+                    "EnvironmentFile=-/nonexistent/pcapovertcp-serve.env\n".to_string()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("pcapovertcp-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pcapovertcp-serve.service");
+        std::fs::write(&path, unit).unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no", "--generators=no"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (Debian: systemd)");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.trim().is_empty(), "{said}");
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let level: f64 = text
+            .lines()
+            .find_map(|l| l.split_once("Overall exposure level for pcapovertcp-serve.service: "))
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level: {text}"));
+        assert!(level < 3.0, "exposure {level}: {text}");
+    })
+}
