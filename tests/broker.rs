@@ -126,9 +126,10 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         server.port = loop {
+            // The first --listen's port (the file is written whole).
             if let Some(port) = std::fs::read_to_string(&port_file)
                 .ok()
-                .and_then(|t| t.trim().parse().ok())
+                .and_then(|t| t.lines().next()?.trim().parse().ok())
             {
                 break port;
             }
@@ -812,6 +813,45 @@ fn upstream_merges_two_servers_as_mergecap_does() {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g, w, "packet {i}");
         }
+    })
+}
+
+/// `--upstream A --upstream B` reads both servers, as `--upstream A,B`
+/// does (the old parser kept only B: the client got B's packets alone).
+#[test]
+fn upstream_given_twice_reads_both_servers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let dir = scratch("upstream-twice");
+        let (a, b) = (dir.join("a.pcap"), dir.join("b.pcap"));
+        std::fs::write(&a, ip_capture(300, 4, 1_700_000_000_000, 2, 1)).unwrap();
+        std::fs::write(&b, ip_capture(200, 4, 1_700_000_000_001, 2, 2)).unwrap();
+        let (sa, _) = start_ports(&[a.to_str().unwrap()], 1);
+        let (sb, _) = start_ports(&[b.to_str().unwrap()], 1);
+        let (ua, ub) = (
+            format!("127.0.0.1:{}", sa.port),
+            format!("127.0.0.1:{}", sb.port),
+        );
+        let args = [
+            "--once",
+            "--merge-window",
+            "5000",
+            "--upstream",
+            &ua,
+            "--upstream",
+            &ub,
+        ];
+        let (mut broker, _) = start_ports(&args, 1);
+        let got = read_all(connect(broker.port, None));
+        assert!(
+            broker.wait_success(Duration::from_secs(20)),
+            "{}",
+            broker.log()
+        );
+        let out = dir.join("out.pcapng");
+        std::fs::write(&out, &got).unwrap();
+        let got = common::reference_packets(&out);
+        assert_eq!(got.len(), 300 + 200, "{}", broker.log());
     })
 }
 
@@ -2298,5 +2338,279 @@ fn a_tls_upstream_that_stalls_its_handshake_is_given_up_at_the_absolute_deadline
             Duration::from_secs(13),
         );
         assert!(started.elapsed() >= Duration::from_secs(9), "{lines:?}");
+    })
+}
+
+/// A packet time as microseconds since the epoch, from a reader's
+/// `SECONDS.FRACTION` (tcpdump -tt: 6 digits, tshark: 9).
+fn epoch_micros(text: &str) -> Option<u64> {
+    let (secs, frac) = text.split_once('.')?;
+    let micros: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+    Some(secs.parse::<u64>().ok()? * 1_000_000 + micros.parse::<u64>().ok()?)
+}
+
+/// `--stdout --upstream` read by `reader` (a command that reads a pcap on
+/// its standard input and prints one line per packet, the packet's time
+/// first) while the upstream server is stopped and started again in the
+/// middle: the reader gets every packet once, in order, from one header,
+/// and ends only when the broker does (SIGTERM here).
+fn stdout_survives_an_upstream_restart(reader: &[&str]) {
+    const HALF: usize = 1_000;
+    let input = ip_capture(2 * HALF, 4, 1_700_000_000_000, 1, 7);
+    let recs = records(&input);
+    let half = |r: &[&[u8]]| -> Vec<u8> {
+        let mut v = input[..24].to_vec();
+        r.iter().for_each(|p| v.extend_from_slice(p));
+        v
+    };
+    let (first, second) = (half(&recs[..HALF]), half(&recs[HALF..]));
+    let want: Vec<u64> = (0..2 * HALF as u64)
+        .map(|i| (1_700_000_000_000 + i) * 1000)
+        .collect();
+
+    let mut up1 = Server::start(&["-"]);
+    let upstream = format!("127.0.0.1:{}", up1.port);
+    let dir = scratch("stdout");
+    let log = dir.join(format!("broker-{}.log", reader[0]));
+    let mut broker = Server {
+        child: Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+            .args(["--stdout", "--upstream", &upstream])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+        port: 0,
+    };
+    let pipe = broker.child.stdout.take().unwrap();
+    let mut reading = Command::new(reader[0])
+        .args(&reader[1..])
+        .stdin(Stdio::from(pipe))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = reading.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let collector = {
+        let lines = lines.clone();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let wait_for = |n: usize, what: &str, broker: &Server| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while lines.lock().unwrap().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{}: only {} of {n} packets {what}:\n{}",
+                reader[0],
+                lines.lock().unwrap().len(),
+                broker.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // The first half, then the upstream's stream ends and it exits. (The
+    // server reads its input only once a client is there: written from a
+    // thread, so that the waits here stay bounded.)
+    let feed = |server: &mut Server, data: Vec<u8>| {
+        let mut stdin = server.child.stdin.take().unwrap();
+        thread::spawn(move || stdin.write_all(&data))
+    };
+    feed(&mut up1, first);
+    assert!(up1.wait_success(Duration::from_secs(20)), "{}", up1.log());
+    wait_for(HALF, "before the restart", &broker);
+    // The server again, on the same port, with the second half.
+    let mut up2 = Server::start(&["--listen", &upstream, "-"]);
+    feed(&mut up2, second);
+    assert!(up2.wait_success(Duration::from_secs(20)), "{}", up2.log());
+    wait_for(2 * HALF, "after the restart", &broker);
+    // Nothing more comes (no duplicate); the reader ends with the broker.
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        reading.try_wait().unwrap().is_none(),
+        "the reader ended before the broker"
+    );
+    broker.signal(libc::SIGTERM);
+    assert!(
+        broker.wait_success(Duration::from_secs(10)),
+        "{}",
+        broker.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reading.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = reading.kill();
+            panic!("{} did not end with the broker", reader[0]);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    collector.join().unwrap();
+    let got: Vec<u64> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let t = l.split_whitespace().next().unwrap_or_default();
+            epoch_micros(t).unwrap_or_else(|| panic!("{}: {l}", reader[0]))
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "{}", broker.log());
+    assert!(
+        got == want,
+        "{}: packets out of order or changed",
+        reader[0]
+    );
+    let log = broker.log();
+    assert!(log.contains("back after"), "no restart seen: {log}");
+}
+
+#[test]
+fn stdout_read_by_tcpdump_survives_an_upstream_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(90), || {
+        stdout_survives_an_upstream_restart(&["tcpdump", "-r", "-", "-n", "-tt", "-l"])
+    })
+}
+
+#[test]
+#[cfg_attr(not(wireshark), ignore = "needs Wireshark's tshark on PATH")]
+fn stdout_read_by_tshark_survives_an_upstream_restart() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(90), || {
+        stdout_survives_an_upstream_restart(&[
+            "tshark",
+            "-r",
+            "-",
+            "-l",
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+        ])
+    })
+}
+
+/// One HTTP GET of `path` on `port`: the status line and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the one sample of `name` whose labels contain `labels`.
+fn sample(body: &str, name: &str, labels: &str) -> Option<u64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let (series, _) = l.rsplit_once(' ').unwrap_or_default();
+            (series == name || series.starts_with(&format!("{name}{{"))) && series.contains(labels)
+        })
+        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+/// --metrics: a Prometheus scrape has the input's counters, the totals and
+/// the open client's, in the text format (every sample line `NAME{LABELS}
+/// VALUE` under its # TYPE).
+#[test]
+fn metrics_are_scraped_in_prometheus_text_format() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let mut server = Server::start(&["--metrics", "127.0.0.1:0", "-"]);
+        let line = server.wait_lines("metrics on http://", 1, Duration::from_secs(10));
+        let port: u16 = line[0]
+            .rsplit_once("127.0.0.1:")
+            .and_then(|(_, rest)| rest.split('/').next()?.parse().ok())
+            .expect("the metrics port");
+        let client = connect(server.port, None);
+        let peer = client.local_addr().unwrap().to_string();
+        server.wait_lines("connected", 1, Duration::from_secs(10));
+        let input = capture(1_000);
+        let mut stdin = server.child.stdin.take().unwrap();
+        stdin.write_all(&input).unwrap();
+        // All of it relayed to the client before the scrape.
+        let got = read_for(&client, input.len(), Duration::from_secs(20));
+        assert_eq!(got.len(), input.len());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let body = loop {
+            let (status, body) = http_get(port, "/metrics");
+            assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+            if sample(&body, "pcapovertcp_serve_client_packets_total", &peer) == Some(1_000) {
+                break body;
+            }
+            assert!(Instant::now() < deadline, "{body}");
+            thread::sleep(Duration::from_millis(50));
+        };
+        let labels = format!("kind=\"client\",peer=\"{peer}\"");
+        for (name, labels, want) in [
+            ("pcapovertcp_serve_input_packets_total", "", 1_000),
+            (
+                "pcapovertcp_serve_input_bytes_total",
+                "",
+                input.len() as u64,
+            ),
+            ("pcapovertcp_serve_clients_total", "", 1),
+            ("pcapovertcp_serve_clients_open", "", 1),
+            ("pcapovertcp_serve_packets_total", "", 1_000),
+            ("pcapovertcp_serve_dropped_packets_total", "", 0),
+            (
+                "pcapovertcp_serve_client_packets_total",
+                labels.as_str(),
+                1_000,
+            ),
+            (
+                "pcapovertcp_serve_client_bytes_total",
+                labels.as_str(),
+                input.len() as u64,
+            ),
+            (
+                "pcapovertcp_serve_client_dropped_packets_total",
+                labels.as_str(),
+                0,
+            ),
+            ("pcapovertcp_serve_client_queued_bytes", labels.as_str(), 0),
+        ] {
+            assert_eq!(sample(&body, name, labels), Some(want), "{name}: {body}");
+        }
+        // The format: each sample's metric has its # TYPE before it.
+        let mut typed = Vec::new();
+        for l in body.lines() {
+            if let Some(t) = l.strip_prefix("# TYPE ") {
+                let (name, kind) = t.split_once(' ').unwrap();
+                assert!(["counter", "gauge"].contains(&kind), "{l}");
+                typed.push(name.to_string());
+            } else if !l.starts_with("# HELP ") {
+                let (series, value) = l.rsplit_once(' ').expect(l);
+                value.parse::<f64>().expect(l);
+                let name = series.split('{').next().unwrap();
+                assert_eq!(typed.last().map(String::as_str), Some(name), "{l}");
+            }
+        }
+        assert_eq!(http_get(port, "/").0, "HTTP/1.1 404 Not Found");
+        // A scraper that connects and says nothing holds the next scrape
+        // back for at most SCRAPE_TIMEOUT (2 s).
+        let silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let start = Instant::now();
+        assert_eq!(http_get(port, "/metrics").0, "HTTP/1.1 200 OK");
+        let waited = start.elapsed();
+        assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+        drop(silent);
+        drop(stdin);
+        drop(client);
     })
 }

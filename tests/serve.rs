@@ -621,3 +621,361 @@ fn unusable_tls_files_exit_1_with_one_line() {
         }
     })
 }
+
+/// An option given twice (other than the lists), or outside its mode even
+/// with its default value, is refused with one line and status 2 before
+/// anything is served. The old parser kept the last of two values and took
+/// "given" for "not the default"; each case here then got past the parser
+/// and failed later, at the unwritable port file or the missing CA (1).
+#[test]
+fn options_given_twice_or_outside_their_mode_exit_2_with_one_line() {
+    common::within(Duration::from_secs(30), || {
+        let path = traces_dir().join("dns53.pcap");
+        let file = path.to_str().unwrap();
+        // Each case would fail at start-up if it were accepted.
+        let listen = [
+            "--listen",
+            "127.0.0.1:0",
+            "--port-file",
+            "/nonexistent/port",
+        ];
+        let connect = [
+            "--connect",
+            "127.0.0.1:9",
+            "--tls-ca",
+            "/nonexistent/ca.pem",
+        ];
+        let cases: &[(&[&str], &[&str], &str)] = &[
+            (
+                &listen,
+                &["--rate", "5", "--rate", "6", file],
+                "the argument '--rate <PPS>' cannot be used multiple times",
+            ),
+            (
+                &listen,
+                &["--exec", "true", "--exec", "false"],
+                "the argument '--exec <CMD>' cannot be used multiple times",
+            ),
+            (
+                &listen,
+                &["--once", "--once", "--exec", "true"],
+                "the argument '--once' cannot be used multiple times",
+            ),
+            (
+                &listen,
+                &["--merge-window", "100", "-"],
+                "--merge-window needs --upstream",
+            ),
+            (
+                &connect,
+                &["--wait-clients", "1", file],
+                "--wait-clients needs --listen",
+            ),
+        ];
+        for (mode, args, needle) in cases {
+            let all: Vec<&str> = mode.iter().chain(args.iter()).copied().collect();
+            let (code, stderr) = run_failing(&all);
+            assert_eq!(code, Some(2), "{all:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{all:?}: {stderr}");
+            assert!(
+                stderr.starts_with("pcapovertcp-serve: ") && stderr.contains(needle),
+                "{all:?}: {stderr}"
+            );
+        }
+    })
+}
+
+#[test]
+fn help_keeps_the_long_explanations_and_the_examples() {
+    common::within(Duration::from_secs(30), || {
+        let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        for needle in [
+            "Usage: pcapovertcp-serve [options] FILE|-",
+            // A long explanation (--exec's restarts), the counters, the
+            // examples.
+            "doubling up to 5 s",
+            "packets + dropped = input_packets",
+            "Examples:",
+            "--upstream sensor1:57012,sensor2:57012",
+            "--upstream A --upstream B is --upstream A,B",
+        ] {
+            assert!(help.contains(needle), "{needle}: {help}");
+        }
+    })
+}
+
+/// A flat JSON object of string values (what --log-format json writes),
+/// parsed strictly: None unless `line` is exactly one such object.
+fn json_object(line: &str) -> Option<Vec<(String, String)>> {
+    fn string(chars: &mut std::iter::Peekable<std::str::Chars>) -> Option<String> {
+        if chars.next()? != '"' {
+            return None;
+        }
+        let mut s = String::new();
+        loop {
+            match chars.next()? {
+                '"' => return Some(s),
+                '\\' => match chars.next()? {
+                    '"' => s.push('"'),
+                    '\\' => s.push('\\'),
+                    '/' => s.push('/'),
+                    'n' => s.push('\n'),
+                    'r' => s.push('\r'),
+                    't' => s.push('\t'),
+                    'b' => s.push('\u{8}'),
+                    'f' => s.push('\u{c}'),
+                    'u' => {
+                        let hex: String = (0..4).map(|_| chars.next()).collect::<Option<_>>()?;
+                        s.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                    }
+                    _ => return None,
+                },
+                c if u32::from(c) < 0x20 => return None,
+                c => s.push(c),
+            }
+        }
+    }
+    let mut chars = line.chars().peekable();
+    let mut fields = Vec::new();
+    if chars.next()? != '{' {
+        return None;
+    }
+    loop {
+        let key = string(&mut chars)?;
+        if chars.next()? != ':' {
+            return None;
+        }
+        fields.push((key, string(&mut chars)?));
+        match chars.next()? {
+            ',' => continue,
+            '}' => break,
+            _ => return None,
+        }
+    }
+    chars.next().is_none().then_some(fields)
+}
+
+/// Every option from the environment (PCAPOVERTCP_SERVE_*, FILE as
+/// PCAPOVERTCP_SERVE_INPUT), and --log-format json: each line on standard
+/// error one JSON object with time, level and message. The old tool read no
+/// environment: without arguments it exited at once (missing FILE).
+#[test]
+fn options_come_from_the_environment_and_json_logs_are_one_object_per_line() {
+    common::within(Duration::from_secs(30), || {
+        let path = traces_dir().join("dns53.pcap");
+        let dir =
+            std::env::temp_dir().join(format!("pcapovertcp-serve-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port_file = dir.join("port");
+        let _ = std::fs::remove_file(&port_file);
+        let mut server = Server(
+            Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+                .env("PCAPOVERTCP_SERVE_LISTEN", "127.0.0.1:0")
+                .env("PCAPOVERTCP_SERVE_PORT_FILE", &port_file)
+                .env("PCAPOVERTCP_SERVE_CLIENTS", "1")
+                .env("PCAPOVERTCP_SERVE_LOG_FORMAT", "json")
+                .env("PCAPOVERTCP_SERVE_INPUT", &path)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port: u16 = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline && server.0.try_wait().unwrap().is_none(),
+                "the server did not start: {}",
+                stderr_of(&mut server)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let got = read_all(port);
+        assert_eq!(got, reference_packets(&path));
+        // --clients 1 (from the environment): it ends after this client.
+        assert!(server.wait().unwrap().success());
+        let stderr = stderr_of(&mut server);
+        let mut messages = Vec::new();
+        for line in stderr.lines() {
+            let fields = json_object(line).unwrap_or_else(|| panic!("not a JSON object: {line}"));
+            let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(keys, ["time", "level", "message"], "{line}");
+            assert_eq!(fields[0].1.len(), "2026-01-01T00:00:00Z".len(), "{line}");
+            assert!(["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&fields[1].1.as_str()));
+            messages.push(fields[2].1.clone());
+        }
+        let listening = format!("listening on 127.0.0.1:{port}");
+        assert!(messages.contains(&listening), "{stderr}");
+        assert!(
+            messages.iter().any(|m| m.starts_with("counters: total")),
+            "{stderr}"
+        );
+    })
+}
+
+/// An option from the environment counts as given (its mode is checked),
+/// and the command line wins over the environment.
+#[test]
+fn environment_options_are_checked_and_the_command_line_wins() {
+    common::within(Duration::from_secs(30), || {
+        let run = |env: &[(&str, &str)], args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+                .envs(env.iter().copied())
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        // (Were it accepted, the unwritable port file would end it.)
+        let (code, stderr) = run(
+            &[("PCAPOVERTCP_SERVE_MERGE_WINDOW", "100")],
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--port-file",
+                "/nonexistent/port",
+                "-",
+            ],
+        );
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--merge-window needs --upstream"),
+            "{stderr}"
+        );
+        let (code, stderr) = run(&[("PCAPOVERTCP_SERVE_RATE", "0")], &["x.pcap"]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("'0' for '--rate <PPS>'"), "{stderr}");
+        // The command line's --log-format text wins over json; an error
+        // after parsing is in the chosen format.
+        let bad = [
+            "--listen",
+            "127.0.0.1:0",
+            "--port-file",
+            "/nonexistent/port",
+            "-",
+        ];
+        let json = [("PCAPOVERTCP_SERVE_LOG_FORMAT", "json")];
+        let (code, stderr) = run(&json, &bad);
+        assert_eq!(code, Some(1), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        let fields = json_object(last).unwrap_or_else(|| panic!("{stderr}"));
+        assert_eq!(fields[1].1, "ERROR", "{stderr}");
+        assert!(
+            fields[2].1.contains("cannot write /nonexistent/port"),
+            "{stderr}"
+        );
+        let mut text = bad.to_vec();
+        text.extend(["--log-format", "text"]);
+        let (code, stderr) = run(&json, &text);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.ends_with("pcapovertcp-serve: cannot write /nonexistent/port: No such file or directory (os error 2)\n"),
+            "{stderr}"
+        );
+    })
+}
+
+/// The README's replay recipes run Zeek with allow_network_time_forward=F:
+/// with the default, a live source moves network time to the wall clock
+/// while idle and an old trace gives other logs than `zeek -r`.
+#[test]
+fn the_readmes_replay_recipes_keep_network_time_on_the_packets() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("**Replay a trace**")
+        .expect("the replay recipe");
+    let block = &readme[start..];
+    let block = &block[..block.find("**Sensor relay**").expect("the next recipe")];
+    let zeeks: Vec<&str> = block
+        .lines()
+        .filter(|l| l.starts_with("zeek -i pcapovertcp::"))
+        .collect();
+    assert!(!zeeks.is_empty(), "no zeek command in the replay recipe");
+    for line in zeeks {
+        assert!(line.contains("allow_network_time_forward=F"), "{line}");
+    }
+    let run = readme
+        .lines()
+        .find(|l| l.starts_with("zeek -i pcapovertcp::127.0.0.1:57012 PcapOverTcp::reconnect=F"))
+        .expect("the recipe that reads a served file as zeek -r would");
+    assert!(run.contains("allow_network_time_forward=F"), "{run}");
+}
+
+/// The unit file shipped for the tool: `systemd-analyze verify` finds
+/// nothing to say (an unknown or misspelt key is a warning there, so its
+/// output must be empty), and `systemd-analyze security` rates its
+/// hardening (DynamicUser, the capabilities --exec captures need and no
+/// others, ProtectSystem=strict, ...) below 3 of 10, "OK".
+#[test]
+fn the_unit_file_verifies_and_is_hardened() {
+    common::within(Duration::from_secs(120), || {
+        let unit = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/bin/pcapovertcp-serve/pcapovertcp-serve.service"
+        ))
+        .unwrap();
+        for key in [
+            "DynamicUser=yes",
+            "CapabilityBoundingSet=CAP_NET_RAW CAP_NET_ADMIN",
+            "ProtectSystem=strict",
+        ] {
+            assert!(unit.lines().any(|l| l == key), "{key}");
+        }
+        // The built tool, and no environment file, so that it runs here.
+        let unit: String = unit
+            .lines()
+            .map(|l| {
+                if l.starts_with("ExecStart=") {
+                    format!("ExecStart={}\n", env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+                } else if l.starts_with("EnvironmentFile=") {
+                    "EnvironmentFile=-/nonexistent/pcapovertcp-serve.env\n".to_string()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("pcapovertcp-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pcapovertcp-serve.service");
+        std::fs::write(&path, unit).unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no", "--generators=no"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (Debian: systemd)");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.trim().is_empty(), "{said}");
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let level: f64 = text
+            .lines()
+            .find_map(|l| l.split_once("Overall exposure level for pcapovertcp-serve.service: "))
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level: {text}"));
+        assert!(level < 3.0, "exposure {level}: {text}");
+    })
+}

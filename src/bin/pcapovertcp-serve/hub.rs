@@ -31,8 +31,8 @@ use bytes::Bytes;
 use socket2::SockRef;
 
 use crate::client_log;
-use crate::conn::{write_segments, Conn};
 use crate::header::{Header, Overflow, MAX_HEADER, MAX_OTHER};
+use crate::output::Output;
 use crate::stats::{ClientStats, Registry, State};
 
 /// A writer takes at most this much of its queue at once (then releases it
@@ -319,7 +319,9 @@ pub struct Client {
     queue: Mutex<Queue>,
     ready: Condvar,
     stats: Arc<ClientStats>,
-    tcp: TcpStream,
+    /// Its socket; None for standard output (--stdout), which has no peer
+    /// to watch and is closed by ending the tool.
+    tcp: Option<TcpStream>,
 }
 
 impl Client {
@@ -333,7 +335,9 @@ impl Client {
         q.closing = Some(why);
         q.discard(&self.stats);
         self.ready.notify_all();
-        let _ = self.tcp.shutdown(Shutdown::Both);
+        if let Some(tcp) = &self.tcp {
+            let _ = tcp.shutdown(Shutdown::Both);
+        }
     }
 
     /// Queues what fits of one read's units (`chunk`, cut at `units`, of
@@ -519,7 +523,7 @@ impl Client {
     /// Never blocks.
     fn departed(&self) -> Option<io::Error> {
         let mut sink = [MaybeUninit::<u8>::uninit(); 4096];
-        let sock = SockRef::from(&self.tcp);
+        let sock = SockRef::from(self.tcp.as_ref()?);
         let mut read = 0;
         while read < IDLE_DISCARD {
             match sock.recv_with_flags(&mut sink, libc::MSG_DONTWAIT) {
@@ -552,7 +556,7 @@ impl Client {
     /// The client's writer: sends what is queued until the queue is closed.
     /// At the end of the input, sends the rest and ends the stream. While
     /// there is nothing to send, notices a reset connection (IDLE_CHECK).
-    pub fn run(&self, conn: &mut Conn) -> Ended {
+    pub fn run(&self, conn: &mut impl Output) -> Ended {
         let mut batch = Vec::new();
         let mut next_check = Instant::now() + IDLE_CHECK;
         loop {
@@ -602,7 +606,7 @@ impl Client {
                     batch.push(s.data);
                 }
             }
-            let written = write_segments(conn, &batch);
+            let written = conn.write_segments(&batch);
             batch.clear();
             if let Err(e) = written {
                 // What the failed write held is lost, and so is the rest of
@@ -680,7 +684,7 @@ impl Hub {
     pub fn join(
         &self,
         name: String,
-        tcp: TcpStream,
+        tcp: Option<TcpStream>,
         stats: Arc<ClientStats>,
     ) -> Result<Arc<Client>, Refusal> {
         let mut s = self.lock();
@@ -802,7 +806,9 @@ impl Hub {
             if q.closing.is_none() {
                 q.closing = Some(Closing::NewStream);
                 // Bounds a writer blocked on a client that reads no more.
-                let _ = c.tcp.set_write_timeout(Some(DRAIN_STALL));
+                if let Some(tcp) = &c.tcp {
+                    let _ = tcp.set_write_timeout(Some(DRAIN_STALL));
+                }
                 client_log!(
                     log::Level::Warn,
                     "{}: ending its stream: {why}; it gets the new stream when it reconnects",
@@ -910,7 +916,10 @@ mod tests {
         let far = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let near = l.accept().unwrap().0;
         let stats = hub.registry.add("client=test".into());
-        (hub.join("client test".into(), near, stats).unwrap(), far)
+        (
+            hub.join("client test".into(), Some(near), stats).unwrap(),
+            far,
+        )
     }
 
     #[test]

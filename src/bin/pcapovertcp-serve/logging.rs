@@ -2,7 +2,9 @@
 //! counters.
 //!
 //! Each message is one line on standard error:
-//! `YYYY-MM-DDTHH:MM:SSZ pcapovertcp-serve: LEVEL message`. The tool's own
+//! `YYYY-MM-DDTHH:MM:SSZ pcapovertcp-serve: LEVEL message`, or with
+//! --log-format json one JSON object, `{"time":...,"level":...,"message":...}`,
+//! for log collectors that take JSON lines. The tool's own
 //! messages are shown from INFO up by default; RUST_LOG (env_logger's
 //! syntax, e.g. `RUST_LOG=debug` or `RUST_LOG=pcapovertcp_serve=debug,rustls=trace`)
 //! sets the levels, and -v/-q (given last) move the tool's own level. The
@@ -101,9 +103,65 @@ fn summarise() {
     roll(&mut w, Instant::now());
 }
 
+/// The form of each message line (--log-format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `TIME pcapovertcp-serve: LEVEL message`.
+    #[default]
+    Text,
+    /// `{"time":"TIME","level":"LEVEL","message":"message"}`.
+    Json,
+}
+
+/// `s` as a JSON string, quotes included (RFC 8259: `"`, `\\` and the
+/// control characters escaped; everything else, UTF-8 included, as it is).
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One message line in `format`, without its newline.
+fn line(format: LogFormat, time: &str, level: log::Level, message: &str) -> String {
+    match format {
+        LogFormat::Text => format!("{time} pcapovertcp-serve: {level} {message}"),
+        LogFormat::Json => format!(
+            "{{\"time\":{},\"level\":{},\"message\":{}}}",
+            json_string(time),
+            json_string(level.as_str()),
+            json_string(message)
+        ),
+    }
+}
+
+/// An error that ends the tool before or outside the logger (a bad
+/// combination of options, a set-up failure), as one line in `format`:
+/// `pcapovertcp-serve: message` as text.
+pub fn fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("pcapovertcp-serve: {message}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            line(format, &utc(SystemTime::now()), log::Level::Error, message)
+        ),
+    }
+}
+
 /// Sets up the logger. `verbosity`: the sum of -v (+1) and -q (-1), None
 /// when neither was given.
-pub fn init(verbosity: Option<i32>) {
+pub fn init(verbosity: Option<i32>, format: LogFormat) {
     let mut b = env_logger::Builder::new();
     match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => {
@@ -128,14 +186,10 @@ pub fn init(verbosity: Option<i32>) {
         b.filter_module("pcapovertcp_serve", level);
     }
     b.filter_module(COUNTERS, LevelFilter::Info);
-    b.format(|buf, record| {
-        writeln!(
-            buf,
-            "{} pcapovertcp-serve: {} {}",
-            utc(SystemTime::now()),
-            record.level(),
-            record.args()
-        )
+    b.format(move |buf, record| {
+        let message = record.args().to_string();
+        let time = utc(SystemTime::now());
+        writeln!(buf, "{}", line(format, &time, record.level(), &message))
     });
     b.target(env_logger::Target::Stderr);
     b.init();
@@ -170,4 +224,27 @@ pub fn handle_signals(registry: Arc<Registry>) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_escape_quotes_backslashes_and_control_characters() {
+        let l = line(
+            LogFormat::Json,
+            "2026-01-02T03:04:05Z",
+            log::Level::Warn,
+            "a \"b\" c\\d\ne\u{1}f é",
+        );
+        assert_eq!(
+            l,
+            r#"{"time":"2026-01-02T03:04:05Z","level":"WARN","message":"a \"b\" c\\d\ne\u0001f é"}"#
+        );
+        assert_eq!(
+            line(LogFormat::Text, "T", log::Level::Info, "m"),
+            "T pcapovertcp-serve: INFO m"
+        );
+    }
 }

@@ -22,6 +22,8 @@ use crate::hub::{Budget, Ended, Hub, Refusal};
 use crate::input::{run_exec, Fanout};
 use crate::logging;
 use crate::merged::run_upstream;
+use crate::metrics;
+use crate::output::Stdout;
 use crate::stats::{ClientStats, Registry, State};
 use crate::upstream::{self, Direct};
 use crate::words;
@@ -51,6 +53,17 @@ pub fn run(o: &Options) -> Result<ExitCode, String> {
     let registry = Arc::new(Registry::new(live));
     logging::handle_signals(registry.clone())
         .map_err(|e| format!("cannot set up the signal handlers: {e}"))?;
+    if let Some(addr) = o.metrics {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on --metrics {addr}: {e}"))?;
+        let local = listener.local_addr().unwrap_or(addr);
+        metrics::serve(listener, registry.clone())
+            .map_err(|e| format!("cannot start the --metrics thread: {e}"))?;
+        log::info!("metrics on http://{local}/metrics");
+    }
+    if o.stdout {
+        return stdout_relay(o, direct, &registry);
+    }
     if !o.connect.is_empty() {
         return Ok(match framed {
             None => connect_relay(o, &tls, direct, &registry),
@@ -126,10 +139,10 @@ fn listen_shards(addr: SocketAddr, shards: u16, v6_only: bool) -> io::Result<Vec
 /// Listens on every --listen (each --shards port of each); reports each,
 /// then writes the port file. Each listener with its shard.
 fn listen_all(o: &Options) -> Result<Vec<(usize, TcpListener)>, String> {
-    let several = o.listen.len() > 1;
+    let several = o.listen().len() > 1;
     let mut listeners = Vec::new();
     let mut ports = String::new();
-    for &addr in &o.listen {
+    for addr in o.listen() {
         let group = listen_shards(addr, o.shards, several)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         for (k, l) in group.into_iter().enumerate() {
@@ -365,7 +378,7 @@ fn relay_input(
             reconnect_min: RETRY_MIN,
             reconnect_max: RETRY_MAX,
             tls: o.upstream_tls.clone(),
-            merge_window: o.merge_window,
+            merge_window: o.merge_window(),
             ..pcapovertcp::Config::default()
         };
         run_upstream(fanout, spec, config)
@@ -424,9 +437,9 @@ fn listen_relay(
             }
         });
     }
-    let mut fanout = Fanout::new(hubs, o.shard_by);
+    let mut fanout = Fanout::new(hubs, o.shard_by());
     // The input is not read before enough clients are connected.
-    fanout.wait_for_clients(o.wait_clients);
+    fanout.wait_for_clients(o.wait_clients());
     relay_input(o, direct, &mut fanout, registry)
 }
 
@@ -461,7 +474,7 @@ fn relay_client(
         None => (format!("client {peer}"), format!("client={peer}")),
     };
     let stats = registry.add(label);
-    let client = match hub.join(name.clone(), handle, stats.clone()) {
+    let client = match hub.join(name.clone(), Some(handle), stats.clone()) {
         Ok(c) => c,
         Err(Refusal::Ended) => {
             stats.finish(State::Ended);
@@ -566,7 +579,7 @@ fn listen_file(
         waiting.push(client);
         let served = n as u64 + 1;
         let last = o.clients.is_some_and(|n| served >= n);
-        if waiting.len() < o.wait_clients && !started && !last {
+        if waiting.len() < o.wait_clients() && !started && !last {
             continue;
         }
         // Once started, later clients are served as they come.
@@ -720,7 +733,7 @@ fn join_and_run(target: &Endpoint, conn: &mut Conn, hub: &Hub, stats: &Arc<Clien
             return true;
         }
     };
-    let client = match hub.join(target.to_string(), handle, stats.clone()) {
+    let client = match hub.join(target.to_string(), Some(handle), stats.clone()) {
         Ok(c) => c,
         Err(Refusal::Ended) => {
             stats.finish(State::Ended);
@@ -780,7 +793,69 @@ fn connect_relay(
     }
     // Nothing is read (the pipe holds the capture) until a target is
     // connected, so a single target loses nothing; the others join live.
-    let mut fanout = Fanout::new(vec![hub], o.shard_by);
+    let mut fanout = Fanout::new(vec![hub], o.shard_by());
     fanout.wait_for_clients(1);
     relay_input(o, direct, &mut fanout, registry)
+}
+
+/// --stdout: the live input as one stream on standard output, through the
+/// hub as its only client, which never rejoins: a restart of the input
+/// with the same header goes on in it (an upstream's reconnects, --exec's
+/// restarts); a different header ends it, and the tool, since one pcap
+/// stream has one header. So does a reader that goes away (EPIPE).
+fn stdout_relay(
+    o: &Options,
+    direct: Option<&Direct>,
+    registry: &Arc<Registry>,
+) -> Result<ExitCode, String> {
+    let mut out = Stdout::open().map_err(|e| format!("cannot use standard output: {e}"))?;
+    let hub = Arc::new(Hub::new(
+        o.client_buffer,
+        o.slow_client,
+        registry.clone(),
+        Budget::new(o.max_buffer),
+    ));
+    let stats = registry.add("output=stdout".into());
+    // Nothing has been read yet: the hub is open and its header empty.
+    let client = hub
+        .join("standard output".into(), None, stats.clone())
+        .map_err(|e| format!("standard output: cannot join the relay: {e:?}"))?;
+    let writer = {
+        let (hub, registry) = (hub.clone(), registry.clone());
+        thread::Builder::new()
+            .name("stdout".into())
+            .spawn(move || {
+                let why = match client.run(&mut out) {
+                    Ended::Drained => None,
+                    Ended::Stalled => Some(
+                        "took nothing for 30 s after the end of the input".to_string(),
+                    ),
+                    Ended::Slow => {
+                        Some("closed as too slow (--slow-client=disconnect)".to_string())
+                    }
+                    Ended::NewStream => Some(
+                        "the input restarted with a different header, and standard output carries one stream"
+                            .to_string(),
+                    ),
+                    Ended::Lost(e) => Some(e.to_string()),
+                };
+                hub.leave(&client);
+                let Some(why) = why else {
+                    stats.finish(State::Ended);
+                    return;
+                };
+                if stats.state() == State::Open {
+                    stats.finish(State::Lost);
+                }
+                log::error!("standard output: {why}; ending");
+                registry.print();
+                let _ = io::Write::flush(&mut io::stderr());
+                std::process::exit(1);
+            })
+            .map_err(|e| format!("cannot start the standard output's thread: {e}"))?
+    };
+    let mut fanout = Fanout::new(vec![hub], o.shard_by());
+    let code = relay_input(o, direct, &mut fanout, registry);
+    let _ = writer.join();
+    Ok(code)
 }

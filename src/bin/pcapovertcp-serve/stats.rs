@@ -117,6 +117,21 @@ impl ClientStats {
         s
     }
 
+    /// Its Prometheus labels: `{kind="client",peer="ADDR"}` (kind: client,
+    /// target or output), values escaped as the format wants.
+    fn prometheus_labels(&self) -> String {
+        let (kind, peer) = self
+            .label
+            .split_once('=')
+            .unwrap_or(("client", &self.label));
+        let escape = |v: &str| {
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        format!("{{kind=\"{}\",peer=\"{}\"}}", escape(kind), escape(peer))
+    }
+
     fn line(&self) -> String {
         let mut s = format!(
             "counters: {} state={} since={} packets={} bytes={} dropped={} dropped_bytes={}",
@@ -249,6 +264,126 @@ impl Registry {
         ));
         lines.push(t);
         lines
+    }
+
+    /// The counters in Prometheus' text format: the input's and the totals
+    /// (every client since the start), and per open client (at most
+    /// --max-clients of them, or the --connect targets: a departed client's
+    /// counters live on in the totals only, so that no series is repeated).
+    pub fn prometheus(&self) -> String {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mut total = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        clients.iter().for_each(|c| total.add(c));
+        let open: Vec<&Arc<ClientStats>> = clients
+            .iter()
+            .filter(|c| c.state() == State::Open)
+            .collect();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, values: Vec<(String, u64)>| {
+            out.push_str(&format!(
+                "# HELP pcapovertcp_serve_{name} {help}\n# TYPE pcapovertcp_serve_{name} {kind}\n"
+            ));
+            for (labels, v) in values {
+                out.push_str(&format!("pcapovertcp_serve_{name}{labels} {v}\n"));
+            }
+        };
+        if self.live {
+            metric(
+                "input_packets_total",
+                "counter",
+                "Packets read from the live input.",
+                vec![(String::new(), self.input_packets.load(Relaxed))],
+            );
+            metric(
+                "input_bytes_total",
+                "counter",
+                "Bytes read from the live input.",
+                vec![(String::new(), self.input_bytes.load(Relaxed))],
+            );
+        }
+        let one = |v: u64| vec![(String::new(), v)];
+        metric(
+            "clients_total",
+            "counter",
+            "Clients (and --connect connections) since the start.",
+            one(total.clients),
+        );
+        metric(
+            "clients_open",
+            "gauge",
+            "Clients being served now.",
+            one(total.open),
+        );
+        metric(
+            "packets_total",
+            "counter",
+            "Packets written to all clients.",
+            one(total.packets),
+        );
+        metric(
+            "bytes_total",
+            "counter",
+            "Bytes written to all clients, headers included.",
+            one(total.bytes),
+        );
+        metric(
+            "dropped_packets_total",
+            "counter",
+            "Packets dropped for slow clients.",
+            one(total.dropped),
+        );
+        metric(
+            "dropped_bytes_total",
+            "counter",
+            "Bytes dropped for slow clients.",
+            one(total.dropped_bytes),
+        );
+        let per = |f: &dyn Fn(&ClientStats) -> u64| -> Vec<(String, u64)> {
+            open.iter().map(|c| (c.prometheus_labels(), f(c))).collect()
+        };
+        metric(
+            "client_packets_total",
+            "counter",
+            "Packets written to the client.",
+            per(&|c| c.packets.load(Relaxed)),
+        );
+        metric(
+            "client_bytes_total",
+            "counter",
+            "Bytes written to the client.",
+            per(&|c| c.bytes.load(Relaxed)),
+        );
+        metric(
+            "client_dropped_packets_total",
+            "counter",
+            "Packets dropped for the client.",
+            per(&|c| c.dropped.load(Relaxed)),
+        );
+        metric(
+            "client_dropped_bytes_total",
+            "counter",
+            "Bytes dropped for the client.",
+            per(&|c| c.dropped_bytes.load(Relaxed)),
+        );
+        if self.live {
+            metric(
+                "client_queued_bytes",
+                "gauge",
+                "Bytes queued for the client.",
+                per(&|c| c.queued.load(Relaxed)),
+            );
+        }
+        metric(
+            "client_connected_since_seconds",
+            "gauge",
+            "When the client connected (Unix time).",
+            per(&|c| {
+                c.since
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            }),
+        );
+        out
     }
 
     /// Logs the counter lines (target "counters": shown whatever the level).
