@@ -49,6 +49,17 @@ fn pcap(n: u32) -> Vec<u8> {
     b
 }
 
+/// Takes packets until `n` have been received (at most 10 s): the fact of
+/// a read's drops comes before its records are counted.
+fn receive(source: &mut Source, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while source.stats().received < n {
+        assert!(Instant::now() < deadline, "{:?}", source.stats());
+        while let Next::Packet(_) = source.next_packet() {}
+        source.wait(Duration::from_millis(20));
+    }
+}
+
 /// Takes packets and facts until `done` says the facts are complete (at
 /// most 10 s); returns the facts.
 fn facts_until(source: &mut Source, done: impl Fn(&[Fact]) -> bool) -> Vec<Fact> {
@@ -279,6 +290,7 @@ fn a_capture_hosts_drops_reach_the_sender_zeeks_statistics_and_the_facts() {
             f.iter()
                 .any(|x| matches!(x, Fact::UpstreamDrops { total, .. } if *total == 18))
         });
+        receive(&mut source, 4);
         let sender = common::sender(&source, &endpoint);
         assert_eq!(sender.upstream_dropped, 18);
         assert_eq!(sender.records, 4);
