@@ -40,9 +40,18 @@ export {
 	const notice_suppression = 10 min &redef;
 }
 
+# When the notice happened: network time, or before the first packet
+# (network time still 0, e.g. with allow_network_time_forward=F) the wall
+# clock, rather than 1970.
+function notice_time(): time
+	{
+	return network_time() > double_to_time(0) ? network_time() : current_time();
+	}
+
 event PcapOverTcp::feed_lost(endpoint: string, reason: string)
 	{
-	NOTICE([$note=Feed_Lost,
+	NOTICE([$ts=notice_time(),
+	        $note=Feed_Lost,
 	        $msg=fmt("PCAP-over-IP feed %s lost: %s", endpoint, reason),
 	        $sub=endpoint,
 	        $identifier=endpoint,
@@ -51,7 +60,8 @@ event PcapOverTcp::feed_lost(endpoint: string, reason: string)
 
 event PcapOverTcp::feed_restored(endpoint: string, outage: interval)
 	{
-	NOTICE([$note=Feed_Restored,
+	NOTICE([$ts=notice_time(),
+	        $note=Feed_Restored,
 	        $msg=fmt("PCAP-over-IP feed %s restored after %.1f s", endpoint,
 	                 interval_to_double(outage)),
 	        $sub=endpoint,
@@ -61,7 +71,8 @@ event PcapOverTcp::feed_restored(endpoint: string, outage: interval)
 
 event PcapOverTcp::sender_refused(source: string, sender: string, kind: string, reason: string)
 	{
-	NOTICE([$note=Sender_Refused,
+	NOTICE([$ts=notice_time(),
+	        $note=Sender_Refused,
 	        $msg=fmt("PCAP-over-IP %s refused sender %s: %s", source, sender, reason),
 	        $sub=kind,
 	        $src=to_addr(sender),
@@ -71,7 +82,8 @@ event PcapOverTcp::sender_refused(source: string, sender: string, kind: string, 
 
 event PcapOverTcp::capture_loss_upstream(source: string, sender: string, dropped: count, total: count)
 	{
-	NOTICE([$note=Capture_Loss_Upstream,
+	NOTICE([$ts=notice_time(),
+	        $note=Capture_Loss_Upstream,
 	        $msg=fmt("PCAP-over-IP sender %s of %s: its capture host reports %d packets dropped (%d in all)",
 	                 sender, source, dropped, total),
 	        $sub=sender,

@@ -259,8 +259,9 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
         },
     };
     if let Err(e) = handshake(control, &mut transport, &label, deadline) {
-        if let Some(e @ Error::Tls { .. }) = &e {
-            lines.refused_quietly(peer, Refusal::Tls, &e.to_string());
+        // The reason without the endpoint and sender the event names.
+        if let Some(Error::Tls { what, .. }) = &e {
+            lines.refused_quietly(peer, Refusal::Tls, what);
         }
         let end = e.map_or(End::Stopped, End::Failed);
         report(lines, &label, ticket.closed(), end, false, 0);
