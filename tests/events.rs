@@ -354,3 +354,67 @@ fn without_events_no_fact_is_kept() {
         source.close();
     });
 }
+
+#[test]
+fn upstream_drops_are_told_at_most_once_a_second_per_connection_and_at_its_end() {
+    within(Duration::from_secs(30), || {
+        // A header of one interface, then 20 packet blocks each reporting
+        // one drop, written 20 ms apart: 20 reads within 0.4 s.
+        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        w.write_block(&Block::InterfaceDescription(InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![],
+        }))
+        .unwrap();
+        let header = w.into_inner();
+        let data = [0u8; 60];
+        let blocks: Vec<Vec<u8>> = (0..20u64)
+            .map(|i| {
+                let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+                w.write_block(&Block::InterfaceDescription(InterfaceDescriptionBlock {
+                    linktype: DataLink::ETHERNET,
+                    snaplen: 0,
+                    options: vec![],
+                }))
+                .unwrap();
+                let skip = w.get_ref().len();
+                w.write_block(&Block::EnhancedPacket(EnhancedPacketBlock {
+                    interface_id: 0,
+                    timestamp: Duration::from_secs(1_700_000_000 + i),
+                    original_len: 60,
+                    data: Cow::Borrowed(&data),
+                    options: vec![EnhancedPacketOption::DropCount(1)],
+                }))
+                .unwrap();
+                w.into_inner().split_off(skip)
+            })
+            .collect();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let mut source = Source::start(&endpoint, config()).unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(&header).unwrap();
+        for b in &blocks {
+            s.write_all(b).unwrap();
+            thread::sleep(Duration::from_millis(20));
+        }
+        drop(s);
+        let facts = facts_until(&mut source, |f| {
+            count(f, |x| matches!(x, Fact::FeedLost { .. })) > 0
+        });
+        source.close();
+        let told: Vec<(u64, u64)> = facts
+            .iter()
+            .filter_map(|x| match x {
+                Fact::UpstreamDrops { dropped, total, .. } => Some((*dropped, *total)),
+                _ => None,
+            })
+            .collect();
+        // The first at once; the rest, within the second, at the end.
+        assert_eq!(told.len(), 2, "{told:?}");
+        assert_eq!(told[0].0 + told[1].0, 20, "{told:?}");
+        assert_eq!(told[1].1, 20, "{told:?}");
+    });
+}
