@@ -133,6 +133,7 @@ void PcapOverTcpSource::Close() {
     // The handle stays: its statistics remain readable after the end, as
     // Zeek's scripts read them in zeek_done.
     (*source)->close();
+    RaiseEvents();
     ReportMessages();
 
     if ( IsOpen() )
@@ -147,8 +148,11 @@ bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
 
     auto& src = *source;
 
-    if ( src->has_messages() )
+    if ( src->has_messages() ) {
+        // Events first: taking them may add a message (events dropped).
+        RaiseEvents();
         ReportMessages();
+    }
 
     rs::PacketInfo info{};
 
@@ -433,6 +437,47 @@ void PcapOverTcpSource::ReportMessages() {
             case rs::LogLevel::Info: Info(msg); break;
             case rs::LogLevel::Debug:
             default: PLUGIN_DBG_LOG(plugin::Zeek_PcapOverTcp::plugin, "%s", msg.c_str()); break;
+        }
+    }
+}
+
+// Raises one PcapOverTcp:: event per fact the core queued (src/facts.rs).
+// Here, on Zeek's main thread: the core's threads never call Zeek. Not
+// from Open(), which runs before zeek_init: an event raised there would
+// reach scripts before their zeek_init (and the notice framework's log
+// stream) has run. Facts wait in the core until the first
+// ExtractNextPacket().
+void PcapOverTcpSource::RaiseEvents() {
+    namespace ev = zeek::BifEvent::PcapOverTcp;
+    auto str = [](const ::rust::String& s) { return make_intrusive<StringVal>(std::string(s)); };
+
+    for ( const auto& e : (*source)->take_events() ) {
+        switch ( e.kind ) {
+            case rs::EventKind::FeedLost:
+                if ( ::PcapOverTcp::feed_lost )
+                    ev::enqueue_feed_lost(nullptr, str(e.source), str(e.reason));
+                break;
+            case rs::EventKind::FeedRestored:
+                if ( ::PcapOverTcp::feed_restored )
+                    ev::enqueue_feed_restored(nullptr, str(e.source), e.seconds);
+                break;
+            case rs::EventKind::SenderConnected:
+                if ( ::PcapOverTcp::sender_connected )
+                    ev::enqueue_sender_connected(nullptr, str(e.source), str(e.sender));
+                break;
+            case rs::EventKind::SenderLeft:
+                if ( ::PcapOverTcp::sender_left )
+                    ev::enqueue_sender_left(nullptr, str(e.source), str(e.sender), e.count);
+                break;
+            case rs::EventKind::SenderRefused:
+                if ( ::PcapOverTcp::sender_refused )
+                    ev::enqueue_sender_refused(nullptr, str(e.source), str(e.sender), str(e.refusal), str(e.reason));
+                break;
+            case rs::EventKind::UpstreamDrops:
+                if ( ::PcapOverTcp::capture_loss_upstream )
+                    ev::enqueue_capture_loss_upstream(nullptr, str(e.source), str(e.sender), e.count, e.total);
+                break;
+            default: break;
         }
     }
 }

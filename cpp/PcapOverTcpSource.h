@@ -52,6 +52,7 @@ private:
     // Hands messages queued by the Rust core (from any thread) to Zeek's
     // reporter and debug log, here on the main thread.
     void ReportMessages();
+    void RaiseEvents();
 
     // Exports the core's counters through Zeek's telemetry, one instance
     // per sender, labelled by endpoint; called again as senders appear.

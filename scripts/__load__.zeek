@@ -1,1 +1,2 @@
 @load ./init.zeek
+@load ./notices.zeek

@@ -35,6 +35,13 @@ export {
 		## Records dropped because the buffer (or this sender's share of
 		## it) was full (:zeek:see:`PcapOverTcp::drop_when_full`).
 		dropped: count;
+		## Packets the sender's capture host says it dropped before they
+		## reached the stream: pcapng Enhanced Packet Blocks'
+		## ``epb_dropcount`` and Interface Statistics Blocks'
+		## ``isb_ifdrop`` + ``isb_osdrop``, per interface the larger of the
+		## two (see the README, "Drops upstream"). Always 0 for a pcap
+		## stream, which carries no drop counts.
+		upstream_dropped: count;
 		## Records cut off by the end of a connection.
 		truncated: count;
 		## Connections whose stream was not valid pcap or pcapng.
@@ -82,6 +89,7 @@ export {
 		bytes: count;
 		records: count;
 		dropped: count;
+		upstream_dropped: count;
 		truncated: count;
 		corrupt: count;
 		late: count;

@@ -82,6 +82,9 @@ pub struct Config {
     pub share_by: ShareBy,
     /// The `tls_*` options.
     pub tls: TlsOptions,
+    /// Queue [`crate::facts::Fact`]s for the front end to drain (the Zeek
+    /// plugin raises them as events); off, none are kept.
+    pub events: bool,
 }
 
 /// TCP keepalive: after `idle` without traffic the kernel probes the peer
@@ -129,6 +132,7 @@ impl Default for Config {
             share: None,
             share_by: ShareBy::AddressPair,
             tls: TlsOptions::default(),
+            events: false,
         }
     }
 }

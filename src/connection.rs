@@ -29,6 +29,7 @@ use bytes::BytesMut;
 use crate::control::{Control, NOTICE_AFTER};
 use crate::counters::Counters;
 use crate::error::Error;
+use crate::facts::Fact;
 use crate::merge::Lane;
 use crate::parse::{Record, StreamParser};
 use crate::ring::{Batch, Push, Ring};
@@ -141,6 +142,10 @@ pub(crate) struct Connection<'a> {
     pub control: &'a Control,
     /// Names the peer in messages: the endpoint, or the sender's address.
     pub label: &'a str,
+    /// The endpoint as written (a listen endpoint for a listening sender),
+    /// and the sender as `stats()$senders` names it: for facts.
+    pub source: &'a str,
+    pub sender: &'a str,
     /// What it counts against: for a listening sender, until it is
     /// admitted (then its [`Joined`] counters take over).
     pub counters: &'a Counters,
@@ -161,10 +166,12 @@ impl Connection<'_> {
     /// arrived. Returns how it ended and how many records it handed on.
     pub fn read(&self, transport: &mut Transport, on_header: &mut OnHeader) -> (End, u64) {
         let mut handed = 0;
-        let end = self.read_loop(transport, on_header, &mut handed);
+        let mut upstream = Upstream::default();
+        let end = self.read_loop(transport, on_header, &mut handed, &mut upstream);
         if let End::Failed(Error::Stream { .. }) = &end {
             self.counters().add_corrupt();
         }
+        upstream.flush(self);
         (end, handed)
     }
 
@@ -181,6 +188,7 @@ impl Connection<'_> {
         transport: &mut Transport,
         on_header: &mut OnHeader,
         handed: &mut u64,
+        upstream: &mut Upstream,
     ) -> End {
         let control = self.control;
         let endpoint = || self.label.to_string();
@@ -281,6 +289,7 @@ impl Connection<'_> {
             last_data = Instant::now();
             self.counters().add_bytes(n);
             let parsed = parser.parse(&buf, &mut records);
+            upstream.add(self, &mut parser);
             if !records.is_empty() {
                 self.outlet.heard();
             }
@@ -369,6 +378,56 @@ impl Connection<'_> {
                 self.label
             );
         }
+    }
+}
+
+/// The drops the stream's capture host reports (pcapng drop counts),
+/// counted for the sender at once and told to the scripts at most once
+/// per [`UPSTREAM_FACT_EVERY`] per connection (and at its end), so that a
+/// stream of packet blocks that each carry a drop count does not become
+/// an event per read.
+#[derive(Default)]
+struct Upstream {
+    /// Drops not yet told.
+    untold: u64,
+    /// When they were last told.
+    told: Option<Instant>,
+}
+
+/// How often a connection tells the scripts about new upstream drops.
+pub const UPSTREAM_FACT_EVERY: Duration = Duration::from_secs(1);
+
+impl Upstream {
+    fn add(&mut self, c: &Connection, parser: &mut StreamParser) {
+        let new = parser.take_new_drops();
+        if new == 0 {
+            return;
+        }
+        c.counters().add_upstream_dropped(new);
+        if self.untold == 0 {
+            crate::logger::debug!(
+                "{}: the capture host reports drops, by interface (epb, isb): {:?}",
+                c.label,
+                parser.drops_by_interface()
+            );
+        }
+        self.untold = self.untold.saturating_add(new);
+        if self.told.is_none_or(|t| t.elapsed() >= UPSTREAM_FACT_EVERY) {
+            self.flush(c);
+        }
+    }
+
+    fn flush(&mut self, c: &Connection) {
+        if self.untold == 0 {
+            return;
+        }
+        c.control.messages.fact(Fact::UpstreamDrops {
+            source: c.source.to_string(),
+            sender: c.sender.to_string(),
+            dropped: std::mem::take(&mut self.untold),
+            total: c.counters().snapshot().upstream_dropped,
+        });
+        self.told = Some(Instant::now());
     }
 }
 

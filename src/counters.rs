@@ -21,6 +21,7 @@ pub struct Counters {
     bytes: AtomicU64,
     records: AtomicU64,
     dropped: AtomicU64,
+    upstream_dropped: AtomicU64,
     truncated: AtomicU64,
     corrupt: AtomicU64,
     late: AtomicU64,
@@ -83,6 +84,9 @@ pub struct Snapshot {
     pub records: u64,
     /// Records dropped because the buffer was full (`drop_when_full`).
     pub dropped: u64,
+    /// Packets the capture host says it dropped (pcapng EPB and ISB drop
+    /// counts, see [`crate::parse::Drops`]): lost before the stream.
+    pub upstream_dropped: u64,
     /// Records cut off by the end of a connection.
     pub truncated: u64,
     /// Connections whose stream turned out not to be valid pcap/pcapng.
@@ -124,7 +128,7 @@ pub enum Field {
 impl Snapshot {
     /// The counters by their `PcapOverTcp::Stats` field names (types.zeek):
     /// the one list the shim fills the record from.
-    pub fn fields(&self) -> [Field; 15] {
+    pub fn fields(&self) -> [Field; 16] {
         use Field::{Count, Interval, IntervalLevel, Level};
         [
             Count("connects", self.connects),
@@ -132,6 +136,7 @@ impl Snapshot {
             Count("bytes", self.bytes),
             Count("records", self.records),
             Count("dropped", self.dropped),
+            Count("upstream_dropped", self.upstream_dropped),
             Count("truncated", self.truncated),
             Count("corrupt", self.corrupt),
             Count("late", self.late),
@@ -151,6 +156,7 @@ impl Snapshot {
         self.bytes += o.bytes;
         self.records += o.records;
         self.dropped += o.dropped;
+        self.upstream_dropped += o.upstream_dropped;
         self.truncated += o.truncated;
         self.corrupt += o.corrupt;
         self.late += o.late;
@@ -192,6 +198,15 @@ impl Counters {
 
     pub fn add_dropped(&self, n: usize) {
         self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn add_upstream_dropped(&self, n: u64) {
+        self.upstream_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Upstream drops so far; cheap.
+    pub fn upstream_dropped(&self) -> u64 {
+        self.upstream_dropped.load(Ordering::Relaxed)
     }
 
     pub fn add_truncated(&self) {
@@ -265,6 +280,7 @@ impl Counters {
             bytes: self.bytes.load(Ordering::Relaxed),
             records: self.records.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            upstream_dropped: self.upstream_dropped.load(Ordering::Relaxed),
             truncated: self.truncated.load(Ordering::Relaxed),
             corrupt: self.corrupt.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
@@ -340,12 +356,14 @@ impl Registry {
             .fold(Snapshot::default(), |sum, (_, c)| sum.add(&c.snapshot()))
     }
 
-    /// Records parsed and records lost, summed; cheap enough for Zeek's
-    /// periodic statistics.
-    pub fn records_and_lost(&self) -> (u64, u64) {
+    /// Records parsed, records lost by the reader and packets dropped
+    /// upstream, summed; cheap enough for Zeek's periodic statistics.
+    pub fn records_and_lost(&self) -> (u64, u64, u64) {
         lock(&self.senders)
             .iter()
-            .fold((0, 0), |(r, l), (_, c)| (r + c.records(), l + c.lost()))
+            .fold((0, 0, 0), |(r, l, u), (_, c)| {
+                (r + c.records(), l + c.lost(), u + c.upstream_dropped())
+            })
     }
 }
 
@@ -419,8 +437,10 @@ mod tests {
         r.sender("10.0.0.1").add_records(3);
         r.sender("10.0.0.2").add_records(4);
         r.sender("10.0.0.1").add_dropped(1);
+        r.sender("10.0.0.2").add_upstream_dropped(5);
         assert_eq!(r.total().records, 7);
-        assert_eq!(r.records_and_lost(), (7, 1));
+        assert_eq!(r.total().upstream_dropped, 5);
+        assert_eq!(r.records_and_lost(), (7, 1, 5));
         for i in 0..2000 {
             r.sender(&format!("10.1.{}.{}", i / 256, i % 256))
                 .add_records(1);

@@ -13,6 +13,7 @@ use crate::control::Control;
 use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::facts::Fact;
 use crate::merge::Lane;
 use crate::net::backoff::{Backoff, Outage};
 use crate::net::connect::{self, Failure};
@@ -97,6 +98,10 @@ impl Supervisor<'_> {
             } else if self.outage.down("lost") {
                 crate::logger::warning!("{}: connection lost ({reason}); reconnecting", self.label);
                 self.counters.add_outage();
+                self.control.messages.fact(Fact::FeedLost {
+                    endpoint: self.label.clone(),
+                    reason,
+                });
             }
             if delivered {
                 backoff.reset();
@@ -169,6 +174,8 @@ impl Supervisor<'_> {
         let connection = Connection {
             control: self.control,
             label: &self.label,
+            source: &self.label,
+            sender: &self.label,
             counters: self.counters,
             outlet,
             opens_source: true,
@@ -177,11 +184,20 @@ impl Supervisor<'_> {
         let label = &self.label;
         let outage = &mut self.outage;
         let link_type = &mut self.link_type;
+        let mut started = false;
         let (end, handed) = connection.read(&mut transport, &mut |parser, lt| {
             stream_started(connection.control, label, outage, link_type, parser, lt);
+            started = true;
             Ok(())
         });
         self.counters.disconnected();
+        if started && !matches!(end, End::Stopped) {
+            self.control.messages.fact(Fact::SenderLeft {
+                source: self.label.clone(),
+                sender: self.label.clone(),
+                packets: handed,
+            });
+        }
         let _ = transport.tcp().shutdown(Shutdown::Both);
         *delivered = handed > 0;
         crate::logger::debug!("{}: connection ended", self.label);
@@ -213,6 +229,14 @@ fn stream_started(
             "{label}: connection restored after {:.1} s",
             lasted.as_secs_f64()
         );
+        control.messages.fact(Fact::FeedRestored {
+            endpoint: label.to_string(),
+            outage: lasted,
+        });
     }
+    control.messages.fact(Fact::SenderConnected {
+        source: label.to_string(),
+        sender: label.to_string(),
+    });
     control.opened(lt);
 }

@@ -135,6 +135,42 @@ pub mod bridge {
         message: String,
     }
 
+    /// Which `PcapOverTcp::` event a [`ScriptEvent`] raises.
+    enum EventKind {
+        /// feed_lost(source, reason)
+        FeedLost,
+        /// feed_restored(source, seconds)
+        FeedRestored,
+        /// sender_connected(source, sender)
+        SenderConnected,
+        /// sender_left(source, sender, count)
+        SenderLeft,
+        /// sender_refused(source, sender, kind, reason)
+        SenderRefused,
+        /// capture_loss_upstream(source, sender, count, total)
+        UpstreamDrops,
+    }
+
+    /// One fact for script land (src/facts.rs), with the fields its event
+    /// takes; the others are empty or zero.
+    struct ScriptEvent {
+        kind: EventKind,
+        /// The endpoint as written.
+        source: String,
+        /// The sender as `stats()$senders` names it.
+        sender: String,
+        /// Why (feed_lost, sender_refused).
+        reason: String,
+        /// The refusal's kind: "acl", "limit" or "tls".
+        refusal: String,
+        /// The outage's length (feed_restored).
+        seconds: f64,
+        /// Packets (sender_left) or new upstream drops.
+        count: u64,
+        /// The sender's upstream drops in all.
+        total: u64,
+    }
+
     extern "Rust" {
         type PcapOverTcp;
 
@@ -172,13 +208,17 @@ pub mod bridge {
         /// Whether `take_messages` has anything; cheap.
         fn has_messages(self: &PcapOverTcp) -> bool;
         fn take_messages(self: &PcapOverTcp) -> Vec<LogLine>;
+        /// The facts for script land queued since the last call, oldest
+        /// first; take them before the messages.
+        fn take_events(self: &PcapOverTcp) -> Vec<ScriptEvent>;
         fn close(self: &mut PcapOverTcp);
     }
 }
 
+use crate::facts::Fact;
 use bridge::{
-    BufferUse, Counter, LogLevel, LogLine, OpenStatus, Options, PacketInfo, SenderCounters,
-    SourceStats, Status,
+    BufferUse, Counter, EventKind, LogLevel, LogLine, OpenStatus, Options, PacketInfo, ScriptEvent,
+    SenderCounters, SourceStats, Status,
 };
 
 /// The opaque handle the shim owns.
@@ -272,6 +312,8 @@ fn config(options: &Options) -> Result<Config, crate::Error> {
             require_client_cert: options.tls_require_client_cert,
             allowed_names: options.tls_allowed_names.clone(),
         },
+        // Zeek raises them as events.
+        events: true,
         ..Config::default()
     })
 }
@@ -297,6 +339,63 @@ fn to_bridge(snapshot: &Snapshot) -> Vec<Counter> {
             },
         })
         .collect()
+}
+
+/// A fact as the shim's event: the fields its event takes filled.
+fn script_event(fact: Fact) -> ScriptEvent {
+    let mut e = ScriptEvent {
+        kind: EventKind::FeedLost,
+        source: String::new(),
+        sender: String::new(),
+        reason: String::new(),
+        refusal: String::new(),
+        seconds: 0.0,
+        count: 0,
+        total: 0,
+    };
+    match fact {
+        Fact::FeedLost { endpoint, reason } => {
+            e.source = endpoint;
+            e.reason = reason;
+        }
+        Fact::FeedRestored { endpoint, outage } => {
+            e.kind = EventKind::FeedRestored;
+            e.source = endpoint;
+            e.seconds = outage.as_secs_f64();
+        }
+        Fact::SenderConnected { source, sender } => {
+            e.kind = EventKind::SenderConnected;
+            (e.source, e.sender) = (source, sender);
+        }
+        Fact::SenderLeft {
+            source,
+            sender,
+            packets,
+        } => {
+            e.kind = EventKind::SenderLeft;
+            (e.source, e.sender, e.count) = (source, sender, packets);
+        }
+        Fact::SenderRefused {
+            source,
+            sender,
+            refusal,
+            reason,
+        } => {
+            e.kind = EventKind::SenderRefused;
+            (e.source, e.sender, e.reason) = (source, sender, reason);
+            e.refusal = refusal.name().to_string();
+        }
+        Fact::UpstreamDrops {
+            source,
+            sender,
+            dropped,
+            total,
+        } => {
+            e.kind = EventKind::UpstreamDrops;
+            (e.source, e.sender, e.count, e.total) = (source, sender, dropped, total);
+        }
+    }
+    e
 }
 
 fn zero_counters() -> Vec<Counter> {
@@ -508,6 +607,17 @@ impl PcapOverTcp {
             message,
         }));
         lines
+    }
+
+    fn take_events(&self) -> Vec<ScriptEvent> {
+        let body = caught(|| {
+            self.source
+                .take_facts()
+                .into_iter()
+                .map(script_event)
+                .collect()
+        });
+        self.guard("take_events", body).unwrap_or_default()
     }
 
     fn close(&mut self) {

@@ -14,7 +14,8 @@
 //! (the one `cxx` bridge the C++ shim uses).
 //!
 //! Beside it: [`control`] (what the threads and the consumer share),
-//! [`messages`] (each source's message sink, drained by its front end),
+//! [`messages`] (each source's message sink, drained by its front end,
+//! with its [`facts`] for the front end's scripts),
 //! [`logger`] (a thread's messages to its source's sink; the `log` logger
 //! only the Zeek plugin installs), [`setting`] (settings named in each
 //! front end's words), [`counters`], [`config`], [`threads`].
@@ -27,6 +28,7 @@ pub mod counters;
 mod dial;
 pub mod endpoint;
 pub mod error;
+pub mod facts;
 pub mod ffi;
 pub mod linktype;
 mod listen;

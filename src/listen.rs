@@ -30,6 +30,7 @@ use crate::control::Control;
 use crate::counters::Counters;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::facts::{Fact, Refusal};
 use crate::merge::Merge;
 use crate::net::connect::{self, TICK};
 use crate::poll;
@@ -179,9 +180,11 @@ fn accept_all(control: &Arc<Control>, listener: &Arc<Listener>, l: &TcpListener)
         let ip = peer.ip().to_canonical();
         let allowed = &control.config.allowed_senders;
         if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&ip)) {
-            listener
-                .lines
-                .refused(peer, "it is not in PcapOverTcp::allowed_senders");
+            listener.lines.refused(
+                peer,
+                Refusal::Acl,
+                "it is not in PcapOverTcp::allowed_senders",
+            );
             continue;
         }
         let socket = Socket::from(stream);
@@ -256,6 +259,10 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
         },
     };
     if let Err(e) = handshake(control, &mut transport, &label, deadline) {
+        // The reason without the endpoint and sender the event names.
+        if let Some(Error::Tls { what, .. }) = &e {
+            lines.refused_quietly(peer, Refusal::Tls, what);
+        }
         let end = e.map_or(End::Stopped, End::Failed);
         report(lines, &label, ticket.closed(), end, false, 0);
         return;
@@ -264,9 +271,12 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
     // when it is admitted; a connection never admitted leaves no entry.
     let unadmitted = Counters::default();
     let joined: OnceCell<Joined> = OnceCell::new();
+    let sender = peer.ip().to_canonical().to_string();
     let connection = Connection {
         control,
         label: &label,
+        source: &listener.endpoint,
+        sender: &sender,
         counters: &unadmitted,
         outlet: Outlet::Joined(&joined),
         opens_source: false,
@@ -293,6 +303,13 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
     if let Some(j) = joined {
         j.counters.disconnected();
         // Its lane ends here.
+        if !matches!(end, End::Stopped) {
+            control.messages.fact(Fact::SenderLeft {
+                source: listener.endpoint.clone(),
+                sender,
+                packets,
+            });
+        }
     }
     // Its place is free before its departure is reported: a sender that
     // reconnects at once is not refused.
@@ -323,7 +340,7 @@ impl Joining<'_> {
                     full.max_senders,
                     full.silent_max.as_secs_f64()
                 );
-                lines.refused(self.peer, &why);
+                lines.refused(self.peer, Refusal::Limit, &why);
             }
             return Err(End::Refused);
         }
@@ -337,6 +354,10 @@ impl Joining<'_> {
             .lane(counters.clone(), input, self.label);
         let line = format!("{} connected", self.label);
         lines.say(Kind::Admitted, Level::Info, &line);
+        control.messages.fact(Fact::SenderConnected {
+            source: self.listener.endpoint.clone(),
+            sender: ip,
+        });
         Ok(Joined {
             counters,
             lane,

@@ -111,6 +111,16 @@ pub fn route_to(sink: Arc<Messages>) {
     ROUTE.with(|r| *r.borrow_mut() = Some(sink));
 }
 
+/// Queues `fact` for the scripts of the front end of the source this
+/// thread works for; dropped on a thread that works for none.
+pub fn fact(fact: crate::facts::Fact) {
+    ROUTE.with(|r| {
+        if let Some(sink) = &*r.borrow() {
+            sink.fact(fact);
+        }
+    });
+}
+
 /// Runs `f` with this thread's records routed to `sink`, then restores the
 /// previous route.
 pub fn routed<T>(sink: &Arc<Messages>, f: impl FnOnce() -> T) -> T {

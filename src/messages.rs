@@ -11,6 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 use log::Level;
 
+use crate::facts::{Fact, Facts};
 use crate::setting::Names;
 use crate::sync::lock;
 
@@ -25,6 +26,9 @@ pub struct Messages {
     queue: Mutex<Vec<(Level, String)>>,
     pending: AtomicBool,
     lost: AtomicUsize,
+    /// Facts for the front end's scripts (events), drained with the
+    /// messages.
+    facts: Facts,
     /// Called after each message the operator sees (info and above): wakes
     /// an idle Zeek so that it reports the message now, not on its next
     /// packet. Debug lines wait for the next turn.
@@ -54,6 +58,7 @@ impl Messages {
             queue: Mutex::default(),
             pending: AtomicBool::default(),
             lost: AtomicUsize::default(),
+            facts: Facts::default(),
             notify: OnceLock::new(),
         }
     }
@@ -85,9 +90,41 @@ impl Messages {
         }
     }
 
-    /// Whether messages are waiting; cheap enough to call per packet.
+    /// From now on facts are kept for the front end (the Zeek plugin),
+    /// which drains them with [`Messages::take_facts`].
+    pub fn enable_facts(&self) {
+        self.facts.enable();
+    }
+
+    /// Queues a fact for the front end's scripts and wakes the consumer.
+    pub fn fact(&self, fact: Fact) {
+        if self.facts.push(fact) {
+            if let Some(notify) = self.notify.get() {
+                notify();
+            }
+        }
+    }
+
+    /// The queued facts, oldest first. Facts dropped because the queue
+    /// was full are said in a warning, taken with the messages.
+    pub fn take_facts(&self) -> Vec<Fact> {
+        let (facts, lost) = self.facts.take();
+        if lost > 0 {
+            self.push(
+                Level::Warn,
+                format!(
+                    "{lost} events of the PCAP-over-IP reader were dropped: more than {} were waiting for Zeek",
+                    crate::facts::MAX_FACTS
+                ),
+            );
+        }
+        facts
+    }
+
+    /// Whether messages (or facts) are waiting; cheap enough to call per
+    /// packet.
     pub fn pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
+        self.pending.load(Ordering::Acquire) || self.facts.pending()
     }
 
     /// Takes the queued messages, oldest first.

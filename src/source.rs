@@ -73,7 +73,9 @@ pub struct Stats {
     /// Packets handed to Zeek and accepted by its filter.
     pub received: u64,
     /// Packets lost by the source: dropped while the buffer was full
-    /// (`drop_when_full`) or cut off by the end of a connection.
+    /// (`drop_when_full`) or cut off by the end of a connection; and those
+    /// the capture hosts say they dropped (`upstream_dropped`; with
+    /// `?share=I/N`, on share 0 only).
     pub dropped: u64,
     /// Records read from the stream.
     pub link: u64,
@@ -158,6 +160,10 @@ impl Source {
         };
         let ring = Ring::new(capacity).map_err(setup)?;
         let messages = Arc::new(Messages::with_names(names));
+        // Before any thread runs, so that no fact is missed.
+        if config.events {
+            messages.enable_facts();
+        }
         let control = Arc::new(Control::new(label.clone(), config, ring, messages));
         {
             // A message wakes an idle consumer, so that it is reported now.
@@ -366,6 +372,13 @@ impl Source {
         self.control.messages.take()
     }
 
+    /// The facts for the front end's scripts (with `Config::events`),
+    /// oldest first; take them before the messages, which say how many
+    /// were dropped.
+    pub fn take_facts(&self) -> Vec<crate::facts::Fact> {
+        self.control.messages.take_facts()
+    }
+
     /// The next packet, if one is waiting. Never blocks. The previous packet's
     /// bytes are released here, which is what makes them valid until Zeek's
     /// `DoneWithPacket()`.
@@ -419,10 +432,17 @@ impl Source {
     }
 
     pub fn stats(&self) -> Stats {
-        let (link, dropped) = self.control.counters.records_and_lost();
+        let (link, lost, upstream) = self.control.counters.records_and_lost();
+        // Upstream drops count as Zeek's pcapng reader counts them, in
+        // `dropped`. Every worker sharing a stream reads its drop counts:
+        // only share 0 adds them, so that a cluster's sum counts them once.
+        let upstream = match self.control.config.share {
+            Some(share) if share.index != 0 => 0,
+            _ => upstream,
+        };
         Stats {
             link,
-            dropped,
+            dropped: lost.saturating_add(upstream),
             ..self.stats
         }
     }

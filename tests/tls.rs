@@ -1136,3 +1136,65 @@ fn a_tls_server_that_never_completes_the_handshake_fails_at_the_connect_timeout(
         let _ = peer.join();
     })
 }
+
+#[test]
+fn a_sender_refused_by_tls_is_one_fact_of_kind_tls_however_often_it_redials() {
+    let Some(pki) = pki() else { return };
+    within(Duration::from_secs(60), move || {
+        let config = Config {
+            events: true,
+            tls: TlsOptions {
+                ca_file: Some(pki.ca.clone()),
+                require_client_cert: true,
+                allowed_names: vec!["sender-a".into()],
+                ..listen_tls(pki)
+            },
+            ..Config::default()
+        };
+        let (mut source, name, addr) = listening("tls-listen", config);
+        let target = addr.to_string();
+        let path = traces_dir().join("dns53.pcap");
+        // sender-b: signed by the CA, for a name not allowed; the tool
+        // redials after each refusal.
+        let b = Server::spawn(
+            pki,
+            &[
+                "--connect",
+                &target,
+                "--tls-ca",
+                s(&pki.ca),
+                "--tls-cert",
+                s(&pki.b_cert),
+                "--tls-key",
+                s(&pki.b_key),
+                s(&path),
+            ],
+            Stdio::null(),
+        );
+        Log::default().wait_for(
+            &source,
+            Level::Warn,
+            "PcapOverTcp::tls_allowed_names",
+            Duration::from_secs(10),
+        );
+        // Its redials (after 100 ms, 200 ms, ...) within the next second.
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(b);
+        let facts = source.take_facts();
+        assert!(
+            matches!(
+                &facts[..],
+                [pcapovertcp::facts::Fact::SenderRefused {
+                    source,
+                    sender,
+                    refusal: pcapovertcp::facts::Refusal::Tls,
+                    reason,
+                }] if *source == name
+                    && sender == "127.0.0.1"
+                    && reason.contains("valid for none of PcapOverTcp::tls_allowed_names")
+            ),
+            "{facts:?}"
+        );
+        common::closes_promptly(&mut source, "open");
+    })
+}

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use log::Level;
 
+use crate::facts::{Fact, Refusal};
 use crate::sync::lock;
 
 /// The length of one window of the rate limit; a refused address is
@@ -91,30 +92,13 @@ impl Lines {
     }
 
     /// Reports a refused sender: once per address per window, then
-    /// counted in that address's next line.
-    pub fn refused(&self, peer: SocketAddr, why: &str) {
-        let now = Instant::now();
-        let since = {
-            let mut refused = lock(&self.refused);
-            if refused.len() >= REFUSALS_KEPT {
-                refused.clear();
-            }
-            match refused.get_mut(&peer.ip()) {
-                Some((last, n)) if now.duration_since(*last) < WINDOW => {
-                    *n += 1;
-                    return;
-                }
-                Some((last, n)) => {
-                    let since = std::mem::take(n);
-                    *last = now;
-                    since
-                }
-                None => {
-                    refused.insert(peer.ip(), (now, 0));
-                    0
-                }
-            }
+    /// counted in that address's next line; and, as often, tells the
+    /// scripts (`PcapOverTcp::sender_refused`).
+    pub fn refused(&self, peer: SocketAddr, refusal: Refusal, why: &str) {
+        let Some(since) = self.first_refusal(peer) else {
+            return;
         };
+        self.refusal_fact(peer, refusal, why);
         let since = match since {
             0 => String::new(),
             n => format!(" (refused {n} more times from this address since the last report)"),
@@ -124,6 +108,50 @@ impl Lines {
             Level::Warn,
             &format!("{}: refused sender {peer}: {why}{since}", self.endpoint),
         );
+    }
+
+    /// Tells the scripts of a sender refused for `why` whose line is
+    /// written elsewhere (a failed TLS handshake), as often as
+    /// [`Lines::refused`] would.
+    pub fn refused_quietly(&self, peer: SocketAddr, refusal: Refusal, why: &str) {
+        if self.first_refusal(peer).is_some() {
+            self.refusal_fact(peer, refusal, why);
+        }
+    }
+
+    fn refusal_fact(&self, peer: SocketAddr, refusal: Refusal, why: &str) {
+        crate::logger::fact(Fact::SenderRefused {
+            source: self.endpoint.clone(),
+            sender: peer.ip().to_canonical().to_string(),
+            refusal,
+            reason: why.to_string(),
+        });
+    }
+
+    /// Whether a refusal of `peer` is the first of its address in this
+    /// window: `Some(refusals left unreported since the last report)`, or
+    /// `None` (counted for the next report).
+    fn first_refusal(&self, peer: SocketAddr) -> Option<u64> {
+        let now = Instant::now();
+        let mut refused = lock(&self.refused);
+        if refused.len() >= REFUSALS_KEPT {
+            refused.clear();
+        }
+        match refused.get_mut(&peer.ip()) {
+            Some((last, n)) if now.duration_since(*last) < WINDOW => {
+                *n += 1;
+                None
+            }
+            Some((last, n)) => {
+                let since = std::mem::take(n);
+                *last = now;
+                Some(since)
+            }
+            None => {
+                refused.insert(peer.ip(), (now, 0));
+                Some(0)
+            }
+        }
     }
 
     /// Writes the summary of a window that is over, if it left lines out;

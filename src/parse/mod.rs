@@ -9,6 +9,8 @@
 mod pcap;
 mod pcapng;
 
+pub use pcapng::Drops;
+
 use std::fmt::Write as _;
 
 /// Bounds that turn hostile or corrupt lengths into errors instead of waits.
@@ -152,6 +154,26 @@ impl StreamParser {
             None => None,
             Some(Format::Pcap(_)) => Some("pcap"),
             Some(Format::PcapNg(_)) => Some("pcapng"),
+        }
+    }
+
+    /// Packets the capture host says it dropped (pcapng's EPB drop counts
+    /// and ISB drop statistics, folded per interface as [`Drops`] says),
+    /// reported since the last call; 0 for a pcap stream, which carries
+    /// none.
+    pub fn take_new_drops(&mut self) -> u64 {
+        match &mut self.format {
+            Some(Format::PcapNg(p)) => p.take_new_drops(),
+            _ => 0,
+        }
+    }
+
+    /// The current section's interfaces that reported drops, by interface
+    /// id, with what they reported.
+    pub fn drops_by_interface(&self) -> Vec<(u32, Drops)> {
+        match &self.format {
+            Some(Format::PcapNg(p)) => p.drops(),
+            _ => Vec::new(),
         }
     }
 

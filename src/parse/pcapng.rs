@@ -17,6 +17,13 @@ const ENHANCED_PACKET_BLOCK: u32 = 0x0000_0006;
 const OPT_ENDOFOPT: u16 = 0;
 const IF_TSRESOL: u16 = 9;
 const IF_TSOFFSET: u16 = 14;
+/// EPB: packets lost between this packet and the preceding one of its
+/// interface (by the interface and the OS).
+const EPB_DROPCOUNT: u16 = 4;
+/// ISB: packets dropped by the interface, and by the OS, since the capture
+/// began (cumulative).
+const ISB_IFDROP: u16 = 5;
+const ISB_OSDROP: u16 = 7;
 const BLOCK_HEADER_LEN: usize = 8;
 const SHB_BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 /// Interface description blocks one section may declare. Each is kept for
@@ -63,6 +70,31 @@ struct Interface {
     resolution: u64,
     /// Seconds added to every timestamp (if_tsoffset).
     offset: i64,
+    /// What its capture host says it dropped (see [`Drops`]).
+    drops: Drops,
+}
+
+/// One interface's upstream drops, as its capture host reports them. EPB
+/// drop counts are per gap, so they are summed; ISB counts are cumulative
+/// since the capture began, so the latest is kept. Both count the same
+/// packets (the EPB's "lost by the interface and the OS" is the ISB's
+/// ifdrop + osdrop), so the interface's figure is the larger of the two,
+/// never their sum: a writer that sends both is not counted twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Sum of the EPB epb_dropcount values.
+    pub epb: u64,
+    /// The largest isb_ifdrop + isb_osdrop seen (they only grow).
+    pub isb: u64,
+    /// The figure already handed out by `take_new_drops`.
+    reported: u64,
+}
+
+impl Drops {
+    /// The interface's drops: the larger of the two reports.
+    pub fn total(&self) -> u64 {
+        self.epb.max(self.isb)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +105,8 @@ pub(super) struct PcapNgFormat {
     interfaces: Vec<Interface>,
     /// The first interface's link type; it stays the stream's link type.
     first_dlt: Option<i32>,
+    /// Drops of the interfaces of earlier sections, not yet taken.
+    unreported_drops: u64,
 }
 
 impl PcapNgFormat {
@@ -85,6 +119,25 @@ impl PcapNgFormat {
 
     pub(super) fn first_dlt(&self) -> Option<i32> {
         self.first_dlt
+    }
+
+    /// Upstream drops reported since the last call, over all interfaces.
+    pub(super) fn take_new_drops(&mut self) -> u64 {
+        let mut new = std::mem::take(&mut self.unreported_drops);
+        for iface in &mut self.interfaces {
+            let total = iface.drops.total();
+            new = new.saturating_add(total.saturating_sub(iface.drops.reported));
+            iface.drops.reported = total;
+        }
+        new
+    }
+
+    /// Each interface of the current section and its drops.
+    pub(super) fn drops(&self) -> Vec<(u32, Drops)> {
+        (0u32..)
+            .zip(self.interfaces.iter().map(|i| i.drops))
+            .filter(|(_, d)| d.total() > 0)
+            .collect()
     }
 
     pub(super) fn step(&mut self, buf: &[u8]) -> Result<Step, StreamError> {
@@ -176,6 +229,9 @@ impl PcapNgFormat {
                     )));
                 }
                 self.big = Some(big);
+                // The drops of the ending section's interfaces are kept
+                // for the next `take_new_drops`.
+                self.unreported_drops = self.take_new_drops();
                 self.interfaces.clear();
             }
             INTERFACE_DESCRIPTION_BLOCK => {
@@ -207,13 +263,33 @@ impl PcapNgFormat {
                     },
                 ));
             }
+            INTERFACE_STATISTICS_BLOCK => self.statistics(block, big, read_u32),
             _ => {}
         }
         Ok(Step::Skip(len))
     }
 
+    /// An interface statistics block: its cumulative drop counts. One for
+    /// an interface no IDB declared is ignored, as are malformed options:
+    /// statistics are advisory, and the stream stays usable.
+    fn statistics(&mut self, block: &[u8], big: bool, read_u32: impl Fn(usize) -> u32) {
+        let Some(iface) = self.interfaces.get_mut(read_u32(8) as usize) else {
+            return;
+        };
+        let (mut ifdrop, mut osdrop) = (0u64, 0u64);
+        for (code, value) in options(block, BLOCK_HEADER_LEN + 12, big).map_while(Result::ok) {
+            match code {
+                ISB_IFDROP => ifdrop = u64_of(value, big).unwrap_or(0),
+                ISB_OSDROP => osdrop = u64_of(value, big).unwrap_or(0),
+                _ => {}
+            }
+        }
+        let isb = ifdrop.saturating_add(osdrop);
+        iface.drops.isb = iface.drops.isb.max(isb);
+    }
+
     fn packet(
-        &self,
+        &mut self,
         block_type: u32,
         block: &[u8],
         big: bool,
@@ -252,6 +328,19 @@ impl PcapNgFormat {
                 caplen,
                 limit: self.limits.max_caplen,
             });
+        }
+        if block_type == ENHANCED_PACKET_BLOCK {
+            // Options follow the data, padded to 32 bits. Malformed ones
+            // are ignored (the packet is fine); see `statistics`.
+            let start = FIXED + (caplen as usize).div_ceil(4) * 4;
+            let dropcount = options(block, start, big)
+                .map_while(Result::ok)
+                .filter(|(code, _)| *code == EPB_DROPCOUNT)
+                .find_map(|(_, value)| u64_of(value, big))
+                .unwrap_or(0);
+            if let Some(i) = self.interfaces.get_mut(interface_id as usize) {
+                i.drops.epb = i.drops.epb.saturating_add(dropcount);
+            }
         }
         let (secs, ts_nsec) = normalize_ts(0, ts, iface.resolution);
         Ok(Record {
@@ -294,23 +383,8 @@ fn interface(block: &[u8], big: bool, limits: Limits) -> Result<Interface, Strea
     };
     let mut resolution: u64 = 1_000_000;
     let mut offset: i64 = 0;
-    // Options lie between the fixed fields and the trailing length; the
-    // block's length was checked against min_block_len.
-    let end = block.len() - 4;
-    let mut at = 16;
-    while at + 4 <= end {
-        let (code, olen) = (u16_at(at), usize::from(u16_at(at + 2)));
-        if code == OPT_ENDOFOPT {
-            break;
-        }
-        let value = block
-            .get(at + 4..at + 4 + olen)
-            .filter(|_| at + 4 + olen <= end);
-        let Some(value) = value else {
-            return Err(StreamError::BadPcapNg(format!(
-                "an interface description option of {olen} bytes overruns its block"
-            )));
-        };
+    for option in options(block, 16, big) {
+        let (code, value) = option?;
         match (code, value) {
             (IF_TSRESOL, [v, ..]) => {
                 let exp = u32::from(v & 0x7f);
@@ -333,8 +407,6 @@ fn interface(block: &[u8], big: bool, limits: Limits) -> Result<Interface, Strea
             }
             _ => {}
         }
-        // Values are padded to 32 bits.
-        at += 4 + olen.div_ceil(4) * 4;
     }
     let snaplen = u32_at(12);
     Ok(Interface {
@@ -346,5 +418,62 @@ fn interface(block: &[u8], big: bool, limits: Limits) -> Result<Interface, Strea
         },
         resolution,
         offset,
+        drops: Drops::default(),
+    })
+}
+
+/// The options of `block` from byte `start` to its trailing length, as
+/// (code, value), up to opt_endofopt. Lengths come from the stream: each is
+/// checked against the block (already bounded by `max_block_len`), none
+/// sizes an allocation, and an option that overruns the block is an error
+/// (after which the iterator ends).
+fn options(
+    block: &[u8],
+    start: usize,
+    big: bool,
+) -> impl Iterator<Item = Result<(u16, &[u8]), StreamError>> {
+    let end = block.len().saturating_sub(4);
+    let mut at = start;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done || at.saturating_add(4) > end {
+            return None;
+        }
+        let u16_at = |i: usize| {
+            let b = [block[i], block[i + 1]];
+            if big {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            }
+        };
+        let (code, olen) = (u16_at(at), usize::from(u16_at(at + 2)));
+        if code == OPT_ENDOFOPT {
+            done = true;
+            return None;
+        }
+        let Some(value) = block
+            .get(at + 4..at + 4 + olen)
+            .filter(|_| at + 4 + olen <= end)
+        else {
+            done = true;
+            return Some(Err(StreamError::BadPcapNg(format!(
+                "an option of {olen} bytes overruns its block"
+            ))));
+        };
+        // Values are padded to 32 bits.
+        at += 4 + olen.div_ceil(4) * 4;
+        Some(Ok((code, value)))
+    })
+}
+
+/// An 8-byte option value in the section's byte order; `None` for any
+/// other length.
+fn u64_of(value: &[u8], big: bool) -> Option<u64> {
+    let bytes: [u8; 8] = value.try_into().ok()?;
+    Some(if big {
+        u64::from_be_bytes(bytes)
+    } else {
+        u64::from_le_bytes(bytes)
     })
 }

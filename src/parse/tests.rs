@@ -681,3 +681,212 @@ fn fat_interface_blocks_cost_no_memory_beyond_the_read() {
     );
     assert_eq!(parser.link_type(), Some(1));
 }
+
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+use pcap_file::pcapng::blocks::interface_statistics::{
+    InterfaceStatisticsBlock, InterfaceStatisticsOption,
+};
+
+fn epb_dropping(interface_id: u32, data: &[u8], dropcount: u64) -> Block<'_> {
+    Block::EnhancedPacket(EnhancedPacketBlock {
+        interface_id,
+        timestamp: Duration::from_secs(1_600_000_000),
+        original_len: data.len() as u32,
+        data: Cow::Borrowed(data),
+        options: vec![EnhancedPacketOption::DropCount(dropcount)],
+    })
+}
+
+fn isb(interface_id: u32, ifdrop: u64, osdrop: u64) -> Block<'static> {
+    Block::InterfaceStatistics(InterfaceStatisticsBlock {
+        interface_id,
+        timestamp: 1_600_000_000_000_000,
+        options: vec![
+            InterfaceStatisticsOption::IsbIfDrop(ifdrop),
+            InterfaceStatisticsOption::IsbOsDrop(osdrop),
+        ],
+    })
+}
+
+/// The bytes of a little-endian ISB for `interface` reporting `ifdrop`.
+fn isb_bytes(interface: u32, ifdrop: u64) -> Vec<u8> {
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    for _ in 0..=interface {
+        w.write_block(&idb(DataLink::ETHERNET, vec![])).unwrap();
+    }
+    let header = w.get_ref().len();
+    w.write_block(&isb(interface, ifdrop, 0)).unwrap();
+    w.into_inner().split_off(header)
+}
+
+/// A section of two Ethernet interfaces and `blocks`, in `endianness`.
+fn pcapng_section(endianness: Endianness, blocks: &[Block]) -> Vec<u8> {
+    let shb = SectionHeaderBlock {
+        endianness,
+        ..Default::default()
+    };
+    let mut w = PcapNgWriter::with_section_header(Vec::new(), shb).unwrap();
+    w.write_block(&idb(DataLink::ETHERNET, vec![])).unwrap();
+    w.write_block(&idb(DataLink::ETHERNET, vec![])).unwrap();
+    for b in blocks {
+        w.write_block(b).unwrap();
+    }
+    w.into_inner()
+}
+
+/// Parses `stream` a byte at a time (every block arrives in pieces) and
+/// returns the packets and the drops taken after each consumed unit.
+fn drops_in_pieces(stream: &[u8]) -> (usize, Vec<u64>) {
+    let mut p = StreamParser::new(Limits::default());
+    let mut pending = Vec::new();
+    let mut packets = 0;
+    let mut taken = Vec::new();
+    for b in stream {
+        pending.push(*b);
+        let mut out = Vec::new();
+        let used = p.parse(&pending, &mut out).expect("valid stream");
+        packets += out.len();
+        pending.drain(..used);
+        if used > 0 {
+            taken.push(p.take_new_drops());
+        }
+    }
+    assert!(pending.is_empty());
+    (packets, taken.into_iter().filter(|&d| d > 0).collect())
+}
+
+#[test]
+fn epb_drop_counts_are_summed_per_interface_in_either_byte_order() {
+    let data = [0u8; 60];
+    for endianness in [Endianness::Little, Endianness::Big] {
+        let stream = pcapng_section(
+            endianness,
+            &[
+                epb_dropping(0, &data, 3),
+                epb_dropping(1, &data, 10),
+                epb(0, 1_600_000_000_000_000, &data),
+                epb_dropping(0, &data, 4),
+            ],
+        );
+        let mut p = StreamParser::new(Limits::default());
+        let mut out = Vec::new();
+        assert_eq!(p.parse(&stream, &mut out).unwrap(), stream.len());
+        assert_eq!(out.len(), 4, "{endianness:?}");
+        assert_eq!(p.take_new_drops(), 17, "{endianness:?}");
+        assert_eq!(p.take_new_drops(), 0, "taken once");
+        let by_iface: Vec<(u32, u64, u64)> = p
+            .drops_by_interface()
+            .iter()
+            .map(|(i, d)| (*i, d.epb, d.isb))
+            .collect();
+        assert_eq!(by_iface, [(0, 7, 0), (1, 10, 0)], "{endianness:?}");
+        // Byte at a time: the same drops, each when its block is whole.
+        assert_eq!(drops_in_pieces(&stream), (4, vec![3, 10, 4]));
+    }
+}
+
+#[test]
+fn isb_drops_are_cumulative_and_never_add_to_the_epb_counts_of_the_same_loss() {
+    let data = [0u8; 60];
+    let stream = pcapng_section(
+        Endianness::Little,
+        &[
+            // Interface 0: 5 + 2 dropped so far.
+            isb(0, 5, 2),
+            // An EPB reporting 3 of those same drops adds nothing.
+            epb_dropping(0, &data, 3),
+            // The interface's counters grew by 15.
+            isb(0, 20, 2),
+            // Counters never go down: a smaller ISB adds nothing.
+            isb(0, 1, 0),
+            // EPB counts beyond the ISB's figure count: 3 + 25 = 28 > 22.
+            epb_dropping(0, &data, 25),
+            // Interface 1 on its own.
+            isb(1, 0, 9),
+        ],
+    );
+    // No IDB declared interface 7: ignored, not an error.
+    let mut stream = stream;
+    stream.extend(isb_bytes(7, 1000));
+    let (packets, taken) = drops_in_pieces(&stream);
+    assert_eq!(packets, 2);
+    assert_eq!(taken, [7, 15, 6, 9]);
+    let mut p = StreamParser::new(Limits::default());
+    p.parse(&stream, &mut Vec::new()).unwrap();
+    let by_iface: Vec<(u32, u64, u64)> = p
+        .drops_by_interface()
+        .iter()
+        .map(|(i, d)| (*i, d.epb, d.isb))
+        .collect();
+    assert_eq!(by_iface, [(0, 28, 22), (1, 0, 9)]);
+    assert_eq!(p.take_new_drops(), 37);
+}
+
+#[test]
+fn a_new_section_keeps_the_old_sections_drops_and_starts_counting_again() {
+    let data = [0u8; 60];
+    let mut stream = pcapng_section(Endianness::Little, &[isb(0, 10, 0)]);
+    // The capture restarted: its counters start again from 0.
+    stream.extend(pcapng_section(
+        Endianness::Big,
+        &[isb(0, 4, 0), epb_dropping(0, &data, 1)],
+    ));
+    let mut p = StreamParser::new(Limits::default());
+    p.parse(&stream, &mut Vec::new()).unwrap();
+    assert_eq!(p.take_new_drops(), 14);
+}
+
+/// An EPB for interface 0 with 60 bytes of data and `options` as raw
+/// little-endian bytes after it.
+fn epb_with_raw_options(options: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for v in [0u32, 0, 0, 60, 60] {
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    body.extend_from_slice(&[0u8; 60]);
+    body.extend_from_slice(options);
+    let len = (8 + body.len() + 4) as u32;
+    let mut b = Vec::new();
+    b.extend_from_slice(&6u32.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend(body);
+    b.extend_from_slice(&len.to_le_bytes());
+    b
+}
+
+fn option(code: u16, value: &[u8]) -> Vec<u8> {
+    let mut o = Vec::new();
+    o.extend_from_slice(&code.to_le_bytes());
+    o.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    o.extend_from_slice(value);
+    o.resize(4 + value.len().div_ceil(4) * 4, 0);
+    o
+}
+
+#[test]
+fn malformed_drop_options_are_ignored_and_the_packet_is_kept() {
+    let cases: [(Vec<u8>, u64); 5] = [
+        // A well-formed one, for contrast.
+        (option(4, &6u64.to_le_bytes()), 6),
+        // Four bytes where eight belong.
+        (option(4, &6u32.to_le_bytes()), 0),
+        // A length running past the block (and past any allocation).
+        ([4u8, 0, 0xff, 0xff, 1, 0, 0, 0].to_vec(), 0),
+        // opt_endofopt ends the options: what follows is not read.
+        ([option(0, &[]), option(4, &6u64.to_le_bytes())].concat(), 0),
+        // Another option before it is skipped by its padded length.
+        (
+            [option(1, b"abcde"), option(4, &6u64.to_le_bytes())].concat(),
+            6,
+        ),
+    ];
+    for (options, want) in cases {
+        let stream = pcapng_with(&[epb_with_raw_options(&options)]);
+        let mut p = StreamParser::new(Limits::default());
+        let mut out = Vec::new();
+        assert_eq!(p.parse(&stream, &mut out).unwrap(), stream.len());
+        assert_eq!(out.len(), 1, "{options:?}");
+        assert_eq!(out[0].caplen, 60);
+        assert_eq!(p.take_new_drops(), want, "{options:?}");
+    }
+}

@@ -8,7 +8,8 @@
 # - one sending plaintext PCAP-over-IP (nc, from 127.0.0.5),
 # while a good sender-a (socat, from 127.0.0.6) is read whole: the logs
 # equal those of `zeek -r` on its trace alone, and the per-address counters
-# show its records and no one else's. Each sender comes from its own
+# show its records and no one else's; each refused one is a
+# PcapOverTcp::Sender_Refused notice of kind tls. Each sender comes from its own
 # loopback address so that PcapOverTcp::stats()$senders tells them apart.
 # With tls_require_client_cert=F (and no allowed names), a sender without a
 # client certificate is read, one with a certificate from another CA is
@@ -84,6 +85,9 @@ cat good.err
 # own; the rest must be equal.
 grep -v -F "tls-listen://127.0.0.1:$port: sender " live/reporter.log >live/reporter.tmp
 mv live/reporter.tmp live/reporter.log
+# So are the refusals' notices (PcapOverTcp::Sender_Refused, kind tls).
+zeek-cut note sub src msg <live/notice.log | sed -e "s/:$port\b/:PORT/g"
+rm live/notice.log
 compare-logs offline live
 
 # Client certificates optional.
@@ -109,6 +113,8 @@ sigterm_within $zeek 2
 listen_senders_lines optional/stderr "$port"
 grep -v -F "tls-listen://127.0.0.1:$port: sender " optional/reporter.log >optional/reporter.tmp
 mv optional/reporter.tmp optional/reporter.log
+zeek-cut note sub src <optional/notice.log
+rm optional/notice.log
 compare-logs offline-small optional
 
 # A TLS sender on a plain tcp-listen://.
