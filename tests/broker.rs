@@ -214,13 +214,22 @@ fn connect(port: u16, rcvbuf: Option<usize>) -> TcpStream {
 
 /// Reads `tcp` to its end (a reset after the end of what was sent counts
 /// as the end).
-fn read_all(mut tcp: TcpStream) -> Vec<u8> {
+fn read_all(tcp: TcpStream) -> Vec<u8> {
+    read_all_counting(tcp, &std::sync::atomic::AtomicUsize::new(0))
+}
+
+/// As `read_all`, adding each read's bytes to `progress` (for a writer
+/// that paces itself by the reader).
+fn read_all_counting(mut tcp: TcpStream, progress: &std::sync::atomic::AtomicUsize) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         match tcp.read(&mut buf) {
             Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                progress.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
             Err(e) => panic!("reading: {e} after {} bytes", got.len()),
         }
@@ -1582,7 +1591,11 @@ fn many_non_reading_clients_stay_within_max_buffer() {
         let mut server = Server::start(&["--client-buffer", "4M", "--max-buffer", "8M", "-"]);
         let pid = server.child.id();
         let good = connect(server.port, None);
-        let reader = thread::spawn(move || read_all(good));
+        let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reader = {
+            let progress = progress.clone();
+            thread::spawn(move || read_all_counting(good, &progress))
+        };
         thread::sleep(Duration::from_millis(200));
         let base = status_kb(pid, "VmRSS");
         let mut stdin = server.child.stdin.take().unwrap();
@@ -1591,8 +1604,21 @@ fn many_non_reading_clients_stay_within_max_buffer() {
         // its queue 4 MiB): each one's queue holds other packets, 40 MiB
         // in all without --max-buffer.
         let mut idle = Vec::new();
+        let mut written = 0;
         for (k, piece) in input.chunks(1 << 20).enumerate() {
+            // The good reader is never more than 2 MiB behind (its queue
+            // holds 4): on a loaded machine a stalled test thread would
+            // otherwise lose packets to --slow-client drop, as it should.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while progress.load(std::sync::atomic::Ordering::Relaxed) + (2 << 20) < written {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the good reader stalled"
+                );
+                thread::sleep(Duration::from_millis(1));
+            }
             stdin.write_all(piece).unwrap();
+            written += piece.len();
             if k % 9 == 8 && idle.len() < 10 {
                 idle.push(connect(server.port, Some(4096)));
             }
