@@ -84,7 +84,9 @@ export {
 	## nothing queued is waited for while it keeps sending (and while its
 	## share of the buffer is held by packets Zeek has not taken yet); once
 	## it has sent nothing for this long (wall clock) it holds the others no
-	## longer. So an idle sender delays the others by at most this much. A
+	## longer. A sender that has sent no packet yet is waited for this long
+	## from when the others' packets first wait for it (once), not from its
+	## header. So an idle sender delays the others by at most this much. A
 	## packet older than one already released is still delivered, and
 	## counted as ``late`` in :zeek:see:`PcapOverTcp::stats`. 0 waits for no
 	## quiet sender: no delay, but a sender that pauses and resumes comes

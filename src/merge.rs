@@ -140,6 +140,13 @@ struct LaneState {
     /// When its newest packet was last found at or past the released
     /// front (or it opened).
     caught_up: Instant,
+    /// A lane that has queued nothing yet: when others' packets first
+    /// waited for it. Its window counts from then, not from its header,
+    /// so senders that start together are merged from their first packets
+    /// (a header sent long before the packets would otherwise make it
+    /// quiet already, and its first packets late); once, so a sender that
+    /// never sends holds the others for one window only.
+    first_wait: Option<Instant>,
 }
 
 struct Queued {
@@ -253,6 +260,7 @@ impl Merge {
             head: None,
             watermark: None,
             caught_up: Instant::now(),
+            first_wait: None,
         });
         Lane {
             merge: self.clone(),
@@ -448,6 +456,15 @@ impl State {
                 None => empty.add(lane, self.last, now, timing.hold),
             }
         }
+        if !heads.is_empty() {
+            // Packets wait for the lanes that have sent none yet: their
+            // window starts now.
+            for lane in &mut self.lanes {
+                if lane.watermark.is_none() && lane.open {
+                    lane.first_wait.get_or_insert(now);
+                }
+            }
+        }
         loop {
             // The lane with the earliest head (the first such lane on a tie),
             // and the next head elsewhere: the smaller of the top's children.
@@ -530,7 +547,13 @@ impl Empty {
     fn add(&mut self, lane: &LaneState, front: Option<Ts>, now: Instant, hold: Duration) {
         if lane.open && !lane.behind(front, now, hold) {
             self.held |= lane.account.waiting();
-            self.quiet_since = self.quiet_since.max(Some(lane.last_push));
+            let heard = match (lane.watermark, lane.first_wait) {
+                // Nothing queued yet: quiet since others first waited for
+                // it (or from now, if none has yet).
+                (None, first) => lane.last_push.max(first.unwrap_or(now)),
+                _ => lane.last_push,
+            };
+            self.quiet_since = self.quiet_since.max(Some(heard));
         }
     }
 
