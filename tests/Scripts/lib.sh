@@ -332,7 +332,7 @@ zeekctl_setup() {
     prefix=$(zeek-config --prefix)
     mkdir -p "$dir/etc" "$dir/spool" "$dir/logs" "$dir/site" "$dir/lib/zeek/plugins"
     dir=$(cd "$dir" && pwd)
-    tar xzf "$PROJECT/build/Zeek_PcapOverTcp.tgz" -C "$dir/lib/zeek/plugins"
+    tar xzf "$PCAPOVERTCP_BUILD/Zeek_PcapOverTcp.tgz" -C "$dir/lib/zeek/plugins"
     cp -R "$prefix/share/zeekctl/scripts" "$dir/zeekctl-scripts"
     rm -f "$dir/zeekctl-scripts/zeekctl-config.sh"
     cp "$prefix/etc/networks.cfg" "$dir/etc/"

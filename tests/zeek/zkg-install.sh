@@ -22,7 +22,7 @@ bin_dir = $PWD/state/bin
 CFG
 # As from a user's shell: not this btest run's plugin path, nor its btest
 # settings (zkg's test_command runs btest again, in the clone).
-clean_env=(env -u ZEEK_PLUGIN_PATH -u ZEEKPATH -u ZEEK_PLUGIN_ACTIVATE -u TRACES -u SERVE -u SCRIPTS -u PROJECT)
+clean_env=(env -u ZEEK_PLUGIN_PATH -u PCAPOVERTCP_BUILD -u ZEEKPATH -u ZEEK_PLUGIN_ACTIVATE -u TRACES -u SERVE -u SCRIPTS -u PROJECT)
 for var in $(env | sed -n 's/^\(TEST_[A-Z_]*\)=.*/\1/p'); do clean_env+=(-u "$var"); done
 if ! timeout 1200 "${clean_env[@]}" zkg --configfile zkg.cfg install --force "$PWD/zeek-pcapovertcp" >zkg.log 2>&1; then
     echo "zkg install failed (or took over 20 minutes):"
