@@ -97,6 +97,50 @@ elapsed_since() {
     awk -v t0="$1" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f", t1 - t0 }'
 }
 
+# parsed_stamp_script FILE: writes FILE.zeek, a script (give its path to
+# zeek as a script argument) that writes the time to FILE once Zeek has
+# parsed its scripts, before it opens its packet source; prints that path.
+# A bound on what Zeek does from Open() on is measured from there
+# (wait_parsed, since_parsed): loading the scripts alone takes seconds on a
+# busy machine, and longer with some Zeek versions than with others. (A
+# script file, not -e: code given with -e becomes the location Zeek's
+# later messages name.)
+parsed_stamp_script() {
+    cat >"$1.zeek" <<ZEEK
+function pcapovertcp_test_stamp(): time
+    {
+    local t = current_time();
+    local f = open("$1");
+    print f, fmt("%.6f", t);
+    close(f);
+    return t;
+    }
+
+global pcapovertcp_test_t0 = pcapovertcp_test_stamp();
+ZEEK
+    echo "$1.zeek"
+}
+
+# wait_parsed FILE SECONDS: until parsed_stamp_script's FILE has its time;
+# fails after SECONDS.
+wait_parsed() {
+    local i
+    for i in $(seq $(($2 * 20))); do
+        grep -q '^[0-9]' "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# since_parsed FILE: seconds (one decimal) from the time in
+# parsed_stamp_script's FILE until now; "no-stamp" (which no bound accepts)
+# without one.
+since_parsed() {
+    local t0
+    t0=$(grep -m1 '^[0-9]' "$1" 2>/dev/null)
+    if [ -n "$t0" ]; then elapsed_since "$t0"; else echo no-stamp; fi
+}
+
 # wait_for_line FILE TEXT SECONDS: until FILE has a line containing TEXT;
 # fails after SECONDS.
 wait_for_line() {

@@ -4,7 +4,7 @@
 # (b) PcapOverTcp::allowed_senders={10.0.0.0/8}: a loopback sender is
 #     refused with a warning, reported once for two attempts in a row.
 # (c) A port already in use: one fatal error naming the endpoint, and exit
-#     status 1, within 3 s.
+#     status 1, within 3 s of the end of script parsing.
 # (d) IPv6: tcp-listen://[::1]:PORT receives a trace from netcat over ::1,
 #     with the logs of `zeek -r`.
 # @TEST-REQUIRES: test -d "$TRACES"
@@ -82,10 +82,10 @@ port=$(free-port)
 timeout 30 nc -l 127.0.0.1 "$port" >/dev/null 2>&1 &
 pids="$pids $!"
 wait-listen "$port" 10
-t0=$(date +%s.%N)
-timeout --foreground -k 5 20 zeek -i "pcapovertcp::tcp-listen://127.0.0.1:$port" >/dev/null 2>err
+# Counted from the end of script parsing: see parsed_stamp_script.
+timeout --foreground -k 5 20 zeek -i "pcapovertcp::tcp-listen://127.0.0.1:$port" "$(parsed_stamp_script "$PWD/parsed-c")" >/dev/null 2>err
 status=$?
-took=$(elapsed_since "$t0")
+took=$(since_parsed parsed-c)
 echo "status $status: $(sed "s/$port/PORT/g" err)"
 awk -v t="$took" 'BEGIN { print (t < 3) ? "ended within 3 s" : "took " t " s" }'
 

@@ -9,11 +9,20 @@
 . "$SCRIPTS/lib.sh"
 echo "-- full buffer"
 port=$(serve_tool "$TRACES/smb/smb2.pcap" --loop 0)
-zeek -i "pcapovertcp::127.0.0.1:$port" PcapOverTcp::buffer_size=1048576 \
-    -e 'event zeek_done() { local s = PcapOverTcp::stats(); print fmt("bytes read beyond the buffer: %s", s$bytes > 1048576); }' \
+# SIGTERM once Zeek runs (its zeek_init is done) and the reader has filled
+# the buffer at least once (it has read more than the buffer holds).
+zeek -i "pcapovertcp::127.0.0.1:$port" PcapOverTcp::buffer_size=1048576 -e '
+    event check_full() {
+        if ( PcapOverTcp::stats()$bytes > 1048576 )
+            Reporter::info("test: the reader has read beyond the buffer");
+        else
+            schedule 50msec { check_full() };
+    }
+    event zeek_init() { schedule 50msec { check_full() }; }
+    event zeek_done() { local s = PcapOverTcp::stats(); print fmt("bytes read beyond the buffer: %s", s$bytes > 1048576); }' \
     >out 2>err &
 pid=$!
-sleep 4
+wait_for_line err "test: the reader has read beyond the buffer" 60 || echo "the buffer did not fill within 60 s"
 kill -0 $pid && echo "running"
 sigterm_within $pid 2
 cat out
