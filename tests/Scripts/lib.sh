@@ -141,6 +141,21 @@ since_parsed() {
     if [ -n "$t0" ]; then elapsed_since "$t0"; else echo no-stamp; fi
 }
 
+# sort_zeek_scripts: copies stdin to stdout, each line a Zeek command line
+# (`... zeek -i IFACE SCRIPT...`, maybe indented) with the words after the
+# interface (the scripts) sorted: Zeek's systemd generators order them
+# differently (9.0's loads the cluster backend first, 8.2's last).
+sort_zeek_scripts() {
+    python3 -c '
+import sys
+for line in sys.stdin:
+    indent = line[: len(line) - len(line.lstrip())]
+    w = line.split()
+    i = w.index("-i") + 2 if "-i" in w else len(w)
+    print(indent + " ".join(w[:i] + sorted(w[i:])))
+'
+}
+
 # wait_for_line FILE TEXT SECONDS: until FILE has a line containing TEXT;
 # fails after SECONDS.
 wait_for_line() {
