@@ -184,6 +184,40 @@ sigterm_within() {
     fi
 }
 
+# sigterm_done_within PID SECONDS DONE: as sigterm_within, but what must
+# happen within SECONDS is Zeek's zeek_done (the packet source closed and
+# the run loop ended), whose time the script of done_stamp_script DONE
+# writes to DONE; what Zeek does after it (writing out its logs) is Zeek's,
+# and takes its time on a busy machine.
+sigterm_done_within() {
+    local t0 status
+    t0=$(date +%s.%N)
+    kill -TERM "$1"
+    wait "$1"
+    status=$?
+    echo "status $status"
+    if awk -v t0="$t0" -v limit="$2" '{ t = $1 - t0; found = 1 } END { exit !(found && t < limit) }' "$3" 2>/dev/null; then
+        echo "zeek_done within $2 s of SIGTERM"
+    else
+        echo "no zeek_done within $2 s of SIGTERM ($(awk -v t0="$t0" '{ printf "%.1f s", $1 - t0 }' "$3" 2>/dev/null))"
+    fi
+}
+
+# done_stamp_script DONE: writes DONE.zeek, a script (give its path to zeek
+# as a script argument) that writes the time of zeek_done to DONE; prints
+# that path.
+done_stamp_script() {
+    cat >"$1.zeek" <<ZEEK
+event zeek_done() &priority=10
+    {
+    local f = open("$1");
+    print f, fmt("%.6f", current_time());
+    close(f);
+    }
+ZEEK
+    echo "$1.zeek"
+}
+
 # wait_for_count FILE TEXT N SECONDS: until FILE has at least N lines
 # containing TEXT; fails after SECONDS.
 wait_for_count() {
