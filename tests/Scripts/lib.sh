@@ -97,6 +97,65 @@ elapsed_since() {
     awk -v t0="$1" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.1f", t1 - t0 }'
 }
 
+# parsed_stamp_script FILE: writes FILE.zeek, a script (give its path to
+# zeek as a script argument) that writes the time to FILE once Zeek has
+# parsed its scripts, before it opens its packet source; prints that path.
+# A bound on what Zeek does from Open() on is measured from there
+# (wait_parsed, since_parsed): loading the scripts alone takes seconds on a
+# busy machine, and longer with some Zeek versions than with others. (A
+# script file, not -e: code given with -e becomes the location Zeek's
+# later messages name.)
+parsed_stamp_script() {
+    cat >"$1.zeek" <<ZEEK
+function pcapovertcp_test_stamp(): time
+    {
+    local t = current_time();
+    local f = open("$1");
+    print f, fmt("%.6f", t);
+    close(f);
+    return t;
+    }
+
+global pcapovertcp_test_t0 = pcapovertcp_test_stamp();
+ZEEK
+    echo "$1.zeek"
+}
+
+# wait_parsed FILE SECONDS: until parsed_stamp_script's FILE has its time;
+# fails after SECONDS.
+wait_parsed() {
+    local i
+    for i in $(seq $(($2 * 20))); do
+        grep -q '^[0-9]' "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# since_parsed FILE: seconds (one decimal) from the time in
+# parsed_stamp_script's FILE until now; "no-stamp" (which no bound accepts)
+# without one.
+since_parsed() {
+    local t0
+    t0=$(grep -m1 '^[0-9]' "$1" 2>/dev/null)
+    if [ -n "$t0" ]; then elapsed_since "$t0"; else echo no-stamp; fi
+}
+
+# sort_zeek_scripts: copies stdin to stdout, each line a Zeek command line
+# (`... zeek -i IFACE SCRIPT...`, maybe indented) with the words after the
+# interface (the scripts) sorted: Zeek's systemd generators order them
+# differently (9.0's loads the cluster backend first, 8.2's last).
+sort_zeek_scripts() {
+    python3 -c '
+import sys
+for line in sys.stdin:
+    indent = line[: len(line) - len(line.lstrip())]
+    w = line.split()
+    i = w.index("-i") + 2 if "-i" in w else len(w)
+    print(indent + " ".join(w[:i] + sorted(w[i:])))
+'
+}
+
 # wait_for_line FILE TEXT SECONDS: until FILE has a line containing TEXT;
 # fails after SECONDS.
 wait_for_line() {
@@ -123,6 +182,41 @@ sigterm_within() {
     else
         echo "took $took s after SIGTERM"
     fi
+}
+
+# sigterm_done_within PID SECONDS DONE: as sigterm_within, but what must
+# happen within SECONDS is Zeek's zeek_done (the packet source closed and
+# the run loop ended), whose time the script of done_stamp_script DONE
+# writes to DONE; what Zeek does after it (writing out its logs) is Zeek's,
+# and took up to 4 s on a 2-core machine at load 20 (the status is still
+# waited for).
+sigterm_done_within() {
+    local t0 status
+    t0=$(date +%s.%N)
+    kill -TERM "$1"
+    wait "$1"
+    status=$?
+    echo "status $status"
+    if awk -v t0="$t0" -v limit="$2" '{ t = $1 - t0; found = 1 } END { exit !(found && t < limit) }' "$3" 2>/dev/null; then
+        echo "zeek_done within $2 s of SIGTERM"
+    else
+        echo "no zeek_done within $2 s of SIGTERM ($(awk -v t0="$t0" '{ printf "%.1f s", $1 - t0 }' "$3" 2>/dev/null))"
+    fi
+}
+
+# done_stamp_script DONE: writes DONE.zeek, a script (give its path to zeek
+# as a script argument) that writes the time of zeek_done to DONE; prints
+# that path.
+done_stamp_script() {
+    cat >"$1.zeek" <<ZEEK
+event zeek_done() &priority=10
+    {
+    local f = open("$1");
+    print f, fmt("%.6f", current_time());
+    close(f);
+    }
+ZEEK
+    echo "$1.zeek"
 }
 
 # wait_for_count FILE TEXT N SECONDS: until FILE has at least N lines
@@ -332,7 +426,7 @@ zeekctl_setup() {
     prefix=$(zeek-config --prefix)
     mkdir -p "$dir/etc" "$dir/spool" "$dir/logs" "$dir/site" "$dir/lib/zeek/plugins"
     dir=$(cd "$dir" && pwd)
-    tar xzf "$PROJECT/build/Zeek_PcapOverTcp.tgz" -C "$dir/lib/zeek/plugins"
+    tar xzf "$PCAPOVERTCP_BUILD/Zeek_PcapOverTcp.tgz" -C "$dir/lib/zeek/plugins"
     cp -R "$prefix/share/zeekctl/scripts" "$dir/zeekctl-scripts"
     rm -f "$dir/zeekctl-scripts/zeekctl-config.sh"
     cp "$prefix/etc/networks.cfg" "$dir/etc/"

@@ -15,10 +15,18 @@ count() { zeek -r "$1" -b -e 'event zeek_done() { print get_net_stats()$pkts_rec
 want=$(( $(count "$a") + $(count "$b") ))
 
 # Each connection gets its file, then the server keeps it open and idle.
+# socat runs in a process group of its own (setsid), which stop_socat ends
+# at once: killing its children first let the still listening socat accept
+# Zeek's reconnect (and fork a server of the old file for it) before it
+# died, so Zeek read the first file twice or connected once more.
 start_socat() {
-    socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" SYSTEM:"cat $1; sleep 60" >/dev/null 2>&1 &
+    setsid socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" SYSTEM:"cat $1; sleep 60" >/dev/null 2>&1 &
     socat_pid=$!
     wait-listen "$port" 10
+}
+stop_socat() {
+    kill -TERM -- "-$socat_pid" 2>/dev/null
+    wait "$socat_pid" 2>/dev/null || true # its status is that of SIGTERM
 }
 
 cat >watch.zeek <<ZEEK
@@ -44,7 +52,7 @@ zeek=$!
 # Wait until socat has forked for Zeek's connection, then stop the server.
 for _ in $(seq 500); do pgrep -P "$socat_pid" >/dev/null && break; sleep 0.02; done
 sleep 0.5
-pkill -P "$socat_pid"; kill "$socat_pid"; wait "$socat_pid" 2>/dev/null
+stop_socat
 sleep 0.5
 start_socat "$b"
 wait "$zeek"
@@ -52,4 +60,4 @@ echo "zeek exit status: $?"
 cat live/stdout
 zeek-cut message <live/reporter.log | sed -e "s/:$port/:PORT/g" -e 's/after [0-9.]* s/after N s/' | grep -v "listening on"
 echo "conn.log services: $(zeek-cut service <live/conn.log | sort -u | tr '\n' ' ')"
-pkill -P "$socat_pid"; kill "$socat_pid" 2>/dev/null
+stop_socat

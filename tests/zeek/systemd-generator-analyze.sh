@@ -6,21 +6,29 @@
 # CLUSTER_NODE=worker-K and `zeek -i "${INTERFACE}"` (quoted: one argument).
 # verify itself must report no problem with the units. It runs as a user
 # manager (--user) with a private XDG_RUNTIME_DIR: as the system manager it
-# would touch /run/systemd; unit files are parsed the same way.
+# would touch /run/systemd; unit files are parsed the same way. zeek.conf
+# is the README's (manager, loggers and proxies included: see
+# systemd-generator.sh), and the scripts on the command line are shown
+# sorted (their order is the generator's).
 # @TEST-REQUIRES: test -x "$(zeek-config --prefix)/bin/zeek-systemd-generator"
 # @TEST-REQUIRES: command -v systemd-analyze && command -v timeout
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 
+. "$SCRIPTS/lib.sh"
 prefix=$(zeek-config --prefix)
 mkdir -m 700 xdg
 export XDG_RUNTIME_DIR=$PWD/xdg
 cat >zeek.conf <<'CFG'
 interface = pcapovertcp::127.0.0.1:57012?share=${worker_index0}/4
 workers = 4
+manager = 1
+loggers = 1
+proxies = 1
 CFG
 mkdir units
-"$prefix/bin/zeek-systemd-generator" --config "$PWD/zeek.conf" units && echo "zeek-systemd-generator: ok"
+"$prefix/bin/zeek-systemd-generator" --config "$PWD/zeek.conf" units 2>gen.err && echo "zeek-systemd-generator: ok"
+grep -vxF "ignoring unknown key 'manager' from line 'manager = 1'" gen.err
 for k in 1 2 3 4; do
     unit=zeek-worker@$k.service
     # At its default log level, verify prints only problems.
@@ -31,5 +39,5 @@ for k in 1 2 3 4; do
         >"verify-$k.dump" 2>"verify-$k.log"
     # The unit's own section of the dump.
     awk -v u="-> Unit $unit:" 'index($0, u) { on = 1; next } /-> Unit / { on = 0 } on' "verify-$k.dump" |
-        grep -E '^\s+(Environment: (CLUSTER_NODE|INTERFACE)=|Command Line: )' | sed -e 's/^\s*/    /' -e "s#$prefix#PREFIX#g"
+        grep -E '^\s+(Environment: (CLUSTER_NODE|INTERFACE)=|Command Line: )' | sed -e 's/^\s*/    /' -e "s#$prefix#PREFIX#g" | sort_zeek_scripts
 done

@@ -110,9 +110,11 @@ pids="$pids $!"
 wait-listen "$port" 10
 mkdir retry
 (cd retry && zeek_bounded 30 -i "pcapovertcp::tls://127.0.0.1:$port" PcapOverTcp::tls_ca_file=../pki/ca.pem \
-    >stdout 2>stderr) &
+    "$(parsed_stamp_script "$PWD/parsed")" >stdout 2>stderr) &
 zeek=$!
 pids="$pids $zeek"
+# Counted from the end of Zeek's script parsing (see parsed_stamp_script).
+wait_parsed retry/parsed 60 || echo "zeek did not parse its scripts within 60 s"
 wait_for_line retry/stderr "unknown CA" 2 && echo "warned within 2 s" || echo "no warning within 2 s"
 # The retries back off from 100 ms (doubling): a few within 3 s.
 wait_for_count socat.log "accepting connection" 4 5 && echo "connected again and again" ||

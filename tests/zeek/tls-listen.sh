@@ -39,7 +39,7 @@ mkdir live
 (cd live && zeek_bounded 50 -i "pcapovertcp::tls-listen://127.0.0.1:$port" allow_network_time_forward=F \
     PcapOverTcp::tls_cert_file=../pki/srv.pem PcapOverTcp::tls_key_file=../pki/srv.key \
     PcapOverTcp::tls_ca_file=../pki/ca.pem PcapOverTcp::merge_window=5sec \
-    -e "$print_senders $(processed_marker "$total")" >stdout 2>stderr) &
+    -e "$print_senders $(processed_marker "$total")" "$(done_stamp_script "$PWD/done-at")" >stdout 2>stderr) &
 zeek=$!
 pids="$pids $zeek"
 wait_for_line live/stderr "senders may connect now" 10 || echo "zeek is not listening"
@@ -66,7 +66,8 @@ wait_for_count live/stderr " connected" 2 10 || echo "not both senders connected
 touch go
 wait_for_count live/stderr " left after " 2 30 || echo "not both senders left"
 wait_for_line live/processed "$total packets processed" 30 || echo "not all $total packets processed"
-sigterm_within $zeek 2
+# The bound is on zeek_done: see sigterm_done_within.
+sigterm_done_within $zeek 2 live/done-at
 
 listen_senders_lines live/stderr "$port" | sort
 cat live/stdout

@@ -44,7 +44,7 @@ mkdir live
 (cd live && zeek_bounded 50 -i "pcapovertcp::tls-listen://127.0.0.1:$port" allow_network_time_forward=F \
     PcapOverTcp::tls_cert_file=../pki/srv.pem PcapOverTcp::tls_key_file=../pki/srv.key \
     PcapOverTcp::tls_ca_file=../pki/ca.pem ../allowed.zeek \
-    -e "$print_senders $(processed_marker "$total")" >stdout 2>stderr) &
+    -e "$print_senders $(processed_marker "$total")" "$(done_stamp_script "$PWD/done-at")" >stdout 2>stderr) &
 zeek=$!
 pids="$pids $zeek"
 wait_for_line live/stderr "senders may connect now" 10 || echo "zeek is not listening"
@@ -76,7 +76,7 @@ timeout 30 socat -u "FILE:$trace" "$ssl,bind=127.0.0.6,cert=pki/client.pem,key=p
 pids="$pids $!"
 wait_for_line live/stderr " left after " 30 || echo "the good sender did not leave"
 wait_for_line live/processed "$total packets processed" 30 || echo "not all $total packets processed"
-sigterm_within $zeek 2
+sigterm_done_within $zeek 2 live/done-at # the bound is on zeek_done: see sigterm_done_within
 
 listen_senders_lines live/stderr "$port"
 sort live/stdout
@@ -98,7 +98,7 @@ mkdir optional
 (cd optional && zeek_bounded 30 -i "pcapovertcp::tls-listen://127.0.0.1:$port" allow_network_time_forward=F \
     PcapOverTcp::tls_cert_file=../pki/srv.pem PcapOverTcp::tls_key_file=../pki/srv.key \
     PcapOverTcp::tls_ca_file=../pki/ca.pem PcapOverTcp::tls_require_client_cert=F \
-    -e "$(processed_marker "$small_total")" >stdout 2>stderr) &
+    -e "$(processed_marker "$small_total")" "$(done_stamp_script "$PWD/done-at")" >stdout 2>stderr) &
 zeek=$!
 pids="$pids $zeek"
 wait_for_line optional/stderr "senders may connect now" 10 || echo "zeek is not listening"
@@ -109,7 +109,7 @@ wait_for_line optional/processed "$small_total packets processed" 10 || echo "no
 timeout 15 socat -u "FILE:$small" "OPENSSL:127.0.0.1:$port,cafile=pki/ca.pem,bind=127.0.0.3,cert=pki/other.pem,key=pki/other.key" \
     >/dev/null 2>&1 </dev/null
 wait_for_line optional/stderr "warning in" 10 || echo "the sender from another CA was not refused"
-sigterm_within $zeek 2
+sigterm_done_within $zeek 2 optional/done-at # the bound is on zeek_done: see sigterm_done_within
 listen_senders_lines optional/stderr "$port"
 grep -v -F "tls-listen://127.0.0.1:$port: sender " optional/reporter.log >optional/reporter.tmp
 mv optional/reporter.tmp optional/reporter.log
@@ -121,12 +121,12 @@ compare-logs offline-small optional
 port=$(free-port)
 mkdir plain
 (cd plain && zeek_bounded 30 -i "pcapovertcp::tcp-listen://127.0.0.1:$port" allow_network_time_forward=F \
-    >stdout 2>stderr) &
+    "$(done_stamp_script "$PWD/done-at")" >stdout 2>stderr) &
 zeek=$!
 pids="$pids $zeek"
 wait_for_line plain/stderr "senders may connect now" 10 || echo "zeek is not listening"
 timeout 15 socat -u "FILE:$small" "OPENSSL:127.0.0.1:$port,cafile=pki/ca.pem" >/dev/null 2>socat-plain.err </dev/null
 echo "socat on tcp-listen:// exited with status $? ($(grep -c . socat-plain.err) error lines)"
 wait_for_line plain/stderr "warning in" 10 || echo "no warning from tcp-listen://"
-sigterm_within $zeek 5
+sigterm_done_within $zeek 5 plain/done-at # the bound is on zeek_done: see sigterm_done_within
 listen_senders_lines plain/stderr "$port"

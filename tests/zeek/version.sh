@@ -23,7 +23,7 @@ same "Cargo.lock's version is VERSION" \
     "$(awk '/^name = "zeek-pcapovertcp"$/ { getline; gsub(/^version = "|"$/, ""); print }' "$PROJECT/Cargo.lock")" "$version"
 same "zeek -N shows VERSION" "$(shown)" "$version"
 
-tarball=$PROJECT/build/Zeek_PcapOverTcp.tgz
+tarball=$PCAPOVERTCP_BUILD/Zeek_PcapOverTcp.tgz
 echo "--- $(basename "$tarball") holds"
 # The plugin's marker, its library, and the files DIST_FILES adds.
 tar tzf "$tarball" | grep -E '^Zeek_PcapOverTcp/(__zeek_plugin__|__bro_plugin__|VERSION|COPYING|README.md|lib/[^/]+\.so|zeekctl/pcapovertcp\.py)$' |

@@ -10,7 +10,7 @@
 set -e
 prefix=$(zeek-config --prefix)
 mkdir -p etc spool logs lib/zeek/plugins
-tar xzf "$PROJECT/build/Zeek_PcapOverTcp.tgz" -C lib/zeek/plugins
+tar xzf "$PCAPOVERTCP_BUILD/Zeek_PcapOverTcp.tgz" -C lib/zeek/plugins
 cat >etc/node.cfg <<'CFG'
 [manager]
 type=manager
