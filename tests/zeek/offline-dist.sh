@@ -13,6 +13,7 @@
 # @TEST-EXEC: btest-diff output
 
 set -e
+work=$PWD
 mkdir dist unpacked cargo-home root
 make -s -C "$PROJECT" dist DIST_DIR="$PWD/dist" >make-dist.log 2>&1 || { cat make-dist.log; exit 1; }
 tarball=$(ls dist/)
@@ -34,7 +35,7 @@ offline() {
 offline sh -c 'ip -o link show | cut -d: -f2 | tr -d " " | tr "\n" " "; echo' | sed 's/^/interfaces in the namespace: /'
 
 echo "--- ./configure && make && make install"
-if ! (cd "$tree" && offline timeout 1800 sh -c "./configure --install-root='$PWD/root' --bindir='$PWD/root/bin' && make && make install") \
+if ! (cd "$tree" && offline timeout 1800 sh -c "./configure --install-root='$work/root' --bindir='$work/root/bin' && make && make install") \
     >build.log 2>&1; then
     echo "the offline build failed (or took over 30 minutes):"
     tail -40 build.log
