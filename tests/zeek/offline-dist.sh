@@ -26,9 +26,9 @@ echo "a git repository with $(git -C "$tree" rev-list --count HEAD) commit, noth
 
 # offline CMD...: CMD in a network namespace with loopback alone, an empty
 # CARGO_HOME and none of this btest run's settings (as from a user's shell).
-clean_env=(env -u ZEEK_PLUGIN_PATH -u ZEEKPATH -u ZEEK_PLUGIN_ACTIVATE -u TRACES -u SERVE -u SCRIPTS -u PROJECT
-    CARGO_HOME="$PWD/cargo-home")
+clean_env=(env -u ZEEK_PLUGIN_PATH -u ZEEKPATH -u ZEEK_PLUGIN_ACTIVATE -u TRACES -u SERVE -u SCRIPTS -u PROJECT)
 for var in $(env | sed -n 's/^\(TEST_[A-Z_]*\)=.*/\1/p'); do clean_env+=(-u "$var"); done
+clean_env+=(CARGO_HOME="$work/cargo-home")
 offline() {
     unshare -n sh -c 'ip link set lo up && exec "$@"' offline "${clean_env[@]}" "$@"
 }
