@@ -13,6 +13,10 @@ zeek -i "pcapovertcp::127.0.0.1:$port" PcapOverTcp::buffer_size=1048576 \
     -e 'event zeek_done() { local s = PcapOverTcp::stats(); print fmt("bytes read beyond the buffer: %s", s$bytes > 1048576); }' \
     >out 2>err &
 pid=$!
+# Counted from the source's opening, not from Zeek's start: Zeek installs
+# its SIGTERM handler just after it opens the source, and its start-up took
+# 10 s on this 2-core machine at a load of 22.
+wait_source_open err || echo "the source did not open within 30 s"
 sleep 4
 kill -0 $pid && echo "running"
 sigterm_within $pid 2
