@@ -6,8 +6,9 @@
 # test's), and zkg install of the unpacked directory, which runs the
 # package's tests (the `installed` group; they need loopback) before it
 # installs. Zeek then loads each build. The tarball is of the committed HEAD.
-# Skipped, never passed, where a network namespace cannot be made. Each
-# build has an hour: one took 28 minutes on a 2-core machine at a load of 22.
+# Skipped, never passed, where a network namespace cannot be made. Each way
+# has an hour (zkg builds twice): one build took 28 minutes on a 2-core
+# machine at a load of 22.
 # @TEST-REQUIRES: command -v unshare && unshare -n sh -c 'ip link set lo up'
 # @TEST-REQUIRES: command -v git && command -v zkg && command -v cargo
 # @TEST-EXEC: bash %INPUT >output 2>&1
