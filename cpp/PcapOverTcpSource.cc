@@ -88,18 +88,14 @@ void PcapOverTcpSource::Open() {
 
     auto& src = *source;
 
-    // Wait for the stream's header in short steps, reporting what the core
-    // says meanwhile, so that a wait at start-up is never silent.
-    auto status = rs::OpenStatus::Waiting;
-    while ( status == rs::OpenStatus::Waiting ) {
-        status = src->wait_open(0.2);
-        ReportMessages();
-    }
-
-    if ( status != rs::OpenStatus::Open ) {
-        Error(std::string(src->open_error()));
-        return;
-    }
+    // Open at once, before any stream has arrived, as a listening source
+    // does: packets carry their own link type (and the capture filter is
+    // compiled for each), so nothing here needs the stream's header. Zeek
+    // then runs while the source waits for its feed (zeek_init, the
+    // cluster, the metrics endpoint); the wait is reported within about a
+    // second, and a start-up that fails for good (open_timeout, a refused
+    // connect without reconnect, ...) ends Zeek from ExtractNextPacket().
+    ReportMessages();
 
     // The wake fd is registered here, after Opened() has succeeded, rather
     // than by Opened() itself: when Opened() fails (a filter that cannot be
@@ -160,6 +156,13 @@ bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
         switch ( src->next_packet(info) ) {
             case rs::Status::Packet: break;
             case rs::Status::Empty: return false;
+            case rs::Status::Failed:
+                // What Zeek does when a source's Open() fails, with the same
+                // line: the source never had a stream to analyse.
+                ReportMessages();
+                reporter->FatalError("problem with interface pcapovertcp::%s (%s)", props.path.c_str(),
+                                     std::string(src->failure()).c_str());
+                return false; // Not reached: FatalError exits.
             case rs::Status::Ended:
             default: Close(); return false;
         }

@@ -36,11 +36,15 @@ export {
 	## The longest pause between connection attempts.
 	const reconnect_max = 30 sec &redef;
 
-	## How long Zeek waits at start-up for a stream's header, whatever the
-	## server does (refuses, accepts and stays silent, sends half a header),
-	## before it gives up with one error naming the endpoint. 0 waits for
-	## ever (so that zeekctl can start workers before their feed); either
-	## way the wait is reported within about a second.
+	## How long a source that connects may go, from start-up, without a
+	## whole stream header, whatever the server does (refuses, accepts and
+	## stays silent, sends half a header); then Zeek stops with one fatal
+	## error naming the endpoint (exit status 1). Zeek does not wait for the
+	## stream to start: the source opens at once, so zeek_init, the cluster
+	## and the metrics endpoint come up meanwhile, and the wait is reported
+	## within about a second. 0: no limit (so that zeekctl can start workers
+	## before their feed). A listening source is not concerned: senders come
+	## and go.
 	const open_timeout = 0 sec &redef;
 
 	## When the buffer is full, keep reading the socket and drop whole

@@ -25,6 +25,9 @@ use crate::sync::lock;
 /// mentioned to the operator (once per start-up), while the wait goes on.
 pub const NOTICE_AFTER: Duration = Duration::from_secs(1);
 
+/// How soon the `open_timeout` watch sees that the source is closing.
+const WATCH_TICK: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 enum Status {
     Starting,
@@ -135,13 +138,61 @@ impl Control {
     }
 
     /// Reader: records why it stopped; before the stream opened, that is
-    /// the error the consumer reports.
+    /// the error the consumer reports. The consumer is woken for it: Zeek
+    /// runs (idle) while a connect source waits for its first stream.
     pub fn fail(&self, e: Error) {
         let mut st = lock(&self.status);
         if matches!(*st, Status::Starting) {
             *st = Status::Failed(e);
             self.status_changed.notify_all();
+            self.ring.notify();
         }
+    }
+
+    /// Consumer: the start-up failure, if one is waiting (handed over once).
+    /// Cheap once a stream has opened, when there can be none.
+    pub fn take_failure(&self) -> Option<Error> {
+        if self.is_open() {
+            return None;
+        }
+        let mut st = lock(&self.status);
+        match std::mem::replace(&mut *st, Status::Reported) {
+            Status::Failed(e) => Some(e),
+            other => {
+                *st = other;
+                None
+            }
+        }
+    }
+
+    /// Fails the start-up with `OpenTimeout` if no stream has opened by
+    /// `deadline` (`open_timeout` after start); returns when the stream
+    /// opens, the start-up fails otherwise, or the source closes. Run on a
+    /// thread of its own, so that the limit holds whatever the readers and
+    /// the consumer are doing (Zeek does not wait in `Open()` for it).
+    pub fn watch_open(&self, deadline: Instant) {
+        let mut st = lock(&self.status);
+        loop {
+            if !matches!(*st, Status::Starting) || self.stopping() {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // In ticks: `stop` signals another condition variable.
+            st = self
+                .status_changed
+                .wait_timeout(st, left.min(WATCH_TICK))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(st);
+        self.fail(Error::OpenTimeout {
+            endpoint: self.label.clone(),
+            seconds: self.config.open_timeout.unwrap_or_default().as_secs_f64(),
+            waiting_for: self.waiting_for(),
+        });
     }
 
     /// Reader: what it is waiting for, in words, while no stream is open.

@@ -80,7 +80,7 @@ impl Supervisor<'_> {
             };
             if !self.control.is_open() {
                 // No stream yet: fail the start-up, or keep waiting for one
-                // (the consumer enforces open_timeout).
+                // (a thread of the source enforces open_timeout).
                 let e = error.unwrap_or(Error::NoHeader {
                     endpoint: self.label.clone(),
                 });

@@ -16,7 +16,7 @@ use crate::config::{interval, optional_interval, Config, Keepalive};
 use crate::counters::{Field, Snapshot};
 use crate::parse::Limits;
 use crate::share::ShareBy;
-use crate::source::{Next, Opening, Source};
+use crate::source::{Next, Source, NOMINAL_LINK_TYPE};
 use crate::tls::TlsOptions;
 
 #[cxx::bridge(namespace = "pcapovertcp::rs")]
@@ -59,15 +59,6 @@ pub mod bridge {
         tls_allowed_names: Vec<String>,
     }
 
-    enum OpenStatus {
-        /// The stream's header arrived; `link_type` is valid.
-        Open,
-        /// Still waiting; report messages and ask again.
-        Waiting,
-        /// Opening failed for good; `open_error` says why.
-        Failed,
-    }
-
     enum Status {
         /// `PacketInfo` describes a packet.
         Packet,
@@ -75,6 +66,9 @@ pub mod bridge {
         Empty,
         /// The stream ended and every packet has been delivered.
         Ended,
+        /// The source failed before any stream arrived (`open_timeout`,
+        /// or a failure for good); `failure` says why.
+        Failed,
     }
 
     struct PacketInfo {
@@ -175,14 +169,15 @@ pub mod bridge {
         type PcapOverTcp;
 
         /// Checks `path` (the interface name after the prefix, as bytes:
-        /// it may not be UTF-8) and starts connecting; returns at once.
+        /// it may not be UTF-8), binds its listen endpoints and starts
+        /// connecting; returns at once. The source is open for Zeek from
+        /// then on, before any stream has arrived: packets carry their own
+        /// link type, and the wait is reported, not waited for.
         fn start(path: &[u8], options: &Options) -> Result<Box<PcapOverTcp>>;
-        /// Waits at most `seconds` for the stream's header.
-        fn wait_open(self: &mut PcapOverTcp, seconds: f64) -> OpenStatus;
-        /// Why opening failed (after `OpenStatus::Failed`).
-        fn open_error(self: &PcapOverTcp) -> String;
-        /// The stream's DLT_ value once open (its first interface's for
-        /// pcapng; packets carry their own).
+        /// Why the source failed (after `Status::Failed`).
+        fn failure(self: &PcapOverTcp) -> String;
+        /// The DLT_ value Zeek's source opens with (Ethernet), before any
+        /// stream is known: every packet carries its own.
         fn link_type(self: &PcapOverTcp) -> i32;
         fn selectable_fd(self: &PcapOverTcp) -> i32;
         fn next_packet(self: &mut PcapOverTcp, info: &mut PacketInfo) -> Status;
@@ -217,7 +212,7 @@ pub mod bridge {
 
 use crate::facts::Fact;
 use bridge::{
-    BufferUse, Counter, EventKind, LogLevel, LogLine, OpenStatus, Options, PacketInfo, ScriptEvent,
+    BufferUse, Counter, EventKind, LogLevel, LogLine, Options, PacketInfo, ScriptEvent,
     SenderCounters, SourceStats, Status,
 };
 
@@ -226,7 +221,8 @@ pub struct PcapOverTcp {
     source: Source,
     /// The interface name, for messages about the bridge itself.
     label: String,
-    open_error: String,
+    /// Why the source failed before any stream, once `next_packet` said so.
+    failure: String,
     /// Panics caught in the bridge, as error lines not yet taken.
     panics: Mutex<Vec<String>>,
 }
@@ -422,7 +418,7 @@ fn start(path: &[u8], options: &Options) -> Result<Box<PcapOverTcp>, crate::Erro
             Box::new(PcapOverTcp {
                 source,
                 label: path.to_string(),
-                open_error: String::new(),
+                failure: String::new(),
                 panics: Mutex::new(Vec::new()),
             })
         })
@@ -443,32 +439,13 @@ impl PcapOverTcp {
         .ok()
     }
 
-    fn wait_open(&mut self, secs: f64) -> OpenStatus {
-        let body = caught(|| match self.source.wait_open(interval(secs)) {
-            Opening::Open(_) => OpenStatus::Open,
-            Opening::Waiting => OpenStatus::Waiting,
-            Opening::Failed(e) => {
-                self.open_error = e.to_string();
-                OpenStatus::Failed
-            }
-        });
-        self.guard("wait_open", body).unwrap_or_else(|| {
-            self.open_error = format!(
-                "{}: internal error while opening (see the error before this one)",
-                self.label
-            );
-            OpenStatus::Failed
-        })
-    }
-
-    fn open_error(&self) -> String {
-        let body = caught(|| self.open_error.clone());
-        self.guard("open_error", body).unwrap_or_default()
+    fn failure(&self) -> String {
+        let body = caught(|| self.failure.clone());
+        self.guard("failure", body).unwrap_or_default()
     }
 
     fn link_type(&self) -> i32 {
-        let body = caught(|| self.source.link_type().unwrap_or(-1));
-        self.guard("link_type", body).unwrap_or(-1)
+        NOMINAL_LINK_TYPE
     }
 
     fn selectable_fd(&self) -> i32 {
@@ -477,19 +454,29 @@ impl PcapOverTcp {
     }
 
     fn next_packet(&mut self, info: &mut PacketInfo) -> Status {
-        let body = caught(|| match self.source.next_packet() {
-            Next::Packet(p) => {
-                info.data = p.data.as_ptr();
-                info.caplen = p.data.len() as u32;
-                info.wirelen = p.wirelen;
-                info.ts_sec = p.ts_sec;
-                info.ts_usec = p.ts_usec();
-                info.link_type = p.dlt;
-                info.input = p.input;
-                Status::Packet
+        let body = caught(|| {
+            let status = match self.source.next_packet() {
+                Next::Packet(p) => {
+                    info.data = p.data.as_ptr();
+                    info.caplen = p.data.len() as u32;
+                    info.wirelen = p.wirelen;
+                    info.ts_sec = p.ts_sec;
+                    info.ts_usec = p.ts_usec();
+                    info.link_type = p.dlt;
+                    info.input = p.input;
+                    return Status::Packet;
+                }
+                Next::Empty => Status::Empty,
+                Next::Ended => Status::Ended,
+            };
+            // Nothing to hand over: perhaps because the start-up failed.
+            match self.source.take_failure() {
+                Some(e) => {
+                    self.failure = e.to_string();
+                    Status::Failed
+                }
+                None => status,
             }
-            Next::Empty => Status::Empty,
-            Next::Ended => Status::Ended,
         });
         // Ended: Zeek closes the source and reports the error line.
         self.guard("next_packet", body).unwrap_or(Status::Ended)
@@ -717,10 +704,7 @@ mod tests {
     fn listening(mut o: Options) -> (Box<PcapOverTcp>, SocketAddr) {
         o.allowed_senders.clear();
         let name = format!("tcp-listen://127.0.0.1:{}", free_port());
-        let mut h = start(name.as_bytes(), &o).unwrap();
-        // A limit as absurd as the options: the shim passes 0.2.
-        assert!(matches!(h.wait_open(1e300), OpenStatus::Open));
-        assert!(matches!(h.wait_open(0.2), OpenStatus::Open));
+        let h = start(name.as_bytes(), &o).unwrap();
         let addr = h.source.listening()[0];
         (h, addr)
     }
@@ -828,10 +812,6 @@ mod tests {
         let (a, b) = (serve_once(pcap_records(2)), serve_once(pcap_records(2)));
         let name = format!("{a},{b}");
         let mut h = start(name.as_bytes(), &options()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(h.wait_open(0.2), OpenStatus::Waiting) {
-            assert!(Instant::now() < deadline, "not open: {:?}", lines(&h));
-        }
         let mut got = collect_from(&mut h, 4);
         got.sort();
         let (a, b) = (a.to_string(), b.to_string());
@@ -843,6 +823,100 @@ mod tests {
         ];
         want.sort();
         assert_eq!(got, want);
+        h.close();
+    }
+
+    fn no_packet() -> PacketInfo {
+        PacketInfo {
+            data: std::ptr::null(),
+            caplen: 0,
+            wirelen: 0,
+            ts_sec: 0,
+            ts_usec: 0,
+            link_type: 0,
+            input: 0,
+        }
+    }
+
+    #[test]
+    fn a_connect_source_whose_server_is_down_lets_zeek_run_and_fails_at_open_timeout() {
+        // Zeek's loop keeps calling next_packet while the source waits for
+        // its feed, and sleeps on the selectable fd in between: the failure
+        // at open_timeout must come through both, on time.
+        let port = free_port();
+        let mut h = start(
+            format!("127.0.0.1:{port}").as_bytes(),
+            &Options {
+                reconnect: true,
+                open_timeout: 0.5,
+                ..options()
+            },
+        )
+        .unwrap();
+        assert_eq!(h.link_type(), 1, "Zeek's source opens as Ethernet");
+        let t0 = Instant::now();
+        let mut info = no_packet();
+        let mut seen = Vec::new();
+        let status = loop {
+            let status = h.next_packet(&mut info);
+            if !matches!(status, Status::Empty) {
+                break status;
+            }
+            seen.extend(lines(&h));
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "no failure within 5 s (open_timeout 0.5 s); messages: {seen:?}"
+            );
+            h.source.wait(Duration::from_secs(5));
+        };
+        let took = t0.elapsed();
+        assert!(matches!(status, Status::Failed), "{seen:?}");
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+            "failed after {took:?}, open_timeout 0.5 s"
+        );
+        let failure = h.failure();
+        let want = format!(
+            "no PCAP-over-IP stream from 127.0.0.1:{port} within PcapOverTcp::open_timeout (0.5 s): cannot connect to 127.0.0.1:{port}: Connection refused"
+        );
+        assert!(failure.starts_with(&want), "{failure}");
+        seen.extend(lines(&h));
+        assert_eq!(
+            seen.iter()
+                .filter(|l| l.contains("waiting for a stream"))
+                .count(),
+            1,
+            "the wait is reported once: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_connect_source_opens_before_its_stream_whose_packets_carry_their_link_type() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let mut h = start(format!("{addr}").as_bytes(), &options()).unwrap();
+        let mut info = no_packet();
+        assert!(matches!(h.next_packet(&mut info), Status::Empty));
+        assert_eq!(h.link_type(), 1);
+        // A raw-IP stream (LINKTYPE_RAW, 101), after the source opened.
+        let (mut peer, _) = server.accept().unwrap();
+        let mut header = pcap_header();
+        header[20..24].copy_from_slice(&101u32.to_le_bytes());
+        peer.write_all(&header).unwrap();
+        peer.write_all(&pcap_records(2)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut link_types = Vec::new();
+        while link_types.len() < 2 {
+            match h.next_packet(&mut info) {
+                Status::Packet => link_types.push(info.link_type),
+                Status::Empty => {
+                    assert!(Instant::now() < deadline, "{:?}", lines(&h));
+                    h.source.wait(Duration::from_millis(50));
+                }
+                _ => panic!("the source ended or failed: {:?}", lines(&h)),
+            }
+        }
+        assert_eq!(link_types, [crate::linktype::linktype_to_dlt(101); 2]);
         h.close();
     }
 

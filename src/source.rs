@@ -91,7 +91,6 @@ pub struct Source {
     listening: Vec<SocketAddr>,
     /// With several connections: the merge, whose budget is the buffer.
     merge: Option<Arc<Merge>>,
-    started: Instant,
     link_type: Option<i32>,
     current: Option<Batch>,
     next_record: usize,
@@ -178,13 +177,24 @@ impl Source {
             control: control.clone(),
             listening: Vec::new(),
             merge: None,
-            started: Instant::now(),
             link_type: None,
             current: None,
             next_record: 0,
             last_wirelen: 0,
             stats: Stats::default(),
         };
+        // A source that listens is open from the start; one that only
+        // connects has `open_timeout` to get its first stream.
+        let listens = spec.endpoints.iter().any(|e| e.scheme().is_listen());
+        if let (false, Some(limit)) = (listens, control.config.open_timeout) {
+            let now = Instant::now();
+            let deadline = now.checked_add(limit).unwrap_or(now + MAX_INTERVAL);
+            control
+                .spawn("pcapovertcp open_timeout".into(), move |c| {
+                    c.watch_open(deadline)
+                })
+                .map_err(setup)?;
+        }
         if direct {
             let endpoint = spec.endpoints[0].clone();
             let counters = control.counters.sender(&endpoint.to_string());
@@ -247,7 +257,6 @@ impl Source {
                 })
                 .map_err(setup)?;
         }
-        let listens = !bound.is_empty();
         // One `max_senders` for every listen endpoint of the source.
         let admission = listen::Admission::new(&control.config);
         for (endpoint, b) in bound {
@@ -288,46 +297,40 @@ impl Source {
         &self.listening
     }
 
-    /// Waits at most `limit` for the stream's header. `open_timeout` is
-    /// enforced here, whatever the peer does; a failure closes the source
-    /// (its messages stay readable).
+    /// Waits at most `limit` for the stream's header (or a failure: the
+    /// start-up's own, or `open_timeout`, which a thread of the source
+    /// enforces whatever the peer does); a failure closes the source (its
+    /// messages stay readable).
+    ///
+    /// Zeek's shim does not wait: it opens the source at once (packets
+    /// carry their own link type) and learns of a start-up failure from
+    /// [`Source::take_failure`].
     pub fn wait_open(&mut self, limit: Duration) -> Opening {
         if let Some(lt) = self.link_type {
             return Opening::Open(lt);
         }
-        // Checked: `limit` comes from the caller and `open_timeout` from the
-        // user; an overflowing deadline is one that never comes.
+        // Checked: `limit` comes from the caller; an overflowing deadline is
+        // one that never comes.
         let now = Instant::now();
-        let mut until = now.checked_add(limit).unwrap_or_else(|| now + MAX_INTERVAL);
-        let deadline = self
-            .control
-            .config
-            .open_timeout
-            .and_then(|t| self.started.checked_add(t));
-        if let Some(d) = deadline {
-            until = until.min(d);
-        }
-        let outcome = match self.control.wait_open(until) {
-            Opening::Waiting if deadline.is_some_and(|d| Instant::now() >= d) => {
-                Opening::Failed(Error::OpenTimeout {
-                    endpoint: self.control.label.clone(),
-                    seconds: self
-                        .control
-                        .config
-                        .open_timeout
-                        .unwrap_or_default()
-                        .as_secs_f64(),
-                    waiting_for: self.control.waiting_for(),
-                })
-            }
-            other => other,
-        };
+        let until = now.checked_add(limit).unwrap_or_else(|| now + MAX_INTERVAL);
+        let outcome = self.control.wait_open(until);
         match &outcome {
             Opening::Open(lt) => self.link_type = Some(*lt),
             Opening::Failed(_) => self.close(),
             Opening::Waiting => {}
         }
         outcome
+    }
+
+    /// Why the source failed before any stream arrived (no whole header
+    /// within `open_timeout`, a refused connect with `reconnect` off, a peer
+    /// that speaks no pcap, ...), once; the source is then closed. For a
+    /// consumer that does not wait in [`Source::wait_open`]: ask whenever
+    /// `next_packet` has nothing (the selectable fd turns readable for it).
+    pub fn take_failure(&mut self) -> Option<Error> {
+        let e = self.control.take_failure()?;
+        self.close();
+        Some(e)
     }
 
     /// `start`, then waits for the stream's header (or a failure).

@@ -1,5 +1,21 @@
 # Helpers for the btests; sourced by test scripts. Every wait is bounded.
 
+# wait_source_open FILE: until FILE (a live Zeek's stderr) has Zeek's
+# "listening on" line, which it writes once the packet source has opened
+# (at once, before any stream); fails after 30 s. Timing a report from
+# there leaves out Zeek's own start-up, which takes over 2 s on a loaded
+# 2-core machine.
+wait_source_open() {
+    wait_for_line "$1" "listening on " 30
+}
+
+# without_zeek_open_lines: standard input without the lines Zeek itself
+# writes when a live source opens (its "listening on" line and the empty
+# line after it).
+without_zeek_open_lines() {
+    grep -v -e '^\(<[^>]*>, line [0-9]*: \)\{0,1\}listening on ' -e '^$'
+}
+
 # zeek_offline TRACE DIR [ARGS...]: zeek -r TRACE in DIR.
 zeek_offline() {
     local trace=$1 dir=$2

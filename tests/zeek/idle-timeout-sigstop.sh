@@ -10,16 +10,22 @@ export ZEEK_PLUGIN_ACTIVATE=Zeek::PcapOverTcp
 port=$(stream_server --after hold "$TRACES/dns53.pcap")
 server=$(cat stream-server.pid)
 fast="PcapOverTcp::keepalive_idle=1sec PcapOverTcp::keepalive_interval=1sec PcapOverTcp::keepalive_probes=1"
-zeek -b -i "pcapovertcp::127.0.0.1:$port" $fast >/dev/null 2>err-default &
+mkdir default idle
+(cd default && exec zeek -b -i "pcapovertcp::127.0.0.1:$port" $fast -e "$(processed_marker 1)" >/dev/null 2>../err-default) &
 a=$!
-zeek -b -i "pcapovertcp::127.0.0.1:$port" $fast PcapOverTcp::idle_timeout=2sec >/dev/null 2>err-idle &
+(cd idle && exec zeek -b -i "pcapovertcp::127.0.0.1:$port" $fast PcapOverTcp::idle_timeout=2sec \
+    -e "$(processed_marker 1)" >/dev/null 2>../err-idle) &
 b=$!
-wait_for_line err-default "listening on" 10 && wait_for_line err-idle "listening on" 10 || echo "Zeek did not open the sources"
+# The streams have started (the sources open before them, at once).
+wait_for_line default/processed "1 packets processed" 10 && wait_for_line idle/processed "1 packets processed" 10 ||
+    echo "the streams did not start within 10 s"
 kill -STOP "$server"
 sleep 5
 echo "without idle_timeout: $(grep -c 'connection lost' err-default) outages"
 echo "with idle_timeout=2sec:"
-grep -h "connection lost" err-idle | sed -E -e "s/$port/PORT/g" -e "s/^[0-9.]+ //" | sort -u
+# Without the script location Zeek gives the line (-e's).
+grep -h "connection lost" err-idle | sed -E -e "s/$port/PORT/g" -e "s/^[0-9.]+ //" -e 's/^warning in [^:]*, line [0-9]+: /warning: /' |
+    sort -u
 kill -CONT "$server"
 wait_for_line err-idle "connection restored" 10 && echo "restored after SIGCONT"
 kill -TERM $a $b
