@@ -106,7 +106,9 @@ impl Budget {
     pub fn close(&self) {
         let mut st = lock(&self.state);
         st.closed = true;
-        wake_all(&st);
+        let all = open_accounts(&st);
+        drop(st);
+        wake(&all);
     }
 
     /// Bytes charged and not yet given back.
@@ -115,9 +117,17 @@ impl Budget {
     }
 }
 
-/// Wakes every account's waiter (the lock on `st` held).
-fn wake_all(st: &State) {
-    for account in st.accounts.iter().filter_map(Weak::upgrade) {
+/// The accounts still open. Taken under the lock but woken and dropped
+/// after it: dropping the last handle of an account runs its `Drop`, which
+/// takes the lock.
+fn open_accounts(st: &State) -> Vec<Arc<Account>> {
+    st.accounts.iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Wakes each account's waiter: they re-check under the lock, so the
+/// change made before is seen.
+fn wake(accounts: &[Arc<Account>]) {
+    for account in accounts {
         account.space.notify_all();
     }
 }
@@ -186,7 +196,9 @@ impl Drop for Account {
         // This one's strong count is 0 already: it goes with the others gone.
         st.accounts.retain(|a| a.strong_count() > 0);
         // Every other share grew.
-        wake_all(&st);
+        let others = open_accounts(&st);
+        drop(st);
+        wake(&others);
     }
 }
 
