@@ -86,7 +86,8 @@ export {
 	## packets are released in timestamp order: one goes when every other
 	## connected sender has a later packet queued. A connected sender with
 	## nothing queued is waited for while it keeps sending (and while its
-	## share of the buffer is held by packets Zeek has not taken yet); once
+	## share of the buffer is held by packets Zeek has not taken yet, or
+	## bytes it sent wait unread in its socket); once
 	## it has sent nothing for this long (wall clock) it holds the others no
 	## longer. A sender that has sent no packet yet is waited for this long
 	## from when the others' packets first wait for it (once), not from its

@@ -134,7 +134,7 @@ impl Supervisor<'_> {
             return End::Stopped;
         }
         let mut transport = match self.tls {
-            None => Transport::Plain(stream),
+            None => Transport::plain(stream),
             Some(tls) => match tls.connect(self.endpoint.host(), stream) {
                 Ok(t) => t,
                 Err(what) => {
@@ -164,6 +164,9 @@ impl Supervisor<'_> {
                 }),
                 HandshakeFailure::Failed(e) => End::Failed(read_error(&self.label, e)),
             };
+        }
+        if let Some(lane) = &lane {
+            lane.watch(transport.watch());
         }
         let outlet = match (&lane, self.sink) {
             (Some(lane), _) => Outlet::Lane(lane),

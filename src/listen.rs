@@ -13,9 +13,9 @@ mod lines;
 
 use std::cell::OnceCell;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use log::Level;
@@ -248,7 +248,7 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
     // The handshake and the header together, from accept.
     let deadline = control.config.header_timeout.map(|t| accepted + t);
     let mut transport = match &listener.tls {
-        None => Transport::Plain(socket.into()),
+        None => Transport::plain(socket.into()),
         Some(tls) => match tls.accept(socket.into()) {
             Ok(t) => t,
             Err(e) => {
@@ -272,6 +272,7 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
     let unadmitted = Counters::default();
     let joined: OnceCell<Joined> = OnceCell::new();
     let sender = peer.ip().to_canonical().to_string();
+    let socket = transport.watch();
     let connection = Connection {
         control,
         label: &label,
@@ -292,6 +293,7 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
             ticket: &ticket,
             peer,
             label: &label,
+            socket: socket.clone(),
         };
         let joined_now = joining.admit(control, unadmitted.snapshot().bytes)?;
         let _ = joined.set(joined_now);
@@ -324,6 +326,8 @@ struct Joining<'a> {
     ticket: &'a Ticket,
     peer: SocketAddr,
     label: &'a str,
+    /// Its socket, which its lane watches for unread bytes.
+    socket: Weak<TcpStream>,
 }
 
 impl Joining<'_> {
@@ -352,6 +356,7 @@ impl Joining<'_> {
             .listener
             .merge
             .lane(counters.clone(), input, self.label);
+        lane.watch(self.socket.clone());
         let line = format!("{} connected", self.label);
         lines.say(Kind::Admitted, Level::Info, &line);
         control.messages.fact(Fact::SenderConnected {

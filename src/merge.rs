@@ -8,7 +8,10 @@
 //! `merge_window` (wall clock, since its last read): a sender that keeps
 //! sending is waited for, one that went quiet delays the others by at most
 //! the window, and one whose share of the buffer is held downstream is
-//! waited for until Zeek takes those packets.
+//! waited for until Zeek takes those packets. Nor is a sender quiet while
+//! bytes wait unread in its socket: its reader thread is behind (on a busy
+//! machine, with many senders, a reader may wait longer than the window
+//! for a core), and releasing past it would make its packets late.
 //!
 //! Whatever the other senders do, no record waits in the merge longer than
 //! `merge_max_hold` (wall clock, from the read that brought it): then it is
@@ -32,12 +35,14 @@
 use std::cmp::Reverse;
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, VecDeque};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::budget::{Account, Budget, Grant};
 use crate::counters::Counters;
+use crate::net::tls::unread;
 use crate::parse::Record;
 use crate::ring::{Batch, Part, Push, Ring};
 use crate::sync::lock;
@@ -147,6 +152,8 @@ struct LaneState {
     /// quiet already, and its first packets late); once, so a sender that
     /// never sends holds the others for one window only.
     first_wait: Option<Instant>,
+    /// Its connection's socket, asked whether bytes wait unread.
+    socket: Option<Weak<TcpStream>>,
 }
 
 struct Queued {
@@ -261,6 +268,7 @@ impl Merge {
             watermark: None,
             caught_up: Instant::now(),
             first_wait: None,
+            socket: None,
         });
         Lane {
             merge: self.clone(),
@@ -453,7 +461,7 @@ impl State {
             }
             match lane.head() {
                 Some(ts) => heads.push(Reverse(heap_key(ts, i))),
-                None => empty.add(lane, self.last, now, timing.hold),
+                None => empty.add(lane, self.last, now, timing),
             }
         }
         if !heads.is_empty() {
@@ -514,7 +522,7 @@ impl State {
                 (None, Some(top)) => {
                     PeekMut::pop(top);
                     // Emptied: from now on it may hold the others.
-                    empty.add(lane, self.last, now, timing.hold);
+                    empty.add(lane, self.last, now, timing);
                 }
                 (_, None) => {} // unreachable: `pick` came from the top
             }
@@ -544,8 +552,8 @@ struct Empty {
 impl Empty {
     /// Counts `lane` (which has nothing queued) unless it ended, or has
     /// been behind `front` so long that waiting for it is pointless.
-    fn add(&mut self, lane: &LaneState, front: Option<Ts>, now: Instant, hold: Duration) {
-        if lane.open && !lane.behind(front, now, hold) {
+    fn add(&mut self, lane: &LaneState, front: Option<Ts>, now: Instant, timing: &Timing) {
+        if lane.open && !lane.behind(front, now, timing.hold) {
             self.held |= lane.account.waiting();
             let heard = match (lane.watermark, lane.first_wait) {
                 // Nothing queued yet: quiet since others first waited for
@@ -553,6 +561,15 @@ impl Empty {
                 (None, first) => lane.last_push.max(first.unwrap_or(now)),
                 _ => lane.last_push,
             };
+            // Quiet for the window, as far as its pushes tell; asked only
+            // then (a syscall, under the merge's lock), whether its reader
+            // has simply not caught up.
+            let expired = heard
+                .checked_add(timing.window)
+                .is_some_and(|due| due <= now);
+            if expired && lane.socket.as_ref().is_some_and(unread) {
+                self.held = true;
+            }
             self.quiet_since = self.quiet_since.max(Some(heard));
         }
     }
@@ -581,6 +598,15 @@ impl Empty {
 }
 
 impl Lane {
+    /// Tells the merge its connection's socket: while bytes wait unread in
+    /// it, the lane is not quiet, however long since its last push.
+    pub fn watch(&self, socket: Weak<TcpStream>) {
+        let mut st = lock(&self.merge.state);
+        if let Some(lane) = st.lanes.iter_mut().find(|l| l.id == self.id) {
+            lane.socket = Some(socket);
+        }
+    }
+
     /// The time pushes waited for room since the last call.
     pub fn take_waited(&self) -> Duration {
         self.account.take_waited()

@@ -671,3 +671,86 @@ fn wait_for_records(ring: &Ring, n: usize) -> Vec<i64> {
     }
     got
 }
+
+#[test]
+fn a_sender_whose_socket_holds_unread_bytes_is_waited_for_past_the_window() {
+    // A reader thread that has not had a core for longer than the window
+    // (64 senders on 2 cores) leaves its lane empty with its sender's bytes
+    // in the socket: that sender is not quiet, and the others must not be
+    // released past it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let socket = Arc::new(listener.accept().unwrap().0);
+    std::io::Write::write_all(&mut peer, b"x").unwrap();
+    let window = Duration::from_millis(20);
+    let merge = Merge::new(Timing::new(window, FOREVER, Duration::ZERO), 1 << 20);
+    let producer = merge.producer();
+    let late = counters();
+    let (behind, other) = (
+        merge.lane(late.clone(), 0, "test"),
+        merge.lane(counters(), 0, "test"),
+    );
+    behind.watch(Arc::downgrade(&socket));
+    behind.push(batch(b'a', &[1]), false);
+    other.push(batch(b'b', &[3]), false);
+    let (ring, handle) = run_merge(&merge);
+    let mut got: Vec<i64> = Vec::new();
+    let until = Instant::now() + 25 * window;
+    while Instant::now() < until {
+        if let Pop::Batch(b) = ring.pop(0) {
+            got.extend(b.records.iter().map(|r| r.ts_sec));
+        }
+        ring.wait(Duration::from_millis(10));
+    }
+    assert_eq!(
+        got,
+        vec![1],
+        "released past a sender whose bytes were still unread"
+    );
+    // Its reader catches up: everything in order, nothing late.
+    behind.push(batch(b'a', &[2]), false);
+    drop((behind, other, producer));
+    got.extend(drain(&ring).iter().map(|&(_, t)| t));
+    handle.join().unwrap();
+    assert_eq!(got, vec![1, 2, 3]);
+    assert_eq!(late.snapshot().late, 0);
+}
+
+#[test]
+fn a_closed_socket_is_no_reason_to_wait() {
+    // The lane's socket is gone (its connection ended before its lane):
+    // the window rules alone.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let socket = Arc::new(listener.accept().unwrap().0);
+    let watch = Arc::downgrade(&socket);
+    drop((socket, peer));
+    assert!(!unread(&watch));
+    let window = Duration::from_millis(20);
+    let merge = Merge::new(Timing::new(window, FOREVER, Duration::ZERO), 1 << 20);
+    let producer = merge.producer();
+    let (gone, other) = (
+        merge.lane(counters(), 0, "test"),
+        merge.lane(counters(), 0, "test"),
+    );
+    gone.watch(watch);
+    gone.push(batch(b'a', &[1]), false);
+    other.push(batch(b'b', &[3]), false);
+    let (ring, handle) = run_merge(&merge);
+    let mut got: Vec<i64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "never released past a quiet lane"
+        );
+        if let Pop::Batch(b) = ring.pop(0) {
+            got.extend(b.records.iter().map(|r| r.ts_sec));
+        }
+        ring.wait(Duration::from_millis(10));
+    }
+    assert_eq!(got, vec![1, 3]);
+    drop((gone, other, producer));
+    drain(&ring);
+    handle.join().unwrap();
+}

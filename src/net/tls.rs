@@ -16,7 +16,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -466,15 +466,29 @@ impl rustls::server::danger::ClientCertVerifier for NamedClients {
 
 /// A connection's bytes: plain, or decrypted from TLS.
 pub enum Transport {
-    Plain(TcpStream),
+    /// Shared only with weak watchers (see [`Transport::watch`]).
+    Plain(Arc<TcpStream>),
     Tls(Box<TlsStream>),
 }
 
 impl Transport {
+    pub fn plain(tcp: TcpStream) -> Transport {
+        Transport::Plain(Arc::new(tcp))
+    }
+
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => &t.tcp,
+        }
+    }
+
+    /// The socket, for a watcher that must not keep it open: the merge
+    /// asks it whether bytes wait unread (see [`unread`]).
+    pub fn watch(&self) -> Weak<TcpStream> {
+        match self {
+            Transport::Plain(s) => Arc::downgrade(s),
+            Transport::Tls(t) => Arc::downgrade(&t.tcp),
         }
     }
 
@@ -495,7 +509,7 @@ impl Transport {
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Transport::Plain(s) => s.write(buf),
+            Transport::Plain(s) => (&**s).write(buf),
             Transport::Tls(t) => {
                 let n = t.conn.writer().write(buf)?;
                 t.flush()?;
@@ -506,7 +520,7 @@ impl Write for Transport {
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Transport::Plain(s) => s.flush(),
+            Transport::Plain(s) => (&**s).flush(),
             Transport::Tls(t) => t.flush(),
         }
     }
@@ -595,10 +609,22 @@ pub fn handshake(
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Transport::Plain(s) => s.read(buf),
+            Transport::Plain(s) => (&**s).read(buf),
             Transport::Tls(t) => t.read_plain(buf),
         }
     }
+}
+
+/// Whether bytes wait unread in `tcp`'s receive queue (or its end does),
+/// asked without reading them and without waiting. False once the socket
+/// is closed.
+pub fn unread(tcp: &Weak<TcpStream>) -> bool {
+    let Some(tcp) = tcp.upgrade() else {
+        return false;
+    };
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    matches!(socket2::SockRef::from(&*tcp).recv_with_flags(&mut byte, flags), Ok(n) if n > 0)
 }
 
 /// Appends what one recv() returns to `buf`, without initialising the
@@ -620,7 +646,8 @@ const TLS_READ: usize = 64 * 1024;
 
 pub struct TlsStream {
     conn: rustls::Connection,
-    tcp: TcpStream,
+    /// Shared only with weak watchers (see [`Transport::watch`]).
+    tcp: Arc<TcpStream>,
     /// The first bytes the peer sent, to recognise a peer that does not
     /// speak TLS.
     first: Vec<u8>,
@@ -645,7 +672,7 @@ impl TlsStream {
     ) -> TlsStream {
         TlsStream {
             conn,
-            tcp,
+            tcp: Arc::new(tcp),
             first: Vec::new(),
             ca_source,
             peer,
@@ -746,7 +773,7 @@ impl TlsStream {
 
     /// Sends what rustls has queued (handshake messages, alerts).
     fn flush(&mut self) -> io::Result<()> {
-        let mut tcp = &self.tcp;
+        let mut tcp: &TcpStream = &self.tcp;
         while self.conn.wants_write() {
             self.conn.write_tls(&mut tcp)?;
         }
@@ -1037,7 +1064,7 @@ mod tests {
     fn a_plain_transport_has_no_handshake() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let mut plain = Transport::Plain(tcp);
+        let mut plain = Transport::plain(tcp);
         assert!(handshake(&mut plain, Some(Instant::now()), &|| true).is_ok());
     }
 

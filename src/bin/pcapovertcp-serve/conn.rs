@@ -63,7 +63,7 @@ pub fn write_segments(conn: &mut Conn, segments: &[Bytes]) -> io::Result<()> {
         let mut slices = Vec::with_capacity(1 + rest.len().min(63));
         slices.push(IoSlice::new(&segments[done][offset..]));
         slices.extend(rest.iter().take(63).map(|s| IoSlice::new(s)));
-        let mut n = match tcp.write_vectored(&slices) {
+        let mut n = match (&**tcp).write_vectored(&slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -151,7 +151,7 @@ fn linger(tcp: &TcpStream) {
 /// An accepted client, after the TLS handshake when serving over TLS.
 pub fn accept(tcp: TcpStream, tls: &Tls) -> Result<Conn, String> {
     let Tls::Server(server) = tls else {
-        return Ok(Conn::Plain(tcp));
+        return Ok(Conn::plain(tcp));
     };
     let mut conn = server
         .accept_from(tcp, "client")
@@ -173,7 +173,7 @@ fn try_connect(target: &Endpoint, tls: &Tls) -> Result<Conn, String> {
     let tcp =
         connect_addrs(addrs, CONNECT_TIMEOUT, keepalive.as_ref()).map_err(|e| e.to_string())?;
     let Tls::Client(client) = tls else {
-        return Ok(Conn::Plain(tcp));
+        return Ok(Conn::plain(tcp));
     };
     let mut conn = setting::with_names(words::serve, || {
         client.connect_to(target.host(), tcp, "receiver")

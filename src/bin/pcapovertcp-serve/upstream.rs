@@ -137,7 +137,7 @@ impl Direct {
         let tcp =
             connect_addrs(addrs, CONNECT_TIMEOUT, keepalive.as_ref()).map_err(|e| e.to_string())?;
         let Some(tls) = &self.tls else {
-            return Ok(Transport::Plain(tcp));
+            return Ok(Transport::plain(tcp));
         };
         let mut transport = tls.connect(self.target.host(), tcp)?;
         let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
