@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/run.py [--quick]: the benchmarks of README "Performance", in one run.
+"""bench/run.py [--quick]: the benchmarks of docs/performance.md, in one run.
 
 1. Core throughput (cargo bench --bench core): reader thread + consumer vs a
    plain recv() ceiling, at 64/512/1500 B and on a mix of the shared traces.

@@ -149,7 +149,7 @@ export {
 	## ADDRESS_PAIR (the default) hashes the sorted pair of outermost IP
 	## addresses, so every packet and fragment of a connection, in both
 	## directions, lands on one worker; FIVE_TUPLE adds protocol and ports
-	## (see the README for how fragments follow their flow). Packets
+	## (see docs/clusters.md for how fragments follow their flow). Packets
 	## that are not IP go to share 0. All workers must use the same value.
 	const share_by = ADDRESS_PAIR &redef;
 

@@ -1,6 +1,6 @@
 ##! Notices of the PCAP-over-IP packet source, raised from its events
-##! (declared with its built-in functions; see the README, "Notices and
-##! events"). Loaded with the plugin, also under ``zeek -b``: it loads the
+##! (declared with its built-in functions; see docs/metrics-notices.md,
+##! "Notices and events"). Loaded with the plugin, also under ``zeek -b``: it loads the
 ##! notice framework, which costs about 0.1 s and 2 MB at start-up.
 ##!
 ##! Suppression: the core raises each fact once (one ``feed_lost`` per

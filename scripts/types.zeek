@@ -39,7 +39,7 @@ export {
 		## reached the stream: pcapng Enhanced Packet Blocks'
 		## ``epb_dropcount`` and Interface Statistics Blocks'
 		## ``isb_ifdrop`` + ``isb_osdrop``, per interface the larger of the
-		## two (see the README, "Drops upstream"). Always 0 for a pcap
+		## two (see docs/metrics-notices.md, "Drops upstream"). Always 0 for a pcap
 		## stream, which carries no drop counts.
 		upstream_dropped: count;
 		## Records cut off by the end of a connection.

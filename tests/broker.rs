@@ -2050,7 +2050,7 @@ fn soak_a_mixed_attack_harms_only_the_attackers() {
         println!(
             "peaks under attack: {threads} threads, {fds} fds, RSS +{grown_mib} MiB; {lines} lines"
         );
-        // The README's bounds: a thread and two descriptors per client,
+        // docs/broker.md's bounds: a thread and two descriptors per client,
         // and a few of the tool's own.
         assert!(threads <= MAX_CLIENTS + 8, "{threads} threads");
         assert!(fds <= 2 * MAX_CLIENTS + 16, "{fds} file descriptors");

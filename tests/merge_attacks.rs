@@ -287,7 +287,7 @@ fn a_packet_dated_2100_is_dropped_and_makes_no_other_senders_packet_late() {
 
 /// 16 senders each declare 60 interfaces of 256 KiB of options (240 MiB
 /// in all) before one packet: the source keeps 24 bytes of each, so its
-/// memory stays within the README's bound (the read buffers, 1 MiB each),
+/// memory stays within docs/options.md's bound (the read buffers, 1 MiB each),
 /// where it used to keep every block whole.
 #[test]
 fn fat_interface_blocks_from_many_senders_cost_only_their_read_buffers() {

@@ -1,8 +1,8 @@
 //! One list of options: every `PcapOverTcp::` option is declared in six
 //! places (scripts/init.zeek with its default, the bif, the bridge's
-//! `Options`, the shim that fills it, the zeekctl plugin and the README's
-//! table). This test fails when they disagree on a name, or when the README
-//! states another default than init.zeek.
+//! `Options`, the shim that fills it, the zeekctl plugin and the table of
+//! docs/options.md). This test fails when they disagree on a name, or when
+//! that table states another default than init.zeek.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -89,9 +89,10 @@ fn zeekctl() -> BTreeSet<String> {
         .collect()
 }
 
-/// README's options table: each row's names and its default.
+/// docs/options.md's table: each row's names and its default.
 fn readme() -> Vec<(Vec<String>, String)> {
-    between(&read("README.md"), "| option | default | meaning |", "\n\n")
+    let doc = read("docs/options.md");
+    between(&doc, "| option | default | meaning |", "\n\n")
         .lines()
         .filter(|l| l.starts_with("| `"))
         .map(|l| {
@@ -126,7 +127,7 @@ fn every_place_that_declares_options_names_the_same_ones() {
         ("cpp/PcapOverTcpSource.cc", shim()),
         ("src/ffi.rs's Options", bridge()),
         ("zeekctl/pcapovertcp.py", zeekctl()),
-        ("README.md's options table", readme),
+        ("docs/options.md's options table", readme),
     ] {
         let missing: Vec<_> = init.difference(&names).collect();
         let extra: Vec<_> = names.difference(&init).collect();
@@ -147,7 +148,7 @@ fn the_readme_states_init_zeeks_defaults() {
             let got = default.strip_prefix("PcapOverTcp::").unwrap_or(&default);
             assert_eq!(
                 got, want,
-                "README.md gives PcapOverTcp::{name} the default {default}, init.zeek {want}"
+                "docs/options.md gives PcapOverTcp::{name} the default {default}, init.zeek {want}"
             );
         }
     }

@@ -891,16 +891,18 @@ fn environment_options_are_checked_and_the_command_line_wins() {
     })
 }
 
-/// The README's replay recipes run Zeek with allow_network_time_forward=F:
+/// The replay recipes (docs/broker.md's, and the README's read of a served
+/// file) run Zeek with allow_network_time_forward=F:
 /// with the default, a live source moves network time to the wall clock
 /// while idle and an old trace gives other logs than `zeek -r`.
 #[test]
 fn the_readmes_replay_recipes_keep_network_time_on_the_packets() {
     let readme = include_str!("../README.md");
-    let start = readme
+    let broker = include_str!("../docs/broker.md");
+    let start = broker
         .find("**Replay a trace**")
         .expect("the replay recipe");
-    let block = &readme[start..];
+    let block = &broker[start..];
     let block = &block[..block.find("**Sensor relay**").expect("the next recipe")];
     let zeeks: Vec<&str> = block
         .lines()

@@ -1,5 +1,5 @@
 # A plugin built for another Zeek release (patch releases included) does not
-# load, and Zeek says why and stops (README, "After a Zeek upgrade"). The
+# load, and Zeek says why and stops (docs/install.md, "After a Zeek upgrade"). The
 # plugin refers to zeek_version_<VERSION>_plugin_<API>, which only the Zeek
 # it was built against exports; a copy of the built plugin whose reference
 # names another version stands for one built before an upgrade. Version,

@@ -7,7 +7,7 @@
 # verify itself must report no problem with the units. It runs as a user
 # manager (--user) with a private XDG_RUNTIME_DIR: as the system manager it
 # would touch /run/systemd; unit files are parsed the same way. zeek.conf
-# is the README's (manager, loggers and proxies included: see
+# is docs/clusters.md's (manager, loggers and proxies included: see
 # systemd-generator.sh), and the scripts on the command line are shown
 # sorted (their order is the generator's).
 # @TEST-REQUIRES: test -x "$(zeek-config --prefix)/bin/zeek-systemd-generator"

@@ -1,5 +1,5 @@
-# Zeek 9.0's systemd generator with the README's two 9.0 examples, read from
-# README.md itself: (1) `[interface NAME]` sections, two streams each split
+# Zeek 9.0's systemd generator with the two 9.0 examples of docs/clusters.md,
+# read from that file itself: (1) `[interface NAME]` sections, two streams each split
 # between its own two workers: units zeek-worker-NAME@K, nodes
 # worker-NAME-K, ${worker_index0} from 0 in each section; (2) one stream
 # split among the workers of two hosts with per-host files
@@ -17,9 +17,9 @@
 prefix=$(zeek-config --prefix)
 generator=$prefix/bin/zeek-systemd-generator
 
-# readme_block FIRST-LINE: the README's code block that starts with that line.
+# readme_block FIRST-LINE: docs/clusters.md's code block that starts with that line.
 readme_block() {
-    awk -v first="$1" 'index($0, first) == 1 { on = 1 } on && /^```/ { exit } on' "$PROJECT/README.md"
+    awk -v first="$1" 'index($0, first) == 1 { on = 1 } on && /^```/ { exit } on' "$PROJECT/docs/clusters.md"
 }
 
 # show UNITDIR UNIT...: each unit's CLUSTER_NODE and interface as systemd

@@ -1,6 +1,6 @@
 # Zeek's systemd generator (zeek-systemd-generator, Zeek >= 8.1) with
 # `interface = pcapovertcp::HOST:PORT?share=${worker_index0}/4`, 4
-# workers, and manager = 1, loggers = 1, proxies = 1 as in the README (9.0's
+# workers, and manager = 1, loggers = 1, proxies = 1 as in docs/clusters.md (9.0's
 # generator starts no manager, logger or proxy without them, and its workers
 # then stop at start-up: "No ZeroMQ connect_log_endpoints configured"; 8.2's
 # warns once that it ignores `manager`, which is all it may say): the drop-in of zeek-worker@K.service sets INTERFACE to

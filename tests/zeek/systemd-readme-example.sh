@@ -1,5 +1,5 @@
-# The README's zeek.conf example for Zeek's systemd generator, read from
-# README.md itself, works with the generator of the Zeek under test (the
+# The zeek.conf example for Zeek's systemd generator in docs/clusters.md
+# (once the README's), read from that file itself, works with the generator of the Zeek under test (the
 # suite runs on 8.0, 8.2 and 9.0: 8.0 has no generator and skips this test).
 # 9.0's generator starts a manager, a logger and a proxy only when zeek.conf
 # asks for them (manager = 1, loggers = 1, proxies = 1); 8.1 and 8.2 always
@@ -14,7 +14,7 @@
 
 prefix=$(zeek-config --prefix)
 # The ini block that follows the line naming zeek-systemd-generator.
-awk '/^# zeek.conf of zeek-systemd-generator/ { on = 1 } on && /^```/ { exit } on' "$PROJECT/README.md" >zeek.conf
+awk '/^# zeek.conf of zeek-systemd-generator/ { on = 1 } on && /^```/ { exit } on' "$PROJECT/docs/clusters.md" >zeek.conf
 echo "--- README's zeek.conf"
 cat zeek.conf
 mkdir units

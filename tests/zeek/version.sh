@@ -2,8 +2,9 @@
 # version of the C++ zeek-pcapovertcp-plugin this one replaces) equals
 # Cargo.toml's and Cargo.lock's, and is the version `zeek -N` shows for the
 # built plugin. The plugin tarball that zkg and zeekctl install
-# (build/Zeek_PcapOverTcp.tgz) carries VERSION and COPYING, and the plugin
-# unpacked from it alone shows that same version.
+# (build/Zeek_PcapOverTcp.tgz) carries VERSION, COPYING and docs/ (the pages
+# the README links to), and the plugin unpacked from it alone shows that same
+# version.
 # @TEST-GROUP: installed
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
@@ -32,4 +33,5 @@ mkdir unpacked
 tar xzf "$tarball" -C unpacked
 same "its VERSION is VERSION" "$(cat unpacked/Zeek_PcapOverTcp/VERSION)" "$version"
 same "its COPYING is COPYING" "$(cmp -s unpacked/Zeek_PcapOverTcp/COPYING "$PROJECT/COPYING" && echo same)" same
+same "its docs/ is docs/" "$(diff -r unpacked/Zeek_PcapOverTcp/docs "$PROJECT/docs" >/dev/null && echo same)" same
 same "zeek -N with only the unpacked tarball shows VERSION" "$(ZEEK_PLUGIN_PATH=$PWD/unpacked shown)" "$version"

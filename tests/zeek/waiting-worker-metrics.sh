@@ -1,5 +1,5 @@
-# A worker whose server is down is a normal, observable Zeek (README, "What
-# failures look like"): the source opens at once, so zeek_init runs, the
+# A worker whose server is down is a normal, observable Zeek (docs/failures.md,
+# "What failures look like"): the source opens at once, so zeek_init runs, the
 # Prometheus endpoint (Telemetry::metrics_port; from Zeek 9.0 it is started
 # in zeek_init) answers a scrape with the source's own metrics, and the
 # wait is reported in one line naming the endpoint, all while Zeek keeps

@@ -1173,12 +1173,12 @@ mod tests {
         refused(&["--stdout", "--port-file", "p", "-"], "--stdout excludes");
     }
 
-    /// Every option has its variable, named after it, and the README's
+    /// Every option has its variable, named after it, and docs/broker.md's
     /// table lists each.
     #[test]
     fn every_option_has_a_documented_environment_variable() {
         use clap::CommandFactory;
-        let readme = include_str!("../../../README.md");
+        let readme = include_str!("../../../docs/broker.md");
         for arg in Args::command().get_arguments() {
             let id = arg.get_id().as_str();
             if matches!(id, "help" | "version") {
@@ -1190,7 +1190,10 @@ mod tests {
                 .unwrap_or_else(|| panic!("{id} has no environment variable"));
             let long = arg.get_long().unwrap_or("input").replace('-', "_");
             assert_eq!(name, format!("PCAPOVERTCP_SERVE_{}", long.to_uppercase()));
-            assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "docs/broker.md lacks {name}"
+            );
         }
     }
 }
