@@ -11,7 +11,8 @@
 //! timestamp order, within one [`budget`]; skipped when there is one
 //! connection) → [`ring`] (the zero-copy hand-over, with [`wake`] for
 //! Zeek's poll loop) → [`source`] (what Zeek's main loop calls) → [`ffi`]
-//! (the one `cxx` bridge the C++ shim uses).
+//! (the one `cxx` bridge the C++ shim uses; the default feature `zeek`,
+//! which the broker turns off).
 //!
 //! Beside it: [`control`] (what the threads and the consumer share),
 //! [`messages`] (each source's message sink, drained by its front end,
@@ -29,6 +30,7 @@ mod dial;
 pub mod endpoint;
 pub mod error;
 pub mod facts;
+#[cfg(feature = "zeek")]
 pub mod ffi;
 pub mod linktype;
 mod listen;

@@ -20,7 +20,9 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::Level;
+#[cfg(feature = "zeek")]
+use log::{LevelFilter, Log, Metadata, Record};
 
 use crate::messages::Messages;
 
@@ -28,10 +30,13 @@ thread_local! {
     static ROUTE: RefCell<Option<Arc<Messages>>> = const { RefCell::new(None) };
 }
 
+#[cfg(feature = "zeek")]
 struct Router;
 
+#[cfg(feature = "zeek")]
 static LOGGER: Router = Router;
 
+#[cfg(feature = "zeek")]
 impl Log for Router {
     fn enabled(&self, metadata: &Metadata) -> bool {
         metadata.target().starts_with("pcapovertcp")
@@ -98,6 +103,7 @@ pub(crate) use {debug, error, info, say_at, warning};
 /// Installs the logger that writes what no source's thread says to stderr
 /// (the Zeek plugin's: Zeek has no `log` logger), unless the host program
 /// installed one.
+#[cfg(feature = "zeek")]
 pub fn install() {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(LevelFilter::Debug);

@@ -12,10 +12,19 @@ use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::TsResolution;
 use pcapovertcp::{Next, Source};
 
+/// The project's root (the workspace's), from the core's tests or serve/'s.
+pub fn project_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    match manifest.parent() {
+        Some(parent) if manifest.ends_with("serve") => parent.to_path_buf(),
+        _ => manifest,
+    }
+}
+
 /// `../shared/traces`, beside the project root. Missing traces fail the
 /// tests: they are part of the test environment.
 pub fn traces_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/traces");
+    let dir = project_root().join("../shared/traces");
     assert!(
         dir.is_dir(),
         "{} is missing: the tests read the real traces from there",

@@ -11,7 +11,7 @@
 #   at exit) shows its drops exactly: received + dropped = sent. (Fed as
 #   fast as a pipe goes, the relay outruns netcat clients that share two
 #   cores with it and with a parallel test, and rightly drops for them too;
-#   tests/broker.rs feeds at full speed, to clients that keep up.)
+#   serve/tests/broker.rs feeds at full speed, to clients that keep up.)
 # @TEST-REQUIRES: test -x "$SERVE" && test -f "$TRACES/http/bro.org.pcap"
 # @TEST-REQUIRES: command -v tshark && command -v tcpdump && command -v nc && command -v capinfos
 # @TEST-EXEC: bash %INPUT >output 2>&1

@@ -1,6 +1,7 @@
 //! pcapovertcp-serve as users run it: the real binary on loopback, read back
 //! through `Source` (or, with --connect, by a listener in the test).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
@@ -897,8 +898,8 @@ fn environment_options_are_checked_and_the_command_line_wins() {
 /// while idle and an old trace gives other logs than `zeek -r`.
 #[test]
 fn the_readmes_replay_recipes_keep_network_time_on_the_packets() {
-    let readme = include_str!("../README.md");
-    let broker = include_str!("../docs/broker.md");
+    let readme = include_str!("../../README.md");
+    let broker = include_str!("../../docs/broker.md");
     let start = broker
         .find("**Replay a trace**")
         .expect("the replay recipe");
@@ -929,7 +930,7 @@ fn the_unit_file_verifies_and_is_hardened() {
     common::within(Duration::from_secs(120), || {
         let unit = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/src/bin/pcapovertcp-serve/pcapovertcp-serve.service"
+            "/pcapovertcp-serve.service"
         ))
         .unwrap();
         for key in [

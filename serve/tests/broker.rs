@@ -5,6 +5,7 @@
 //! counted exactly (--slow-client=drop) or it is closed
 //! (--slow-client=disconnect).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;

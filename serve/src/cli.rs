@@ -1178,7 +1178,7 @@ mod tests {
     #[test]
     fn every_option_has_a_documented_environment_variable() {
         use clap::CommandFactory;
-        let readme = include_str!("../../../docs/broker.md");
+        let readme = include_str!("../../docs/broker.md");
         for arg in Args::command().get_arguments() {
             let id = arg.get_id().as_str();
             if matches!(id, "help" | "version") {

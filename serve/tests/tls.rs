@@ -10,6 +10,7 @@
 //! localhost, client certificates for sender-a and sender-b). Without
 //! `openssl` on PATH when they were built (build.rs) they are ignored.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::fs::File;
