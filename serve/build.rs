@@ -3,6 +3,7 @@
 fn main() {
     wireshark_tools();
     openssl_command();
+    tcpdump_command();
 }
 
 /// The directory on PATH holding `tool`, if any.
@@ -36,5 +37,15 @@ fn wireshark_tools() {
         println!("cargo:rerun-if-changed={}", tshark.display());
         println!("cargo:rerun-if-changed={}", mergecap.display());
         println!("cargo:rustc-cfg=wireshark");
+    }
+}
+
+/// `cfg(tcpdump)` when tcpdump is on PATH at build time: the test that
+/// reads the broker's standard output with it is ignored without it.
+fn tcpdump_command() {
+    println!("cargo::rustc-check-cfg=cfg(tcpdump)");
+    if let Some(tcpdump) = on_path("tcpdump") {
+        println!("cargo:rerun-if-changed={}", tcpdump.display());
+        println!("cargo:rustc-cfg=tcpdump");
     }
 }

@@ -2503,6 +2503,7 @@ fn stdout_survives_an_upstream_restart(reader: &[&str]) {
 }
 
 #[test]
+#[cfg_attr(not(tcpdump), ignore = "needs tcpdump on PATH")]
 fn stdout_read_by_tcpdump_survives_an_upstream_restart() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     common::within(Duration::from_secs(90), || {
