@@ -446,8 +446,10 @@ pub struct Args {
     ///
     /// Totals (clients, packets, bytes, dropped), the live input's packets
     /// and bytes, and per open client its packets, bytes, dropped, queued
-    /// bytes and since when it is connected. One scrape at a time, each
-    /// with 2 s to send its request and take the answer.
+    /// bytes and since when it is connected; per --upstream server its
+    /// packets, bytes, connections, outages and state (connecting, up,
+    /// down). One scrape at a time, each with 2 s to send its request and
+    /// take the answer.
     #[arg(long, value_name = "ADDR:PORT", env = "PCAPOVERTCP_SERVE_METRICS",
           value_parser = parse_listen)]
     metrics: Option<SocketAddr>,

@@ -174,16 +174,18 @@ impl Fanout {
     /// header already) goes on from the clients' stream if its header is
     /// the same (see `new_header`).
     pub fn relay(&mut self, input: impl Read, what: &str) -> Result<u64, Failure> {
-        self.relay_with(input, what, || {})
+        self.relay_with(input, what, || {}, |_, _| {})
     }
 
     /// `relay`, calling `started` once the stream's first unit (its
-    /// header) has been recognised: from then on it is a pcap stream.
+    /// header) has been recognised: from then on it is a pcap stream; and
+    /// `read` with each read's bytes and the packets completed by it.
     pub fn relay_with(
         &mut self,
         mut input: impl Read,
         what: &str,
         mut started: impl FnMut(),
+        mut read: impl FnMut(u64, u64),
     ) -> Result<u64, Failure> {
         let mut recognised = false;
         let mut parser = StreamParser::new(Limits::default());
@@ -227,6 +229,9 @@ impl Fanout {
             let consumed = parser
                 .parse_units(&buf[..filled], |range, record| units.push((range, record)))
                 .map_err(Failure::Stream)?;
+            if consumed == 0 {
+                read(n as u64, 0);
+            }
             if consumed > 0 && !recognised {
                 recognised = true;
                 started();
@@ -245,7 +250,9 @@ impl Fanout {
                         self.new_header(header, what);
                     }
                 }
-                packets += units[first..].iter().filter(|u| u.1.is_some()).count() as u64;
+                let new = units[first..].iter().filter(|u| u.1.is_some()).count() as u64;
+                packets += new;
+                read(n as u64, new);
                 if first < units.len() {
                     self.send(&chunk, &units[first..]);
                 }

@@ -9,7 +9,8 @@
 //! that reconnects with the same interfaces reuses its blocks.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pcapovertcp::linktype::dlt_to_linktype;
@@ -17,6 +18,7 @@ use pcapovertcp::parse::{Limits, Record};
 use pcapovertcp::{Config, Next, Opening, Packet, Source};
 
 use crate::input::{Fanout, Unit};
+use crate::stats::{Registry, UpstreamStats};
 use crate::words;
 
 /// At most this many bytes of packets are handed on at once.
@@ -144,6 +146,45 @@ impl NgWriter {
     }
 }
 
+/// How often the servers' counters are copied from the core for --metrics
+/// (and at least every wait for packets, 200 ms).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// Copies each server's counters from the core (its senders, in the order
+/// first seen) into the registry, where a metrics scrape finds them: the
+/// core's counters belong to the source, which this thread alone reads.
+struct Publisher<'a> {
+    registry: &'a Registry,
+    /// The registry's entry of each of the core's senders, by index.
+    upstreams: Vec<Arc<UpstreamStats>>,
+    last: Option<Instant>,
+}
+
+impl Publisher<'_> {
+    fn publish(&mut self, source: &Source) {
+        if self.last.is_some_and(|t| t.elapsed() < PUBLISH_EVERY) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        for i in self.upstreams.len()..source.sender_count() {
+            let name = source
+                .sender_address(i as u32)
+                .unwrap_or_else(|| format!("input {i}"));
+            self.upstreams.push(self.registry.upstream(&name));
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if let Some(c) = source.sender_at(i) {
+                // The core counts an outage when a server that was never
+                // up fails once the source is open (another server is up);
+                // an outage here is a connection lost, so no more of them
+                // than connections that ended.
+                let outages = c.outages.min(c.disconnects);
+                u.copy(c.records, c.bytes, c.connects, outages, c.open > 0);
+            }
+        }
+    }
+}
+
 /// Passes the core's messages (in the tool's words: the source was
 /// started with them) on to the tool's log, naming --upstream.
 fn forward_messages(source: &Source, spec: &str) {
@@ -158,7 +199,7 @@ fn forward_messages(source: &Source, spec: &str) {
 /// in timestamp order; reconnecting as `config` says) and relays it as
 /// pcapng. Returns when the core's stream ends (only without reconnect):
 /// whether it opened.
-pub fn run_upstream(fanout: &mut Fanout, spec: &str, config: Config) -> bool {
+pub fn run_upstream(fanout: &mut Fanout, spec: &str, config: Config, registry: &Registry) -> bool {
     let mut source = match Source::start_with_names(spec, config, words::upstream) {
         Ok(s) => s,
         Err(e) => {
@@ -166,7 +207,13 @@ pub fn run_upstream(fanout: &mut Fanout, spec: &str, config: Config) -> bool {
             return false;
         }
     };
+    let mut publisher = Publisher {
+        registry,
+        upstreams: Vec::new(),
+        last: None,
+    };
     loop {
+        publisher.publish(&source);
         forward_messages(&source, spec);
         match source.wait_open(Duration::from_millis(500)) {
             Opening::Open(dlt) => {
@@ -183,6 +230,7 @@ pub fn run_upstream(fanout: &mut Fanout, spec: &str, config: Config) -> bool {
     }
     let mut writer = NgWriter::default();
     loop {
+        publisher.publish(&source);
         forward_messages(&source, spec);
         writer.learn_names(&source);
         let (mut out, mut units) = (Vec::new(), Vec::new());
@@ -201,6 +249,8 @@ pub fn run_upstream(fanout: &mut Fanout, spec: &str, config: Config) -> bool {
             fanout.send(&Bytes::from(out), &units);
         }
         if ended {
+            publisher.last = None;
+            publisher.publish(&source);
             forward_messages(&source, spec);
             log::info!("--upstream {spec}: the stream ended");
             source.close();

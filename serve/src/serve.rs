@@ -371,7 +371,7 @@ fn relay_input(
     let ok = if let Some(cmd) = &o.exec {
         run_exec(fanout, cmd, o.once)
     } else if let Some(one) = direct {
-        one.run(fanout, o.once)
+        one.run(fanout, o.once, registry)
     } else if let Some(spec) = &o.upstream {
         let config = pcapovertcp::Config {
             reconnect: !o.once,
@@ -381,7 +381,7 @@ fn relay_input(
             merge_window: o.merge_window(),
             ..pcapovertcp::Config::default()
         };
-        run_upstream(fanout, spec, config)
+        run_upstream(fanout, spec, config, registry)
     } else {
         match fanout.relay(io::stdin().lock(), "standard input") {
             Ok(_) => true,

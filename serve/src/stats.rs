@@ -124,11 +124,6 @@ impl ClientStats {
             .label
             .split_once('=')
             .unwrap_or(("client", &self.label));
-        let escape = |v: &str| {
-            v.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-        };
         format!("{{kind=\"{}\",peer=\"{}\"}}", escape(kind), escape(peer))
     }
 
@@ -176,6 +171,105 @@ impl Totals {
     }
 }
 
+/// Where an --upstream server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Upstream {
+    /// Not connected yet since the start: being dialled.
+    Connecting = 0,
+    /// Connected: its stream is read.
+    Up = 1,
+    /// Was connected, and is no longer: being redialled.
+    Down = 2,
+}
+
+impl Upstream {
+    const ALL: [Upstream; 3] = [Upstream::Connecting, Upstream::Up, Upstream::Down];
+
+    fn name(self) -> &'static str {
+        match self {
+            Upstream::Connecting => "connecting",
+            Upstream::Up => "up",
+            Upstream::Down => "down",
+        }
+    }
+
+    fn from_u8(v: u8) -> Upstream {
+        match v {
+            0 => Upstream::Connecting,
+            1 => Upstream::Up,
+            _ => Upstream::Down,
+        }
+    }
+}
+
+/// One --upstream server's counters: updated by the tool's own reader (one
+/// server) or copied from the core's per-sender counters (several).
+pub struct UpstreamStats {
+    /// The server as written (`HOST:PORT`, `tls://HOST:PORT`), or a sender's
+    /// address for a listening upstream endpoint.
+    name: String,
+    /// Packets read from it.
+    pub packets: AtomicU64,
+    /// Bytes read from it (its stream's header included).
+    pub bytes: AtomicU64,
+    /// Connections made to it.
+    pub connects: AtomicU64,
+    /// Connections lost after being up (each the start of an outage).
+    pub outages: AtomicU64,
+    state: AtomicU8,
+}
+
+impl UpstreamStats {
+    pub fn state(&self) -> Upstream {
+        Upstream::from_u8(self.state.load(Relaxed))
+    }
+
+    /// A connection was made.
+    pub fn connected(&self) {
+        self.connects.fetch_add(1, Relaxed);
+        self.state.store(Upstream::Up as u8, Relaxed);
+    }
+
+    /// The connection ended; `lost`: it had been relaying a stream (an
+    /// outage begins).
+    pub fn disconnected(&self, lost: bool) {
+        self.outages.fetch_add(u64::from(lost), Relaxed);
+        self.state.store(Upstream::Down as u8, Relaxed);
+    }
+
+    pub fn read(&self, bytes: u64, packets: u64) {
+        self.bytes.fetch_add(bytes, Relaxed);
+        self.packets.fetch_add(packets, Relaxed);
+    }
+
+    /// Takes the core's counters of the sender (they only grow).
+    pub fn copy(&self, packets: u64, bytes: u64, connects: u64, outages: u64, open: bool) {
+        self.packets.store(packets, Relaxed);
+        self.bytes.store(bytes, Relaxed);
+        self.connects.store(connects, Relaxed);
+        self.outages.store(outages, Relaxed);
+        let state = match (open, connects) {
+            (true, _) => Upstream::Up,
+            (false, 0) => Upstream::Connecting,
+            (false, _) => Upstream::Down,
+        };
+        self.state.store(state as u8, Relaxed);
+    }
+
+    /// Its Prometheus label, `{upstream="NAME"}` with `extra` labels after.
+    fn prometheus_labels(&self, extra: &str) -> String {
+        format!("{{upstream=\"{}\"{extra}}}", escape(&self.name))
+    }
+}
+
+/// A Prometheus label value, escaped as the text format wants.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Every client's counters, and the input's.
 pub struct Registry {
     /// Whether the input is live (standard input, through the relay).
@@ -185,6 +279,10 @@ pub struct Registry {
     clients: Mutex<Vec<Arc<ClientStats>>>,
     /// Departed clients no longer listed one by one.
     retired: Mutex<Totals>,
+    /// The --upstream servers, in the order first seen: as many as the
+    /// command line names (or, for a listening endpoint, the core's bound
+    /// on senders).
+    upstreams: Mutex<Vec<Arc<UpstreamStats>>>,
 }
 
 impl Registry {
@@ -195,7 +293,26 @@ impl Registry {
             input_bytes: AtomicU64::new(0),
             clients: Mutex::new(Vec::new()),
             retired: Mutex::new(Totals::default()),
+            upstreams: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The counters of the --upstream server `name`, made on first use.
+    pub fn upstream(&self, name: &str) -> Arc<UpstreamStats> {
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(u) = upstreams.iter().find(|u| u.name == name) {
+            return u.clone();
+        }
+        let u = Arc::new(UpstreamStats {
+            name: name.to_string(),
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            outages: AtomicU64::new(0),
+            state: AtomicU8::new(Upstream::Connecting as u8),
+        });
+        upstreams.push(u.clone());
+        u
     }
 
     /// Counters for a new client; `label` is `client=ADDR` or
@@ -383,6 +500,64 @@ impl Registry {
                     .map_or(0, |d| d.as_secs())
             }),
         );
+        drop(open);
+        drop(clients);
+        let upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        if upstreams.is_empty() {
+            return out;
+        }
+        let per = |f: &dyn Fn(&UpstreamStats) -> u64| -> Vec<(String, u64)> {
+            upstreams
+                .iter()
+                .map(|u| (u.prometheus_labels(""), f(u)))
+                .collect()
+        };
+        metric(
+            "upstream_packets_total",
+            "counter",
+            "Packets read from the --upstream server.",
+            per(&|u| u.packets.load(Relaxed)),
+        );
+        metric(
+            "upstream_bytes_total",
+            "counter",
+            "Bytes read from the --upstream server, stream headers included.",
+            per(&|u| u.bytes.load(Relaxed)),
+        );
+        metric(
+            "upstream_connected",
+            "gauge",
+            "Whether the --upstream server is connected (1) or not (0).",
+            per(&|u| u64::from(u.state() == Upstream::Up)),
+        );
+        metric(
+            "upstream_connects_total",
+            "counter",
+            "Connections made to the --upstream server.",
+            per(&|u| u.connects.load(Relaxed)),
+        );
+        metric(
+            "upstream_outages_total",
+            "counter",
+            "Connections to the --upstream server lost after its stream began (each the start of an outage).",
+            per(&|u| u.outages.load(Relaxed)),
+        );
+        // A state set: one series per state, 1 for the one it is in.
+        let states = upstreams
+            .iter()
+            .flat_map(|u| {
+                Upstream::ALL.into_iter().map(move |s| {
+                    let label = format!(",state=\"{}\"", s.name());
+                    (u.prometheus_labels(&label), u64::from(u.state() == s))
+                })
+            })
+            .collect();
+        metric(
+            "upstream_state",
+            "gauge",
+            "The --upstream server's state: connecting (not connected yet), up (connected), or down (lost, being redialled).",
+            states,
+        );
         out
     }
 
@@ -415,6 +590,44 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(at(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn upstream_series_name_each_server_once_with_one_state() {
+        let r = Registry::new(true);
+        assert!(!r.prometheus().contains("upstream"));
+        let a = r.upstream("tls://a\"b:1");
+        assert!(Arc::ptr_eq(&a, &r.upstream("tls://a\"b:1")));
+        r.upstream("c:2").copy(5, 50, 2, 1, false);
+        a.connected();
+        a.read(30, 3);
+        let body = r.prometheus();
+        let lines: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("pcapovertcp_serve_upstream_"))
+            .collect();
+        let a = "upstream=\"tls://a\\\"b:1\"";
+        assert_eq!(
+            lines,
+            [
+                format!("pcapovertcp_serve_upstream_packets_total{{{a}}} 3"),
+                "pcapovertcp_serve_upstream_packets_total{upstream=\"c:2\"} 5".into(),
+                format!("pcapovertcp_serve_upstream_bytes_total{{{a}}} 30"),
+                "pcapovertcp_serve_upstream_bytes_total{upstream=\"c:2\"} 50".into(),
+                format!("pcapovertcp_serve_upstream_connected{{{a}}} 1"),
+                "pcapovertcp_serve_upstream_connected{upstream=\"c:2\"} 0".into(),
+                format!("pcapovertcp_serve_upstream_connects_total{{{a}}} 1"),
+                "pcapovertcp_serve_upstream_connects_total{upstream=\"c:2\"} 2".into(),
+                format!("pcapovertcp_serve_upstream_outages_total{{{a}}} 0"),
+                "pcapovertcp_serve_upstream_outages_total{upstream=\"c:2\"} 1".into(),
+                format!("pcapovertcp_serve_upstream_state{{{a},state=\"connecting\"}} 0"),
+                format!("pcapovertcp_serve_upstream_state{{{a},state=\"up\"}} 1"),
+                format!("pcapovertcp_serve_upstream_state{{{a},state=\"down\"}} 0"),
+                "pcapovertcp_serve_upstream_state{upstream=\"c:2\",state=\"connecting\"} 0".into(),
+                "pcapovertcp_serve_upstream_state{upstream=\"c:2\",state=\"up\"} 0".into(),
+                "pcapovertcp_serve_upstream_state{upstream=\"c:2\",state=\"down\"} 1".into(),
+            ]
+        );
     }
 
     #[test]

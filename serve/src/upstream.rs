@@ -12,6 +12,7 @@
 //! stream ([`Fanout::relay`]). An outage is one line when it starts and one
 //! when it ends; the attempts in between are at debug level.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pcapovertcp::endpoint::{Endpoint, Scheme, Spec};
@@ -23,6 +24,7 @@ use pcapovertcp::Config;
 
 use crate::conn::{self, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT};
 use crate::input::Fanout;
+use crate::stats::{Registry, UpstreamStats};
 use crate::words;
 
 /// The backoff, for messages.
@@ -35,6 +37,8 @@ pub struct Direct {
     tls: Option<ClientTls>,
     /// "--upstream HOST:PORT", for messages.
     what: String,
+    /// The server as written, for its counters.
+    name: String,
 }
 
 /// The server of `spec` when it is exactly one connect endpoint (tcp:// or
@@ -58,6 +62,7 @@ pub fn direct(spec: &str, tls: &TlsOptions) -> Result<Option<Direct>, String> {
     };
     Ok(Some(Direct {
         what: format!("--upstream {target}"),
+        name: target.to_string(),
         target: target.clone(),
         tls,
     }))
@@ -152,16 +157,25 @@ impl Direct {
     }
 
     /// One connection, from dialling to the end of its stream.
-    fn attempt(&self, fanout: &mut Fanout, health: &mut Health) -> Attempt {
+    fn attempt(&self, fanout: &mut Fanout, health: &mut Health, stats: &UpstreamStats) -> Attempt {
         let transport = match self.open() {
             Ok(t) => t,
             Err(e) => return Attempt::Unreachable(e),
         };
+        stats.connected();
         let mut started = false;
-        let result = fanout.relay_with(transport, &self.what, || {
-            started = true;
-            health.up(&self.what);
-        });
+        let result = fanout.relay_with(
+            transport,
+            &self.what,
+            || {
+                started = true;
+                health.up(&self.what);
+            },
+            |bytes, packets| stats.read(bytes, packets),
+        );
+        // A stream that was relayed is an outage when it ends (as the
+        // core counts a connect endpoint's).
+        stats.disconnected(started);
         match (started, result) {
             (true, Ok(_)) => Attempt::Relayed(None),
             (true, Err(e)) => Attempt::Relayed(Some(e.to_string())),
@@ -196,14 +210,15 @@ impl Direct {
     /// keeps closing at once is not redialled ten times a second) whenever
     /// it ends or fails; with `once`, relays one stream: whether it was
     /// relayed to its end.
-    pub fn run(&self, fanout: &mut Fanout, once: bool) -> bool {
+    pub fn run(&self, fanout: &mut Fanout, once: bool, registry: &Registry) -> bool {
         // The core's messages on this thread (its TLS) name --upstream-tls-*.
         setting::use_names(words::upstream);
+        let stats: Arc<UpstreamStats> = registry.upstream(&self.name);
         let mut backoff = conn::backoff();
         let mut health = Health::default();
         loop {
             let since = Instant::now();
-            let attempt = self.attempt(fanout, &mut health);
+            let attempt = self.attempt(fanout, &mut health, &stats);
             if once {
                 return self.once(attempt);
             }

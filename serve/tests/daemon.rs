@@ -1,0 +1,347 @@
+//! pcapovertcp-serve as the daemon operators run: its --metrics per
+//! --upstream server. Real processes on loopback; upstream servers are
+//! played by the test on ports it binds itself.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// One test at a time: they pace readers against the broker on a small
+/// machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A scratch directory for one test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "pcapovertcp-daemon-test-{}-{name}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A pcap (little-endian, Ethernet) of `n` IPv4/UDP packets between four
+/// hosts, packet `i` at `base_ms + i * step_ms` ms, `size` bytes of UDP
+/// payload, the index and `tag` in the payload (every packet different).
+fn capture(n: usize, base_ms: u64, step_ms: u64, size: usize, tag: u8) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24 + n * (58 + size));
+    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&4u16.to_le_bytes());
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&65_535u32.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    for i in 0..n {
+        let (a, b) = ((i % 4) as u8, ((i / 3) % 4) as u8);
+        let (src, dst) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        let mut p = vec![0u8; 12];
+        p.extend_from_slice(&[0x08, 0x00]);
+        let ip_len = (20 + 8 + size) as u16;
+        p.extend_from_slice(&[0x45, 0]);
+        p.extend_from_slice(&ip_len.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+        p.extend_from_slice(&[10, 0, 0, src, 10, 1, 0, dst]);
+        p.extend_from_slice(&[0x30, 0x39, 0x00, 0x35]);
+        p.extend_from_slice(&((8 + size) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        let mut body = vec![tag; size];
+        body[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        p.extend_from_slice(&body);
+        let t = base_ms + i as u64 * step_ms;
+        v.extend_from_slice(&((t / 1000) as u32).to_le_bytes());
+        v.extend_from_slice(&(((t % 1000) * 1000) as u32).to_le_bytes());
+        v.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        v.extend_from_slice(&p);
+    }
+    v
+}
+
+/// A running pcapovertcp-serve, killed when dropped; its stderr in a file.
+struct Broker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Broker {
+    fn start(args: &[&str], stdout: Stdio) -> Broker {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let log = scratch("logs").join(format!("broker-{n}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Broker { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for a log line containing `needle`.
+    fn wait_line(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(l) = self.log().lines().find(|l| l.contains(needle)) {
+                return l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?} within {limit:?}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// Waits (bounded) for the broker to end; whether it succeeded.
+    fn wait_success(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the broker did not end:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The --metrics port, from its line in the log.
+    fn metrics_port(&self) -> u16 {
+        let line = self.wait_line("metrics on http://", Duration::from_secs(10));
+        line.rsplit_once("127.0.0.1:")
+            .and_then(|(_, rest)| rest.split('/').next()?.parse().ok())
+            .expect("the metrics port")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An upstream server played by the test: takes one connection on
+/// `listener` (no other: the listener is closed at once), writes `data`,
+/// then holds the connection until `release` says so (or is dropped), and
+/// closes it.
+fn serve_one(
+    listener: TcpListener,
+    data: Vec<u8>,
+    release: Option<mpsc::Receiver<()>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        let Ok((mut tcp, _)) = listener.accept() else {
+            return;
+        };
+        drop(listener);
+        if tcp.write_all(&data).is_err() {
+            return;
+        }
+        if let Some(release) = release {
+            let _ = release.recv_timeout(Duration::from_secs(120));
+        }
+    })
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// One HTTP GET of /metrics on `port`: the body of a 200 answer.
+fn scrape(port: u16) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(tcp, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    body.to_string()
+}
+
+/// The sample lines of the per-upstream series, in the scrape's order.
+fn upstream_lines(body: &str) -> Vec<String> {
+    body.lines()
+        .filter(|l| l.starts_with("pcapovertcp_serve_upstream_"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// An upstream server's expected series: name, packets, bytes, connects,
+/// outages, state.
+type Want<'a> = (&'a str, u64, u64, u64, u64, &'a str);
+
+/// The exact per-upstream lines for `servers`, in the order given.
+fn expected_lines(servers: &[Want]) -> Vec<String> {
+    let mut want = Vec::new();
+    for series in 0..5 {
+        for &(server, packets, bytes, connects, outages, state) in servers {
+            let (name, value) = match series {
+                0 => ("packets_total", packets),
+                1 => ("bytes_total", bytes),
+                2 => ("connected", u64::from(state == "up")),
+                3 => ("connects_total", connects),
+                _ => ("outages_total", outages),
+            };
+            want.push(format!(
+                "pcapovertcp_serve_upstream_{name}{{upstream=\"{server}\"}} {value}"
+            ));
+        }
+    }
+    for s in servers {
+        for state in ["connecting", "up", "down"] {
+            want.push(format!(
+                "pcapovertcp_serve_upstream_state{{upstream=\"{}\",state=\"{state}\"}} {}",
+                s.0,
+                u64::from(s.5 == state)
+            ));
+        }
+    }
+    want
+}
+
+/// Scrapes until the per-upstream lines are `want` (bounded).
+fn scrape_until(port: u16, want: &[String], broker: &Broker) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = scrape(port);
+        if upstream_lines(&body) == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream series are\n{}\nnot\n{}\n{}",
+            upstream_lines(&body).join("\n"),
+            want.join("\n"),
+            broker.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// --metrics with two --upstream servers (merged by the core), one up and
+/// one whose port is closed: each has its own series, labelled as written;
+/// then the one that was up goes away and is counted as an outage.
+#[test]
+fn metrics_have_each_upstream_servers_packets_bytes_and_state() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let data = capture(100, 1_700_000_000_000, 1, 50, 1);
+        let up = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = up.local_addr().unwrap().to_string();
+        let b = format!("127.0.0.1:{}", closed_port());
+        let (release, held) = mpsc::channel();
+        let server = serve_one(up, data.clone(), Some(held));
+        let mut broker = Broker::start(
+            &[
+                "--stdout",
+                "--upstream",
+                &a,
+                "--upstream",
+                &b,
+                "--metrics",
+                "127.0.0.1:0",
+            ],
+            Stdio::null(),
+        );
+        let port = broker.metrics_port();
+        let len = data.len() as u64;
+        let body = scrape_until(
+            port,
+            &expected_lines(&[(&a, 100, len, 1, 0, "up"), (&b, 0, 0, 0, 0, "connecting")]),
+            &broker,
+        );
+        // Each series has its # TYPE, a counter's name ends in _total.
+        for (name, kind) in [
+            ("upstream_packets_total", "counter"),
+            ("upstream_bytes_total", "counter"),
+            ("upstream_connected", "gauge"),
+            ("upstream_connects_total", "counter"),
+            ("upstream_outages_total", "counter"),
+            ("upstream_state", "gauge"),
+        ] {
+            let line = format!("# TYPE pcapovertcp_serve_{name} {kind}");
+            assert!(body.lines().any(|l| l == line), "{line}: {body}");
+        }
+        // The server closes its connection and does not come back.
+        release.send(()).unwrap();
+        server.join().unwrap();
+        scrape_until(
+            port,
+            &expected_lines(&[(&a, 100, len, 1, 1, "down"), (&b, 0, 0, 0, 0, "connecting")]),
+            &broker,
+        );
+        broker.signal(libc::SIGTERM);
+        assert!(
+            broker.wait_success(Duration::from_secs(10)),
+            "{}",
+            broker.log()
+        );
+    })
+}
+
+/// --metrics with one --upstream server (relayed by the tool itself): the
+/// same series, from its own reading of the stream.
+#[test]
+fn metrics_of_a_single_upstream_follow_its_connection() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let data = capture(100, 1_700_000_000_000, 1, 50, 1);
+        let up = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = up.local_addr().unwrap().to_string();
+        let (release, held) = mpsc::channel();
+        let server = serve_one(up, data.clone(), Some(held));
+        let mut broker = Broker::start(
+            &["--stdout", "--upstream", &a, "--metrics", "127.0.0.1:0"],
+            Stdio::null(),
+        );
+        let port = broker.metrics_port();
+        let len = data.len() as u64;
+        scrape_until(
+            port,
+            &expected_lines(&[(&a, 100, len, 1, 0, "up")]),
+            &broker,
+        );
+        release.send(()).unwrap();
+        server.join().unwrap();
+        scrape_until(
+            port,
+            &expected_lines(&[(&a, 100, len, 1, 1, "down")]),
+            &broker,
+        );
+        broker.signal(libc::SIGTERM);
+        assert!(
+            broker.wait_success(Duration::from_secs(10)),
+            "{}",
+            broker.log()
+        );
+    })
+}
