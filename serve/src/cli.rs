@@ -396,10 +396,12 @@ pub struct Args {
     ///
     /// One header, then every packet once, in order, across the input's
     /// restarts with the same header (an --upstream server's reconnects,
-    /// --exec's restarts); it ends with the tool: at the end of the input
-    /// (--once, the end of standard input), or when the input restarts with
-    /// a different header or the reader goes away (status 1, one line). A
-    /// reader slower than the input loses whole packets, counted
+    /// --exec's restarts); several --upstream servers give one merged
+    /// pcapng stream. It ends with the tool: at the end of the input
+    /// (--once, the end of standard input), by SIGTERM/SIGINT (after the
+    /// records being written: it ends on a whole one), or when the input
+    /// restarts with a different header or the reader goes away (status 1,
+    /// one line). A reader slower than the input loses whole packets, counted
     /// (--client-buffer, --slow-client). Not with --listen, --connect or a
     /// FILE.
     #[arg(long, env = "PCAPOVERTCP_SERVE_STDOUT", value_parser = BoolishValueParser::new())]

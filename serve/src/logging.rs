@@ -25,6 +25,7 @@ use log::LevelFilter;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
+use crate::output;
 use crate::stats::{utc, Registry};
 
 /// The log target of the counter lines.
@@ -34,6 +35,9 @@ const COUNTERS: &str = "counters";
 pub const CLIENT_LINES: u64 = 50;
 /// ...per this interval; the rest are counted in one summary line.
 pub const CLIENT_WINDOW: Duration = Duration::from_secs(10);
+/// On SIGTERM/SIGINT, how long the segment being written to standard output
+/// (--stdout) has to be taken by its reader before the tool exits anyway.
+const STOP_WRITING: Duration = Duration::from_secs(5);
 
 /// The current window of client lines: when it started, the lines shown
 /// and the lines held back in it.
@@ -204,7 +208,7 @@ pub fn init(verbosity: Option<i32>, format: LogFormat) {
 }
 
 /// SIGUSR1 prints the counters; SIGTERM and SIGINT print them and end the
-/// tool (status 0). Set up before anything listens, so that a SIGUSR1 never
+/// tool (status 0), --stdout's stream after whole records. Set up before anything listens, so that a SIGUSR1 never
 /// finds the default action (which ends the process).
 pub fn handle_signals(registry: Arc<Registry>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGUSR1, SIGTERM, SIGINT])?;
@@ -217,6 +221,18 @@ pub fn handle_signals(registry: Arc<Registry>) -> std::io::Result<()> {
                     continue;
                 }
                 let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                // --stdout: the segment being written is finished, and no
+                // other begins, so that the stream ends on a whole record.
+                let _stopped = match output::stop_writing(STOP_WRITING) {
+                    Some(guard) => Some(guard),
+                    None => {
+                        log::warn!(
+                            "{name}: standard output took nothing for {} s; exiting within a record",
+                            STOP_WRITING.as_secs()
+                        );
+                        None
+                    }
+                };
                 log::info!("{name}: exiting");
                 registry.print();
                 let _ = std::io::stderr().flush();

@@ -4,6 +4,9 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -27,6 +30,26 @@ impl Output for Conn {
     }
 }
 
+/// Held while a segment is written to standard output, so that the tool,
+/// ending on a signal, ends the stream after whole records, not within one.
+static WRITING: Mutex<()> = Mutex::new(());
+
+/// Waits (at most `limit`) until no segment is being written to standard
+/// output, and keeps any other from starting while the guard lives (until
+/// the process exits). None when the writer held on for `limit` (a reader
+/// that takes nothing): the stream may then end within a record.
+pub fn stop_writing(limit: Duration) -> Option<MutexGuard<'static, ()>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match WRITING.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) if Instant::now() >= deadline => return None,
+            Err(TryLockError::WouldBlock) => thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
 /// Standard output, unbuffered: each batch goes out as it is written, so a
 /// reader (`tcpdump -r -`) gets each packet without waiting for a buffer to
 /// fill. A duplicate of descriptor 1, so that nothing else writes to it
@@ -42,8 +65,11 @@ impl Stdout {
 }
 
 impl Output for Stdout {
+    /// A segment is whole units (records, blocks): a signal waits for the
+    /// end of the one being written.
     fn write_segments(&mut self, segments: &[Bytes]) -> io::Result<()> {
         for s in segments {
+            let _whole = WRITING.lock().unwrap_or_else(|e| e.into_inner());
             self.0.write_all(s)?;
         }
         Ok(())

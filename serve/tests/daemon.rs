@@ -1,5 +1,5 @@
 //! pcapovertcp-serve as the daemon operators run: its --metrics per
-//! --upstream server. Real processes on loopback; upstream servers are
+//! --upstream server, and --stdout ended by a signal. Real processes on loopback; upstream servers are
 //! played by the test on ports it binds itself.
 
 #[path = "../../tests/common/mod.rs"]
@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -343,5 +343,90 @@ fn metrics_of_a_single_upstream_follow_its_connection() {
             "{}",
             broker.log()
         );
+    })
+}
+
+/// Reads `from` to its end into `into`, `chunk` bytes at a time with
+/// `pause` between reads (a slow reader keeps the broker's writes to
+/// standard output in progress).
+fn read_paced(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<Vec<u8>>>,
+    chunk: usize,
+    pause: Duration,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut buf = vec![0u8; chunk];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => into.lock().unwrap().extend_from_slice(&buf[..n]),
+            }
+            if !pause.is_zero() {
+                thread::sleep(pause);
+            }
+        }
+    })
+}
+
+/// Waits (bounded) until `got` holds at least `n` bytes.
+fn wait_bytes(got: &Mutex<Vec<u8>>, n: usize, broker: &Broker) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.lock().unwrap().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} bytes on standard output:\n{}",
+            got.lock().unwrap().len(),
+            broker.log()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGTERM in the middle of a stream on --stdout, its reader slow (the
+/// broker is within a write most of the time): what was written ends on a
+/// whole record, as pcap-file reads it, and the broker ends with status 0
+/// and its counters.
+#[test]
+fn sigterm_ends_stdout_on_a_whole_record() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(90), || {
+        // 30 MB of packets of varied sizes, more than the reader takes
+        // before the signal.
+        let data = capture(30_000, 1_700_000_000_000, 1, 1_000, 2);
+        let up = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = up.local_addr().unwrap().to_string();
+        let (_release, held) = mpsc::channel();
+        let _server = serve_one(up, data, Some(held));
+        let mut broker = Broker::start(&["--stdout", "--upstream", &a], Stdio::piped());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let reader = read_paced(
+            broker.child.stdout.take().unwrap(),
+            got.clone(),
+            3_000,
+            Duration::from_millis(1),
+        );
+        wait_bytes(&got, 2 << 20, &broker);
+        broker.signal(libc::SIGTERM);
+        assert!(
+            broker.wait_success(Duration::from_secs(20)),
+            "{}",
+            broker.log()
+        );
+        reader.join().unwrap();
+        let got = got.lock().unwrap().clone();
+        let mut pcap = pcap_file::pcap::PcapReader::new(&got[..]).expect("a pcap header");
+        let mut packets = 0;
+        while let Some(p) = pcap.next_packet() {
+            if let Err(e) = p {
+                panic!("after {packets} whole packets of {} bytes: {e}", got.len());
+            }
+            packets += 1;
+        }
+        assert!(packets > 1_000, "{packets} packets");
+        let log = broker.log();
+        assert!(log.contains("SIGTERM: exiting"), "{log}");
+        assert!(log.contains("counters: output=stdout"), "{log}");
+        assert!(log.contains("counters: total"), "{log}");
     })
 }
