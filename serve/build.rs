@@ -4,6 +4,7 @@ fn main() {
     wireshark_tools();
     openssl_command();
     tcpdump_command();
+    zeek_command();
 }
 
 /// The directory on PATH holding `tool`, if any.
@@ -47,5 +48,15 @@ fn tcpdump_command() {
     if let Some(tcpdump) = on_path("tcpdump") {
         println!("cargo:rerun-if-changed={}", tcpdump.display());
         println!("cargo:rustc-cfg=tcpdump");
+    }
+}
+
+/// `cfg(zeek)` when zeek is on PATH at build time: the test that reads the
+/// broker's standard output with `zeek -r -` is ignored without it.
+fn zeek_command() {
+    println!("cargo::rustc-check-cfg=cfg(zeek)");
+    if let Some(zeek) = on_path("zeek") {
+        println!("cargo:rerun-if-changed={}", zeek.display());
+        println!("cargo:rustc-cfg=zeek");
     }
 }

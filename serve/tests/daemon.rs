@@ -1,5 +1,6 @@
 //! pcapovertcp-serve as the daemon operators run: its --metrics per
-//! --upstream server, and --stdout ended by a signal. Real processes on loopback; upstream servers are
+//! --upstream server, and --stdout ended by a signal, fed by two servers,
+//! and read by Zeek. Real processes on loopback; upstream servers are
 //! played by the test on ports it binds itself.
 
 #[path = "../../tests/common/mod.rs"]
@@ -64,6 +65,19 @@ fn capture(n: usize, base_ms: u64, step_ms: u64, size: usize, tag: u8) -> Vec<u8
         v.extend_from_slice(&p);
     }
     v
+}
+
+/// The capture cut in two streams, each with the capture's header: the
+/// first `k` packets, and the rest.
+fn halves(pcap: &[u8], k: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut pos = 24;
+    for _ in 0..k {
+        let caplen = u32::from_le_bytes(pcap[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        pos += 16 + caplen;
+    }
+    let mut second = pcap[..24].to_vec();
+    second.extend_from_slice(&pcap[pos..]);
+    (pcap[..pos].to_vec(), second)
 }
 
 /// A running pcapovertcp-serve, killed when dropped; its stderr in a file.
@@ -428,5 +442,220 @@ fn sigterm_ends_stdout_on_a_whole_record() {
         assert!(log.contains("SIGTERM: exiting"), "{log}");
         assert!(log.contains("counters: output=stdout"), "{log}");
         assert!(log.contains("counters: total"), "{log}");
+    })
+}
+
+/// The pcapng blocks of `stream` (type and body), up to the last whole
+/// one.
+fn ng_blocks(stream: &[u8]) -> Vec<(u32, &[u8])> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 12 <= stream.len() {
+        let kind = u32::from_le_bytes(stream[pos..pos + 4].try_into().unwrap());
+        let len = u32::from_le_bytes(stream[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        if len < 12 || pos + len > stream.len() {
+            break;
+        }
+        out.push((kind, &stream[pos + 8..pos + len - 4]));
+        pos += len;
+    }
+    out
+}
+
+/// --stdout with two --upstream servers, one of which is stopped and
+/// started again in the middle: one pcapng stream, one section header and
+/// one interface per server, every packet of both once.
+#[test]
+fn stdout_of_two_upstreams_is_one_stream_with_one_header() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(90), || {
+        const N: usize = 1_000;
+        // A's packets on even milliseconds, B's on odd ones.
+        let a_data = capture(N, 1_700_000_000_000, 2, 60, 0xa);
+        let b_data = capture(N, 1_700_000_000_001, 2, 60, 0xb);
+        let (a_first, a_second) = halves(&a_data, N / 2);
+        let up_a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = up_a.local_addr().unwrap().to_string();
+        let up_b = TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = up_b.local_addr().unwrap().to_string();
+        let (_release_b, held_b) = mpsc::channel();
+        let _server_b = serve_one(up_b, b_data, Some(held_b));
+        // A's first half, then its connection closes and it is gone.
+        let server_a = serve_one(up_a, a_first, None);
+        let mut broker = Broker::start(
+            &["--stdout", "--upstream", &a, "--upstream", &b],
+            Stdio::piped(),
+        );
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let reader = read_paced(
+            broker.child.stdout.take().unwrap(),
+            got.clone(),
+            64 << 10,
+            Duration::ZERO,
+        );
+        let packets = |got: &Mutex<Vec<u8>>| {
+            let got = got.lock().unwrap();
+            ng_blocks(&got).iter().filter(|b| b.0 == 6).count()
+        };
+        server_a.join().unwrap();
+        broker.wait_line("connection lost", Duration::from_secs(20));
+        // A again, on the same port, with the rest of its capture.
+        let up_a = TcpListener::bind(&a).unwrap();
+        let (_release_a, held_a) = mpsc::channel();
+        let _server_a = serve_one(up_a, a_second, Some(held_a));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while packets(&got) < 2 * N {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} packets:\n{}",
+                packets(&got),
+                2 * N,
+                broker.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        // Nothing more comes (no duplicate).
+        thread::sleep(Duration::from_millis(300));
+        broker.signal(libc::SIGTERM);
+        assert!(
+            broker.wait_success(Duration::from_secs(20)),
+            "{}",
+            broker.log()
+        );
+        reader.join().unwrap();
+        let got = got.lock().unwrap().clone();
+        let blocks = ng_blocks(&got);
+        let count = |kind| blocks.iter().filter(|b| b.0 == kind).count();
+        assert_eq!(count(0x0a0d_0d0a), 1, "section headers");
+        assert_eq!(count(1), 2, "interfaces: one per server");
+        assert_eq!(count(6), 2 * N, "{}", broker.log());
+        // pcap-file reads it all, to its end.
+        let mut ng = pcap_file::pcapng::PcapNgReader::new(&got[..]).expect("a pcapng section");
+        let mut read = 0;
+        while let Some(b) = ng.next_block() {
+            b.expect("a whole block");
+            read += 1;
+        }
+        assert_eq!(read, blocks.len() - 1, "blocks after the section header");
+        // Each packet once: its server's tag and its index in its payload.
+        let mut seen: Vec<(u8, u64)> = blocks
+            .iter()
+            .filter(|b| b.0 == 6)
+            .map(|(_, body)| {
+                let data = &body[20..];
+                let payload = &data[42..];
+                (
+                    payload[8],
+                    u64::from_le_bytes(payload[..8].try_into().unwrap()),
+                )
+            })
+            .collect();
+        seen.sort_unstable();
+        let want: Vec<(u8, u64)> = [0xa, 0xb]
+            .into_iter()
+            .flat_map(|tag| (0..N as u64).map(move |i| (tag, i)))
+            .collect();
+        assert!(seen == want, "packets missing or repeated");
+    })
+}
+
+/// The lines of a Zeek conn.log without its `#` lines and its uid column
+/// (random per run), sorted.
+fn conn_log(dir: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("conn.log"))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join("conn.log").display()));
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let mut fields: Vec<&str> = l.split('\t').collect();
+            if fields.len() > 1 {
+                fields.remove(1);
+            }
+            fields.join("\t")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// `zeek -r -` reading --stdout while the one upstream server is stopped
+/// and started again between two halves of a trace: its conn.log is
+/// `zeek -r` of the trace's.
+#[test]
+#[cfg_attr(not(zeek), ignore = "needs zeek on PATH (at build time)")]
+fn zeek_reading_stdout_across_an_upstream_restart_logs_what_zeek_r_does() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(180), || {
+        const N: usize = 2_000;
+        let trace = capture(N, 1_700_000_000_000, 3, 80, 3);
+        let (first, second) = halves(&trace, N / 2);
+        let dir = scratch("zeek");
+        let (offline, live) = (dir.join("offline"), dir.join("stdout"));
+        for d in [&offline, &live] {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(dir.join("trace.pcap"), &trace).unwrap();
+        let status = Command::new("zeek")
+            .args(["-C", "-r"])
+            .arg(dir.join("trace.pcap"))
+            .current_dir(&offline)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "zeek -r failed");
+
+        let up = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = up.local_addr().unwrap().to_string();
+        let server = serve_one(up, first, None);
+        let mut broker = Broker::start(&["--stdout", "--upstream", &a], Stdio::piped());
+        let mut zeek = Command::new("zeek")
+            .args(["-C", "-r", "-"])
+            .current_dir(&live)
+            .stdin(Stdio::from(broker.child.stdout.take().unwrap()))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        server.join().unwrap();
+        broker.wait_line("lost", Duration::from_secs(20));
+        let up = TcpListener::bind(&a).unwrap();
+        let server = serve_one(up, second, None);
+        server.join().unwrap();
+        broker.wait_line("back after", Duration::from_secs(20));
+        // The second stream relayed (it is all written once its counters
+        // have every packet), then the broker ends, and so does Zeek.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            broker.signal(libc::SIGUSR1);
+            thread::sleep(Duration::from_millis(200));
+            let log = broker.log();
+            let last = log.lines().rfind(|l| l.contains("output=stdout"));
+            if last.is_some_and(|l| l.contains(&format!(" packets={N} "))) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{log}");
+        }
+        broker.signal(libc::SIGTERM);
+        assert!(
+            broker.wait_success(Duration::from_secs(20)),
+            "{}",
+            broker.log()
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = zeek.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = zeek.kill();
+                panic!("zeek -r - did not end with the broker");
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "zeek -r - failed");
+        let (want, got) = (conn_log(&offline), conn_log(&live));
+        assert!(!want.is_empty());
+        assert_eq!(got, want);
     })
 }
