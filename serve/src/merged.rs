@@ -146,8 +146,9 @@ impl NgWriter {
     }
 }
 
-/// How often the servers' counters are copied from the core for --metrics
-/// (and at least every wait for packets, 200 ms).
+/// How often at most the servers' counters are copied from the core for
+/// --metrics (at least once per wait: 200 ms for packets, 500 ms for the
+/// source to open).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// Copies each server's counters from the core (its senders, in the order
