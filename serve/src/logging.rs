@@ -208,8 +208,9 @@ pub fn init(verbosity: Option<i32>, format: LogFormat) {
 }
 
 /// SIGUSR1 prints the counters; SIGTERM and SIGINT print them and end the
-/// tool (status 0), --stdout's stream after whole records. Set up before anything listens, so that a SIGUSR1 never
-/// finds the default action (which ends the process).
+/// tool (status 0), --stdout's stream after whole records. Set up before
+/// anything listens, so that a SIGUSR1 never finds the default action
+/// (which ends the process).
 pub fn handle_signals(registry: Arc<Registry>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGUSR1, SIGTERM, SIGINT])?;
     thread::Builder::new()
