@@ -42,6 +42,7 @@ pub(crate) fn run(
         first_lane,
         link_type: None,
         outage: Outage::default(),
+        unreached_said: false,
     }
     .run()
 }
@@ -61,6 +62,9 @@ struct Supervisor<'a> {
     link_type: Option<i32>,
     /// The outage in progress; reported once at each end.
     outage: Outage,
+    /// That it has not been reached yet while the source runs on its
+    /// other endpoints has been said (once).
+    unreached_said: bool,
 }
 
 impl Supervisor<'_> {
@@ -95,6 +99,16 @@ impl Supervisor<'_> {
                     crate::logger::error!("{e}");
                 }
                 return;
+            } else if self.link_type.is_none() {
+                // The source opened on another endpoint; this one never
+                // had a stream: nothing was lost, so no outage (and no
+                // "restored" when it comes). Said once, not per attempt.
+                if !std::mem::replace(&mut self.unreached_said, true) {
+                    crate::logger::warning!(
+                        "{}: not reached yet ({reason}); the source runs on its other endpoints and keeps trying this one",
+                        self.label
+                    );
+                }
             } else if self.outage.down("lost") {
                 crate::logger::warning!("{}: connection lost ({reason}); reconnecting", self.label);
                 self.counters.add_outage();

@@ -418,3 +418,49 @@ fn upstream_drops_are_told_at_most_once_a_second_per_connection_and_at_its_end()
         assert_eq!(told[1].1, 20, "{told:?}");
     });
 }
+
+#[test]
+fn an_endpoint_never_reached_while_another_feeds_is_said_once_and_is_no_outage() {
+    within(Duration::from_secs(30), || {
+        let up = serve_once(pcap(3));
+        // A port that refuses: bound, then closed.
+        let down = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .to_string();
+        let mut source = Source::start(&format!("{up},{down}"), config()).unwrap();
+        // The source runs on `up` while `down` is tried every 5-20 ms: a
+        // dozen attempts or more.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while source.stats().received < 3 {
+            assert!(Instant::now() < deadline, "{:?}", source.stats());
+            while let Next::Packet(_) = source.next_packet() {}
+            source.wait(Duration::from_millis(20));
+        }
+        thread::sleep(Duration::from_millis(400));
+        let facts = source.take_facts();
+        let said = source.take_messages();
+        let down_counters = common::sender(&source, &down);
+        source.close();
+        // What the operator sees of `down` once the source runs (before,
+        // it may be one of the endpoints the start-up waits for).
+        let about_down: Vec<&String> = said
+            .iter()
+            .filter(|(level, m)| *level <= log::Level::Warn && m.starts_with(&down))
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(
+            about_down,
+            [&format!(
+                "{down}: not reached yet (cannot connect to {down}: Connection refused (os error 111); is the PCAP-over-IP server running?); the source runs on its other endpoints and keeps trying this one"
+            )],
+            "{said:?}"
+        );
+        assert_eq!(down_counters.outages, 0, "{down_counters:?}");
+        assert_eq!(
+            count(&facts, |x| matches!(x, Fact::FeedLost { .. })),
+            0,
+            "{facts:?}"
+        );
+    });
+}
