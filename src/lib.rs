@@ -21,37 +21,22 @@
 //! only the Zeek plugin installs), [`setting`] (settings named in each
 //! front end's words), [`counters`], [`config`], [`threads`].
 
-pub mod budget;
-pub mod config;
-mod connection;
-mod control;
-pub mod counters;
-mod dial;
 pub mod endpoint;
-pub mod error;
-pub mod facts;
 #[cfg(feature = "zeek")]
 pub mod ffi;
-pub mod linktype;
-mod listen;
-pub mod logger;
+pub mod handoff;
 pub mod merge;
-pub mod messages;
 pub mod net;
-pub mod parse;
-mod poll;
-pub mod ring;
-pub mod setting;
-pub mod share;
+pub mod shared;
 pub mod source;
-mod spare_buffers;
-mod sync;
-mod threads;
-pub mod utc;
-pub mod wake;
+pub mod stream;
 
-pub use config::{Config, Keepalive};
-pub use error::Error;
 /// The TLS of `tls://` and `tls-listen://`, at its old path.
 pub use net::tls;
+pub use shared::config::{Config, Keepalive};
+pub use shared::error::Error;
+/// The modules the broker, the benches and the tests use, at their old
+/// paths.
+pub use shared::{config, counters, error, facts, setting, utc};
 pub use source::{Next, Opening, Packet, Source, Stats};
+pub use stream::{linktype, parse, share};

@@ -11,19 +11,19 @@ use std::time::{Duration, Instant};
 
 use log::Level;
 
-use crate::config::{Config, MAX_INTERVAL};
-use crate::connection::Sink;
-use crate::control::Control;
-pub use crate::control::Opening;
-use crate::counters::Snapshot;
 use crate::endpoint::{Endpoint, Scheme, Spec};
-use crate::error::Error;
+use crate::handoff::queue::{Batch, Pop, Ring};
 use crate::merge::{Merge, Timing};
-use crate::messages::Messages;
-use crate::ring::{Batch, Pop, Ring};
-use crate::setting::Names;
+use crate::shared::config::{Config, MAX_INTERVAL};
+use crate::shared::control::Control;
+pub use crate::shared::control::Opening;
+use crate::shared::counters::Snapshot;
+use crate::shared::error::Error;
+use crate::shared::messages::Messages;
+use crate::shared::setting::Names;
+use crate::stream::reader::Sink;
+use crate::stream::{dial, listen};
 use crate::tls::{ClientTls, ServerTls};
-use crate::{dial, listen};
 
 /// The link type a listening source opens with, before any sender has
 /// connected: Ethernet, the common case. It only decides which link type
@@ -103,7 +103,7 @@ impl Source {
     /// threads; returns at once. Then call `wait_open` until the source
     /// opens or fails.
     pub fn start(path: &str, config: Config) -> Result<Source, Error> {
-        Source::start_with_names(path, config, crate::setting::zeek)
+        Source::start_with_names(path, config, crate::shared::setting::zeek)
     }
 
     /// As [`Source::start`], for a front end other than the Zeek plugin:
@@ -275,8 +275,8 @@ impl Source {
                 })
                 .map_err(setup)?;
             let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-            crate::logger::routed(&control.messages, || {
-                crate::logger::info!(
+            crate::shared::logger::routed(&control.messages, || {
+                crate::shared::logger::info!(
                     "{endpoint}: listening on {}; senders may connect now",
                     addrs.join(" and ")
                 )
@@ -378,7 +378,7 @@ impl Source {
     /// The facts for the front end's scripts (with `Config::events`),
     /// oldest first; take them before the messages, which say how many
     /// were dropped.
-    pub fn take_facts(&self) -> Vec<crate::facts::Fact> {
+    pub fn take_facts(&self) -> Vec<crate::shared::facts::Fact> {
         self.control.messages.take_facts()
     }
 
@@ -494,8 +494,8 @@ impl Source {
         self.control.stop();
         self.current = None;
         if !self.control.join_threads(Instant::now() + CLOSE_WAIT) {
-            crate::logger::routed(&self.control.messages, || {
-                crate::logger::warning!(
+            crate::shared::logger::routed(&self.control.messages, || {
+                crate::shared::logger::warning!(
                     "{}: a thread of the source did not stop within {} ms; left to end on its own",
                     self.control.label,
                     CLOSE_WAIT.as_millis()

@@ -3,8 +3,8 @@ use std::thread;
 use bytes::Bytes;
 
 use super::*;
-use crate::parse::Record;
-use crate::ring::Pop;
+use crate::handoff::queue::Pop;
+use crate::stream::parse::Record;
 
 /// A batch of records with these (seconds) timestamps, each one byte `tag`.
 fn batch(tag: u8, times: &[i64]) -> Batch {
@@ -541,9 +541,9 @@ fn a_packet_dated_far_after_the_clock_is_dropped_and_counted_for_its_sender() {
     let bad = merge.lane(bad_counts.clone(), 0, "bad");
     let good = merge.lane(good_counts.clone(), 1, "good");
     let (ring, handle) = run_merge(&merge);
-    let log = crate::messages::Messages::default();
+    let log = crate::shared::messages::Messages::default();
     let log = Arc::new(log);
-    crate::logger::routed(&log, || {
+    crate::shared::logger::routed(&log, || {
         bad.push(batch(b'b', &[now, 4_102_444_800, now + 3]), false);
         bad.push(batch(b'b', &[i64::MAX]), false);
     });

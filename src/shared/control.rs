@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::config::Config;
-use crate::counters::Registry;
-use crate::error::Error;
-use crate::messages::Messages;
-use crate::ring::Ring;
-use crate::setting::Setting;
-use crate::sync::lock;
+use crate::handoff::queue::Ring;
+use crate::shared::config::Config;
+use crate::shared::counters::Registry;
+use crate::shared::error::Error;
+use crate::shared::messages::Messages;
+use crate::shared::setting::Setting;
+use crate::shared::sync::lock;
 
 /// A start-up step (a connect, a header) still unfinished after this long is
 /// mentioned to the operator (once per start-up), while the wait goes on.
@@ -215,7 +215,7 @@ impl Control {
                 limit.as_secs_f64()
             ),
         };
-        crate::logger::warning!("{what}; {how_long}");
+        crate::shared::logger::warning!("{what}; {how_long}");
     }
 
     pub fn waiting_for(&self) -> String {
@@ -249,8 +249,8 @@ impl Control {
         f: impl FnOnce(&Arc<Control>) + Send + 'static,
     ) -> std::io::Result<()> {
         let control = self.clone();
-        let handle = crate::threads::spawn(name, move || {
-            crate::logger::route_to(control.messages.clone());
+        let handle = crate::shared::threads::spawn(name, move || {
+            crate::shared::logger::route_to(control.messages.clone());
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&control)));
             if let Err(panic) = result {
                 let e = Error::Internal {
@@ -261,7 +261,7 @@ impl Control {
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "panic".into()),
                 };
-                crate::logger::error!("{e}");
+                crate::shared::logger::error!("{e}");
                 control.fail(e);
             }
         })?;

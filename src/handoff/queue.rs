@@ -23,10 +23,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use crate::budget::Charge;
-use crate::parse::Record;
-use crate::sync::lock;
-use crate::wake::Wake;
+use crate::handoff::wake::Wake;
+use crate::merge::budget::Charge;
+use crate::shared::sync::lock;
+use crate::stream::parse::Record;
 
 /// The bytes of one read, or the part of them a batch's records lie in.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 
-use crate::sync::lock;
+use crate::shared::sync::lock;
 
 #[derive(Debug)]
 pub struct Budget {

@@ -26,16 +26,16 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::control::{Control, NOTICE_AFTER};
-use crate::counters::Counters;
-use crate::error::Error;
-use crate::facts::Fact;
+use crate::handoff::queue::{Batch, Push, Ring};
 use crate::merge::Lane;
-use crate::parse::{Record, StreamParser};
-use crate::ring::{Batch, Push, Ring};
-use crate::share::{Sharer, Verdict};
-use crate::spare_buffers::SpareBuffers;
-use crate::sync::lock;
+use crate::shared::control::{Control, NOTICE_AFTER};
+use crate::shared::counters::Counters;
+use crate::shared::error::Error;
+use crate::shared::facts::Fact;
+use crate::shared::sync::lock;
+use crate::stream::parse::{Record, StreamParser};
+use crate::stream::share::{Sharer, Verdict};
+use crate::stream::spare_buffers::SpareBuffers;
 use crate::tls::{is_tls_hello, TlsError, Transport};
 
 /// Reads are at most this large; a buffer is this large.
@@ -373,7 +373,7 @@ impl Connection<'_> {
     fn end_mid_record(&self, parser: &StreamParser, leftover: usize) {
         if leftover > 0 && parser.link_type().is_some() {
             self.counters().add_truncated();
-            crate::logger::warning!(
+            crate::shared::logger::warning!(
                 "{}: the connection ended in the middle of a record; its {leftover} bytes were discarded",
                 self.label
             );
@@ -405,7 +405,7 @@ impl Upstream {
         }
         c.counters().add_upstream_dropped(new);
         if self.untold == 0 {
-            crate::logger::debug!(
+            crate::shared::logger::debug!(
                 "{}: the capture host reports drops, by interface (epb, isb): {:?}",
                 c.label,
                 parser.drops_by_interface()
@@ -452,7 +452,7 @@ impl Share {
                 } => {
                     if let Some(lt) = unhashable_link_type.filter(|lt| !self.warned.contains(lt)) {
                         self.warned.push(lt);
-                        crate::logger::warning!(
+                        crate::shared::logger::warning!(
                             "{}: packets of link type {lt} cannot be assigned to a share by their flow; all of them go to share 0",
                             c.label
                         );

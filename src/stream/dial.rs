@@ -1,5 +1,5 @@
 //! One connect endpoint's life: connect, read the stream (see
-//! [`crate::connection`]), and when the connection ends or fails, reconnect
+//! [`crate::stream::reader`]), and when the connection ends or fails, reconnect
 //! with exponential backoff (or, with `reconnect` off, end). Outages are
 //! reported once when they start and once when they end.
 
@@ -7,18 +7,18 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::Config;
-use crate::connection::{read_error, Connection, End, Outlet, Sink};
-use crate::control::Control;
-use crate::counters::Counters;
 use crate::endpoint::Endpoint;
-use crate::error::Error;
-use crate::facts::Fact;
 use crate::merge::Lane;
 use crate::net::backoff::{Backoff, Outage};
 use crate::net::connect::{self, Failure};
-use crate::parse::StreamParser;
-use crate::setting::Setting;
+use crate::shared::config::Config;
+use crate::shared::control::Control;
+use crate::shared::counters::Counters;
+use crate::shared::error::Error;
+use crate::shared::facts::Fact;
+use crate::shared::setting::Setting;
+use crate::stream::parse::StreamParser;
+use crate::stream::reader::{read_error, Connection, End, Outlet, Sink};
 use crate::tls::{self, ClientTls, HandshakeFailure, Transport};
 
 /// Runs one connect endpoint until its stream ends for good or the source
@@ -92,11 +92,14 @@ impl Supervisor<'_> {
                 self.control.mention_wait(&e.to_string());
             } else if !self.config().reconnect {
                 if let Some(e) = error {
-                    crate::logger::error!("{e}");
+                    crate::shared::logger::error!("{e}");
                 }
                 return;
             } else if self.outage.down("lost") {
-                crate::logger::warning!("{}: connection lost ({reason}); reconnecting", self.label);
+                crate::shared::logger::warning!(
+                    "{}: connection lost ({reason}); reconnecting",
+                    self.label
+                );
                 self.counters.add_outage();
                 self.control.messages.fact(Fact::FeedLost {
                     endpoint: self.label.clone(),
@@ -203,7 +206,7 @@ impl Supervisor<'_> {
         }
         let _ = transport.tcp().shutdown(Shutdown::Both);
         *delivered = handed > 0;
-        crate::logger::debug!("{}: connection ended", self.label);
+        crate::shared::logger::debug!("{}: connection ended", self.label);
         end
     }
 }
@@ -218,17 +221,17 @@ fn stream_started(
     parser: &StreamParser,
     lt: i32,
 ) {
-    crate::logger::debug!(
+    crate::shared::logger::debug!(
         "{label}: {} stream, link type {lt}",
         parser.format_name().unwrap_or("?")
     );
     if let Some(old) = link_type.replace(lt).filter(|&old| old != lt) {
-        crate::logger::warning!(
+        crate::shared::logger::warning!(
             "{label}: the new stream's link type is {lt}, the previous one's was {old}; packets carry their own link type, and a capture filter is compiled for each"
         );
     }
     if let Some(lasted) = outage.up() {
-        crate::logger::warning!(
+        crate::shared::logger::warning!(
             "{label}: connection restored after {:.1} s",
             lasted.as_secs_f64()
         );

@@ -43,7 +43,8 @@ impl Wake {
     /// Blocks until the fd is readable or `limit` has passed; whether it is
     /// readable. Does not change what it waits for.
     pub fn wait(&self, limit: Duration) -> bool {
-        crate::poll::wait(&mut [crate::poll::fd(self.fd(), libc::POLLIN)], limit).unwrap_or(false)
+        crate::net::poll::wait(&mut [crate::net::poll::fd(self.fd(), libc::POLLIN)], limit)
+            .unwrap_or(false)
     }
 
     /// Whether the fd is readable now (for tests): takes one datagram and,

@@ -32,6 +32,8 @@
 //! [`Budget`] all lanes share; the ring after the merge has no bound of its
 //! own.
 
+pub mod budget;
+
 use std::cmp::Reverse;
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, VecDeque};
@@ -40,12 +42,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::budget::{Account, Budget, Grant};
-use crate::counters::Counters;
+use crate::handoff::queue::{Batch, Part, Push, Ring};
+use crate::merge::budget::{Account, Budget, Grant};
 use crate::net::tls::unread;
-use crate::parse::Record;
-use crate::ring::{Batch, Part, Push, Ring};
-use crate::sync::lock;
+use crate::shared::counters::Counters;
+use crate::shared::sync::lock;
+use crate::stream::parse::Record;
 
 /// A record's time, comparable.
 type Ts = (i64, u32);
@@ -697,7 +699,7 @@ impl Lane {
         if !self.skew_reported.swap(true, Ordering::Relaxed) {
             let ahead = i128::from(furthest) - i128::from(reference);
             let packets = if dropped == 1 { "packet" } else { "packets" };
-            crate::logger::warning!(
+            crate::shared::logger::warning!(
                 "{}: dropped {dropped} {packets} dated up to {ahead} s after this host's clock and the merge's newest packet (more than PcapOverTcp::merge_max_skew, {} s): they would move Zeek's network time ahead for every sender; check this sender's clock (later ones are only counted as skewed)",
                 self.label,
                 skew.as_secs()

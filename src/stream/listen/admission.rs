@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::config::Config;
-use crate::connection::Heard;
-use crate::sync::lock;
+use crate::shared::config::Config;
+use crate::shared::sync::lock;
+use crate::stream::reader::Heard;
 
 /// The pending pool holds at least this many connections.
 pub const PENDING_MIN: usize = 64;

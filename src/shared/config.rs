@@ -5,10 +5,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::endpoint::Share;
-use crate::share::ShareBy;
+use crate::stream::share::ShareBy;
 use crate::tls::TlsOptions;
 
-use crate::parse::Limits;
+use crate::stream::parse::Limits;
 
 /// The longest interval any option is taken to mean: 365 days. A longer one
 /// (`1e300 sec`, `inf`) is this: for a timeout or a window it is "for ever"
@@ -82,7 +82,7 @@ pub struct Config {
     pub share_by: ShareBy,
     /// The `tls_*` options.
     pub tls: TlsOptions,
-    /// Queue [`crate::facts::Fact`]s for the front end to drain (the Zeek
+    /// Queue [`crate::shared::facts::Fact`]s for the front end to drain (the Zeek
     /// plugin raises them as events); off, none are kept.
     pub events: bool,
 }

@@ -25,16 +25,16 @@ pub(crate) use admission::Admission;
 use admission::{Closed, Ticket};
 use lines::{Kind, Lines};
 
-use crate::connection::{read_error, Connection, End, Heard, Joined, Outlet};
-use crate::control::Control;
-use crate::counters::Counters;
 use crate::endpoint::Endpoint;
-use crate::error::Error;
-use crate::facts::{Fact, Refusal};
 use crate::merge::Merge;
 use crate::net::connect::{self, TICK};
-use crate::poll;
-use crate::setting::Setting;
+use crate::net::poll;
+use crate::shared::control::Control;
+use crate::shared::counters::Counters;
+use crate::shared::error::Error;
+use crate::shared::facts::{Fact, Refusal};
+use crate::shared::setting::Setting;
+use crate::stream::reader::{read_error, Connection, End, Heard, Joined, Outlet};
 use crate::tls::{self, HandshakeFailure, ServerTls, Transport};
 
 /// The bound sockets of one listen endpoint.
@@ -284,7 +284,7 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
         header_deadline: deadline,
     };
     let (end, packets) = connection.read(&mut transport, &mut |parser, lt| {
-        crate::logger::debug!(
+        crate::shared::logger::debug!(
             "{label}: {} stream, link type {lt}",
             parser.format_name().unwrap_or("?")
         );
