@@ -9,7 +9,7 @@
 //! handshake) → [`connection`] (one stream: transport → its own
 //! [`parse`]r, with [`linktype`]) → [`merge`] (several connections in
 //! timestamp order, within one [`budget`]; skipped when there is one
-//! connection) → [`ring`] (the zero-copy hand-over, with [`wake`] for
+//! connection) → [`hand-off`] (the zero-copy hand-over, with [`wake`] for
 //! Zeek's poll loop) → [`source`] (what Zeek's main loop calls) → [`ffi`]
 //! (the one `cxx` bridge the C++ shim uses; the default feature `zeek`,
 //! which the broker turns off).

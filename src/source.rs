@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use log::Level;
 
 use crate::endpoint::{Endpoint, Scheme, Spec};
-use crate::handoff::queue::{Batch, Pop, Ring};
+use crate::handoff::queue::{Batch, HandOff, Pop};
 use crate::merge::{Merge, Timing};
 use crate::shared::config::{Config, MAX_INTERVAL};
 use crate::shared::control::Control;
@@ -22,7 +22,7 @@ use crate::shared::error::Error;
 use crate::shared::messages::Messages;
 use crate::shared::setting::Names;
 use crate::stream::reader::Sink;
-use crate::stream::{dial, listen};
+use crate::stream::{dialler, listener};
 use crate::tls::{ClientTls, ServerTls};
 
 /// The link type a listening source opens with, before any sender has
@@ -121,9 +121,9 @@ impl Source {
             endpoint: label.clone(),
             source,
         };
-        // One connect endpoint goes straight to the ring, which then holds
+        // One connect endpoint goes straight to the hand-off, which then holds
         // the whole budget; several go through the merge, whose budget
-        // bounds them all, so the ring needs no bound of its own.
+        // bounds them all, so the hand-off needs no bound of its own.
         let direct = match spec.endpoints.as_slice() {
             [one] => !one.scheme().is_listen(),
             _ => false,
@@ -157,19 +157,19 @@ impl Source {
         } else {
             usize::MAX
         };
-        let ring = Ring::new(capacity).map_err(setup)?;
+        let hand_off = HandOff::new(capacity).map_err(setup)?;
         let messages = Arc::new(Messages::with_names(names));
         // Before any thread runs, so that no fact is missed.
         if config.events {
             messages.enable_facts();
         }
-        let control = Arc::new(Control::new(label.clone(), config, ring, messages));
+        let control = Arc::new(Control::new(label.clone(), config, hand_off, messages));
         {
             // A message wakes an idle consumer, so that it is reported now.
             let weak = Arc::downgrade(&control);
             control.messages.on_message(move || {
                 if let Some(c) = weak.upgrade() {
-                    c.ring.notify();
+                    c.hand_off.notify();
                 }
             });
         }
@@ -201,12 +201,12 @@ impl Source {
             let tls = tls_for(&endpoint);
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
-                    let _finish = FinishRing(&c.ring);
-                    dial::run(
+                    let _end = EndHandOff(&c.hand_off);
+                    dialler::run(
                         c,
                         &endpoint,
                         &counters,
-                        Sink::Ring(&c.ring),
+                        Sink::HandOff(&c.hand_off),
                         None,
                         tls.as_ref(),
                     );
@@ -217,7 +217,7 @@ impl Source {
         // Bound before anything starts, so that a port in use is the error.
         let mut bound = Vec::new();
         for endpoint in spec.endpoints.iter().filter(|e| e.scheme().is_listen()) {
-            let b = listen::bind(endpoint)?;
+            let b = listener::bind(endpoint)?;
             source.listening.extend(b.local_addrs());
             bound.push((endpoint.clone(), b));
         }
@@ -246,7 +246,7 @@ impl Source {
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _producer = producer;
-                    dial::run(
+                    dialler::run(
                         c,
                         &endpoint,
                         &counters,
@@ -258,7 +258,7 @@ impl Source {
                 .map_err(setup)?;
         }
         // One `max_senders` for every listen endpoint of the source.
-        let admission = listen::Admission::new(&control.config);
+        let admission = listener::Admission::new(&control.config);
         for (endpoint, b) in bound {
             let addrs = b.local_addrs();
             let producer = merge.producer();
@@ -271,7 +271,7 @@ impl Source {
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _producer = producer;
-                    listen::run(c, &merge, b, tls, admission);
+                    listener::run(c, &merge, b, tls, admission);
                 })
                 .map_err(setup)?;
             let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
@@ -283,7 +283,7 @@ impl Source {
             });
         }
         control
-            .spawn("pcapovertcp merge".into(), move |c| merge.run(&c.ring))
+            .spawn("pcapovertcp merge".into(), move |c| merge.run(&c.hand_off))
             .map_err(setup)?;
         if listens {
             // Listening is open: senders come and go from now on.
@@ -355,14 +355,14 @@ impl Source {
     /// messages or the end arrive. After a packet, ask again without waiting
     /// for it.
     pub fn selectable_fd(&self) -> RawFd {
-        self.control.ring.wake_fd()
+        self.control.hand_off.wake_fd()
     }
 
     /// For consumers outside Zeek: after `Next::Empty`, waits on the
     /// selectable fd as Zeek's loop does, at most `limit`; whether it turned
     /// readable.
     pub fn wait(&self, limit: Duration) -> bool {
-        self.control.ring.wait(limit)
+        self.control.hand_off.wait(limit)
     }
 
     /// Whether messages for the operator are waiting; cheap.
@@ -393,10 +393,10 @@ impl Source {
         {
             let done = self.current.take().map_or(0, |b| b.cost());
             self.next_record = 0;
-            match self.control.ring.pop(done) {
+            match self.control.hand_off.pop(done) {
                 Pop::Batch(b) => self.current = Some(b),
                 Pop::Empty => return Next::Empty,
-                Pop::Finished => return Next::Ended,
+                Pop::Ended => return Next::Ended,
             }
         }
         let Some((r, data, part)) = self
@@ -475,7 +475,7 @@ impl Source {
     pub fn buffer(&self) -> (usize, usize) {
         let used = match &self.merge {
             Some(merge) => merge.used(),
-            None => self.control.ring.used(),
+            None => self.control.hand_off.used(),
         };
         (used, self.control.config.buffer_size)
     }
@@ -505,13 +505,13 @@ impl Source {
     }
 }
 
-/// Finishes the ring when dropped: the one connection's thread has ended,
+/// Ends the hand-off when dropped: the one connection's thread has ended,
 /// normally or not.
-struct FinishRing<'a>(&'a Ring);
+struct EndHandOff<'a>(&'a HandOff);
 
-impl Drop for FinishRing<'_> {
+impl Drop for EndHandOff<'_> {
     fn drop(&mut self) {
-        self.0.finish();
+        self.0.end();
     }
 }
 

@@ -1,4 +1,4 @@
-//! The selectable fd Zeek polls: the ring makes it readable when a consumer
+//! The selectable fd Zeek polls: the hand-off makes it readable when a consumer
 //! that found nothing has something to take (packets, or the end of the
 //! stream), and clears it once the consumer takes a batch.
 //!

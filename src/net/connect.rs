@@ -238,7 +238,7 @@ pub(crate) fn keep_alive(socket: &Socket, k: Option<&Keepalive>) -> io::Result<(
 mod tests {
     use super::*;
     use crate::endpoint::Endpoint;
-    use crate::handoff::queue::Ring;
+    use crate::handoff::queue::HandOff;
     use crate::shared::config::Keepalive;
     use crate::shared::messages::Messages;
     use socket2::SockRef;
@@ -249,7 +249,7 @@ mod tests {
         Control::new(
             ep.to_string(),
             config.normalized(),
-            Ring::new(1024).unwrap(),
+            HandOff::new(1024).unwrap(),
             Arc::new(Messages::default()),
         )
     }

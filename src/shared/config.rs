@@ -34,7 +34,7 @@ pub fn optional_interval(seconds: f64) -> Option<Duration> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Capacity of the ring in bytes (`buffer_size`).
+    /// Capacity of the hand-off in bytes (`buffer_size`).
     pub buffer_size: usize,
     pub limits: Limits,
     /// Reconnect when the connection ends or fails (`reconnect`).
@@ -45,7 +45,7 @@ pub struct Config {
     /// How long `open` waits for a stream header, whatever the peer does;
     /// `None` waits for ever (`open_timeout` 0).
     pub open_timeout: Option<Duration>,
-    /// Drop whole packets instead of blocking the reader while the ring is
+    /// Drop whole packets instead of blocking the reader while the hand-off is
     /// full (`drop_when_full`).
     pub drop_when_full: bool,
     /// How long one TCP connect may take.

@@ -1,5 +1,5 @@
 //! What the source's threads (connections, listeners, the merge) and the
-//! consumer share: the settings, the ring and counters, the message queue,
+//! consumer share: the settings, the hand-off and counters, the message queue,
 //! whether the source has opened (or why it could not), the stop signal
 //! that closing sends, and the sockets and threads that closing must end.
 //!
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::handoff::queue::Ring;
+use crate::handoff::queue::HandOff;
 use crate::shared::config::Config;
 use crate::shared::counters::Registry;
 use crate::shared::error::Error;
@@ -54,7 +54,7 @@ pub(crate) struct Control {
     /// The whole interface name, for what concerns the source as a whole.
     pub label: String,
     pub config: Config,
-    pub ring: Ring,
+    pub hand_off: HandOff,
     pub counters: Registry,
     pub messages: Arc<Messages>,
     status: Mutex<Status>,
@@ -98,11 +98,11 @@ impl Drop for SocketHold<'_> {
 }
 
 impl Control {
-    pub fn new(label: String, config: Config, ring: Ring, messages: Arc<Messages>) -> Self {
+    pub fn new(label: String, config: Config, hand_off: HandOff, messages: Arc<Messages>) -> Self {
         Control {
             label,
             config,
-            ring,
+            hand_off,
             counters: Registry::default(),
             messages,
             status: Mutex::new(Status::Starting),
@@ -145,7 +145,7 @@ impl Control {
         if matches!(*st, Status::Starting) {
             *st = Status::Failed(e);
             self.status_changed.notify_all();
-            self.ring.notify();
+            self.hand_off.notify();
         }
     }
 
@@ -335,7 +335,7 @@ impl Control {
     }
 
     /// Consumer: tells the reader to stop, and cuts short whatever it is
-    /// blocked in (a pause, a connect or read, a full ring).
+    /// blocked in (a pause, a connect or read, a full hand-off).
     pub fn stop(&self) {
         {
             let _guard = lock(&self.stop_lock);
@@ -348,6 +348,6 @@ impl Control {
         for hook in lock(&self.on_stop).iter() {
             hook();
         }
-        self.ring.close();
+        self.hand_off.close();
     }
 }

@@ -1,7 +1,7 @@
 //! One connection's stream: reads the socket in large chunks, parses whole
 //! records out of them with the connection's own parser (its own header,
 //! byte order, resolution and link types), and hands each read's records
-//! on as one batch: to the ring when the source has one connection, to its
+//! on as one batch: to the hand-off when the source has one connection, to its
 //! lane of the merge when it has several.
 //!
 //! Bytes go from the socket straight into a `BytesMut`; the parsed prefix is
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::handoff::queue::{Batch, Push, Ring};
+use crate::handoff::queue::{Batch, HandOff, Push};
 use crate::merge::Lane;
 use crate::shared::control::{Control, NOTICE_AFTER};
 use crate::shared::counters::Counters;
@@ -44,19 +44,19 @@ pub const READ_SIZE: usize = 1 << 20;
 /// next read.
 const MIN_READ: usize = 64 * 1024;
 
-/// Where a source's connections deliver: the ring itself when there is one
+/// Where a source's connections deliver: the hand-off itself when there is one
 /// connection, else the merge (a lane per connection).
 #[derive(Clone, Copy)]
 pub(crate) enum Sink<'a> {
-    Ring(&'a Ring),
+    HandOff(&'a HandOff),
     /// To the merge, its packets marked as from this input.
     Merge(&'a std::sync::Arc<crate::merge::Merge>, u32),
 }
 
 /// Where one connection's batches go.
 pub(crate) enum Outlet<'a> {
-    /// The source's one connection: straight to the ring.
-    Ring(&'a Ring),
+    /// The source's one connection: straight to the hand-off.
+    HandOff(&'a HandOff),
     /// One of several: to its lane of the merge.
     Lane(&'a Lane),
     /// A listening sender: to its lane, which `on_header` sets once the
@@ -95,7 +95,7 @@ impl Heard {
 impl Outlet<'_> {
     fn push(&self, batch: Batch, drop_when_full: bool) -> Push {
         match self {
-            Outlet::Ring(ring) => ring.push(batch, drop_when_full),
+            Outlet::HandOff(hand_off) => hand_off.push(batch, drop_when_full),
             Outlet::Lane(lane) => lane.push(batch, drop_when_full),
             Outlet::Joined(joined) => match joined.get() {
                 Some(j) => j.lane.push(batch, drop_when_full),
@@ -117,7 +117,7 @@ impl Outlet<'_> {
     /// How long pushes waited for room (TCP backpressure) since last asked.
     fn take_waited(&self) -> Duration {
         match self {
-            Outlet::Ring(ring) => ring.take_waited(),
+            Outlet::HandOff(hand_off) => hand_off.take_waited(),
             Outlet::Lane(lane) => lane.take_waited(),
             Outlet::Joined(joined) => joined
                 .get()
@@ -131,14 +131,14 @@ pub(crate) enum End {
     /// The source is closing.
     Stopped,
     /// The peer closed the connection.
-    Closed,
+    PeerClosed,
     Failed(Error),
     /// `on_header` turned the connection away (and said why).
     Refused,
 }
 
 /// One connection's settings and destinations.
-pub(crate) struct Connection<'a> {
+pub(crate) struct Reader<'a> {
     pub control: &'a Control,
     /// Names the peer in messages: the endpoint, or the sender's address.
     pub label: &'a str,
@@ -161,7 +161,7 @@ pub(crate) struct Connection<'a> {
 /// Called once a connection's header has arrived; `Err` ends it.
 pub(crate) type OnHeader<'f> = dyn FnMut(&StreamParser, i32) -> Result<(), End> + 'f;
 
-impl Connection<'_> {
+impl Reader<'_> {
     /// Reads the stream until it ends; calls `on_header` once its header has
     /// arrived. Returns how it ended and how many records it handed on.
     pub fn read(&self, transport: &mut Transport, on_header: &mut OnHeader) -> (End, u64) {
@@ -284,7 +284,7 @@ impl Connection<'_> {
                     });
                 }
                 self.end_mid_record(&parser, buf.len());
-                return End::Closed;
+                return End::PeerClosed;
             }
             last_data = Instant::now();
             self.counters().add_bytes(n);
@@ -398,7 +398,7 @@ struct Upstream {
 pub const UPSTREAM_FACT_EVERY: Duration = Duration::from_secs(1);
 
 impl Upstream {
-    fn add(&mut self, c: &Connection, parser: &mut StreamParser) {
+    fn add(&mut self, c: &Reader, parser: &mut StreamParser) {
         let new = parser.take_new_drops();
         if new == 0 {
             return;
@@ -417,7 +417,7 @@ impl Upstream {
         }
     }
 
-    fn flush(&mut self, c: &Connection) {
+    fn flush(&mut self, c: &Reader) {
         if self.untold == 0 {
             return;
         }
@@ -442,7 +442,7 @@ struct Share {
 impl Share {
     /// Drops the records of other shares, here in the reader thread, so
     /// that they cost Zeek nothing; they are counted, not as drops.
-    fn keep_ours(&mut self, buf: &[u8], records: &mut Vec<Record>, c: &Connection) {
+    fn keep_ours(&mut self, buf: &[u8], records: &mut Vec<Record>, c: &Reader) {
         let before = records.len();
         records.retain(|r| {
             let share = match self.sharer.share_of(r.data(buf), r.dlt, r.ts_sec) {

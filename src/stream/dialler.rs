@@ -18,7 +18,7 @@ use crate::shared::error::Error;
 use crate::shared::facts::Fact;
 use crate::shared::setting::Setting;
 use crate::stream::parse::StreamParser;
-use crate::stream::reader::{read_error, Connection, End, Outlet, Sink};
+use crate::stream::reader::{read_error, End, Outlet, Reader, Sink};
 use crate::tls::{self, ClientTls, HandshakeFailure, Transport};
 
 /// Runs one connect endpoint until its stream ends for good or the source
@@ -32,7 +32,7 @@ pub(crate) fn run(
     first_lane: Option<Lane>,
     tls: Option<&ClientTls>,
 ) {
-    Supervisor {
+    Dialler {
         control,
         endpoint,
         tls,
@@ -47,7 +47,7 @@ pub(crate) fn run(
 }
 
 /// The connection's life across reconnects.
-struct Supervisor<'a> {
+struct Dialler<'a> {
     control: &'a Control,
     endpoint: &'a Endpoint,
     /// For a `tls://` endpoint.
@@ -63,7 +63,7 @@ struct Supervisor<'a> {
     outage: Outage,
 }
 
-impl Supervisor<'_> {
+impl Dialler<'_> {
     fn config(&self) -> &Config {
         &self.control.config
     }
@@ -75,7 +75,7 @@ impl Supervisor<'_> {
             let (reason, error) = match self.session(&mut delivered) {
                 // (A connect endpoint's `on_header` refuses nothing.)
                 End::Stopped | End::Refused => return,
-                End::Closed => ("the server closed the connection".to_string(), None),
+                End::PeerClosed => ("the server closed the connection".to_string(), None),
                 End::Failed(e) => (e.to_string(), Some(e)),
             };
             if !self.control.is_open() {
@@ -126,7 +126,7 @@ impl Supervisor<'_> {
             Sink::Merge(merge, input) => Some(self.first_lane.take().unwrap_or_else(|| {
                 merge.lane(self.counters.clone(), input, &self.endpoint.to_string())
             })),
-            Sink::Ring(_) => None,
+            Sink::HandOff(_) => None,
         };
         let (stream, _hold) = match connect::connect(self.control, self.endpoint) {
             Ok(s) => s,
@@ -173,11 +173,11 @@ impl Supervisor<'_> {
         }
         let outlet = match (&lane, self.sink) {
             (Some(lane), _) => Outlet::Lane(lane),
-            (None, Sink::Ring(ring)) => Outlet::Ring(ring),
+            (None, Sink::HandOff(hand_off)) => Outlet::HandOff(hand_off),
             // A merge sink always has its lane (made above).
             (None, Sink::Merge(..)) => return End::Stopped,
         };
-        let connection = Connection {
+        let reader = Reader {
             control: self.control,
             label: &self.label,
             source: &self.label,
@@ -191,8 +191,8 @@ impl Supervisor<'_> {
         let outage = &mut self.outage;
         let link_type = &mut self.link_type;
         let mut started = false;
-        let (end, handed) = connection.read(&mut transport, &mut |parser, lt| {
-            stream_started(connection.control, label, outage, link_type, parser, lt);
+        let (end, handed) = reader.read(&mut transport, &mut |parser, lt| {
+            stream_started(reader.control, label, outage, link_type, parser, lt);
             started = true;
             Ok(())
         });
