@@ -21,7 +21,7 @@ use crate::shared::counters::Snapshot;
 use crate::shared::error::Error;
 use crate::shared::messages::Messages;
 use crate::shared::setting::Names;
-use crate::stream::reader::Sink;
+use crate::stream::reader::Outlet;
 use crate::stream::{dialler, listener};
 use crate::tls::{ClientTls, ServerTls};
 
@@ -202,14 +202,8 @@ impl Source {
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _end = EndHandOff(&c.hand_off);
-                    dialler::run(
-                        c,
-                        &endpoint,
-                        &counters,
-                        Sink::HandOff(&c.hand_off),
-                        None,
-                        tls.as_ref(),
-                    );
+                    let outlets = Box::new(|| Outlet::HandOff(&c.hand_off));
+                    dialler::run(c, &endpoint, &counters, outlets, tls.as_ref());
                 })
                 .map_err(setup)?;
             return Ok(source);
@@ -240,20 +234,20 @@ impl Source {
             // Every endpoint's lane exists before any thread runs: a dialler
             // scheduled late must not find another's stream released
             // already.
-            let lane = merge.lane(counters.clone(), input, &endpoint.to_string());
+            let mut first = Some(merge.lane(counters.clone(), input, &endpoint.to_string()));
             let merge = merge.clone();
             let tls = tls_for(&endpoint);
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _producer = producer;
-                    dialler::run(
-                        c,
-                        &endpoint,
-                        &counters,
-                        Sink::Merge(&merge, input),
-                        Some(lane),
-                        tls.as_ref(),
-                    );
+                    let (lane_counters, label) = (counters.clone(), endpoint.to_string());
+                    let outlets =
+                        Box::new(move || {
+                            Outlet::Lane(first.take().unwrap_or_else(|| {
+                                merge.lane(lane_counters.clone(), input, &label)
+                            }))
+                        });
+                    dialler::run(c, &endpoint, &counters, outlets, tls.as_ref());
                 })
                 .map_err(setup)?;
         }

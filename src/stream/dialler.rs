@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::endpoint::Endpoint;
-use crate::merge::Lane;
 use crate::net::backoff::{Backoff, Outage};
 use crate::net::connect::{self, Failure};
 use crate::shared::config::Config;
@@ -18,19 +17,25 @@ use crate::shared::error::Error;
 use crate::shared::facts::Fact;
 use crate::shared::setting::Setting;
 use crate::stream::parse::StreamParser;
-use crate::stream::reader::{read_error, End, Outlet, Reader, Sink};
+use crate::stream::reader::{read_error, End, Outlet, Reader};
 use crate::tls::{self, ClientTls, HandshakeFailure, Transport};
 
+/// Opens the outlet for each new connection, before it connects: the
+/// hand-off itself when the source has one connection, else a new lane of
+/// the merge. The merge waits (at most merge_window) for an endpoint being
+/// dialled, so that one that connects a little later is not passed over at
+/// start-up, and never for one in a pause between attempts (its lane ended
+/// with its last connection).
+pub(crate) type Outlets<'a> = Box<dyn FnMut() -> Outlet<'a> + 'a>;
+
 /// Runs one connect endpoint until its stream ends for good or the source
-/// is closed. With a merge sink, `first_lane` is the lane for the first
-/// connection, opened by the caller before this thread ran.
-pub(crate) fn run(
-    control: &Control,
-    endpoint: &Endpoint,
-    counters: &Arc<Counters>,
-    sink: Sink,
-    first_lane: Option<Lane>,
-    tls: Option<&ClientTls>,
+/// is closed.
+pub(crate) fn run<'a>(
+    control: &'a Control,
+    endpoint: &'a Endpoint,
+    counters: &'a Arc<Counters>,
+    outlets: Outlets<'a>,
+    tls: Option<&'a ClientTls>,
 ) {
     Dialler {
         control,
@@ -38,8 +43,7 @@ pub(crate) fn run(
         tls,
         label: endpoint.to_string(),
         counters,
-        sink,
-        first_lane,
+        outlets,
         link_type: None,
         outage: Outage::default(),
     }
@@ -54,9 +58,7 @@ struct Dialler<'a> {
     tls: Option<&'a ClientTls>,
     label: String,
     counters: &'a Arc<Counters>,
-    sink: Sink<'a>,
-    /// The first connection's lane, until it is used.
-    first_lane: Option<Lane>,
+    outlets: Outlets<'a>,
     /// The link type of the last stream, to report a change.
     link_type: Option<i32>,
     /// The outage in progress; reported once at each end.
@@ -117,17 +119,8 @@ impl Dialler<'_> {
 
     /// One connection, from connect to its end.
     fn session(&mut self, delivered: &mut bool) -> End {
-        // A lane per connection, opened before connecting: the merge waits
-        // (at most merge_window) for an endpoint being dialled, so that one
-        // that connects a little later is not passed over at start-up, and
-        // never for one in a pause between attempts. The first one was
-        // opened with the source, before this thread could be late.
-        let lane = match self.sink {
-            Sink::Merge(merge, input) => Some(self.first_lane.take().unwrap_or_else(|| {
-                merge.lane(self.counters.clone(), input, &self.endpoint.to_string())
-            })),
-            Sink::HandOff(_) => None,
-        };
+        // Opened before connecting (see `Outlets`).
+        let outlet = (self.outlets)();
         let (stream, _hold) = match connect::connect(self.control, self.endpoint) {
             Ok(s) => s,
             Err(Failure::Stopped) => return End::Stopped,
@@ -168,15 +161,9 @@ impl Dialler<'_> {
                 HandshakeFailure::Failed(e) => End::Failed(read_error(&self.label, e)),
             };
         }
-        if let Some(lane) = &lane {
+        if let Outlet::Lane(lane) = &outlet {
             lane.watch(transport.watch());
         }
-        let outlet = match (&lane, self.sink) {
-            (Some(lane), _) => Outlet::Lane(lane),
-            (None, Sink::HandOff(hand_off)) => Outlet::HandOff(hand_off),
-            // A merge sink always has its lane (made above).
-            (None, Sink::Merge(..)) => return End::Stopped,
-        };
         let reader = Reader {
             control: self.control,
             label: &self.label,

@@ -44,21 +44,15 @@ pub const READ_SIZE: usize = 1 << 20;
 /// next read.
 const MIN_READ: usize = 64 * 1024;
 
-/// Where a source's connections deliver: the hand-off itself when there is one
-/// connection, else the merge (a lane per connection).
-#[derive(Clone, Copy)]
-pub(crate) enum Sink<'a> {
-    HandOff(&'a HandOff),
-    /// To the merge, its packets marked as from this input.
-    Merge(&'a std::sync::Arc<crate::merge::Merge>, u32),
-}
-
-/// Where one connection's batches go.
+/// Where one connection's batches go. A dialled endpoint opens one per
+/// connection (see [`crate::stream::dialler::Outlets`]); a listening
+/// sender's is [`Outlet::Joined`].
 pub(crate) enum Outlet<'a> {
     /// The source's one connection: straight to the hand-off.
     HandOff(&'a HandOff),
-    /// One of several: to its lane of the merge.
-    Lane(&'a Lane),
+    /// One of several: its own lane of the merge, which ends when the
+    /// connection does (the lane is dropped with it).
+    Lane(Lane),
     /// A listening sender: to its lane, which `on_header` sets once the
     /// sender is admitted (no record comes before the header).
     Joined(&'a OnceCell<Joined>),
