@@ -24,19 +24,21 @@
 pub mod endpoint;
 #[cfg(feature = "zeek")]
 pub mod ffi;
-pub mod handoff;
-pub mod merge;
+mod handoff;
+mod merge;
 pub mod net;
-pub mod shared;
-pub mod source;
-pub mod stream;
+mod shared;
+mod source;
+mod stream;
 
-/// The TLS of `tls://` and `tls-listen://`, at its old path.
+// The API, at the crate root: what Zeek's shim (through `ffi`), the
+// broker (serve/), the benches, fuzz/ and the integration tests use. The
+// rest (the hand-off, the merge and its budget, control, messages,
+// logger, threads) is the core's own.
+/// The TLS of `tls://` and `tls-listen://`.
 pub use net::tls;
 pub use shared::config::{Config, Keepalive};
 pub use shared::error::Error;
-/// The modules the broker, the benches and the tests use, at their old
-/// paths.
 pub use shared::{config, counters, error, facts, setting, utc};
 pub use source::{Next, Opening, Packet, Source, Stats};
 pub use stream::{linktype, parse, share};

@@ -49,7 +49,8 @@ impl Wake {
 
     /// Whether the fd is readable now (for tests): takes one datagram and,
     /// if there was one, puts it back.
-    pub fn is_signalled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_signalled(&self) -> bool {
         let mut probe = [0u8; 1];
         let readable = self.rx.recv(&mut probe).is_ok();
         if readable {

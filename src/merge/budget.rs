@@ -183,7 +183,8 @@ impl Account {
     }
 
     /// Bytes this connection holds now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
     }
 }
