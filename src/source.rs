@@ -281,7 +281,7 @@ impl Source {
             .map_err(setup)?;
         if listens {
             // Listening is open: senders come and go from now on.
-            control.opened(NOMINAL_LINK_TYPE);
+            control.startup.opened(NOMINAL_LINK_TYPE);
         }
         Ok(source)
     }
@@ -307,7 +307,7 @@ impl Source {
         // one that never comes.
         let now = Instant::now();
         let until = now.checked_add(limit).unwrap_or_else(|| now + MAX_INTERVAL);
-        let outcome = self.control.wait_open(until);
+        let outcome = self.control.startup.wait_open(until);
         match &outcome {
             Opening::Open(lt) => self.link_type = Some(*lt),
             Opening::Failed(_) => self.close(),
@@ -322,7 +322,7 @@ impl Source {
     /// consumer that does not wait in [`Source::wait_open`]: ask whenever
     /// `next_packet` has nothing (the selectable fd turns readable for it).
     pub fn take_failure(&mut self) -> Option<Error> {
-        let e = self.control.take_failure()?;
+        let e = self.control.startup.take_failure()?;
         self.close();
         Some(e)
     }

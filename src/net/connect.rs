@@ -114,7 +114,7 @@ fn connect_one<'c>(
         &|| control.stopping(),
         &mut |waited| {
             if waited >= NOTICE_AFTER {
-                control.mention_wait(&format!(
+                control.startup.mention_wait(&format!(
                 "{}: connecting to {addr} gets no answer after {} s (the connect times out after {} s)",
                 target,
                 NOTICE_AFTER.as_secs(),

@@ -80,18 +80,18 @@ impl Dialler<'_> {
                 End::PeerClosed => ("the server closed the connection".to_string(), None),
                 End::Failed(e) => (e.to_string(), Some(e)),
             };
-            if !self.control.is_open() {
+            if !self.control.startup.is_open() {
                 // No stream yet: fail the start-up, or keep waiting for one
                 // (a thread of the source enforces open_timeout).
                 let e = error.unwrap_or(Error::NoHeader {
                     endpoint: self.label.clone(),
                 });
-                self.control.note_waiting(e.to_string());
+                self.control.startup.note_waiting(e.to_string());
                 if !self.config().reconnect || !e.is_transient() {
                     self.control.fail(e);
                     return;
                 }
-                self.control.mention_wait(&e.to_string());
+                self.control.startup.mention_wait(&e.to_string());
             } else if !self.config().reconnect {
                 if let Some(e) = error {
                     crate::shared::logger::error!("{e}");
@@ -231,5 +231,5 @@ fn stream_started(
         source: label.to_string(),
         sender: label.to_string(),
     });
-    control.opened(lt);
+    control.startup.opened(lt);
 }

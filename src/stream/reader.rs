@@ -190,8 +190,8 @@ impl Reader<'_> {
         let mut header_seen = false;
         let connected = Instant::now();
         let mut last_data = connected;
-        if self.opens_source && !control.is_open() {
-            control.note_waiting(format!(
+        if self.opens_source && !control.startup.is_open() {
+            control.startup.note_waiting(format!(
                 "{} accepted the connection but sent no pcap header",
                 self.label
             ));
@@ -232,7 +232,7 @@ impl Reader<'_> {
                     // The receive timeout: nothing arrived for one tick.
                     spares.release();
                     if !header_seen && self.opens_source && connected.elapsed() >= NOTICE_AFTER {
-                        control.mention_wait(&format!(
+                        control.startup.mention_wait(&format!(
                             "{}: connected, but no pcap header has arrived after {} s ({} bytes so far)",
                             self.label,
                             NOTICE_AFTER.as_secs(),
@@ -298,8 +298,8 @@ impl Reader<'_> {
                     if let Err(end) = on_header(&parser, lt) {
                         return end;
                     }
-                } else if self.opens_source && !control.is_open() {
-                    control.note_waiting(format!(
+                } else if self.opens_source && !control.startup.is_open() {
+                    control.startup.note_waiting(format!(
                         "{} sent {} bytes, not yet a whole pcap header",
                         self.label,
                         buf.len()
