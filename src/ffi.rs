@@ -145,8 +145,8 @@ pub mod bridge {
         UpstreamDrops,
     }
 
-    /// One fact for script land (src/shared/facts.rs), with the fields its event
-    /// takes; the others are empty or zero.
+    /// One fact for script land (src/shared/facts.rs), with the fields its
+    /// event takes; the others are empty or zero.
     struct ScriptEvent {
         kind: EventKind,
         /// The endpoint as written.

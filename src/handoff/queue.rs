@@ -165,9 +165,10 @@ impl HandOff {
     }
 
     /// Producer: queues a batch. While it would exceed the capacity, waits
-    /// (lossless backpressure) or, with `drop_when_full`, drops it at once.
-    /// A batch larger than the whole capacity is let through when the hand-off
-    /// is empty, so an undersized hand-off slows the stream but never stalls it.
+    /// (lossless backpressure) or, with `drop_when_full`, drops it at once. A
+    /// batch larger than the whole capacity is let through when the hand-off
+    /// is empty, so an undersized hand-off slows the stream but never stalls
+    /// it.
     pub fn push(&self, batch: Batch, drop_when_full: bool) -> Push {
         let cost = batch.cost();
         let mut st = self.lock();

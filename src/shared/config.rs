@@ -82,7 +82,7 @@ pub struct Config {
     pub share_by: ShareBy,
     /// The `tls_*` options.
     pub tls: TlsOptions,
-    /// Queue [`crate::shared::facts::Fact`]s for the front end to drain (the Zeek
+    /// Queue [`super::facts::Fact`]s for the front end to drain (the Zeek
     /// plugin raises them as events); off, none are kept.
     pub events: bool,
 }

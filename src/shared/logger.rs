@@ -5,7 +5,7 @@
 //! come from reader threads. A thread that works for a source routes what
 //! it says ([`warning!`] and its siblings, the core's stand-ins for `log`'s
 //! macros) to that source's [`Messages`] queue ([`route_to`]), in the words
-//! of the front end that started the source ([`crate::shared::setting`]); the front
+//! of the front end that started the source ([`super::setting`]); the front
 //! end drains the queue (the Zeek shim on its main thread, reporting
 //! warnings and errors through the reporter and the rest to the plugin's
 //! debug stream; pcapovertcp-serve into its log).

@@ -1,5 +1,5 @@
 //! One source's messages for the operator, queued by whichever thread logs
-//! them (through the `log` facade, see [`crate::shared::logger`]) and drained by the
+//! them (through the `log` facade, see [`super::logger`]) and drained by the
 //! shim on Zeek's main thread, the only thread that may call Zeek's reporter.
 //!
 //! Each source has its own queue, so what one source (or test) logs never
@@ -21,7 +21,7 @@ const MAX_QUEUED: usize = 1000;
 type Notify = Box<dyn Fn() + Send + Sync>;
 
 pub struct Messages {
-    /// The words of the front end that reads them (see [`crate::shared::setting`]).
+    /// The words of the front end that reads them (see [`super::setting`]).
     names: Names,
     queue: Mutex<Vec<(Level, String)>>,
     pending: AtomicBool,

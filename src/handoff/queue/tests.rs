@@ -292,7 +292,8 @@ fn releasing_more_than_is_used_does_not_wrap_to_full() {
     let Pop::Batch(_) = hand_off.pop(0) else {
         panic!("expected a batch")
     };
-    // A bookkeeping slip must not turn into a hand-off that looks full for ever.
+    // A bookkeeping slip must not turn into a hand-off that looks full for
+    // ever.
     assert!(matches!(hand_off.pop(500), Pop::Empty));
     assert_eq!(hand_off.used(), 0);
     assert_eq!(hand_off.push(batch(2, 1000), false), Push::Queued);
