@@ -443,7 +443,7 @@ def merge_instructions(workdir):
         packets, instructions = int(said.group(1)), int(total.group(1))
         row = {"case": name, "packets": packets, "connects": int(said.group(2)), "late": int(said.group(3)),
                "instructions": instructions, "per_packet": instructions / packets,
-               "merge_thread_per_packet": inclusive_per_packet(out, "src/merge.rs", "pcapovertcp::merge::Merge::run",
+               "merge_thread_per_packet": inclusive_per_packet(out, "src/merge/mod.rs", "pcapovertcp::merge::Merge::run",
                                                                 packets)}
         rows.append(row)
         print(f"  callgrind: {name:60} {row['per_packet']:6.0f} instructions/packet "

@@ -23,7 +23,7 @@ constexpr uint32_t none = 0;
 /**
  * The number of `name`, given on first use; `none` for an empty name.
  * Called by the source once per sender, so the table holds at most one
- * entry per sender the source has listed (src/counters.rs bounds those).
+ * entry per sender the source has listed (src/shared/counters.rs bounds those).
  */
 uint32_t Intern(const std::string& name);
 

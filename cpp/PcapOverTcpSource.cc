@@ -234,7 +234,7 @@ void PcapOverTcpSource::DoneWithPacket() {
 double PcapOverTcpSource::GetNextTimeout() {
     // After a packet more are likely queued: come straight back, as PktSrc
     // does for sources without an fd. The wake fd turns readable only to
-    // wake an idle Zeek (src/ring.rs), so this is what keeps a busy one
+    // wake an idle Zeek (src/handoff/queue.rs), so this is what keeps a busy one
     // coming on its poll turns (each io_poll_interval_live-th packet), and
     // spares each of them a ppoll() with a timeout from Zeek's timers.
     if ( returned_packet && ! run_state::is_processing_suspended() && ! run_state::pseudo_realtime )
@@ -327,9 +327,9 @@ void PcapOverTcpSource::Statistics(Stats* stats) {
 }
 
 // Fills a PcapOverTcp::Stats or PcapOverTcp::Sender record by field name:
-// the core's counter list (src/counters.rs) and the record types
+// the core's counter list (src/shared/counters.rs) and the record types
 // (scripts/types.zeek) are the two places that define them, and
-// src/counters.rs's test holds them equal.
+// src/shared/counters.rs's test holds them equal.
 static void AssignCounters(RecordVal* rec, const ::rust::Vec<rs::Counter>& counters) {
     const auto& type = rec->GetType<RecordType>();
 
@@ -444,7 +444,7 @@ void PcapOverTcpSource::ReportMessages() {
     }
 }
 
-// Raises one PcapOverTcp:: event per fact the core queued (src/facts.rs).
+// Raises one PcapOverTcp:: event per fact the core queued (src/shared/facts.rs).
 // Here, on Zeek's main thread: the core's threads never call Zeek. Not
 // from Open(), which runs before zeek_init: an event raised there would
 // reach scripts before their zeek_init (and the notice framework's log

@@ -84,7 +84,7 @@ private:
     uint32_t SenderId(uint32_t input);
 
     // By input index; 0: not resolved yet. Inputs are bounded by the
-    // core's sender list (src/counters.rs).
+    // core's sender list (src/shared/counters.rs).
     std::vector<uint32_t> sender_ids;
 
     // Metric instances (their values come from callbacks into the core).

@@ -12,11 +12,11 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 
-use crate::config::{interval, optional_interval, Config, Keepalive};
-use crate::counters::{Field, Snapshot};
-use crate::parse::Limits;
-use crate::share::ShareBy;
+use crate::shared::config::{interval, optional_interval, Config, Keepalive};
+use crate::shared::counters::{Field, Snapshot};
 use crate::source::{Next, Source, NOMINAL_LINK_TYPE};
+use crate::stream::parse::Limits;
+use crate::stream::share::ShareBy;
 use crate::tls::TlsOptions;
 
 #[cxx::bridge(namespace = "pcapovertcp::rs")]
@@ -145,8 +145,8 @@ pub mod bridge {
         UpstreamDrops,
     }
 
-    /// One fact for script land (src/facts.rs), with the fields its event
-    /// takes; the others are empty or zero.
+    /// One fact for script land (src/shared/facts.rs), with the fields its
+    /// event takes; the others are empty or zero.
     struct ScriptEvent {
         kind: EventKind,
         /// The endpoint as written.
@@ -210,7 +210,7 @@ pub mod bridge {
     }
 }
 
-use crate::facts::Fact;
+use crate::shared::facts::Fact;
 use bridge::{
     BufferUse, Counter, EventKind, LogLevel, LogLine, Options, PacketInfo, ScriptEvent,
     SenderCounters, SourceStats, Status,
@@ -239,7 +239,7 @@ impl Drop for PcapOverTcp {
 /// Runs a bridge function's body; a panic becomes `Err` with its message
 /// (see the module's comment for why). `AssertUnwindSafe`: after a panic
 /// the handle is only asked neutral questions and closed, and the core's
-/// locks survive poisoning (`crate::sync`).
+/// locks survive poisoning (`crate::shared::sync`).
 fn caught<T>(body: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(body)).map_err(|payload| panic_message(&*payload))
 }
@@ -405,7 +405,7 @@ fn start(path: &[u8], options: &Options) -> Result<Box<PcapOverTcp>, crate::Erro
         ));
     };
     // Only the plugin installs a `log` logger: Zeek has none of its own.
-    crate::logger::install();
+    crate::shared::logger::install();
     caught(|| Source::start(path, config(options)?))
         .unwrap_or_else(|message| {
             Err(crate::Error::Panic {
@@ -434,7 +434,7 @@ impl PcapOverTcp {
                 function,
                 message,
             };
-            crate::sync::lock(&self.panics).push(e.to_string());
+            crate::shared::sync::lock(&self.panics).push(e.to_string());
         })
         .ok()
     }
@@ -568,7 +568,7 @@ impl PcapOverTcp {
         let body = caught(|| self.source.has_messages());
         // A caught panic is a message too.
         let source = self.guard("has_messages", body).unwrap_or(false);
-        source || !crate::sync::lock(&self.panics).is_empty()
+        source || !crate::shared::sync::lock(&self.panics).is_empty()
     }
 
     fn take_messages(&self) -> Vec<LogLine> {
@@ -588,7 +588,7 @@ impl PcapOverTcp {
                 .collect()
         });
         let mut lines: Vec<LogLine> = self.guard("take_messages", body).unwrap_or_default();
-        let panics = std::mem::take(&mut *crate::sync::lock(&self.panics));
+        let panics = std::mem::take(&mut *crate::shared::sync::lock(&self.panics));
         lines.extend(panics.into_iter().map(|message| LogLine {
             level: LogLevel::Error,
             message,
@@ -916,7 +916,10 @@ mod tests {
                 _ => panic!("the source ended or failed: {:?}", lines(&h)),
             }
         }
-        assert_eq!(link_types, [crate::linktype::linktype_to_dlt(101); 2]);
+        assert_eq!(
+            link_types,
+            [crate::stream::linktype::linktype_to_dlt(101); 2]
+        );
         h.close();
     }
 
@@ -995,13 +998,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.reconnect_min, Duration::ZERO);
-        assert_eq!(c.reconnect_max, crate::config::MAX_INTERVAL);
-        assert_eq!(c.open_timeout, Some(crate::config::MAX_INTERVAL));
+        assert_eq!(c.reconnect_max, crate::shared::config::MAX_INTERVAL);
+        assert_eq!(c.open_timeout, Some(crate::shared::config::MAX_INTERVAL));
         assert_eq!(
             c.keepalive.map(|k| (k.idle, k.interval)),
-            Some((crate::config::MAX_INTERVAL, Duration::ZERO))
+            Some((crate::shared::config::MAX_INTERVAL, Duration::ZERO))
         );
-        assert_eq!(c.idle_timeout, Some(crate::config::MAX_INTERVAL));
+        assert_eq!(c.idle_timeout, Some(crate::shared::config::MAX_INTERVAL));
         assert_eq!(c.merge_window, Duration::ZERO);
         assert_eq!(c.header_timeout, None);
     }

@@ -11,19 +11,19 @@ use std::time::{Duration, Instant};
 
 use log::Level;
 
-use crate::config::{Config, MAX_INTERVAL};
-use crate::connection::Sink;
-use crate::control::Control;
-pub use crate::control::Opening;
-use crate::counters::Snapshot;
 use crate::endpoint::{Endpoint, Scheme, Spec};
-use crate::error::Error;
+use crate::handoff::queue::{Batch, HandOff, Pop};
 use crate::merge::{Merge, Timing};
-use crate::messages::Messages;
-use crate::ring::{Batch, Pop, Ring};
-use crate::setting::Names;
+use crate::shared::config::{Config, MAX_INTERVAL};
+use crate::shared::control::Control;
+pub use crate::shared::control::Opening;
+use crate::shared::counters::Snapshot;
+use crate::shared::error::Error;
+use crate::shared::messages::Messages;
+use crate::shared::setting::Names;
+use crate::stream::reader::Outlet;
+use crate::stream::{dialler, listener};
 use crate::tls::{ClientTls, ServerTls};
-use crate::{dial, listen};
 
 /// The link type a listening source opens with, before any sender has
 /// connected: Ethernet, the common case. It only decides which link type
@@ -103,7 +103,7 @@ impl Source {
     /// threads; returns at once. Then call `wait_open` until the source
     /// opens or fails.
     pub fn start(path: &str, config: Config) -> Result<Source, Error> {
-        Source::start_with_names(path, config, crate::setting::zeek)
+        Source::start_with_names(path, config, crate::shared::setting::zeek)
     }
 
     /// As [`Source::start`], for a front end other than the Zeek plugin:
@@ -121,9 +121,9 @@ impl Source {
             endpoint: label.clone(),
             source,
         };
-        // One connect endpoint goes straight to the ring, which then holds
+        // One connect endpoint goes straight to the hand-off, which then holds
         // the whole budget; several go through the merge, whose budget
-        // bounds them all, so the ring needs no bound of its own.
+        // bounds them all, so the hand-off needs no bound of its own.
         let direct = match spec.endpoints.as_slice() {
             [one] => !one.scheme().is_listen(),
             _ => false,
@@ -157,19 +157,19 @@ impl Source {
         } else {
             usize::MAX
         };
-        let ring = Ring::new(capacity).map_err(setup)?;
+        let hand_off = HandOff::new(capacity).map_err(setup)?;
         let messages = Arc::new(Messages::with_names(names));
         // Before any thread runs, so that no fact is missed.
         if config.events {
             messages.enable_facts();
         }
-        let control = Arc::new(Control::new(label.clone(), config, ring, messages));
+        let control = Arc::new(Control::new(label.clone(), config, hand_off, messages));
         {
             // A message wakes an idle consumer, so that it is reported now.
             let weak = Arc::downgrade(&control);
             control.messages.on_message(move || {
                 if let Some(c) = weak.upgrade() {
-                    c.ring.notify();
+                    c.hand_off.notify();
                 }
             });
         }
@@ -201,15 +201,9 @@ impl Source {
             let tls = tls_for(&endpoint);
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
-                    let _finish = FinishRing(&c.ring);
-                    dial::run(
-                        c,
-                        &endpoint,
-                        &counters,
-                        Sink::Ring(&c.ring),
-                        None,
-                        tls.as_ref(),
-                    );
+                    let _end = EndHandOff(&c.hand_off);
+                    let outlets = Box::new(|| Outlet::HandOff(&c.hand_off));
+                    dialler::run(c, &endpoint, &counters, outlets, tls.as_ref());
                 })
                 .map_err(setup)?;
             return Ok(source);
@@ -217,7 +211,7 @@ impl Source {
         // Bound before anything starts, so that a port in use is the error.
         let mut bound = Vec::new();
         for endpoint in spec.endpoints.iter().filter(|e| e.scheme().is_listen()) {
-            let b = listen::bind(endpoint)?;
+            let b = listener::bind(endpoint)?;
             source.listening.extend(b.local_addrs());
             bound.push((endpoint.clone(), b));
         }
@@ -240,25 +234,25 @@ impl Source {
             // Every endpoint's lane exists before any thread runs: a dialler
             // scheduled late must not find another's stream released
             // already.
-            let lane = merge.lane(counters.clone(), input, &endpoint.to_string());
+            let mut first = Some(merge.lane(counters.clone(), input, &endpoint.to_string()));
             let merge = merge.clone();
             let tls = tls_for(&endpoint);
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _producer = producer;
-                    dial::run(
-                        c,
-                        &endpoint,
-                        &counters,
-                        Sink::Merge(&merge, input),
-                        Some(lane),
-                        tls.as_ref(),
-                    );
+                    let (lane_counters, label) = (counters.clone(), endpoint.to_string());
+                    let outlets =
+                        Box::new(move || {
+                            Outlet::Lane(first.take().unwrap_or_else(|| {
+                                merge.lane(lane_counters.clone(), input, &label)
+                            }))
+                        });
+                    dialler::run(c, &endpoint, &counters, outlets, tls.as_ref());
                 })
                 .map_err(setup)?;
         }
         // One `max_senders` for every listen endpoint of the source.
-        let admission = listen::Admission::new(&control.config);
+        let admission = listener::Admission::new(&control.config);
         for (endpoint, b) in bound {
             let addrs = b.local_addrs();
             let producer = merge.producer();
@@ -271,23 +265,23 @@ impl Source {
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {
                     let _producer = producer;
-                    listen::run(c, &merge, b, tls, admission);
+                    listener::run(c, &merge, b, tls, admission);
                 })
                 .map_err(setup)?;
             let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-            crate::logger::routed(&control.messages, || {
-                crate::logger::info!(
+            crate::shared::logger::routed(&control.messages, || {
+                crate::shared::logger::info!(
                     "{endpoint}: listening on {}; senders may connect now",
                     addrs.join(" and ")
                 )
             });
         }
         control
-            .spawn("pcapovertcp merge".into(), move |c| merge.run(&c.ring))
+            .spawn("pcapovertcp merge".into(), move |c| merge.run(&c.hand_off))
             .map_err(setup)?;
         if listens {
             // Listening is open: senders come and go from now on.
-            control.opened(NOMINAL_LINK_TYPE);
+            control.startup.opened(NOMINAL_LINK_TYPE);
         }
         Ok(source)
     }
@@ -313,7 +307,7 @@ impl Source {
         // one that never comes.
         let now = Instant::now();
         let until = now.checked_add(limit).unwrap_or_else(|| now + MAX_INTERVAL);
-        let outcome = self.control.wait_open(until);
+        let outcome = self.control.startup.wait_open(until);
         match &outcome {
             Opening::Open(lt) => self.link_type = Some(*lt),
             Opening::Failed(_) => self.close(),
@@ -328,7 +322,7 @@ impl Source {
     /// consumer that does not wait in [`Source::wait_open`]: ask whenever
     /// `next_packet` has nothing (the selectable fd turns readable for it).
     pub fn take_failure(&mut self) -> Option<Error> {
-        let e = self.control.take_failure()?;
+        let e = self.control.startup.take_failure()?;
         self.close();
         Some(e)
     }
@@ -355,14 +349,14 @@ impl Source {
     /// messages or the end arrive. After a packet, ask again without waiting
     /// for it.
     pub fn selectable_fd(&self) -> RawFd {
-        self.control.ring.wake_fd()
+        self.control.hand_off.wake_fd()
     }
 
     /// For consumers outside Zeek: after `Next::Empty`, waits on the
     /// selectable fd as Zeek's loop does, at most `limit`; whether it turned
     /// readable.
     pub fn wait(&self, limit: Duration) -> bool {
-        self.control.ring.wait(limit)
+        self.control.hand_off.wait(limit)
     }
 
     /// Whether messages for the operator are waiting; cheap.
@@ -378,7 +372,7 @@ impl Source {
     /// The facts for the front end's scripts (with `Config::events`),
     /// oldest first; take them before the messages, which say how many
     /// were dropped.
-    pub fn take_facts(&self) -> Vec<crate::facts::Fact> {
+    pub fn take_facts(&self) -> Vec<crate::shared::facts::Fact> {
         self.control.messages.take_facts()
     }
 
@@ -393,10 +387,10 @@ impl Source {
         {
             let done = self.current.take().map_or(0, |b| b.cost());
             self.next_record = 0;
-            match self.control.ring.pop(done) {
+            match self.control.hand_off.pop(done) {
                 Pop::Batch(b) => self.current = Some(b),
                 Pop::Empty => return Next::Empty,
-                Pop::Finished => return Next::Ended,
+                Pop::Ended => return Next::Ended,
             }
         }
         let Some((r, data, part)) = self
@@ -475,7 +469,7 @@ impl Source {
     pub fn buffer(&self) -> (usize, usize) {
         let used = match &self.merge {
             Some(merge) => merge.used(),
-            None => self.control.ring.used(),
+            None => self.control.hand_off.used(),
         };
         (used, self.control.config.buffer_size)
     }
@@ -494,8 +488,8 @@ impl Source {
         self.control.stop();
         self.current = None;
         if !self.control.join_threads(Instant::now() + CLOSE_WAIT) {
-            crate::logger::routed(&self.control.messages, || {
-                crate::logger::warning!(
+            crate::shared::logger::routed(&self.control.messages, || {
+                crate::shared::logger::warning!(
                     "{}: a thread of the source did not stop within {} ms; left to end on its own",
                     self.control.label,
                     CLOSE_WAIT.as_millis()
@@ -505,13 +499,13 @@ impl Source {
     }
 }
 
-/// Finishes the ring when dropped: the one connection's thread has ended,
+/// Ends the hand-off when dropped: the one connection's thread has ended,
 /// normally or not.
-struct FinishRing<'a>(&'a Ring);
+struct EndHandOff<'a>(&'a HandOff);
 
-impl Drop for FinishRing<'_> {
+impl Drop for EndHandOff<'_> {
     fn drop(&mut self) {
-        self.0.finish();
+        self.0.end();
     }
 }
 

@@ -1,4 +1,4 @@
-//! Facts for Zeek's scripts (src/facts.rs), over real loopback sockets:
+//! Facts for Zeek's scripts (src/shared/facts.rs), over real loopback sockets:
 //! a lost feed is one fact however many reconnection attempts fail, and
 //! its return another; refused senders are facts at most once per address
 //! and window; senders' arrivals and departures carry their packets; a

@@ -3,8 +3,8 @@ use std::thread;
 use bytes::Bytes;
 
 use super::*;
-use crate::parse::Record;
-use crate::ring::Pop;
+use crate::handoff::queue::Pop;
+use crate::stream::parse::Record;
 
 /// A batch of records with these (seconds) timestamps, each one byte `tag`.
 fn batch(tag: u8, times: &[i64]) -> Batch {
@@ -24,31 +24,31 @@ fn batch(tag: u8, times: &[i64]) -> Batch {
     Batch::new(Bytes::from(vec![tag; times.len()]), records)
 }
 
-/// Every batch the ring received, until it finished, each handed to `each`
+/// Every batch the hand-off received, until it ended, each handed to `each`
 /// before it is released.
-fn drain_batches(ring: &Ring, mut each: impl FnMut(&Batch)) {
+fn drain_batches(hand_off: &HandOff, mut each: impl FnMut(&Batch)) {
     let mut done = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         assert!(Instant::now() < deadline, "the merge never finished");
-        match ring.pop(done) {
+        match hand_off.pop(done) {
             Pop::Batch(b) => {
                 done = b.cost();
                 each(&b);
             }
             Pop::Empty => {
                 done = 0;
-                ring.wait(Duration::from_millis(20));
+                hand_off.wait(Duration::from_millis(20));
             }
-            Pop::Finished => return,
+            Pop::Ended => return,
         }
     }
 }
 
-/// Everything the ring received, as (tag, seconds), until it finished.
-fn drain(ring: &Ring) -> Vec<(u8, i64)> {
+/// Everything the hand-off received, as (tag, seconds), until it ended.
+fn drain(hand_off: &HandOff) -> Vec<(u8, i64)> {
     let mut out = Vec::new();
-    drain_batches(ring, |b| {
+    drain_batches(hand_off, |b| {
         for i in 0..b.records.len() {
             let (r, data, _) = b.record(i).unwrap();
             out.push((data[0], r.ts_sec));
@@ -57,13 +57,13 @@ fn drain(ring: &Ring) -> Vec<(u8, i64)> {
     out
 }
 
-fn run_merge(merge: &Arc<Merge>) -> (Arc<Ring>, thread::JoinHandle<()>) {
-    let ring = Arc::new(Ring::new(usize::MAX).unwrap());
+fn run_merge(merge: &Arc<Merge>) -> (Arc<HandOff>, thread::JoinHandle<()>) {
+    let hand_off = Arc::new(HandOff::new(usize::MAX).unwrap());
     let handle = {
-        let (merge, ring) = (merge.clone(), ring.clone());
-        thread::spawn(move || merge.run(&ring))
+        let (merge, hand_off) = (merge.clone(), hand_off.clone());
+        thread::spawn(move || merge.run(&hand_off))
     };
-    (ring, handle)
+    (hand_off, handle)
 }
 
 /// A hold no test reaches: the rules before the hold bound.
@@ -87,9 +87,9 @@ fn interleaved_senders_come_out_in_timestamp_order() {
     assert_eq!(a.push(batch(b'a', &[1, 3, 5, 7]), false), Push::Queued);
     assert_eq!(b.push(batch(b'b', &[2, 4]), false), Push::Queued);
     assert_eq!(b.push(batch(b'b', &[6, 8]), false), Push::Queued);
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     drop((a, b, producer));
-    let got = drain(&ring);
+    let got = drain(&hand_off);
     handle.join().unwrap();
     let times: Vec<i64> = got.iter().map(|&(_, t)| t).collect();
     assert_eq!(times, (1..=8).collect::<Vec<_>>());
@@ -109,14 +109,14 @@ fn a_quiet_sender_holds_the_others_for_the_window_only() {
     // The quiet lane is active (it delivered once) and now has nothing.
     let first = Instant::now();
     quiet.push(batch(b'q', &[1]), false);
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     busy.push(batch(b'b', &[10, 11]), false);
     let mut got = Vec::new();
     while got.len() < 3 {
-        match ring.pop(0) {
+        match hand_off.pop(0) {
             Pop::Batch(b) => got.extend(b.records.iter().map(|r| r.ts_sec)),
             _ => {
-                ring.wait(Duration::from_millis(20));
+                hand_off.wait(Duration::from_millis(20));
             }
         }
         assert!(first.elapsed() < Duration::from_secs(5));
@@ -125,7 +125,7 @@ fn a_quiet_sender_holds_the_others_for_the_window_only() {
     assert!(first.elapsed() >= window, "{:?}", first.elapsed());
     assert_eq!(got, vec![1, 10, 11]);
     drop((busy, quiet, producer));
-    drain(&ring);
+    drain(&hand_off);
     handle.join().unwrap();
 }
 
@@ -141,16 +141,16 @@ fn a_late_record_is_delivered_and_counted() {
         merge.lane(counters(), 0, "test"),
         merge.lane(late.clone(), 0, "test"),
     );
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     a.push(batch(b'a', &[100]), false);
     // Window 0: released at once, before b's older record arrives.
-    while merge.used() > 0 && ring.used() == 0 {
+    while merge.used() > 0 && hand_off.used() == 0 {
         thread::sleep(Duration::from_millis(5));
     }
     thread::sleep(Duration::from_millis(50));
     b.push(batch(b'b', &[50]), false);
     drop((a, b, producer));
-    let got = drain(&ring);
+    let got = drain(&hand_off);
     handle.join().unwrap();
     assert_eq!(got, vec![(b'a', 100), (b'b', 50)]);
     assert_eq!(late.snapshot().late, 1);
@@ -170,10 +170,10 @@ fn an_ended_lane_no_longer_holds_the_others_and_its_records_are_kept() {
     a.push(batch(b'a', &[1, 2]), false);
     b.push(batch(b'b', &[5]), false);
     drop(b); // b's connection ends: its record still comes, in order.
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     a.push(batch(b'a', &[9]), false);
     drop((a, producer));
-    let got = drain(&ring);
+    let got = drain(&hand_off);
     handle.join().unwrap();
     assert_eq!(got, vec![(b'a', 1), (b'a', 2), (b'b', 5), (b'a', 9)]);
 }
@@ -185,11 +185,11 @@ fn the_merge_ends_only_after_every_producer() {
         1 << 20,
     );
     let producer = merge.producer();
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     thread::sleep(Duration::from_millis(50));
-    assert!(matches!(ring.pop(0), Pop::Empty));
+    assert!(matches!(hand_off.pop(0), Pop::Empty));
     drop(producer);
-    assert!(drain(&ring).is_empty());
+    assert!(drain(&hand_off).is_empty());
     handle.join().unwrap();
 }
 
@@ -200,7 +200,7 @@ fn stop_ends_the_merge_and_a_lane_waiting_for_budget() {
     let lane = merge.lane(counters(), 0, "test");
     // Held by nobody: the first read always fits, the second waits.
     assert_eq!(lane.push(batch(b'a', &[1; 200]), false), Push::Queued);
-    let (_ring, handle) = run_merge(&merge);
+    let (_hand_off, handle) = run_merge(&merge);
     let waiter = {
         let merge = merge.clone();
         thread::spawn(move || {
@@ -261,13 +261,13 @@ fn a_lane_held_back_by_the_buffer_is_waited_for_beyond_the_window() {
         let a = a.clone();
         thread::spawn(move || a.push(batch(b'a', &[3, 4]), false))
     };
-    let (ring, handle) = run_merge(&merge);
-    // The first batch reaches the ring; the second read is held back.
+    let (hand_off, handle) = run_merge(&merge);
+    // The first batch reaches the hand-off; the second read is held back.
     let first = loop {
-        match ring.pop(0) {
+        match hand_off.pop(0) {
             Pop::Batch(x) => break x,
             _ => {
-                ring.wait(Duration::from_millis(20));
+                hand_off.wait(Duration::from_millis(20));
             }
         }
     };
@@ -275,7 +275,7 @@ fn a_lane_held_back_by_the_buffer_is_waited_for_beyond_the_window() {
     b.push(batch(b'b', &[5, 6]), false);
     thread::sleep(Duration::from_millis(200));
     assert!(
-        matches!(ring.pop(0), Pop::Empty),
+        matches!(hand_off.pop(0), Pop::Empty),
         "the later sender was released past one held back by the buffer"
     );
     // Zeek takes the first batch: the held-back read goes on, in order.
@@ -289,16 +289,16 @@ fn a_lane_held_back_by_the_buffer_is_waited_for_beyond_the_window() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         assert!(Instant::now() < deadline, "the merge never finished");
-        match ring.pop(done) {
+        match hand_off.pop(done) {
             Pop::Batch(x) => {
                 done = x.cost();
                 got.extend(x.records.iter().map(|r| r.ts_sec));
             }
             Pop::Empty => {
                 done = 0;
-                ring.wait(Duration::from_millis(20));
+                hand_off.wait(Duration::from_millis(20));
             }
-            Pop::Finished => break,
+            Pop::Ended => break,
         }
     }
     handle.join().unwrap();
@@ -326,13 +326,13 @@ fn a_sender_that_keeps_sending_is_waited_for_whatever_the_window() {
     later.push(batch(b'l', &[100, 101]), false);
     thread::sleep(window * 2);
     early.push(batch(b'e', &[0]), false);
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     for t in 1..20 {
         thread::sleep(Duration::from_millis(5));
         early.push(batch(b'e', &[t]), false);
     }
     drop((early, later, producer));
-    let got: Vec<i64> = drain(&ring).into_iter().map(|(_, t)| t).collect();
+    let got: Vec<i64> = drain(&hand_off).into_iter().map(|(_, t)| t).collect();
     handle.join().unwrap();
     let mut want: Vec<i64> = (0..20).collect();
     want.extend([100, 101]);
@@ -341,9 +341,9 @@ fn a_sender_that_keeps_sending_is_waited_for_whatever_the_window() {
 }
 
 #[test]
-fn interleaved_runs_reach_the_ring_in_few_batches_each_packet_marked_with_its_input() {
+fn interleaved_runs_reach_the_hand_off_in_few_batches_each_packet_marked_with_its_input() {
     // Three senders whose packets alternate: every run is one packet. They
-    // must not become one ring batch each (a lock, an allocation and a
+    // must not become one hand-off batch each (a lock, an allocation and a
     // wake-up per packet), and each packet keeps its bytes and its input.
     const LANES: u8 = 3;
     const READS: i64 = 3;
@@ -367,10 +367,10 @@ fn interleaved_runs_reach_the_ring_in_few_batches_each_packet_marked_with_its_in
             );
         }
     }
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     drop((lanes, producer));
     let (mut batches, mut got) = (0, Vec::new());
-    drain_batches(&ring, |b| {
+    drain_batches(&hand_off, |b| {
         batches += 1;
         for i in 0..b.records.len() {
             let (r, data, part) = b.record(i).unwrap();
@@ -382,10 +382,10 @@ fn interleaved_runs_reach_the_ring_in_few_batches_each_packet_marked_with_its_in
     let total = i64::from(LANES) * READS * PER_READ;
     let want: Vec<(i64, u32)> = (0..total).map(|t| (t, (t % 3) as u32)).collect();
     assert_eq!(got, want);
-    // No more ring batches than the senders' reads.
+    // No more hand-off batches than the senders' reads.
     assert!(
         batches <= usize::from(LANES) * READS as usize,
-        "{batches} ring batches for {total} packets"
+        "{batches} hand_off batches for {total} packets"
     );
 }
 
@@ -410,20 +410,20 @@ fn packets_within_one_microsecond_are_ordered_by_nanoseconds() {
     );
     assert_eq!(a.push(at(b'a', &[500, 900]), false), Push::Queued);
     assert_eq!(b.push(at(b'b', &[200, 700]), false), Push::Queued);
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     drop((a, b, producer));
-    let got: Vec<u8> = drain(&ring).into_iter().map(|(tag, _)| tag).collect();
+    let got: Vec<u8> = drain(&hand_off).into_iter().map(|(tag, _)| tag).collect();
     handle.join().unwrap();
     assert_eq!(got, b"baba");
 }
 
-/// Every record the ring receives until it finishes, as (tag, seconds,
+/// Every record the hand-off receives until it ends, as (tag, seconds,
 /// when it came out), collected by a thread of its own.
-fn collect_timed(ring: &Arc<Ring>) -> thread::JoinHandle<Vec<(u8, i64, Instant)>> {
-    let ring = ring.clone();
+fn collect_timed(hand_off: &Arc<HandOff>) -> thread::JoinHandle<Vec<(u8, i64, Instant)>> {
+    let hand_off = hand_off.clone();
     thread::spawn(move || {
         let mut got = Vec::new();
-        drain_batches(&ring, |b| {
+        drain_batches(&hand_off, |b| {
             let now = Instant::now();
             for i in 0..b.records.len() {
                 let (r, data, _) = b.record(i).unwrap();
@@ -451,8 +451,8 @@ fn a_trickling_sender_holds_the_others_no_longer_than_the_hold() {
     let (trickler_counts, good_counts) = (counters(), counters());
     let trickler = Arc::new(merge.lane(trickler_counts.clone(), 0, "trickler"));
     let good = merge.lane(good_counts.clone(), 1, "good");
-    let (ring, handle) = run_merge(&merge);
-    let collector = collect_timed(&ring);
+    let (hand_off, handle) = run_merge(&merge);
+    let collector = collect_timed(&hand_off);
     let stop = Arc::new(AtomicBool::new(false));
     let trickle = {
         let (trickler, stop) = (trickler.clone(), stop.clone());
@@ -540,10 +540,10 @@ fn a_packet_dated_far_after_the_clock_is_dropped_and_counted_for_its_sender() {
     let (bad_counts, good_counts) = (counters(), counters());
     let bad = merge.lane(bad_counts.clone(), 0, "bad");
     let good = merge.lane(good_counts.clone(), 1, "good");
-    let (ring, handle) = run_merge(&merge);
-    let log = crate::messages::Messages::default();
+    let (hand_off, handle) = run_merge(&merge);
+    let log = crate::shared::messages::Messages::default();
     let log = Arc::new(log);
-    crate::logger::routed(&log, || {
+    crate::shared::logger::routed(&log, || {
         bad.push(batch(b'b', &[now, 4_102_444_800, now + 3]), false);
         bad.push(batch(b'b', &[i64::MAX]), false);
     });
@@ -552,7 +552,7 @@ fn a_packet_dated_far_after_the_clock_is_dropped_and_counted_for_its_sender() {
     thread::sleep(Duration::from_millis(300));
     good.push(batch(b'g', &[now + 5]), false);
     drop((bad, good, producer));
-    let got: Vec<(u8, i64)> = drain(&ring);
+    let got: Vec<(u8, i64)> = drain(&hand_off);
     handle.join().unwrap();
     let times: Vec<i64> = got.iter().map(|&(_, t)| t - now).collect();
     assert_eq!(times, vec![0, 1, 3, 5]);
@@ -606,13 +606,13 @@ fn senders_that_connected_long_before_their_first_packets_are_merged_from_the_fi
         merge.lane(a_counters.clone(), 0, "a"),
         merge.lane(b_counters.clone(), 1, "b"),
     );
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     thread::sleep(window * 2);
     a.push(batch(b'a', &[0, 2, 4, 6]), false);
     thread::sleep(Duration::from_millis(50));
     b.push(batch(b'b', &[1, 3, 5, 7]), false);
     drop((a, b, producer));
-    let got: Vec<i64> = drain(&ring).into_iter().map(|(_, t)| t).collect();
+    let got: Vec<i64> = drain(&hand_off).into_iter().map(|(_, t)| t).collect();
     handle.join().unwrap();
     assert_eq!(got, (0..8).collect::<Vec<_>>());
     assert_eq!(
@@ -630,10 +630,10 @@ fn a_sender_that_never_sends_holds_the_others_for_one_window_only() {
         merge.lane(counters(), 0, "a"),
         merge.lane(counters(), 1, "silent"),
     );
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     let started = Instant::now();
     a.push(batch(b'a', &[0]), false);
-    let first = wait_for_records(&ring, 1);
+    let first = wait_for_records(&hand_off, 1);
     let waited = started.elapsed();
     assert!(
         waited >= window,
@@ -642,7 +642,7 @@ fn a_sender_that_never_sends_holds_the_others_for_one_window_only() {
     // The silent sender's window has passed: the next packet is not held.
     let again = Instant::now();
     a.push(batch(b'a', &[1]), false);
-    let second = wait_for_records(&ring, 1);
+    let second = wait_for_records(&hand_off, 1);
     let waited_again = again.elapsed();
     assert!(
         waited_again < window,
@@ -654,17 +654,17 @@ fn a_sender_that_never_sends_holds_the_others_for_one_window_only() {
     handle.join().unwrap();
 }
 
-/// Takes `n` records from the ring (within 10 s): their times.
-fn wait_for_records(ring: &Ring, n: usize) -> Vec<i64> {
+/// Takes `n` records from the hand-off (within 10 s): their times.
+fn wait_for_records(hand_off: &HandOff, n: usize) -> Vec<i64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut got = Vec::new();
     while got.len() < n {
         assert!(Instant::now() < deadline, "only {got:?} within 10 s");
-        match ring.pop(0) {
+        match hand_off.pop(0) {
             Pop::Batch(b) => {
                 got.extend(b.records.iter().map(|r| r.ts_sec));
                 // Given back at once: the budget is not what is tested.
-                ring.pop(b.cost());
+                hand_off.pop(b.cost());
             }
             _ => thread::sleep(Duration::from_millis(1)),
         }
@@ -693,14 +693,14 @@ fn a_sender_whose_socket_holds_unread_bytes_is_waited_for_past_the_window() {
     behind.watch(Arc::downgrade(&socket));
     behind.push(batch(b'a', &[1]), false);
     other.push(batch(b'b', &[3]), false);
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     let mut got: Vec<i64> = Vec::new();
     let until = Instant::now() + 25 * window;
     while Instant::now() < until {
-        if let Pop::Batch(b) = ring.pop(0) {
+        if let Pop::Batch(b) = hand_off.pop(0) {
             got.extend(b.records.iter().map(|r| r.ts_sec));
         }
-        ring.wait(Duration::from_millis(10));
+        hand_off.wait(Duration::from_millis(10));
     }
     assert_eq!(
         got,
@@ -710,7 +710,7 @@ fn a_sender_whose_socket_holds_unread_bytes_is_waited_for_past_the_window() {
     // Its reader catches up: everything in order, nothing late.
     behind.push(batch(b'a', &[2]), false);
     drop((behind, other, producer));
-    got.extend(drain(&ring).iter().map(|&(_, t)| t));
+    got.extend(drain(&hand_off).iter().map(|&(_, t)| t));
     handle.join().unwrap();
     assert_eq!(got, vec![1, 2, 3]);
     assert_eq!(late.snapshot().late, 0);
@@ -736,7 +736,7 @@ fn a_closed_socket_is_no_reason_to_wait() {
     gone.watch(watch);
     gone.push(batch(b'a', &[1]), false);
     other.push(batch(b'b', &[3]), false);
-    let (ring, handle) = run_merge(&merge);
+    let (hand_off, handle) = run_merge(&merge);
     let mut got: Vec<i64> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while got.len() < 2 {
@@ -744,13 +744,13 @@ fn a_closed_socket_is_no_reason_to_wait() {
             Instant::now() < deadline,
             "never released past a quiet lane"
         );
-        if let Pop::Batch(b) = ring.pop(0) {
+        if let Pop::Batch(b) = hand_off.pop(0) {
             got.extend(b.records.iter().map(|r| r.ts_sec));
         }
-        ring.wait(Duration::from_millis(10));
+        hand_off.wait(Duration::from_millis(10));
     }
     assert_eq!(got, vec![1, 3]);
     drop((gone, other, producer));
-    drain(&ring);
+    drain(&hand_off);
     handle.join().unwrap();
 }

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
-use crate::config::{Config, Keepalive};
-use crate::control::{Control, SocketHold, NOTICE_AFTER};
 use crate::endpoint::Endpoint;
-use crate::error::Error;
-use crate::poll;
+use crate::net::poll;
+use crate::shared::config::{Config, Keepalive};
+use crate::shared::control::{Control, SocketHold, NOTICE_AFTER};
+use crate::shared::error::Error;
 
 /// How often a blocked step looks up to see whether the source is closing,
 /// and the receive timeout of a connected socket (the read loop's clock for
@@ -53,12 +53,12 @@ pub(crate) fn connect<'c>(
         }
         match connect_one(control, target, addr) {
             Ok(stream) => {
-                crate::logger::debug!("{endpoint}: connected to {addr}");
+                crate::shared::logger::debug!("{endpoint}: connected to {addr}");
                 return Ok(stream);
             }
             Err(_) if control.stopping() => return Err(Failure::Stopped),
             Err(e) => {
-                crate::logger::debug!("{endpoint}: connecting to {addr} failed: {e}");
+                crate::shared::logger::debug!("{endpoint}: connecting to {addr} failed: {e}");
                 last = Some((*addr, e));
             }
         }
@@ -85,7 +85,7 @@ fn resolve(control: &Control, target: &Endpoint) -> io::Result<Vec<SocketAddr>> 
     }
     let (tx, rx) = mpsc::channel();
     let endpoint = target.clone();
-    crate::threads::spawn("pcapovertcp resolve".into(), move || {
+    crate::shared::threads::spawn("pcapovertcp resolve".into(), move || {
         let _ = tx.send(endpoint.resolve());
     })?;
     loop {
@@ -114,7 +114,7 @@ fn connect_one<'c>(
         &|| control.stopping(),
         &mut |waited| {
             if waited >= NOTICE_AFTER {
-                control.mention_wait(&format!(
+                control.startup.mention_wait(&format!(
                 "{}: connecting to {addr} gets no answer after {} s (the connect times out after {} s)",
                 target,
                 NOTICE_AFTER.as_secs(),
@@ -206,7 +206,7 @@ pub fn connect_addrs(
 }
 
 fn wait_writable(socket: &Socket, limit: Duration) -> io::Result<bool> {
-    crate::poll::wait(&mut [poll::fd(socket.as_raw_fd(), libc::POLLOUT)], limit)
+    crate::net::poll::wait(&mut [poll::fd(socket.as_raw_fd(), libc::POLLOUT)], limit)
 }
 
 /// The receive timeout is the read loop's tick; keepalive detects a peer
@@ -237,10 +237,10 @@ pub(crate) fn keep_alive(socket: &Socket, k: Option<&Keepalive>) -> io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Keepalive;
     use crate::endpoint::Endpoint;
-    use crate::messages::Messages;
-    use crate::ring::Ring;
+    use crate::handoff::queue::HandOff;
+    use crate::shared::config::Keepalive;
+    use crate::shared::messages::Messages;
     use socket2::SockRef;
     use std::net::TcpListener;
     use std::sync::Arc;
@@ -249,7 +249,7 @@ mod tests {
         Control::new(
             ep.to_string(),
             config.normalized(),
-            Ring::new(1024).unwrap(),
+            HandOff::new(1024).unwrap(),
             Arc::new(Messages::default()),
         )
     }

@@ -10,4 +10,5 @@
 
 pub mod backoff;
 pub mod connect;
+pub(crate) mod poll;
 pub mod tls;

@@ -5,7 +5,7 @@
 //! and SEC1 keys) through rustls-pki-types. The files are read once, when
 //! the source opens; rotating them takes a restart.
 //!
-//! A connection's [`Transport`] is what [`crate::connection`] reads from:
+//! A connection's [`Transport`] is what [`crate::stream::reader`] reads from:
 //! the plain socket, or rustls over it. Decrypted bytes are read straight
 //! into the connection's buffer (rustls' own copy out of its record buffer
 //! is the only one), so the zero-copy path after it is unchanged.
@@ -27,7 +27,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
 
 use crate::net::connect::TICK;
-use crate::setting::{self, Names, Setting};
+use crate::shared::setting::{self, Names, Setting};
 
 /// Where the CAs that verify a peer come from, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -956,7 +956,7 @@ fn hung_up(message: String) -> io::Error {
 /// `YYYY-MM-DD HH:MM:SS UTC` of a certificate time.
 fn date(t: UnixTime) -> String {
     let secs = i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
-    let (y, mo, d, h, mi, s) = crate::utc::civil(secs);
+    let (y, mo, d, h, mi, s) = crate::shared::utc::civil(secs);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
 }
 

@@ -5,7 +5,7 @@
 //! come from reader threads. A thread that works for a source routes what
 //! it says ([`warning!`] and its siblings, the core's stand-ins for `log`'s
 //! macros) to that source's [`Messages`] queue ([`route_to`]), in the words
-//! of the front end that started the source ([`crate::setting`]); the front
+//! of the front end that started the source ([`super::setting`]); the front
 //! end drains the queue (the Zeek shim on its main thread, reporting
 //! warnings and errors through the reporter and the rest to the plugin's
 //! debug stream; pcapovertcp-serve into its log).
@@ -24,7 +24,7 @@ use log::Level;
 #[cfg(feature = "zeek")]
 use log::{LevelFilter, Log, Metadata, Record};
 
-use crate::messages::Messages;
+use crate::shared::messages::Messages;
 
 thread_local! {
     static ROUTE: RefCell<Option<Arc<Messages>>> = const { RefCell::new(None) };
@@ -80,22 +80,22 @@ pub fn say(level: Level, target: &str, args: fmt::Arguments<'_>) {
 
 macro_rules! say_at {
     ($level:ident, $($arg:tt)+) => {
-        $crate::logger::say(log::Level::$level, module_path!(), format_args!($($arg)+))
+        $crate::shared::logger::say(log::Level::$level, module_path!(), format_args!($($arg)+))
     };
 }
 
 /// The core's `log::error!`, to this thread's message sink.
 macro_rules! error {
-    ($($arg:tt)+) => { $crate::logger::say_at!(Error, $($arg)+) };
+    ($($arg:tt)+) => { $crate::shared::logger::say_at!(Error, $($arg)+) };
 }
 macro_rules! warning {
-    ($($arg:tt)+) => { $crate::logger::say_at!(Warn, $($arg)+) };
+    ($($arg:tt)+) => { $crate::shared::logger::say_at!(Warn, $($arg)+) };
 }
 macro_rules! info {
-    ($($arg:tt)+) => { $crate::logger::say_at!(Info, $($arg)+) };
+    ($($arg:tt)+) => { $crate::shared::logger::say_at!(Info, $($arg)+) };
 }
 macro_rules! debug {
-    ($($arg:tt)+) => { $crate::logger::say_at!(Debug, $($arg)+) };
+    ($($arg:tt)+) => { $crate::shared::logger::say_at!(Debug, $($arg)+) };
 }
 #[allow(unused_imports)]
 pub(crate) use {debug, error, info, say_at, warning};
@@ -113,13 +113,13 @@ pub fn install() {
 /// From now on, what this thread says goes to `sink`, in its front end's
 /// words.
 pub fn route_to(sink: Arc<Messages>) {
-    crate::setting::use_names(sink.names());
+    crate::shared::setting::use_names(sink.names());
     ROUTE.with(|r| *r.borrow_mut() = Some(sink));
 }
 
 /// Queues `fact` for the scripts of the front end of the source this
 /// thread works for; dropped on a thread that works for none.
-pub fn fact(fact: crate::facts::Fact) {
+pub fn fact(fact: crate::shared::facts::Fact) {
     ROUTE.with(|r| {
         if let Some(sink) = &*r.borrow() {
             sink.fact(fact);
@@ -131,7 +131,7 @@ pub fn fact(fact: crate::facts::Fact) {
 /// previous route.
 pub fn routed<T>(sink: &Arc<Messages>, f: impl FnOnce() -> T) -> T {
     let previous = ROUTE.with(|r| r.borrow_mut().replace(sink.clone()));
-    let out = crate::setting::with_names(sink.names(), f);
+    let out = crate::shared::setting::with_names(sink.names(), f);
     ROUTE.with(|r| *r.borrow_mut() = previous);
     out
 }

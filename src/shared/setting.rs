@@ -5,7 +5,7 @@
 //! the Zeek plugin as `PcapOverTcp::open_timeout` ([`zeek`], the default),
 //! pcapovertcp-serve by its flags. The names in use are per thread: a
 //! source's threads take its names when they start (see
-//! [`crate::messages::Messages::with_names`]), and [`with_names`] renders
+//! [`super::messages::Messages::with_names`]), and [`with_names`] renders
 //! anything else (an error returned to a front end) in another's words.
 
 use std::cell::Cell;

@@ -7,7 +7,7 @@
 //! fat interface blocks costs no memory beyond its read buffer.
 
 use super::{normalize_ts, Limits, Record, Step, StreamError};
-use crate::linktype::linktype_to_dlt;
+use crate::stream::linktype::linktype_to_dlt;
 
 const SECTION_HEADER_BLOCK: u32 = 0x0A0D_0D0A;
 const INTERFACE_DESCRIPTION_BLOCK: u32 = 0x0000_0001;

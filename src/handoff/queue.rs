@@ -23,10 +23,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use crate::budget::Charge;
-use crate::parse::Record;
-use crate::sync::lock;
-use crate::wake::Wake;
+use crate::handoff::wake::Wake;
+use crate::merge::budget::Charge;
+use crate::shared::sync::lock;
+use crate::stream::parse::Record;
 
 /// The bytes of one read, or the part of them a batch's records lie in.
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ impl Batch {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Push {
     Queued,
-    /// The ring was full; the batch's packets (this many) were dropped.
+    /// The hand-off was full; the batch's packets (this many) were dropped.
     Dropped(usize),
     /// The consumer has closed; stop producing.
     Closed,
@@ -99,8 +99,8 @@ pub enum Pop {
     Batch(Batch),
     /// Nothing yet; the wake fd is cleared and will be signalled on `push`.
     Empty,
-    /// The producer finished and everything it pushed has been taken.
-    Finished,
+    /// The producer has ended and everything it pushed has been taken.
+    Ended,
 }
 
 #[derive(Debug)]
@@ -108,7 +108,7 @@ struct State {
     queue: VecDeque<Batch>,
     /// Bytes pushed and not yet released by the consumer.
     used: usize,
-    producer_finished: bool,
+    producer_ended: bool,
     consumer_closed: bool,
     consumer_waiting: bool,
     producer_waiting: bool,
@@ -117,7 +117,7 @@ struct State {
 }
 
 #[derive(Debug)]
-pub struct Ring {
+pub struct HandOff {
     capacity: usize,
     /// Time `push` spent waiting for room (TCP backpressure), not yet taken.
     waited_ns: std::sync::atomic::AtomicU64,
@@ -126,15 +126,15 @@ pub struct Ring {
     wake: Wake,
 }
 
-impl Ring {
-    pub fn new(capacity: usize) -> io::Result<Ring> {
-        Ok(Ring {
+impl HandOff {
+    pub fn new(capacity: usize) -> io::Result<HandOff> {
+        Ok(HandOff {
             capacity,
             waited_ns: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 used: 0,
-                producer_finished: false,
+                producer_ended: false,
                 consumer_closed: false,
                 consumer_waiting: true,
                 producer_waiting: false,
@@ -145,7 +145,8 @@ impl Ring {
         })
     }
 
-    pub fn capacity(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
@@ -164,9 +165,10 @@ impl Ring {
     }
 
     /// Producer: queues a batch. While it would exceed the capacity, waits
-    /// (lossless backpressure) or, with `drop_when_full`, drops it at once.
-    /// A batch larger than the whole capacity is let through when the ring
-    /// is empty, so an undersized ring slows the stream but never stalls it.
+    /// (lossless backpressure) or, with `drop_when_full`, drops it at once. A
+    /// batch larger than the whole capacity is let through when the hand-off
+    /// is empty, so an undersized hand-off slows the stream but never stalls
+    /// it.
     pub fn push(&self, batch: Batch, drop_when_full: bool) -> Push {
         let cost = batch.cost();
         let mut st = self.lock();
@@ -196,9 +198,9 @@ impl Ring {
 
     /// Producer: no more batches will come. A consumer that is not waiting
     /// finds out on its next `pop`.
-    pub fn finish(&self) {
+    pub fn end(&self) {
         let mut st = self.lock();
-        st.producer_finished = true;
+        st.producer_ended = true;
         self.wake_consumer(&mut st);
     }
 
@@ -233,8 +235,8 @@ impl Ring {
             self.clear_wake(&mut st);
             return Pop::Batch(batch);
         }
-        if st.producer_finished {
-            return Pop::Finished;
+        if st.producer_ended {
+            return Pop::Ended;
         }
         st.consumer_waiting = true;
         self.clear_wake(&mut st);

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use log::Level;
 
-use crate::facts::{Fact, Refusal};
-use crate::sync::lock;
+use crate::shared::facts::{Fact, Refusal};
+use crate::shared::sync::lock;
 
 /// The length of one window of the rate limit; a refused address is
 /// reported at most once per window too.
@@ -88,7 +88,7 @@ impl Lines {
         }
         w.since.get_or_insert(now);
         w.shown += 1;
-        crate::logger::say(level, module_path!(), format_args!("{line}"));
+        crate::shared::logger::say(level, module_path!(), format_args!("{line}"));
     }
 
     /// Reports a refused sender: once per address per window, then
@@ -120,7 +120,7 @@ impl Lines {
     }
 
     fn refusal_fact(&self, peer: SocketAddr, refusal: Refusal, why: &str) {
-        crate::logger::fact(Fact::SenderRefused {
+        crate::shared::logger::fact(Fact::SenderRefused {
             source: self.endpoint.clone(),
             sender: peer.ip().to_canonical().to_string(),
             refusal,
@@ -175,7 +175,7 @@ impl Lines {
                 Kind::Admitted => "senders",
                 Kind::Other => "connections that were not admitted",
             };
-            crate::logger::warning!(
+            crate::shared::logger::warning!(
                 "{}: {} more lines about {about} were left out in the last {:.0} s (at most {LINES_PER_WINDOW} every {} s); PcapOverTcp::stats()$senders counts every admitted sender",
                 self.endpoint,
                 w.hidden,

@@ -23,7 +23,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 
-use crate::sync::lock;
+use crate::shared::sync::lock;
 
 #[derive(Debug)]
 pub struct Budget {
@@ -183,7 +183,8 @@ impl Account {
     }
 
     /// Bytes this connection holds now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
     }
 }

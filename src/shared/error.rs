@@ -4,8 +4,8 @@
 use std::io;
 
 use crate::endpoint::EndpointError;
-use crate::parse::StreamError;
-use crate::setting::{self, Names, Setting};
+use crate::shared::setting::{self, Names, Setting};
+use crate::stream::parse::StreamError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,5 +1,5 @@
 //! One connect endpoint's life: connect, read the stream (see
-//! [`crate::connection`]), and when the connection ends or fails, reconnect
+//! [`crate::stream::reader`]), and when the connection ends or fails, reconnect
 //! with exponential backoff (or, with `reconnect` off, end). Outages are
 //! reported once when they start and once when they end.
 
@@ -7,39 +7,43 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::Config;
-use crate::connection::{read_error, Connection, End, Outlet, Sink};
-use crate::control::Control;
-use crate::counters::Counters;
 use crate::endpoint::Endpoint;
-use crate::error::Error;
-use crate::facts::Fact;
-use crate::merge::Lane;
 use crate::net::backoff::{Backoff, Outage};
 use crate::net::connect::{self, Failure};
-use crate::parse::StreamParser;
-use crate::setting::Setting;
+use crate::shared::config::Config;
+use crate::shared::control::Control;
+use crate::shared::counters::Counters;
+use crate::shared::error::Error;
+use crate::shared::facts::Fact;
+use crate::shared::setting::Setting;
+use crate::stream::parse::StreamParser;
+use crate::stream::reader::{read_error, End, Outlet, Reader};
 use crate::tls::{self, ClientTls, HandshakeFailure, Transport};
 
+/// Opens the outlet for each new connection, before it connects: the
+/// hand-off itself when the source has one connection, else a new lane of
+/// the merge. The merge waits (at most merge_window) for an endpoint being
+/// dialled, so that one that connects a little later is not passed over at
+/// start-up, and never for one in a pause between attempts (its lane ended
+/// with its last connection).
+pub(crate) type Outlets<'a> = Box<dyn FnMut() -> Outlet<'a> + 'a>;
+
 /// Runs one connect endpoint until its stream ends for good or the source
-/// is closed. With a merge sink, `first_lane` is the lane for the first
-/// connection, opened by the caller before this thread ran.
-pub(crate) fn run(
-    control: &Control,
-    endpoint: &Endpoint,
-    counters: &Arc<Counters>,
-    sink: Sink,
-    first_lane: Option<Lane>,
-    tls: Option<&ClientTls>,
+/// is closed.
+pub(crate) fn run<'a>(
+    control: &'a Control,
+    endpoint: &'a Endpoint,
+    counters: &'a Arc<Counters>,
+    outlets: Outlets<'a>,
+    tls: Option<&'a ClientTls>,
 ) {
-    Supervisor {
+    Dialler {
         control,
         endpoint,
         tls,
         label: endpoint.to_string(),
         counters,
-        sink,
-        first_lane,
+        outlets,
         link_type: None,
         outage: Outage::default(),
         unreached_said: false,
@@ -48,16 +52,14 @@ pub(crate) fn run(
 }
 
 /// The connection's life across reconnects.
-struct Supervisor<'a> {
+struct Dialler<'a> {
     control: &'a Control,
     endpoint: &'a Endpoint,
     /// For a `tls://` endpoint.
     tls: Option<&'a ClientTls>,
     label: String,
     counters: &'a Arc<Counters>,
-    sink: Sink<'a>,
-    /// The first connection's lane, until it is used.
-    first_lane: Option<Lane>,
+    outlets: Outlets<'a>,
     /// The link type of the last stream, to report a change.
     link_type: Option<i32>,
     /// The outage in progress; reported once at each end.
@@ -67,7 +69,7 @@ struct Supervisor<'a> {
     unreached_said: bool,
 }
 
-impl Supervisor<'_> {
+impl Dialler<'_> {
     fn config(&self) -> &Config {
         &self.control.config
     }
@@ -79,24 +81,24 @@ impl Supervisor<'_> {
             let (reason, error) = match self.session(&mut delivered) {
                 // (A connect endpoint's `on_header` refuses nothing.)
                 End::Stopped | End::Refused => return,
-                End::Closed => ("the server closed the connection".to_string(), None),
+                End::PeerClosed => ("the server closed the connection".to_string(), None),
                 End::Failed(e) => (e.to_string(), Some(e)),
             };
-            if !self.control.is_open() {
+            if !self.control.startup.is_open() {
                 // No stream yet: fail the start-up, or keep waiting for one
                 // (a thread of the source enforces open_timeout).
                 let e = error.unwrap_or(Error::NoHeader {
                     endpoint: self.label.clone(),
                 });
-                self.control.note_waiting(e.to_string());
+                self.control.startup.note_waiting(e.to_string());
                 if !self.config().reconnect || !e.is_transient() {
                     self.control.fail(e);
                     return;
                 }
-                self.control.mention_wait(&e.to_string());
+                self.control.startup.mention_wait(&e.to_string());
             } else if !self.config().reconnect {
                 if let Some(e) = error {
-                    crate::logger::error!("{e}");
+                    crate::shared::logger::error!("{e}");
                 }
                 return;
             } else if self.link_type.is_none() {
@@ -104,13 +106,16 @@ impl Supervisor<'_> {
                 // had a stream: nothing was lost, so no outage (and no
                 // "restored" when it comes). Said once, not per attempt.
                 if !std::mem::replace(&mut self.unreached_said, true) {
-                    crate::logger::warning!(
+                    crate::shared::logger::warning!(
                         "{}: not reached yet ({reason}); the source runs on its other endpoints and keeps trying this one",
                         self.label
                     );
                 }
             } else if self.outage.down("lost") {
-                crate::logger::warning!("{}: connection lost ({reason}); reconnecting", self.label);
+                crate::shared::logger::warning!(
+                    "{}: connection lost ({reason}); reconnecting",
+                    self.label
+                );
                 self.counters.add_outage();
                 self.control.messages.fact(Fact::FeedLost {
                     endpoint: self.label.clone(),
@@ -128,17 +133,8 @@ impl Supervisor<'_> {
 
     /// One connection, from connect to its end.
     fn session(&mut self, delivered: &mut bool) -> End {
-        // A lane per connection, opened before connecting: the merge waits
-        // (at most merge_window) for an endpoint being dialled, so that one
-        // that connects a little later is not passed over at start-up, and
-        // never for one in a pause between attempts. The first one was
-        // opened with the source, before this thread could be late.
-        let lane = match self.sink {
-            Sink::Merge(merge, input) => Some(self.first_lane.take().unwrap_or_else(|| {
-                merge.lane(self.counters.clone(), input, &self.endpoint.to_string())
-            })),
-            Sink::Ring(_) => None,
-        };
+        // Opened before connecting (see `Outlets`).
+        let outlet = (self.outlets)();
         let (stream, _hold) = match connect::connect(self.control, self.endpoint) {
             Ok(s) => s,
             Err(Failure::Stopped) => return End::Stopped,
@@ -179,16 +175,10 @@ impl Supervisor<'_> {
                 HandshakeFailure::Failed(e) => End::Failed(read_error(&self.label, e)),
             };
         }
-        if let Some(lane) = &lane {
+        if let Outlet::Lane(lane) = &outlet {
             lane.watch(transport.watch());
         }
-        let outlet = match (&lane, self.sink) {
-            (Some(lane), _) => Outlet::Lane(lane),
-            (None, Sink::Ring(ring)) => Outlet::Ring(ring),
-            // A merge sink always has its lane (made above).
-            (None, Sink::Merge(..)) => return End::Stopped,
-        };
-        let connection = Connection {
+        let reader = Reader {
             control: self.control,
             label: &self.label,
             source: &self.label,
@@ -202,8 +192,8 @@ impl Supervisor<'_> {
         let outage = &mut self.outage;
         let link_type = &mut self.link_type;
         let mut started = false;
-        let (end, handed) = connection.read(&mut transport, &mut |parser, lt| {
-            stream_started(connection.control, label, outage, link_type, parser, lt);
+        let (end, handed) = reader.read(&mut transport, &mut |parser, lt| {
+            stream_started(reader.control, label, outage, link_type, parser, lt);
             started = true;
             Ok(())
         });
@@ -217,7 +207,7 @@ impl Supervisor<'_> {
         }
         let _ = transport.tcp().shutdown(Shutdown::Both);
         *delivered = handed > 0;
-        crate::logger::debug!("{}: connection ended", self.label);
+        crate::shared::logger::debug!("{}: connection ended", self.label);
         end
     }
 }
@@ -232,17 +222,17 @@ fn stream_started(
     parser: &StreamParser,
     lt: i32,
 ) {
-    crate::logger::debug!(
+    crate::shared::logger::debug!(
         "{label}: {} stream, link type {lt}",
         parser.format_name().unwrap_or("?")
     );
     if let Some(old) = link_type.replace(lt).filter(|&old| old != lt) {
-        crate::logger::warning!(
+        crate::shared::logger::warning!(
             "{label}: the new stream's link type is {lt}, the previous one's was {old}; packets carry their own link type, and a capture filter is compiled for each"
         );
     }
     if let Some(lasted) = outage.up() {
-        crate::logger::warning!(
+        crate::shared::logger::warning!(
             "{label}: connection restored after {:.1} s",
             lasted.as_secs_f64()
         );
@@ -255,5 +245,5 @@ fn stream_started(
         source: label.to_string(),
         sender: label.to_string(),
     });
-    control.opened(lt);
+    control.startup.opened(lt);
 }

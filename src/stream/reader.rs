@@ -1,7 +1,7 @@
 //! One connection's stream: reads the socket in large chunks, parses whole
 //! records out of them with the connection's own parser (its own header,
 //! byte order, resolution and link types), and hands each read's records
-//! on as one batch: to the ring when the source has one connection, to its
+//! on as one batch: to the hand-off when the source has one connection, to its
 //! lane of the merge when it has several.
 //!
 //! Bytes go from the socket straight into a `BytesMut`; the parsed prefix is
@@ -26,16 +26,16 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::control::{Control, NOTICE_AFTER};
-use crate::counters::Counters;
-use crate::error::Error;
-use crate::facts::Fact;
+use crate::handoff::queue::{Batch, HandOff, Push};
 use crate::merge::Lane;
-use crate::parse::{Record, StreamParser};
-use crate::ring::{Batch, Push, Ring};
-use crate::share::{Sharer, Verdict};
-use crate::spare_buffers::SpareBuffers;
-use crate::sync::lock;
+use crate::shared::control::{Control, NOTICE_AFTER};
+use crate::shared::counters::Counters;
+use crate::shared::error::Error;
+use crate::shared::facts::Fact;
+use crate::shared::sync::lock;
+use crate::stream::parse::{Record, StreamParser};
+use crate::stream::share::{Sharer, Verdict};
+use crate::stream::spare_buffers::SpareBuffers;
 use crate::tls::{is_tls_hello, TlsError, Transport};
 
 /// Reads are at most this large; a buffer is this large.
@@ -44,21 +44,15 @@ pub const READ_SIZE: usize = 1 << 20;
 /// next read.
 const MIN_READ: usize = 64 * 1024;
 
-/// Where a source's connections deliver: the ring itself when there is one
-/// connection, else the merge (a lane per connection).
-#[derive(Clone, Copy)]
-pub(crate) enum Sink<'a> {
-    Ring(&'a Ring),
-    /// To the merge, its packets marked as from this input.
-    Merge(&'a std::sync::Arc<crate::merge::Merge>, u32),
-}
-
-/// Where one connection's batches go.
+/// Where one connection's batches go. A dialled endpoint opens one per
+/// connection (see [`crate::stream::dialler::Outlets`]); a listening
+/// sender's is [`Outlet::Joined`].
 pub(crate) enum Outlet<'a> {
-    /// The source's one connection: straight to the ring.
-    Ring(&'a Ring),
-    /// One of several: to its lane of the merge.
-    Lane(&'a Lane),
+    /// The source's one connection: straight to the hand-off.
+    HandOff(&'a HandOff),
+    /// One of several: its own lane of the merge, which ends when the
+    /// connection does (the lane is dropped with it).
+    Lane(Lane),
     /// A listening sender: to its lane, which `on_header` sets once the
     /// sender is admitted (no record comes before the header).
     Joined(&'a OnceCell<Joined>),
@@ -95,7 +89,7 @@ impl Heard {
 impl Outlet<'_> {
     fn push(&self, batch: Batch, drop_when_full: bool) -> Push {
         match self {
-            Outlet::Ring(ring) => ring.push(batch, drop_when_full),
+            Outlet::HandOff(hand_off) => hand_off.push(batch, drop_when_full),
             Outlet::Lane(lane) => lane.push(batch, drop_when_full),
             Outlet::Joined(joined) => match joined.get() {
                 Some(j) => j.lane.push(batch, drop_when_full),
@@ -117,7 +111,7 @@ impl Outlet<'_> {
     /// How long pushes waited for room (TCP backpressure) since last asked.
     fn take_waited(&self) -> Duration {
         match self {
-            Outlet::Ring(ring) => ring.take_waited(),
+            Outlet::HandOff(hand_off) => hand_off.take_waited(),
             Outlet::Lane(lane) => lane.take_waited(),
             Outlet::Joined(joined) => joined
                 .get()
@@ -131,14 +125,14 @@ pub(crate) enum End {
     /// The source is closing.
     Stopped,
     /// The peer closed the connection.
-    Closed,
+    PeerClosed,
     Failed(Error),
     /// `on_header` turned the connection away (and said why).
     Refused,
 }
 
 /// One connection's settings and destinations.
-pub(crate) struct Connection<'a> {
+pub(crate) struct Reader<'a> {
     pub control: &'a Control,
     /// Names the peer in messages: the endpoint, or the sender's address.
     pub label: &'a str,
@@ -161,7 +155,7 @@ pub(crate) struct Connection<'a> {
 /// Called once a connection's header has arrived; `Err` ends it.
 pub(crate) type OnHeader<'f> = dyn FnMut(&StreamParser, i32) -> Result<(), End> + 'f;
 
-impl Connection<'_> {
+impl Reader<'_> {
     /// Reads the stream until it ends; calls `on_header` once its header has
     /// arrived. Returns how it ended and how many records it handed on.
     pub fn read(&self, transport: &mut Transport, on_header: &mut OnHeader) -> (End, u64) {
@@ -196,8 +190,8 @@ impl Connection<'_> {
         let mut header_seen = false;
         let connected = Instant::now();
         let mut last_data = connected;
-        if self.opens_source && !control.is_open() {
-            control.note_waiting(format!(
+        if self.opens_source && !control.startup.is_open() {
+            control.startup.note_waiting(format!(
                 "{} accepted the connection but sent no pcap header",
                 self.label
             ));
@@ -238,7 +232,7 @@ impl Connection<'_> {
                     // The receive timeout: nothing arrived for one tick.
                     spares.release();
                     if !header_seen && self.opens_source && connected.elapsed() >= NOTICE_AFTER {
-                        control.mention_wait(&format!(
+                        control.startup.mention_wait(&format!(
                             "{}: connected, but no pcap header has arrived after {} s ({} bytes so far)",
                             self.label,
                             NOTICE_AFTER.as_secs(),
@@ -284,7 +278,7 @@ impl Connection<'_> {
                     });
                 }
                 self.end_mid_record(&parser, buf.len());
-                return End::Closed;
+                return End::PeerClosed;
             }
             last_data = Instant::now();
             self.counters().add_bytes(n);
@@ -304,8 +298,8 @@ impl Connection<'_> {
                     if let Err(end) = on_header(&parser, lt) {
                         return end;
                     }
-                } else if self.opens_source && !control.is_open() {
-                    control.note_waiting(format!(
+                } else if self.opens_source && !control.startup.is_open() {
+                    control.startup.note_waiting(format!(
                         "{} sent {} bytes, not yet a whole pcap header",
                         self.label,
                         buf.len()
@@ -373,7 +367,7 @@ impl Connection<'_> {
     fn end_mid_record(&self, parser: &StreamParser, leftover: usize) {
         if leftover > 0 && parser.link_type().is_some() {
             self.counters().add_truncated();
-            crate::logger::warning!(
+            crate::shared::logger::warning!(
                 "{}: the connection ended in the middle of a record; its {leftover} bytes were discarded",
                 self.label
             );
@@ -398,14 +392,14 @@ struct Upstream {
 pub const UPSTREAM_FACT_EVERY: Duration = Duration::from_secs(1);
 
 impl Upstream {
-    fn add(&mut self, c: &Connection, parser: &mut StreamParser) {
+    fn add(&mut self, c: &Reader, parser: &mut StreamParser) {
         let new = parser.take_new_drops();
         if new == 0 {
             return;
         }
         c.counters().add_upstream_dropped(new);
         if self.untold == 0 {
-            crate::logger::debug!(
+            crate::shared::logger::debug!(
                 "{}: the capture host reports drops, by interface (epb, isb): {:?}",
                 c.label,
                 parser.drops_by_interface()
@@ -417,7 +411,7 @@ impl Upstream {
         }
     }
 
-    fn flush(&mut self, c: &Connection) {
+    fn flush(&mut self, c: &Reader) {
         if self.untold == 0 {
             return;
         }
@@ -442,7 +436,7 @@ struct Share {
 impl Share {
     /// Drops the records of other shares, here in the reader thread, so
     /// that they cost Zeek nothing; they are counted, not as drops.
-    fn keep_ours(&mut self, buf: &[u8], records: &mut Vec<Record>, c: &Connection) {
+    fn keep_ours(&mut self, buf: &[u8], records: &mut Vec<Record>, c: &Reader) {
         let before = records.len();
         records.retain(|r| {
             let share = match self.sharer.share_of(r.data(buf), r.dlt, r.ts_sec) {
@@ -452,7 +446,7 @@ impl Share {
                 } => {
                     if let Some(lt) = unhashable_link_type.filter(|lt| !self.warned.contains(lt)) {
                         self.warned.push(lt);
-                        crate::logger::warning!(
+                        crate::shared::logger::warning!(
                             "{}: packets of link type {lt} cannot be assigned to a share by their flow; all of them go to share 0",
                             c.label
                         );

@@ -5,10 +5,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::endpoint::Share;
-use crate::share::ShareBy;
+use crate::stream::share::ShareBy;
 use crate::tls::TlsOptions;
 
-use crate::parse::Limits;
+use crate::stream::parse::Limits;
 
 /// The longest interval any option is taken to mean: 365 days. A longer one
 /// (`1e300 sec`, `inf`) is this: for a timeout or a window it is "for ever"
@@ -34,7 +34,7 @@ pub fn optional_interval(seconds: f64) -> Option<Duration> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Capacity of the ring in bytes (`buffer_size`).
+    /// Capacity of the hand-off in bytes (`buffer_size`).
     pub buffer_size: usize,
     pub limits: Limits,
     /// Reconnect when the connection ends or fails (`reconnect`).
@@ -45,7 +45,7 @@ pub struct Config {
     /// How long `open` waits for a stream header, whatever the peer does;
     /// `None` waits for ever (`open_timeout` 0).
     pub open_timeout: Option<Duration>,
-    /// Drop whole packets instead of blocking the reader while the ring is
+    /// Drop whole packets instead of blocking the reader while the hand-off is
     /// full (`drop_when_full`).
     pub drop_when_full: bool,
     /// How long one TCP connect may take.
@@ -82,7 +82,7 @@ pub struct Config {
     pub share_by: ShareBy,
     /// The `tls_*` options.
     pub tls: TlsOptions,
-    /// Queue [`crate::facts::Fact`]s for the front end to drain (the Zeek
+    /// Queue [`super::facts::Fact`]s for the front end to drain (the Zeek
     /// plugin raises them as events); off, none are kept.
     pub events: bool,
 }

@@ -157,8 +157,8 @@ impl Sharer {
     }
 
     /// The share (`0..count`) of one packet: `data` is the captured bytes,
-    /// `dlt` its DLT_ link type (as [`crate::linktype`] maps it), `ts_sec` its
-    /// time (for forgetting idle fragment groups).
+    /// `dlt` its DLT_ link type (as [`crate::stream::linktype`] maps it),
+    /// `ts_sec` its time (for forgetting idle fragment groups).
     pub fn share_of(&mut self, data: &[u8], dlt: i32, ts_sec: i64) -> Verdict {
         if self.count == 1 {
             return Verdict::Share(0);

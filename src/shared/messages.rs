@@ -1,5 +1,5 @@
 //! One source's messages for the operator, queued by whichever thread logs
-//! them (through the `log` facade, see [`crate::logger`]) and drained by the
+//! them (through the `log` facade, see [`super::logger`]) and drained by the
 //! shim on Zeek's main thread, the only thread that may call Zeek's reporter.
 //!
 //! Each source has its own queue, so what one source (or test) logs never
@@ -11,9 +11,9 @@ use std::sync::{Mutex, OnceLock};
 
 use log::Level;
 
-use crate::facts::{Fact, Facts};
-use crate::setting::Names;
-use crate::sync::lock;
+use crate::shared::facts::{Fact, Facts};
+use crate::shared::setting::Names;
+use crate::shared::sync::lock;
 
 /// Queued messages beyond this are counted, not kept.
 const MAX_QUEUED: usize = 1000;
@@ -21,7 +21,7 @@ const MAX_QUEUED: usize = 1000;
 type Notify = Box<dyn Fn() + Send + Sync>;
 
 pub struct Messages {
-    /// The words of the front end that reads them (see [`crate::setting`]).
+    /// The words of the front end that reads them (see [`super::setting`]).
     names: Names,
     queue: Mutex<Vec<(Level, String)>>,
     pending: AtomicBool,
@@ -46,7 +46,7 @@ impl std::fmt::Debug for Messages {
 impl Default for Messages {
     /// In the Zeek plugin's words.
     fn default() -> Self {
-        Messages::with_names(crate::setting::zeek)
+        Messages::with_names(crate::shared::setting::zeek)
     }
 }
 
@@ -114,7 +114,7 @@ impl Messages {
                 Level::Warn,
                 format!(
                     "{lost} events of the PCAP-over-IP reader were dropped: more than {} were waiting for Zeek",
-                    crate::facts::MAX_FACTS
+                    crate::shared::facts::MAX_FACTS
                 ),
             );
         }

@@ -3,7 +3,7 @@
 //! what the records need (byte order, resolution, link type, snap length).
 
 use super::{normalize_ts, Limits, Record, Step, StreamError};
-use crate::linktype::{linktype_to_dlt, strip_extension_bits};
+use crate::stream::linktype::{linktype_to_dlt, strip_extension_bits};
 
 const GLOBAL_HEADER_LEN: usize = 24;
 const RECORD_HEADER_LEN: usize = 16;

@@ -1,7 +1,9 @@
 //! What the source's threads (connections, listeners, the merge) and the
-//! consumer share: the settings, the ring and counters, the message queue,
-//! whether the source has opened (or why it could not), the stop signal
-//! that closing sends, and the sockets and threads that closing must end.
+//! consumer share: the settings, the hand-off and counters, the message
+//! queue, whether the source has opened or why it could not
+//! ([`Startup`], in `control/startup.rs`), and the source's life: the stop
+//! signal that closing sends, and the sockets and threads that closing
+//! must end.
 //!
 //! Every layer uses it and none owns it, so the data path has no circle.
 
@@ -13,40 +15,16 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::config::Config;
-use crate::counters::Registry;
-use crate::error::Error;
-use crate::messages::Messages;
-use crate::ring::Ring;
-use crate::setting::Setting;
-use crate::sync::lock;
+use crate::handoff::queue::HandOff;
+use crate::shared::config::Config;
+use crate::shared::counters::Registry;
+use crate::shared::error::Error;
+use crate::shared::messages::Messages;
+use crate::shared::sync::lock;
 
-/// A start-up step (a connect, a header) still unfinished after this long is
-/// mentioned to the operator (once per start-up), while the wait goes on.
-pub const NOTICE_AFTER: Duration = Duration::from_secs(1);
-
-/// How soon the `open_timeout` watch sees that the source is closing.
-const WATCH_TICK: Duration = Duration::from_millis(100);
-
-#[derive(Debug)]
-enum Status {
-    Starting,
-    Open {
-        link_type: i32,
-    },
-    Failed(Error),
-    /// The failure was handed to the consumer.
-    Reported,
-}
-
-/// What the consumer found while waiting for the stream to open.
-#[derive(Debug)]
-pub enum Opening {
-    /// A whole stream header arrived; its link type.
-    Open(i32),
-    Waiting,
-    Failed(Error),
-}
+mod startup;
+pub use startup::Opening;
+pub(crate) use startup::{Startup, NOTICE_AFTER};
 
 type Hook = Box<dyn Fn() + Send + Sync>;
 
@@ -54,12 +32,11 @@ pub(crate) struct Control {
     /// The whole interface name, for what concerns the source as a whole.
     pub label: String,
     pub config: Config,
-    pub ring: Ring,
+    pub hand_off: HandOff,
     pub counters: Registry,
     pub messages: Arc<Messages>,
-    status: Mutex<Status>,
-    status_changed: Condvar,
-    open: AtomicBool,
+    /// Whether the source has opened, and what its start-up waits for.
+    pub startup: Startup,
     stop: AtomicBool,
     /// Signalled when `stop` is set, to cut a backoff pause short.
     stop_lock: Mutex<()>,
@@ -71,10 +48,6 @@ pub(crate) struct Control {
     on_stop: Mutex<Vec<Hook>>,
     /// The source's threads, for closing to wait for.
     threads: Mutex<Vec<JoinHandle<()>>>,
-    /// Why no stream is open yet, for the error when the wait runs out.
-    waiting_for: Mutex<String>,
-    /// The start-up wait has been mentioned to the operator.
-    wait_mentioned: AtomicBool,
 }
 
 impl std::fmt::Debug for Control {
@@ -98,24 +71,21 @@ impl Drop for SocketHold<'_> {
 }
 
 impl Control {
-    pub fn new(label: String, config: Config, ring: Ring, messages: Arc<Messages>) -> Self {
+    pub fn new(label: String, config: Config, hand_off: HandOff, messages: Arc<Messages>) -> Self {
+        let open_timeout = config.open_timeout;
         Control {
             label,
             config,
-            ring,
+            hand_off,
             counters: Registry::default(),
             messages,
-            status: Mutex::new(Status::Starting),
-            status_changed: Condvar::new(),
-            open: AtomicBool::new(false),
+            startup: Startup::new(open_timeout),
             stop: AtomicBool::new(false),
             stop_lock: Mutex::new(()),
             stopped: Condvar::new(),
             sockets: Mutex::new((0, HashMap::new())),
             on_stop: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
-            waiting_for: Mutex::new("no connection was attempted yet".into()),
-            wait_mentioned: AtomicBool::new(false),
         }
     }
 
@@ -123,45 +93,12 @@ impl Control {
         self.stop.load(Ordering::Acquire)
     }
 
-    pub fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
-    }
-
-    /// Reader: a whole stream header has arrived.
-    pub fn opened(&self, link_type: i32) {
-        let mut st = lock(&self.status);
-        if matches!(*st, Status::Starting) {
-            *st = Status::Open { link_type };
-        }
-        self.open.store(true, Ordering::Release);
-        self.status_changed.notify_all();
-    }
-
     /// Reader: records why it stopped; before the stream opened, that is
     /// the error the consumer reports. The consumer is woken for it: Zeek
     /// runs (idle) while a connect source waits for its first stream.
     pub fn fail(&self, e: Error) {
-        let mut st = lock(&self.status);
-        if matches!(*st, Status::Starting) {
-            *st = Status::Failed(e);
-            self.status_changed.notify_all();
-            self.ring.notify();
-        }
-    }
-
-    /// Consumer: the start-up failure, if one is waiting (handed over once).
-    /// Cheap once a stream has opened, when there can be none.
-    pub fn take_failure(&self) -> Option<Error> {
-        if self.is_open() {
-            return None;
-        }
-        let mut st = lock(&self.status);
-        match std::mem::replace(&mut *st, Status::Reported) {
-            Status::Failed(e) => Some(e),
-            other => {
-                *st = other;
-                None
-            }
+        if self.startup.fail(e) {
+            self.hand_off.notify();
         }
     }
 
@@ -171,55 +108,14 @@ impl Control {
     /// thread of its own, so that the limit holds whatever the readers and
     /// the consumer are doing (Zeek does not wait in `Open()` for it).
     pub fn watch_open(&self, deadline: Instant) {
-        let mut st = lock(&self.status);
-        loop {
-            if !matches!(*st, Status::Starting) || self.stopping() {
-                return;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            // In ticks: `stop` signals another condition variable.
-            st = self
-                .status_changed
-                .wait_timeout(st, left.min(WATCH_TICK))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        if !self.startup.wait_timed_out(deadline, || self.stopping()) {
+            return;
         }
-        drop(st);
         self.fail(Error::OpenTimeout {
             endpoint: self.label.clone(),
             seconds: self.config.open_timeout.unwrap_or_default().as_secs_f64(),
-            waiting_for: self.waiting_for(),
+            waiting_for: self.startup.waiting_for(),
         });
-    }
-
-    /// Reader: what it is waiting for, in words, while no stream is open.
-    pub fn note_waiting(&self, why: String) {
-        *lock(&self.waiting_for) = why;
-    }
-
-    /// Reader: tells the operator, once per start-up, that Zeek is waiting
-    /// and why (`what`), with how long it will wait.
-    pub fn mention_wait(&self, what: &str) {
-        if self.is_open() || self.wait_mentioned.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let setting = Setting::OpenTimeout;
-        let how_long = match (self.config.open_timeout, setting.name()) {
-            (None, Some(name)) => format!("waiting for a stream ({name} is 0: no time limit)"),
-            (None, None) => "waiting for a stream (no time limit)".into(),
-            (Some(limit), _) => format!(
-                "waiting for a stream for up to {:.1} s ({setting})",
-                limit.as_secs_f64()
-            ),
-        };
-        crate::logger::warning!("{what}; {how_long}");
-    }
-
-    pub fn waiting_for(&self) -> String {
-        lock(&self.waiting_for).clone()
     }
 
     /// Keeps a handle to a socket so that closing the source can shut it
@@ -249,8 +145,8 @@ impl Control {
         f: impl FnOnce(&Arc<Control>) + Send + 'static,
     ) -> std::io::Result<()> {
         let control = self.clone();
-        let handle = crate::threads::spawn(name, move || {
-            crate::logger::route_to(control.messages.clone());
+        let handle = crate::shared::threads::spawn(name, move || {
+            crate::shared::logger::route_to(control.messages.clone());
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&control)));
             if let Err(panic) = result {
                 let e = Error::Internal {
@@ -261,7 +157,7 @@ impl Control {
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "panic".into()),
                 };
-                crate::logger::error!("{e}");
+                crate::shared::logger::error!("{e}");
                 control.fail(e);
             }
         })?;
@@ -306,36 +202,8 @@ impl Control {
         !self.stopping()
     }
 
-    /// Consumer: waits until the stream opens or fails, at most until
-    /// `until`. A failure is handed over once.
-    pub fn wait_open(&self, until: Instant) -> Opening {
-        let mut st = lock(&self.status);
-        loop {
-            match &*st {
-                Status::Open { link_type } => return Opening::Open(*link_type),
-                Status::Failed(_) => {
-                    let Status::Failed(e) = std::mem::replace(&mut *st, Status::Reported) else {
-                        unreachable!("matched above");
-                    };
-                    return Opening::Failed(e);
-                }
-                Status::Reported => return Opening::Waiting,
-                Status::Starting => {}
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Opening::Waiting;
-            }
-            st = self
-                .status_changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
     /// Consumer: tells the reader to stop, and cuts short whatever it is
-    /// blocked in (a pause, a connect or read, a full ring).
+    /// blocked in (a pause, a connect or read, a full hand-off).
     pub fn stop(&self) {
         {
             let _guard = lock(&self.stop_lock);
@@ -348,6 +216,6 @@ impl Control {
         for hook in lock(&self.on_stop).iter() {
             hook();
         }
-        self.ring.close();
+        self.hand_off.close();
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::sync::lock;
+use crate::shared::sync::lock;
 use std::time::{Duration, Instant};
 
 /// Senders beyond this many distinct addresses are counted together under
@@ -85,7 +85,7 @@ pub struct Snapshot {
     /// Records dropped because the buffer was full (`drop_when_full`).
     pub dropped: u64,
     /// Packets the capture host says it dropped (pcapng EPB and ISB drop
-    /// counts, see [`crate::parse::Drops`]): lost before the stream.
+    /// counts, see [`crate::stream::parse::Drops`]): lost before the stream.
     pub upstream_dropped: u64,
     /// Records cut off by the end of a connection.
     pub truncated: u64,

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use crate::config::Config;
-use crate::connection::Heard;
-use crate::sync::lock;
+use crate::shared::config::Config;
+use crate::shared::sync::lock;
+use crate::stream::reader::Heard;
 
 /// The pending pool holds at least this many connections.
 pub const PENDING_MIN: usize = 64;
@@ -55,12 +55,12 @@ struct Entry {
     since: Instant,
     /// Set once admitted: when it last handed packets on.
     heard: Option<Arc<Heard>>,
-    closed: Arc<Mutex<Option<Closed>>>,
+    evicted: Arc<Mutex<Option<Evicted>>>,
 }
 
-/// Why a connection was closed to make room for another.
+/// Why a connection was evicted: closed to make room for another.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Closed {
+pub(crate) enum Evicted {
     /// Still pending after this long, with the pending pool full.
     Pending { after: Duration, pool: usize },
     /// Admitted, and silent for this long, when a newcomer had a header.
@@ -78,7 +78,7 @@ pub(crate) struct Full {
 pub(crate) struct Ticket {
     admission: Arc<Admission>,
     id: u64,
-    closed: Arc<Mutex<Option<Closed>>>,
+    evicted: Arc<Mutex<Option<Evicted>>>,
 }
 
 impl Admission {
@@ -102,14 +102,14 @@ impl Admission {
     /// full, the connection pending longest is closed to make room.
     pub fn enter(self: &Arc<Self>, socket: Socket) -> Ticket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let closed = Arc::new(Mutex::new(None));
+        let evicted = Arc::new(Mutex::new(None));
         let mut st = lock(&self.state);
         if st.pending.len() >= self.pending_max {
             // The oldest is first: entries are pushed in accept order.
             let oldest = st.pending.remove(0);
-            close(
+            evict(
                 &oldest,
-                Closed::Pending {
+                Evicted::Pending {
                     after: oldest.since.elapsed(),
                     pool: self.pending_max,
                 },
@@ -120,12 +120,12 @@ impl Admission {
             socket,
             since: Instant::now(),
             heard: None,
-            closed: closed.clone(),
+            evicted: evicted.clone(),
         });
         Ticket {
             admission: self.clone(),
             id,
-            closed,
+            evicted,
         }
     }
 
@@ -152,9 +152,9 @@ impl Admission {
             match quietest {
                 Some((i, silent)) if silent >= self.silent_max => {
                     let evicted = st.admitted.remove(i);
-                    close(
+                    evict(
                         &evicted,
-                        Closed::Silent {
+                        Evicted::Silent {
                             for_: silent,
                             max_senders: self.max_senders,
                         },
@@ -177,15 +177,15 @@ impl Admission {
     }
 }
 
-fn close(entry: &Entry, why: Closed) {
-    *lock(&entry.closed) = Some(why);
+fn evict(entry: &Entry, why: Evicted) {
+    *lock(&entry.evicted) = Some(why);
     let _ = entry.socket.shutdown(std::net::Shutdown::Both);
 }
 
 impl Ticket {
-    /// Why the connection was closed to make room, if it was.
-    pub fn closed(&self) -> Option<Closed> {
-        lock(&self.closed).clone()
+    /// Why the connection was evicted (closed to make room), if it was.
+    pub fn evicted(&self) -> Option<Evicted> {
+        lock(&self.evicted).clone()
     }
 }
 
@@ -230,9 +230,12 @@ mod tests {
         }
         assert_eq!(a.counts(), (PENDING_MIN, 0));
         for t in &tickets[..3] {
-            assert!(matches!(t.closed(), Some(Closed::Pending { pool: 64, .. })));
+            assert!(matches!(
+                t.evicted(),
+                Some(Evicted::Pending { pool: 64, .. })
+            ));
         }
-        assert_eq!(tickets[3].closed(), None);
+        assert_eq!(tickets[3].evicted(), None);
         drop(tickets);
         assert_eq!(a.counts(), (0, 0));
     }
@@ -253,8 +256,8 @@ mod tests {
         let third = a.enter(s3);
         a.admit(&third, Arc::new(Heard::default())).unwrap();
         assert!(matches!(
-            first.closed(),
-            Some(Closed::Silent { max_senders: 1, .. })
+            first.evicted(),
+            Some(Evicted::Silent { max_senders: 1, .. })
         ));
         assert_eq!(a.counts(), (1, 1));
     }

@@ -1,7 +1,7 @@
 //! Several connections become one stream, in timestamp order.
 //!
 //! Each connection queues its batches on its own [`Lane`]; the merge thread
-//! hands the ring runs of records cut from those batches (zero copy: a run
+//! hands the hand-off runs of records cut from those batches (zero copy: a run
 //! shares its read's bytes) in timestamp order. A record is released when
 //! every other active connection has a queued record at least as late, or
 //! when every active connection with nothing queued has been quiet for
@@ -29,8 +29,10 @@
 //! A lane counts as active from its connection's start until its end (a
 //! connected sender may be about to send older packets); what it queued
 //! before the end is still merged. Memory is bounded by the
-//! [`Budget`] all lanes share; the ring after the merge has no bound of its
+//! [`Budget`] all lanes share; the hand-off after the merge has no bound of its
 //! own.
+
+pub mod budget;
 
 use std::cmp::Reverse;
 use std::collections::binary_heap::PeekMut;
@@ -40,12 +42,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::budget::{Account, Budget, Grant};
-use crate::counters::Counters;
+use crate::handoff::queue::{Batch, HandOff, Part, Push};
+use crate::merge::budget::{Account, Budget, Grant};
 use crate::net::tls::unread;
-use crate::parse::Record;
-use crate::ring::{Batch, Part, Push, Ring};
-use crate::sync::lock;
+use crate::shared::counters::Counters;
+use crate::shared::sync::lock;
+use crate::stream::parse::Record;
 
 /// A record's time, comparable.
 type Ts = (i64, u32);
@@ -204,7 +206,7 @@ enum Step {
     /// Nothing is releasable before this instant (or before a change).
     Wait(Option<Instant>),
     /// Every producer and lane has ended, and everything was released.
-    Done,
+    Ended,
 }
 
 /// One connection's queue into the merge. Dropping it ends the connection's
@@ -299,9 +301,9 @@ impl Merge {
         self.budget.used()
     }
 
-    /// The merge thread: releases runs to `ring` until every producer and
-    /// lane has ended (then finishes the ring) or the source closes.
-    pub fn run(&self, ring: &Ring) {
+    /// The merge thread: releases runs to `hand-off` until every producer and
+    /// lane has ended (then ends the hand-off) or the source closes.
+    pub fn run(&self, hand_off: &HandOff) {
         let mut out = Outgoing::default();
         let mut st = lock(&self.state);
         loop {
@@ -317,7 +319,7 @@ impl Merge {
                     self.front_sec.store(sec, Ordering::Relaxed);
                 }
                 drop(st);
-                if ring.push(out.take(), false) == Push::Closed {
+                if hand_off.push(out.take(), false) == Push::Closed {
                     return;
                 }
                 st = lock(&self.state);
@@ -336,9 +338,9 @@ impl Merge {
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
-                Step::Done => {
+                Step::Ended => {
                     drop(st);
-                    ring.finish();
+                    hand_off.end();
                     return;
                 }
             }
@@ -352,8 +354,8 @@ const MAX_RECORDS: usize = 4096;
 /// Most reads one batch of runs may point into (its part index is a u16).
 const MAX_PARTS: usize = 256;
 
-/// Runs released in one hold of the lock, handed to the ring as one batch:
-/// one lock and one wake-up on each side of the ring per batch, not per
+/// Runs released in one hold of the lock, handed to the hand-off as one batch:
+/// one lock and one wake-up on each side of the hand-off per batch, not per
 /// run (with interleaved senders a run is often a single packet).
 #[derive(Default)]
 struct Outgoing {
@@ -479,7 +481,7 @@ impl State {
             let (pick, bound) = match heads.as_slice() {
                 [] => {
                     return if self.lanes.is_empty() && self.producers == 0 {
-                        Step::Done
+                        Step::Ended
                     } else {
                         Step::Wait(None)
                     };
@@ -542,7 +544,7 @@ struct Empty {
     /// nobody once the window has passed since its last read.
     quiet_since: Option<Instant>,
     /// A lane that is empty because its share of the buffer is held
-    /// downstream (its earlier packets wait in the ring or in Zeek) is not
+    /// downstream (its earlier packets wait in the hand-off or in Zeek) is not
     /// a quiet sender: it refills as Zeek takes them, so it is waited for
     /// without a window. Releasing the others past it would put its next
     /// packets out of order, while Zeek has work anyway.
@@ -697,7 +699,7 @@ impl Lane {
         if !self.skew_reported.swap(true, Ordering::Relaxed) {
             let ahead = i128::from(furthest) - i128::from(reference);
             let packets = if dropped == 1 { "packet" } else { "packets" };
-            crate::logger::warning!(
+            crate::shared::logger::warning!(
                 "{}: dropped {dropped} {packets} dated up to {ahead} s after this host's clock and the merge's newest packet (more than PcapOverTcp::merge_max_skew, {} s): they would move Zeek's network time ahead for every sender; check this sender's clock (later ones are only counted as skewed)",
                 self.label,
                 skew.as_secs()

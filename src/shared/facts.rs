@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::sync::lock;
+use crate::shared::sync::lock;
 
 /// Facts queued beyond this are counted, not kept.
 pub const MAX_FACTS: usize = 1000;

@@ -22,19 +22,19 @@ use log::Level;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub(crate) use admission::Admission;
-use admission::{Closed, Ticket};
+use admission::{Evicted, Ticket};
 use lines::{Kind, Lines};
 
-use crate::connection::{read_error, Connection, End, Heard, Joined, Outlet};
-use crate::control::Control;
-use crate::counters::Counters;
 use crate::endpoint::Endpoint;
-use crate::error::Error;
-use crate::facts::{Fact, Refusal};
 use crate::merge::Merge;
 use crate::net::connect::{self, TICK};
-use crate::poll;
-use crate::setting::Setting;
+use crate::net::poll;
+use crate::shared::control::Control;
+use crate::shared::counters::Counters;
+use crate::shared::error::Error;
+use crate::shared::facts::{Fact, Refusal};
+use crate::shared::setting::Setting;
+use crate::stream::reader::{read_error, End, Heard, Joined, Outlet, Reader};
 use crate::tls::{self, HandshakeFailure, ServerTls, Transport};
 
 /// The bound sockets of one listen endpoint.
@@ -264,7 +264,7 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
             lines.refused_quietly(peer, Refusal::Tls, what);
         }
         let end = e.map_or(End::Stopped, End::Failed);
-        report(lines, &label, ticket.closed(), end, false, 0);
+        report(lines, &label, ticket.evicted(), end, false, 0);
         return;
     }
     // Bytes before admission count here, and move to the sender's counters
@@ -273,7 +273,7 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
     let joined: OnceCell<Joined> = OnceCell::new();
     let sender = peer.ip().to_canonical().to_string();
     let socket = transport.watch();
-    let connection = Connection {
+    let reader = Reader {
         control,
         label: &label,
         source: &listener.endpoint,
@@ -283,8 +283,8 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
         opens_source: false,
         header_deadline: deadline,
     };
-    let (end, packets) = connection.read(&mut transport, &mut |parser, lt| {
-        crate::logger::debug!(
+    let (end, packets) = reader.read(&mut transport, &mut |parser, lt| {
+        crate::shared::logger::debug!(
             "{label}: {} stream, link type {lt}",
             parser.format_name().unwrap_or("?")
         );
@@ -315,9 +315,9 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
     }
     // Its place is free before its departure is reported: a sender that
     // reconnects at once is not refused.
-    let closed = ticket.closed();
+    let evicted = ticket.evicted();
     drop(ticket);
-    report(lines, &label, closed, end, admitted, packets);
+    report(lines, &label, evicted, end, admitted, packets);
 }
 
 /// A connection whose header is whole, asking to be admitted.
@@ -338,7 +338,7 @@ impl Joining<'_> {
         let lines = &self.listener.lines;
         if let Err(full) = self.listener.admission.admit(self.ticket, heard.clone()) {
             // (One closed to make room meanwhile is reported at its end.)
-            if self.ticket.closed().is_none() {
+            if self.ticket.evicted().is_none() {
                 let why = format!(
                     "PcapOverTcp::max_senders ({}) senders are connected, and none has been silent for {:.1} s",
                     full.max_senders,
@@ -376,21 +376,21 @@ impl Joining<'_> {
 fn report(
     lines: &Lines,
     label: &str,
-    closed: Option<Closed>,
+    evicted: Option<Evicted>,
     end: End,
     admitted: bool,
     packets: u64,
 ) {
-    let (level, line) = match (closed, end) {
+    let (level, line) = match (evicted, end) {
         (_, End::Stopped | End::Refused) => return,
-        (Some(Closed::Pending { after, pool }), _) => (
+        (Some(Evicted::Pending { after, pool }), _) => (
             Level::Warn,
             format!(
                 "{label} was closed after {:.1} s without a whole pcap header, to make room: {pool} connections were waiting for admission (the most a listener keeps) and it had waited longest",
                 after.as_secs_f64()
             ),
         ),
-        (Some(Closed::Silent { for_, max_senders }), _) => (
+        (Some(Evicted::Silent { for_, max_senders }), _) => (
             Level::Warn,
             format!(
                 "{label} was closed after {} to admit a new sender: it had sent no packet for {:.1} s, and PcapOverTcp::max_senders ({max_senders}) senders were connected",
@@ -398,10 +398,10 @@ fn report(
                 for_.as_secs_f64()
             ),
         ),
-        (None, End::Closed) if admitted => {
+        (None, End::PeerClosed) if admitted => {
             (Level::Info, format!("{label} left after {}", count(packets)))
         }
-        (None, End::Closed) => return,
+        (None, End::PeerClosed) => return,
         (None, End::Failed(e)) => (
             Level::Warn,
             format!("{e}; its connection was closed after {}", count(packets)),

@@ -1,4 +1,4 @@
-//! The selectable fd Zeek polls: the ring makes it readable when a consumer
+//! The selectable fd Zeek polls: the hand-off makes it readable when a consumer
 //! that found nothing has something to take (packets, or the end of the
 //! stream), and clears it once the consumer takes a batch.
 //!
@@ -43,12 +43,14 @@ impl Wake {
     /// Blocks until the fd is readable or `limit` has passed; whether it is
     /// readable. Does not change what it waits for.
     pub fn wait(&self, limit: Duration) -> bool {
-        crate::poll::wait(&mut [crate::poll::fd(self.fd(), libc::POLLIN)], limit).unwrap_or(false)
+        crate::net::poll::wait(&mut [crate::net::poll::fd(self.fd(), libc::POLLIN)], limit)
+            .unwrap_or(false)
     }
 
     /// Whether the fd is readable now (for tests): takes one datagram and,
     /// if there was one, puts it back.
-    pub fn is_signalled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_signalled(&self) -> bool {
         let mut probe = [0u8; 1];
         let readable = self.rx.recv(&mut probe).is_ok();
         if readable {
