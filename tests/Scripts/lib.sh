@@ -581,3 +581,27 @@ feed_headers_then() {
         shift 2
     done
 }
+
+# kill_pids_at_exit: at exit, kills every process in $pids (a list the test
+# adds to, empty here) and waits for them all.
+kill_pids_at_exit() {
+    pids=""
+    trap 'for pid in $pids; do kill "$pid" 2>/dev/null; done; wait' EXIT
+}
+
+# generate_share_units GENERATOR: zeek.conf as in docs/clusters.md (four
+# workers, each its share of one stream; manager, logger and proxy), and
+# GENERATOR's units from it in ./units. Says whether it ran, and what it
+# wrote on stderr but 8.2's warning that it ignores `manager`.
+generate_share_units() {
+    cat >zeek.conf <<'CFG'
+interface = pcapovertcp::127.0.0.1:57012?share=${worker_index0}/4
+workers = 4
+manager = 1
+loggers = 1
+proxies = 1
+CFG
+    mkdir units
+    "$1" --config "$PWD/zeek.conf" units 2>gen.err && echo "zeek-systemd-generator: ok"
+    grep -vxF "ignoring unknown key 'manager' from line 'manager = 1'" gen.err
+}
