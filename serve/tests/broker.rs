@@ -7,18 +7,20 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod server;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use server::Server;
 use socket2::{Domain, Socket, Type};
 
 /// Packets in the generated capture.
@@ -77,126 +79,10 @@ fn records(stream: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// A running pcapovertcp-serve, killed when dropped; its stderr in a file.
-struct Server {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
 impl Server {
+    /// Listening, its standard input a pipe.
     fn start(args: &[&str]) -> Server {
-        Server::launch(None, args, Stdio::piped())
-    }
-
-    /// Starts the tool with `args`, under `ulimit -n FD_LIMIT` when given.
-    fn launch(fd_limit: Option<u32>, args: &[&str], stdin: Stdio) -> Server {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir =
-            std::env::temp_dir().join(format!("pcapovertcp-broker-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let (port_file, log) = (
-            dir.join(format!("port-{n}")),
-            dir.join(format!("serve-{n}.log")),
-        );
-        let bin = env!("CARGO_BIN_EXE_pcapovertcp-serve");
-        let mut command = match fd_limit {
-            None => Command::new(bin),
-            Some(n) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(bin);
-                c
-            }
-        };
-        let child = command
-            .args(["--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child,
-            log,
-            port: 0,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        server.port = loop {
-            // The first --listen's port (the file is written whole).
-            if let Some(port) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|t| t.lines().next()?.trim().parse().ok())
-            {
-                break port;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not start: {}",
-                server.log()
-            );
-            thread::sleep(Duration::from_millis(10));
-        };
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (bounded) until the log has `n` lines containing `needle`.
-    fn wait_lines(&self, needle: &str, n: usize, limit: Duration) -> Vec<String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let lines: Vec<String> = self
-                .log()
-                .lines()
-                .filter(|l| l.contains(needle))
-                .map(str::to_string)
-                .collect();
-            if lines.len() >= n {
-                return lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {n} lines with {needle:?} within {limit:?}:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    /// Waits (bounded) for the tool to end by itself; whether it succeeded.
-    fn wait_success(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not end:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        Server::listen(args, Stdio::piped())
     }
 }
 
@@ -570,46 +456,7 @@ fn start_ports(args: &[&str], n: usize) -> (Server, Vec<u16>) {
 /// Starts the tool listening on `listen` with `args`; waits for `n` lines
 /// in its port file.
 fn start_listening(listen: &str, args: &[&str], n: usize) -> (Server, Vec<u16>) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = scratch("ports");
-    let k = NEXT.fetch_add(1, Ordering::Relaxed);
-    let (port_file, log) = (
-        dir.join(format!("port-{k}")),
-        dir.join(format!("serve-{k}.log")),
-    );
-    let child = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-        .args(["--listen", listen, "--port-file"])
-        .arg(&port_file)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        log,
-        port: 0,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ports: Vec<u16> = std::fs::read_to_string(&port_file)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
-        if ports.len() >= n {
-            let mut server = server;
-            server.port = ports[0];
-            return (server, ports);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not start: {}",
-            server.log()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    Server::listen_ports(None, listen, args, Stdio::null(), n)
 }
 
 /// Reads what arrives on `tcp` until it has at least `want` bytes or
@@ -1906,7 +1753,7 @@ fn out_of_file_descriptors_the_relay_goes_on_for_its_reader() {
         // 64 descriptors: about 28 clients (two each) before accept or its
         // clone fails.
         let since = Instant::now();
-        let mut server = Server::launch(
+        let mut server = Server::listen_limited(
             Some(64),
             &["--client-buffer", "8M", "--max-buffer", "64M", "-"],
             Stdio::piped(),

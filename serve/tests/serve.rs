@@ -3,63 +3,21 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod server;
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{drain, reference_packets, traces_dir, Expected};
 use pcapovertcp::{Config, Source};
-
-/// A running pcapovertcp-serve, killed when dropped: a failing test must not
-/// leave a server running (or holding the test run's output open).
-struct Server(Child);
-
-impl Server {
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.0.wait()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
+use server::Server;
 
 /// Starts the server with `args`; returns it and the port it bound.
 fn start(args: &[&str], stdin: Stdio) -> (Server, u16) {
-    let dir = std::env::temp_dir().join(format!("pcapovertcp-serve-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let port_file = dir.join(format!("port-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
-    let _ = std::fs::remove_file(&port_file);
-    let server = Server(
-        Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-            .args(["--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&port_file) {
-            if let Ok(port) = text.trim().parse() {
-                return (server, port);
-            }
-        }
-        // Dropping `server` kills it.
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let server = Server::listen(args, stdin);
+    let port = server.port;
+    (server, port)
 }
 
 fn read_all(port: u16) -> Vec<Expected> {
@@ -80,7 +38,7 @@ fn serves_a_file_looped_with_shifted_timestamps() {
             Stdio::null(),
         );
         let got = read_all(port);
-        server.wait().unwrap();
+        server.wait_exit(Duration::from_secs(60));
         assert_eq!(got.len(), 3 * want.len());
         let span = want.last().unwrap().0 - want[0].0 + 1;
         for (round, chunk) in got.chunks(want.len()).enumerate() {
@@ -109,7 +67,7 @@ fn rate_limit_paces_the_packets() {
             Stdio::null(),
         );
         let got = read_all(port);
-        server.wait().unwrap();
+        server.wait_exit(Duration::from_secs(60));
         assert_eq!(got, want);
         let min = Duration::from_secs_f64((want.len() - 1) as f64 / 50.0);
         assert!(
@@ -127,7 +85,7 @@ fn relays_standard_input_live() {
         let bytes = std::fs::read(&path).unwrap();
         let want = reference_packets(&path);
         let (mut server, port) = start(&["-"], Stdio::piped());
-        let mut stdin = server.0.stdin.take().unwrap();
+        let mut stdin = server.child.stdin.take().unwrap();
         // The capture's header arrives first; a client that connects gets it
         // (open() returns once it has), then the packets captured from then on.
         stdin.write_all(&bytes[..24]).unwrap();
@@ -140,7 +98,7 @@ fn relays_standard_input_live() {
         stdin.write_all(&bytes[24..]).unwrap();
         drop(stdin); // end of the capture: the relay exits and closes the clients
         let got = drain(&mut source);
-        server.wait().unwrap();
+        server.wait_exit(Duration::from_secs(60));
         assert_eq!(got, want);
     })
 }
@@ -155,22 +113,8 @@ fn looping_a_file_without_packets_ends_instead_of_spinning() {
         );
         // The header arrives, then the end of the stream: nothing to repeat.
         assert!(read_all(port).is_empty());
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
-}
-
-/// Starts the server in --connect mode (no listening, no port file), stderr
-/// captured for the tests that read its lines.
-fn start_connect(args: &[&str], stdin: Stdio) -> Server {
-    Server(
-        Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 /// A receiver on a free loopback port, and its `HOST:PORT`.
@@ -199,14 +143,6 @@ fn pcap_packet_count(bytes: &[u8]) -> usize {
     n
 }
 
-fn stderr_of(server: &mut Server) -> String {
-    let mut text = String::new();
-    if let Some(mut e) = server.0.stderr.take() {
-        e.read_to_string(&mut text).unwrap();
-    }
-    text
-}
-
 #[test]
 fn connect_sends_the_file_to_a_listening_receiver() {
     common::within(Duration::from_secs(60), || {
@@ -214,11 +150,11 @@ fn connect_sends_the_file_to_a_listening_receiver() {
         let want = std::fs::read(&path).unwrap();
         let (listener, addr) = receiver();
         let mut server =
-            start_connect(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
+            Server::spawn(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
         let got = receive_one(&listener);
         assert_eq!(got, want);
         assert_eq!(pcap_packet_count(&got), reference_packets(&path).len());
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
 
@@ -230,14 +166,14 @@ fn connect_retries_until_the_receiver_is_up() {
         // A port that was free a moment ago: nothing listens there yet.
         let addr = receiver().1;
         let mut server =
-            start_connect(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
+            Server::spawn(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
         std::thread::sleep(Duration::from_millis(500));
         let listener = std::net::TcpListener::bind(&addr).unwrap();
         let got = receive_one(&listener);
         assert_eq!(got, want);
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
         // One line for the outage and one for the connection, not one per attempt.
-        let stderr = stderr_of(&mut server);
+        let stderr = server.log();
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(
             lines.iter().filter(|l| l.contains("retrying")).count(),
@@ -268,7 +204,7 @@ fn connect_to_two_receivers_sends_each_the_whole_file() {
         let want = std::fs::read(&path).unwrap();
         let (a, addr_a) = receiver();
         let (b, addr_b) = receiver();
-        let mut server = start_connect(
+        let mut server = Server::spawn(
             &[
                 "--connect",
                 &addr_a,
@@ -293,7 +229,7 @@ fn connect_to_two_receivers_sends_each_the_whole_file() {
             got_b.len(),
             want.len()
         );
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
 
@@ -304,7 +240,7 @@ fn connect_resends_the_file_after_a_broken_connection() {
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = std::fs::read(&path).unwrap();
         let (listener, addr) = receiver();
-        let mut server = start_connect(
+        let mut server = Server::spawn(
             &["--connect", &addr, "--rate", "20", path.to_str().unwrap()],
             Stdio::null(),
         );
@@ -317,8 +253,8 @@ fn connect_resends_the_file_after_a_broken_connection() {
           // A new stream: the header again, then every packet.
         let got = receive_one(&listener);
         assert_eq!(got, want);
-        assert!(server.wait().unwrap().success());
-        let stderr = stderr_of(&mut server);
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
+        let stderr = server.log();
         assert_eq!(stderr.matches("connection lost").count(), 1, "{stderr}");
         assert_eq!(stderr.matches("connected").count(), 2, "{stderr}");
     })
@@ -331,11 +267,11 @@ fn connect_relays_standard_input() {
         let bytes = std::fs::read(&path).unwrap();
         let (a, addr_a) = receiver();
         let (b, addr_b) = receiver();
-        let mut server = start_connect(
+        let mut server = Server::spawn(
             &["--connect", &addr_a, "--connect", &addr_b, "-"],
             Stdio::piped(),
         );
-        let mut stdin = server.0.stdin.take().unwrap();
+        let mut stdin = server.child.stdin.take().unwrap();
         stdin.write_all(&bytes[..24]).unwrap();
         stdin.flush().unwrap();
         // Both receivers have the header: both are among the relay's clients.
@@ -353,7 +289,7 @@ fn connect_relays_standard_input() {
             c.read_to_end(&mut rest).unwrap();
             assert_eq!(rest[..], bytes[24..]);
         }
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
 
@@ -391,14 +327,14 @@ fn connect_relay_reads_nothing_before_a_receiver_is_up() {
         let path = traces_dir().join("rotation.pcap");
         let bytes = std::fs::read(&path).unwrap();
         let addr = receiver().1;
-        let mut server = start_connect(&["--connect", &addr, "-"], Stdio::piped());
-        let mut stdin = server.0.stdin.take().unwrap();
+        let mut server = Server::spawn(&["--connect", &addr, "-"], Stdio::piped());
+        let mut stdin = server.child.stdin.take().unwrap();
         stdin.write_all(&bytes).unwrap();
         drop(stdin);
         std::thread::sleep(Duration::from_millis(300));
         let listener = std::net::TcpListener::bind(&addr).unwrap();
         assert_eq!(receive_one(&listener), bytes);
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
 
@@ -449,7 +385,7 @@ fn wait_clients_holds_the_stream_back_until_enough_clients_are_connected() {
             );
         }
         // --clients 2: both served, the server ends.
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
 
@@ -774,7 +710,7 @@ fn options_come_from_the_environment_and_json_logs_are_one_object_per_line() {
         std::fs::create_dir_all(&dir).unwrap();
         let port_file = dir.join("port");
         let _ = std::fs::remove_file(&port_file);
-        let mut server = Server(
+        let mut server = Server::run(
             Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
                 .env("PCAPOVERTCP_SERVE_LISTEN", "127.0.0.1:0")
                 .env("PCAPOVERTCP_SERVE_PORT_FILE", &port_file)
@@ -782,11 +718,7 @@ fn options_come_from_the_environment_and_json_logs_are_one_object_per_line() {
                 .env("PCAPOVERTCP_SERVE_LOG_FORMAT", "json")
                 .env("PCAPOVERTCP_SERVE_INPUT", &path)
                 .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
+                .stdin(Stdio::null()),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         let port: u16 = loop {
@@ -797,17 +729,17 @@ fn options_come_from_the_environment_and_json_logs_are_one_object_per_line() {
                 break port;
             }
             assert!(
-                Instant::now() < deadline && server.0.try_wait().unwrap().is_none(),
+                Instant::now() < deadline && server.child.try_wait().unwrap().is_none(),
                 "the server did not start: {}",
-                stderr_of(&mut server)
+                server.log()
             );
             std::thread::sleep(Duration::from_millis(10));
         };
         let got = read_all(port);
         assert_eq!(got, reference_packets(&path));
         // --clients 1 (from the environment): it ends after this client.
-        assert!(server.wait().unwrap().success());
-        let stderr = stderr_of(&mut server);
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
+        let stderr = server.log();
         let mut messages = Vec::new();
         for line in stderr.lines() {
             let fields = json_object(line).unwrap_or_else(|| panic!("not a JSON object: {line}"));
