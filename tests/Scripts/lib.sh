@@ -605,3 +605,33 @@ CFG
     "$1" --config "$PWD/zeek.conf" units 2>gen.err && echo "zeek-systemd-generator: ok"
     grep -vxF "ignoring unknown key 'manager' from line 'manager = 1'" gen.err
 }
+
+# merge_inputs: the merge tests' three captures, from the traces, none
+# sharing a timestamp. a.pcap: 751 packets over 17.5 s. b.pcapng: two
+# pcapng interfaces (DNS) from 1.7 s after a's start, plus raw IPv4 (syslog
+# over TCP) 5 s after. c.pcap: 9 packets (nanosecond pcap) 7 s after.
+# Prints each one's span and packets.
+merge_inputs() {
+    local base
+    cp "$TRACES/http/bro.org.pcap" a.pcap
+    base=$(capinfos -a -T -r -S a.pcap | cut -f2)
+    shift_to "$TRACES/pcapng-multi-interface.pcapng" b1.pcapng "$base" 2
+    shift_to "$TRACES/tcp-syslog.pcap" b2.pcap "$base" 5
+    mergecap -F pcapng -w b.pcapng b1.pcapng b2.pcap
+    shift_to "$TRACES/http/get-to-ssh-server.pcap" c.pcap "$base" 7 -F nsecpcap
+    capinfos -T -t -E -c -M a.pcap b.pcapng c.pcap | awk -F'\t' 'NR > 1 { print $1 ": " $2 ", " $3 ", " $4 " packets" }'
+}
+
+# senders_script: a Zeek script that prints, at the end, each sender's
+# address and counters (all counted by IP address).
+senders_script() {
+    cat <<'ZEEK'
+event zeek_done() {
+    for (i in PcapOverTcp::stats()$senders) {
+        local s = PcapOverTcp::stats()$senders[i];
+        print fmt("sender %s: connects %d disconnects %d records %d dropped %d truncated %d corrupt %d late %d",
+            s$address, s$connects, s$disconnects, s$records, s$dropped, s$truncated, s$corrupt, s$late);
+    }
+}
+ZEEK
+}
