@@ -635,3 +635,20 @@ event zeek_done() {
 }
 ZEEK
 }
+
+# wait_bounded PID SECONDS: waits for PID (a child of this shell), killing it
+# after SECONDS; returns its status.
+wait_bounded() {
+    local i
+    for i in $(seq $(($2 * 10))); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$1" 2>/dev/null
+    wait "$1"
+}
+
+# field LINE KEY: the value of KEY=VALUE in LINE.
+field() {
+    echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
