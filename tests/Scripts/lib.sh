@@ -652,3 +652,9 @@ wait_bounded() {
 field() {
     echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
 }
+
+# cluster_head: the [manager] and [proxy-1] sections of a node.cfg, both on
+# localhost, to which the zeekctl tests add their workers.
+cluster_head() {
+    printf '[manager]\ntype=manager\nhost=localhost\n\n[proxy-1]\ntype=proxy\nhost=localhost\n\n'
+}

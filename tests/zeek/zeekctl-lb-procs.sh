@@ -115,15 +115,9 @@ pf=$PWD/serve.port
 "$SERVE" --listen 127.0.0.1:0 --port-file "$pf" --wait-clients 2 --clients 2 "$trace" >serve.out 2>&1 &
 serve_pid=$!
 port=$(read_port_file "$pf")
-cat >cluster/etc/node.cfg <<CFG
-[manager]
-type=manager
-host=localhost
-
-[proxy-1]
-type=proxy
-host=localhost
-
+{
+    cluster_head
+    cat <<CFG
 [worker-1]
 type=worker
 host=localhost
@@ -131,6 +125,7 @@ interface=pcapovertcp::127.0.0.1:$port
 lb_method=custom
 lb_procs=2
 CFG
+} >cluster/etc/node.cfg
 
 echo "--- zeekctl nodes: the processes of worker-1 and their interfaces"
 timeout 60 zeekctl-private cluster nodes >nodes.out 2>&1
@@ -205,15 +200,9 @@ zeek-cut worker <cluster-conn.log | sort | uniq -c | sed 's/^ */    /'
 echo "--- the plugin's errors (another configuration, not started)"
 zeekctl_setup errors "$(free_port_block 8)"
 echo "CapstatsPath = $PWD/capstats-spy" >>errors/etc/zeekctl.cfg
-cat >errors/etc/node.cfg <<'CFG'
-[manager]
-type=manager
-host=localhost
-
-[proxy-1]
-type=proxy
-host=localhost
-
+{
+    cluster_head
+    cat <<'CFG'
 [af]
 type=worker
 host=localhost
@@ -241,21 +230,16 @@ type=worker
 host=localhost
 interface=eth-spy
 CFG
+} >errors/etc/node.cfg
 timeout 60 zeekctl-private errors nodes >errors.out 2>&1 || true
 grep '^error: ' errors.out || echo "(no error lines)"
 grep ' - addr=' errors.out | grep -v -e '^ *manager ' -e '^ *proxy-1 ' | grep -o '^ *[^ ]* - .*interface=[^ ]*' |
     sed -e 's/^ *//' -e 's/ - .*interface=/ /'
 
 echo "--- zeekctl capstats with a plain interface too (not started)"
-cat >errors/etc/node.cfg <<'CFG'
-[manager]
-type=manager
-host=localhost
-
-[proxy-1]
-type=proxy
-host=localhost
-
+{
+    cluster_head
+    cat <<'CFG'
 [worker-1]
 type=worker
 host=localhost
@@ -268,6 +252,7 @@ type=worker
 host=localhost
 interface=eth-spy
 CFG
+} >errors/etc/node.cfg
 rm -f capstats-calls
 timeout 60 zeekctl-private errors capstats 1 >errors-capstats.out 2>&1 || true
 grep -v -e '^Warning: ' -e '^Hint: ' errors-capstats.out
