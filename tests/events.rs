@@ -13,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::within;
+use common::{listening, within};
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
 use pcap_file::pcapng::blocks::interface_statistics::{
@@ -144,28 +144,16 @@ fn a_lost_feed_is_one_fact_however_many_attempts_fail_and_its_return_another() {
     });
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (listen endpoints are
-/// named by their port).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 #[test]
 fn a_refused_sender_is_one_fact_per_address_and_window_naming_why() {
     within(Duration::from_secs(30), || {
-        let endpoint = format!("tcp-listen://127.0.0.1:{}", free_port());
-        let mut source = Source::start(
-            &endpoint,
+        let (mut source, endpoint, addr) = listening(
+            "tcp-listen",
             Config {
                 allowed_senders: vec!["10.0.0.0/8".parse().unwrap()],
                 ..config()
             },
-        )
-        .unwrap();
-        let addr = source.listening()[0];
+        );
         for _ in 0..5 {
             let mut s = TcpStream::connect(addr).unwrap();
             let _ = s.write_all(&pcap(1));
@@ -188,16 +176,13 @@ fn a_refused_sender_is_one_fact_per_address_and_window_naming_why() {
 #[test]
 fn a_sender_over_max_senders_is_refused_for_the_limit_and_senders_come_and_go() {
     within(Duration::from_secs(30), || {
-        let endpoint = format!("tcp-listen://127.0.0.1:{}", free_port());
-        let mut source = Source::start(
-            &endpoint,
+        let (mut source, endpoint, addr) = listening(
+            "tcp-listen",
             Config {
                 max_senders: 1,
                 ..config()
             },
-        )
-        .unwrap();
-        let addr = source.listening()[0];
+        );
         let mut first = TcpStream::connect(addr).unwrap();
         first.write_all(&pcap(4)).unwrap();
         facts_until(&mut source, |f| {

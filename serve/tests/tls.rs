@@ -22,10 +22,10 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{drain, reference_packets, traces_dir, within, Expected};
+use common::{collect, drain, listening, reference_packets, traces_dir, within, Log};
 use log::Level;
 use pcapovertcp::tls::TlsOptions;
-use pcapovertcp::{Config, Next, Opening, Source};
+use pcapovertcp::{Config, Opening, Source};
 use server::Server;
 
 // --- certificates -------------------------------------------------------------
@@ -239,74 +239,6 @@ fn listen_tls(pki: &Pki) -> TlsOptions {
         cert_file: Some(pki.server_cert.clone()),
         key_file: Some(pki.server_key.clone()),
         ..TlsOptions::default()
-    }
-}
-
-/// A listening source on a port of 127.0.0.1 the system picks (`scheme`
-/// tls-listen or tcp-listen): the source, its name and the address it is
-/// bound to (read back, so no other test can take the port meanwhile).
-fn listening(scheme: &str, config: Config) -> (Source, String, SocketAddr) {
-    let name = format!("{scheme}://127.0.0.1:0");
-    let mut source = Source::start(&name, config).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(
-        matches!(source.wait_open(Duration::from_secs(5)), Opening::Open(1)),
-        "a listening source opens at once"
-    );
-    let [addr] = *source.listening() else {
-        panic!("{name} is bound to {:?}", source.listening());
-    };
-    (source, name, addr)
-}
-
-/// Takes packets until `want` have arrived (within `limit`); a listening
-/// source never ends.
-fn collect(source: &mut Source, want: usize, limit: Duration) -> Vec<Expected> {
-    let deadline = Instant::now() + limit;
-    let mut got = Vec::new();
-    while got.len() < want {
-        match source.next_packet() {
-            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec())),
-            Next::Empty => {
-                assert!(
-                    Instant::now() < deadline,
-                    "only {} of {want} packets arrived within {limit:?}; messages: {:#?}",
-                    got.len(),
-                    source.take_messages()
-                );
-                source.wait(Duration::from_millis(50));
-            }
-            Next::Ended => panic!("the source ended after {} of {want} packets", got.len()),
-        }
-    }
-    got
-}
-
-/// The source's messages, accumulated (taking them drains the queue).
-#[derive(Default)]
-struct Log {
-    seen: Vec<(Level, String)>,
-}
-
-impl Log {
-    /// Waits (within `limit`) for a message at `level` containing `needle`.
-    fn wait_for(&mut self, source: &Source, level: Level, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.seen.extend(source.take_messages());
-            if let Some((_, m)) = self
-                .seen
-                .iter()
-                .find(|(l, m)| *l == level && m.contains(needle))
-            {
-                return m.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {level} message with {needle:?} within {limit:?}; messages: {:#?}",
-                self.seen
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
     }
 }
 
@@ -564,7 +496,7 @@ fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
         let line = log.wait_for(
             &source,
             Level::Warn,
-            "PcapOverTcp::tls_allowed_names",
+            &["PcapOverTcp::tls_allowed_names"],
             Duration::from_secs(10),
         );
         assert!(
@@ -586,7 +518,7 @@ fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
         log.wait_for(
             &source,
             Level::Warn,
-            "the sender sent no client certificate, and PcapOverTcp::tls_require_client_cert requires one",
+            &["the sender sent no client certificate, and PcapOverTcp::tls_require_client_cert requires one"],
             Duration::from_secs(10),
         );
         // The tool learns why from the alert (TLS 1.3: after its side of
@@ -634,7 +566,7 @@ fn a_plaintext_sender_on_tls_listen_is_refused() {
         let line = Log::default().wait_for(
             &source,
             Level::Warn,
-            &format!("{name}: sender {from}: "),
+            &[&format!("{name}: sender {from}: ")],
             Duration::from_secs(5),
         );
         assert!(
@@ -685,7 +617,7 @@ fn a_tls_sender_on_tcp_listen_is_refused() {
         let line = Log::default().wait_for(
             &source,
             Level::Warn,
-            "speaks TLS (its first bytes are a TLS handshake)",
+            &["speaks TLS (its first bytes are a TLS handshake)"],
             Duration::from_secs(5),
         );
         assert!(
@@ -1009,7 +941,7 @@ fn a_client_hello_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
         let line = log.wait_for(
             &source,
             Level::Warn,
-            "did not complete its TLS handshake",
+            &["did not complete its TLS handshake"],
             Duration::from_secs(2),
         );
         assert!(
@@ -1114,7 +1046,7 @@ fn a_sender_refused_by_tls_is_one_fact_of_kind_tls_however_often_it_redials() {
         Log::default().wait_for(
             &source,
             Level::Warn,
-            "PcapOverTcp::tls_allowed_names",
+            &["PcapOverTcp::tls_allowed_names"],
             Duration::from_secs(10),
         );
         // Its redials (after 100 ms, 200 ms, ...) within the next second.

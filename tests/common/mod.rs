@@ -2,15 +2,19 @@
 //! independent reading of them with `pcap-file`'s own readers.
 #![allow(dead_code)]
 
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 
 use std::time::{Duration, Instant};
+
+use log::Level;
 
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::TsResolution;
-use pcapovertcp::{Next, Source};
+use pcapovertcp::{Config, Next, Opening, Packet, Source};
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// The project's root (the workspace's), from the core's tests or serve/'s.
 pub fn project_root() -> PathBuf {
@@ -268,4 +272,115 @@ pub fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+// --- live sources over loopback -----------------------------------------------
+
+/// A listening source (`scheme`: tcp-listen or tls-listen) on a port of
+/// 127.0.0.1 the system picks: the source, its name and the address it is
+/// bound to (read back, so no other test can take the port meanwhile).
+pub fn listening(scheme: &str, config: Config) -> (Source, String, SocketAddr) {
+    let name = format!("{scheme}://127.0.0.1:0");
+    let mut source = Source::start(&name, config).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // A listening source opens at once, with the nominal link type.
+    assert!(
+        matches!(source.wait_open(Duration::from_secs(5)), Opening::Open(1)),
+        "a listening source opens at once with link type 1"
+    );
+    let [addr] = *source.listening() else {
+        panic!("{name} is bound to {:?}", source.listening());
+    };
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    (source, name, addr)
+}
+
+/// Connects to `to` from the loopback address `from` (any free port), so
+/// each sender has its own entry in `Source::senders()`; no Nagle delay.
+pub fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let from: IpAddr = from.parse().unwrap();
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Takes packets, each as `each` makes it, until `want` have arrived
+/// (within `limit`). A listening source never ends: `Ended` fails.
+pub fn collect_as<T>(
+    source: &mut Source,
+    want: usize,
+    limit: Duration,
+    mut each: impl FnMut(&Packet) -> T,
+) -> Vec<T> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < want {
+        match source.next_packet() {
+            Next::Packet(p) => got.push(each(&p)),
+            Next::Empty => {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {want} packets arrived within {limit:?}; messages: {:#?}",
+                    got.len(),
+                    source.take_messages()
+                );
+                source.wait(Duration::from_millis(50));
+            }
+            Next::Ended => panic!("the source ended after {} of {want} packets", got.len()),
+        }
+    }
+    got
+}
+
+/// `collect_as`, each packet as the reference reading has it.
+pub fn collect(source: &mut Source, want: usize, limit: Duration) -> Vec<Expected> {
+    collect_as(source, want, limit, |p| {
+        (p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec())
+    })
+}
+
+/// The source's messages, accumulated (taking them drains the queue).
+#[derive(Default)]
+pub struct Log {
+    pub seen: Vec<(Level, String)>,
+}
+
+impl Log {
+    pub fn update(&mut self, source: &Source) {
+        self.seen.extend(source.take_messages());
+    }
+
+    /// Messages at `level` that contain every one of `needles`.
+    pub fn matching(&self, level: Level, needles: &[&str]) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|(l, m)| *l == level && needles.iter().all(|n| m.contains(n)))
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// Waits (within `limit`) for a message at `level` with every needle.
+    pub fn wait_for(
+        &mut self,
+        source: &Source,
+        level: Level,
+        needles: &[&str],
+        limit: Duration,
+    ) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.update(source);
+            if let Some(m) = self.matching(level, needles).into_iter().next() {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {level} message with {needles:?} within {limit:?}; messages: {:#?}",
+                self.seen
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
