@@ -13,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{listening, within};
+use common::{listening, pcap_header, push_record, within};
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
 use pcap_file::pcapng::blocks::interface_statistics::{
@@ -36,15 +36,9 @@ fn config() -> Config {
 
 /// A little-endian Ethernet pcap header and `n` records of 60 bytes.
 fn pcap(n: u32) -> Vec<u8> {
-    let mut b = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
-    b.extend_from_slice(&[0; 8]);
-    b.extend_from_slice(&65535u32.to_le_bytes());
-    b.extend_from_slice(&1u32.to_le_bytes());
+    let mut b = pcap_header();
     for i in 0..n {
-        for v in [1_700_000_000 + i, 0, 60, 60] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(&[0; 60]);
+        push_record(&mut b, 1_700_000_000 + i, 0, &[0; 60], 60);
     }
     b
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{collect_as, connect_from, listening, sender, within, Log, Rng};
+use common::{collect_as, connect_from, drip, listening, sender, within, Log, Rng};
 use log::Level;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
@@ -1338,41 +1338,6 @@ fn close_with_two_idle_senders_returns_within_a_second_and_closes_them() {
 }
 
 // --- 13. admission: deadlines, pools, a full listener, one count per source -------------------
-
-/// Whether the source has closed `s` (a read returns the end, or a reset),
-/// without waiting.
-fn closed_now(s: &TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let closed = match (&*s).read(&mut [0u8; 64]) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != ErrorKind::WouldBlock,
-    };
-    s.set_nonblocking(false).unwrap();
-    closed
-}
-
-/// Sends `bytes` one every `every` from `from`, until the source closes
-/// the connection; how long after connecting it did (`None`: it did not,
-/// and every byte went out).
-fn drip(
-    to: SocketAddr,
-    from: &'static str,
-    bytes: Vec<u8>,
-    every: Duration,
-) -> thread::JoinHandle<Option<Duration>> {
-    thread::spawn(move || {
-        let mut c = connect_from(from, to);
-        let since = Instant::now();
-        for b in bytes {
-            if c.write_all(&[b]).is_err() || closed_now(&c) {
-                return Some(since.elapsed());
-            }
-            thread::sleep(every);
-        }
-        None
-    })
-}
 
 #[test]
 fn a_header_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {

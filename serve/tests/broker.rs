@@ -40,22 +40,14 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// A pcap (little-endian, Ethernet) of `n` packets of 40 to 189 bytes,
 /// each different (its index in its first bytes).
 fn capture(n: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n * 130);
-    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&4u16.to_le_bytes());
-    v.extend_from_slice(&[0; 8]);
-    v.extend_from_slice(&65_535u32.to_le_bytes());
-    v.extend_from_slice(&1u32.to_le_bytes());
+    let mut v = common::pcap_header();
+    v.reserve(n * 130);
     for i in 0..n {
         let len = 40 + (i * 7919) % 150;
-        v.extend_from_slice(&(1_700_000_000 + (i / 1000) as u32).to_le_bytes());
-        v.extend_from_slice(&((i % 1000) as u32 * 1000).to_le_bytes());
-        v.extend_from_slice(&(len as u32).to_le_bytes());
-        v.extend_from_slice(&(len as u32).to_le_bytes());
         let mut data = vec![(i % 251) as u8; len];
         data[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        v.extend_from_slice(&data);
+        let (sec, usec) = (1_700_000_000 + (i / 1000) as u32, (i % 1000) as u32 * 1000);
+        common::push_record(&mut v, sec, usec, &data, len);
     }
     v
 }
@@ -398,13 +390,7 @@ fn scratch(name: &str) -> PathBuf {
 /// `base_ms + i * step_ms` ms; every third one captured shorter than its
 /// wire length. Each packet is different (its index in its payload).
 fn ip_capture(n: usize, hosts: u8, base_ms: u64, step_ms: u64, tag: u8) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&4u16.to_le_bytes());
-    v.extend_from_slice(&[0; 8]);
-    v.extend_from_slice(&65_535u32.to_le_bytes());
-    v.extend_from_slice(&1u32.to_le_bytes());
+    let mut v = common::pcap_header();
     for i in 0..n {
         let (a, b) = ((i % hosts as usize) as u8, ((i / 3) % hosts as usize) as u8);
         let (src, dst) = if i % 2 == 0 { (a, b) } else { (b, a) };
@@ -438,11 +424,8 @@ fn ip_capture(n: usize, hosts: u8, base_ms: u64, step_ms: u64, tag: u8) -> Vec<u
             p.truncate(p.len() - 10);
         }
         let t = base_ms + i as u64 * step_ms;
-        v.extend_from_slice(&((t / 1000) as u32).to_le_bytes());
-        v.extend_from_slice(&(((t % 1000) * 1000) as u32).to_le_bytes());
-        v.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        v.extend_from_slice(&(wirelen as u32).to_le_bytes());
-        v.extend_from_slice(&p);
+        let (sec, usec) = ((t / 1000) as u32, ((t % 1000) * 1000) as u32);
+        common::push_record(&mut v, sec, usec, &p, wirelen);
     }
     v
 }
@@ -457,6 +440,19 @@ fn start_ports(args: &[&str], n: usize) -> (Server, Vec<u16>) {
 /// in its port file.
 fn start_listening(listen: &str, args: &[&str], n: usize) -> (Server, Vec<u16>) {
     Server::listen_ports(None, listen, args, Stdio::null(), n)
+}
+
+/// Starts the tool listening with `args` (which end its stream), reads
+/// all one client gets, and checks that it ended well within 20 s.
+fn relay_once(args: &[&str]) -> (Server, Vec<u8>) {
+    let (mut server, _) = start_ports(args, 1);
+    let got = read_all(connect(server.port, None));
+    assert!(
+        server.wait_success(Duration::from_secs(20)),
+        "{}",
+        server.log()
+    );
+    (server, got)
 }
 
 /// Reads what arrives on `tcp` until it has at least `want` bytes or
@@ -653,14 +649,7 @@ fn upstream_merges_two_servers_as_mergecap_does() {
         // A window no start-up delay of the test machine reaches: the
         // servers' files end, so it is never waited out.
         let args = ["--once", "--merge-window", "5000", "--upstream", &up.spec];
-        let (mut broker, _) = start_ports(&args, 1);
-        let client = connect(broker.port, None);
-        let got = read_all(client);
-        assert!(
-            broker.wait_success(Duration::from_secs(20)),
-            "{}",
-            broker.log()
-        );
+        let (broker, got) = relay_once(&args);
         let out = dir.join("out.pcapng");
         std::fs::write(&out, &got).unwrap();
         assert!(got.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]), "not pcapng");
@@ -698,13 +687,7 @@ fn upstream_given_twice_reads_both_servers() {
             "--upstream",
             &ub,
         ];
-        let (mut broker, _) = start_ports(&args, 1);
-        let got = read_all(connect(broker.port, None));
-        assert!(
-            broker.wait_success(Duration::from_secs(20)),
-            "{}",
-            broker.log()
-        );
+        let (broker, got) = relay_once(&args);
         let out = dir.join("out.pcapng");
         std::fs::write(&out, &got).unwrap();
         let got = common::reference_packets(&out);
@@ -815,13 +798,7 @@ fn upstream_keeps_each_servers_interfaces_and_nanoseconds_as_mergecap_does() {
         let up = two_upstreams(&dir, &a, &b, false);
         let (sa, sb) = (&up.a, &up.b);
         let args = ["--once", "--merge-window", "5000", "--upstream", &up.spec];
-        let (mut broker, _) = start_ports(&args, 1);
-        let got = read_all(connect(broker.port, None));
-        assert!(
-            broker.wait_success(Duration::from_secs(20)),
-            "{}",
-            broker.log()
-        );
+        let (broker, got) = relay_once(&args);
         let out = dir.join("out.pcapng");
         std::fs::write(&out, &got).unwrap();
         // mergecap numbers a's interfaces 0 and 1, b's 2; ours are named
@@ -858,13 +835,7 @@ fn relayed_through_one_upstream(name: &str, input: &[u8]) -> (Vec<u8>, String) {
     std::fs::write(&file, input).unwrap();
     let (upstream, _) = start_ports(&[file.to_str().unwrap()], 1);
     let spec = format!("tcp://127.0.0.1:{}", upstream.port);
-    let (mut relay, _) = start_ports(&["--once", "--upstream", &spec], 1);
-    let got = read_all(connect(relay.port, None));
-    assert!(
-        relay.wait_success(Duration::from_secs(20)),
-        "{}",
-        relay.log()
-    );
+    let (relay, got) = relay_once(&["--once", "--upstream", &spec]);
     (got, relay.log())
 }
 
@@ -1326,6 +1297,23 @@ fn fds_of(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count()
+}
+
+/// Samples `pid`'s threads and file descriptors every 50 ms until `stop`;
+/// the most of each.
+fn sample_peaks(
+    pid: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<(usize, usize)> {
+    thread::spawn(move || {
+        let (mut threads, mut fds) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            threads = threads.max(threads_of(pid));
+            fds = fds.max(fds_of(pid));
+            thread::sleep(Duration::from_millis(50));
+        }
+        (threads, fds)
+    })
 }
 
 /// Whether the peer closed `tcp` (EOF or reset) within `limit`, having
@@ -1862,18 +1850,7 @@ fn soak_a_mixed_attack_harms_only_the_attackers() {
             }));
         }
         // What the broker holds, sampled while it is under attack.
-        let peaks = {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let (mut threads, mut fds) = (0, 0);
-                while !stop.load(Ordering::Relaxed) {
-                    threads = threads.max(threads_of(pid));
-                    fds = fds.max(fds_of(pid));
-                    thread::sleep(Duration::from_millis(50));
-                }
-                (threads, fds)
-            })
-        };
+        let peaks = sample_peaks(pid, stop.clone());
         let mut stdin = server.child.stdin.take().unwrap();
         for piece in input.chunks(1 << 20) {
             stdin.write_all(piece).unwrap();
@@ -2049,18 +2026,7 @@ fn soak_over_tls_drippers_and_storms_harm_only_themselves() {
                 }
             }));
         }
-        let peaks = {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let (mut threads, mut fds) = (0, 0);
-                while !stop.load(Ordering::Relaxed) {
-                    threads = threads.max(threads_of(pid));
-                    fds = fds.max(fds_of(pid));
-                    thread::sleep(Duration::from_millis(50));
-                }
-                (threads, fds)
-            })
-        };
+        let peaks = sample_peaks(pid, stop.clone());
         // About 12 s: the drippers' handshakes time out at least once.
         for piece in input[24..].chunks(1 << 20) {
             stdin.write_all(piece).unwrap();
@@ -2112,13 +2078,7 @@ fn merged_interfaces_carry_linktype_values_not_dlts() {
         let (b, _) = start_ports(&[ethernet.to_str().unwrap()], 1);
         let spec = format!("127.0.0.1:{},127.0.0.1:{}", a.port, b.port);
         let args = ["--once", "--merge-window", "5000", "--upstream", &spec];
-        let (mut broker, _) = start_ports(&args, 1);
-        let got = read_all(connect(broker.port, None));
-        assert!(
-            broker.wait_success(Duration::from_secs(20)),
-            "{}",
-            broker.log()
-        );
+        let (broker, got) = relay_once(&args);
         let mut reader = PcapNgReader::new(&got[..]).unwrap();
         let mut packets = 0;
         while let Some(block) = reader.next_block() {

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{collect, drain, listening, reference_packets, traces_dir, within, Log};
+use common::{collect, drain, drip, listening, reference_packets, traces_dir, within, Log};
 use log::Level;
 use pcapovertcp::tls::TlsOptions;
 use pcapovertcp::{Config, Opening, Source};
@@ -906,30 +906,9 @@ fn a_client_hello_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
         let mut log = Log::default();
         let mut hello = HELLO_START.to_vec();
         hello.extend(0..40u8);
+        let every = Duration::from_millis(150);
         let drippers: Vec<_> = (0..64)
-            .map(|_| {
-                let hello = hello.clone();
-                thread::spawn(move || {
-                    let mut c = TcpStream::connect(addr).unwrap();
-                    let since = Instant::now();
-                    for b in hello {
-                        if c.write_all(&[b]).is_err() {
-                            return Some(since.elapsed());
-                        }
-                        c.set_nonblocking(true).unwrap();
-                        let closed = match c.read(&mut [0u8; 256]) {
-                            Ok(_) => true, // the end, or an alert
-                            Err(e) => e.kind() != ErrorKind::WouldBlock,
-                        };
-                        c.set_nonblocking(false).unwrap();
-                        if closed {
-                            return Some(since.elapsed());
-                        }
-                        thread::sleep(Duration::from_millis(150));
-                    }
-                    None
-                })
-            })
+            .map(|_| drip(addr, "127.0.0.1", hello.clone(), every))
             .collect();
         for d in drippers {
             let after = d.join().unwrap();

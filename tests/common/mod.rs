@@ -2,6 +2,7 @@
 //! independent reading of them with `pcap-file`'s own readers.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 
@@ -383,4 +384,63 @@ impl Log {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Whether the source has closed `s` (a read returns the end or a reset)
+/// or answered it (a TLS alert: a source sends senders nothing else),
+/// without waiting.
+pub fn closed_now(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let closed = match (&*s).read(&mut [0u8; 256]) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// Sends `bytes` one every `every` from `from`, until the source closes
+/// the connection; how long after connecting it did (`None`: it did not,
+/// and every byte went out).
+pub fn drip(
+    to: SocketAddr,
+    from: &'static str,
+    bytes: Vec<u8>,
+    every: Duration,
+) -> std::thread::JoinHandle<Option<Duration>> {
+    std::thread::spawn(move || {
+        let mut c = connect_from(from, to);
+        let since = Instant::now();
+        for b in bytes {
+            if c.write_all(&[b]).is_err() || closed_now(&c) {
+                return Some(since.elapsed());
+            }
+            std::thread::sleep(every);
+        }
+        None
+    })
+}
+
+// --- pcap streams built by hand ---------------------------------------------
+
+/// A little-endian microsecond pcap header: Ethernet, snaplen 65535.
+pub fn pcap_header() -> Vec<u8> {
+    let mut h = Vec::with_capacity(24);
+    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    h.extend_from_slice(&2u16.to_le_bytes());
+    h.extend_from_slice(&4u16.to_le_bytes());
+    h.extend_from_slice(&[0; 8]);
+    h.extend_from_slice(&65_535u32.to_le_bytes());
+    h.extend_from_slice(&1u32.to_le_bytes());
+    h
+}
+
+/// Appends a little-endian microsecond pcap record of `data`, seen on the
+/// wire as `wirelen` bytes, to `out`.
+pub fn push_record(out: &mut Vec<u8>, sec: u32, usec: u32, data: &[u8], wirelen: usize) {
+    out.extend_from_slice(&sec.to_le_bytes());
+    out.extend_from_slice(&usec.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(wirelen as u32).to_le_bytes());
+    out.extend_from_slice(data);
 }
