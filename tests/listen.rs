@@ -378,12 +378,7 @@ fn three_senders_in_three_formats_are_merged_in_timestamp_order() {
                 c.bytes >= header
             });
             let local = c.local_addr().unwrap();
-            log.wait_for(
-                &source,
-                Level::Info,
-                &[&format!("{name}: sender {local} connected")],
-                Duration::from_secs(5),
-            );
+            log.wait_connected(&source, &name, local);
         }
         // Now the packets, from three threads at once, in random chunks.
         let writers: Vec<_> = conns
@@ -595,12 +590,7 @@ fn a_sender_outside_allowed_senders_is_refused_and_reported_once() {
             "the accepted sender's packets",
         );
         let mut log = Log::default();
-        log.wait_for(
-            &source,
-            Level::Info,
-            &[&format!("{name}: sender {local} connected")],
-            Duration::from_secs(5),
-        );
+        log.wait_connected(&source, &name, local);
         assert!(log.matching(Level::Warn, &[]).is_empty(), "{:#?}", log.seen);
         drop(c);
         common::closes_promptly(&mut source, "open");
@@ -659,12 +649,7 @@ fn a_sender_over_max_senders_is_refused_until_one_leaves() {
         for (c, s) in [(&mut a, &first), (&mut b, &second)] {
             c.write_all(&s.header).unwrap();
             let local = c.local_addr().unwrap();
-            log.wait_for(
-                &source,
-                Level::Info,
-                &[&format!("{name}: sender {local} connected")],
-                Duration::from_secs(5),
-            );
+            log.wait_connected(&source, &name, local);
         }
         // A third is one too many, once its header is whole (neither of the
         // others has been silent for header_timeout).
@@ -1041,12 +1026,7 @@ fn a_sender_that_reconnects_is_counted_under_its_address_and_loses_nothing() {
         assert_packets(&sorted, &want_sorted, "every packet once");
         assert_nothing_more(&mut source, Duration::from_millis(200));
         for local in &locals {
-            log.wait_for(
-                &source,
-                Level::Info,
-                &[&format!("{name}: sender {local} connected")],
-                Duration::from_secs(5),
-            );
+            log.wait_connected(&source, &name, *local);
             log.wait_for(
                 &source,
                 Level::Info,
@@ -1269,12 +1249,7 @@ fn listening_on_ipv6_loopback_accepts_a_sender() {
             "the IPv6 sender's packets",
         );
         let mut log = Log::default();
-        log.wait_for(
-            &source,
-            Level::Info,
-            &[&format!("{name}: sender {local} connected")],
-            Duration::from_secs(5),
-        );
+        log.wait_connected(&source, &name, local);
         assert!(local.to_string().starts_with("[::1]:"), "{local}");
         log.wait_for(
             &source,
@@ -1305,12 +1280,7 @@ fn close_with_two_idle_senders_returns_within_a_second_and_closes_them() {
                 c.write_all(&header).unwrap();
                 wait_counters(&source, from, Duration::from_secs(5), |s| s.bytes >= 24);
                 let local = c.local_addr().unwrap();
-                log.wait_for(
-                    &source,
-                    Level::Info,
-                    &[&format!("{name}: sender {local} connected")],
-                    Duration::from_secs(5),
-                );
+                log.wait_connected(&source, &name, local);
                 c
             })
             .collect();

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::assert_bytes;
 use server::Server;
 use socket2::{Domain, Socket, Type};
 
@@ -304,12 +305,7 @@ fn disconnect_closes_the_paused_client_and_the_others_get_every_packet() {
         let (server, input, got, paused_addr) = five_clients("disconnect");
         let log = server.log();
         for (i, g) in got[1..].iter().enumerate() {
-            assert!(
-                *g == input,
-                "fast client {i}: {} of {} bytes\n{log}",
-                g.len(),
-                input.len()
-            );
+            assert_bytes(&format!("fast client {i}"), g, &input, &log);
         }
         // What the paused client got is the stream's start: nothing dropped
         // before it was closed.
@@ -1220,12 +1216,7 @@ fn one_tls_upstream_is_relayed_byte_for_byte_and_a_wrong_ca_is_named() {
         };
         let (got, ok, log) = relay(&ca);
         assert!(ok, "{log}");
-        assert!(
-            got == input,
-            "{} of {} bytes\n{log}",
-            got.len(),
-            input.len()
-        );
+        assert_bytes("the stream", &got, &input, &log);
         let (got, ok, log) = relay(&other_ca);
         assert!(!ok && got.is_empty(), "{log}");
         let refused = format!(
@@ -1464,13 +1455,7 @@ fn many_non_reading_clients_stay_within_max_buffer() {
         let got = reader.join().unwrap();
         let peak = status_kb(pid, "VmHWM");
         let grown_mib = peak.saturating_sub(base) >> 10;
-        assert!(
-            got == input,
-            "the reader got {} of {} bytes\n{}",
-            got.len(),
-            input.len(),
-            server.log()
-        );
+        assert_bytes("the reader", &got, &input, &server.log());
         println!("RSS grew by {grown_mib} MiB (from {base} kB)");
         // --max-buffer 8M: at most twice that (a queued piece may keep its
         // read's buffer alive), with room for the allocator.
@@ -1547,13 +1532,7 @@ fn blocks_that_are_no_packets_are_bounded_like_packets() {
             late_got.len(),
             late_want.len()
         );
-        assert!(
-            got == input,
-            "the reader got {} of {} bytes\n{}",
-            got.len(),
-            input.len(),
-            server.log()
-        );
+        assert_bytes("the reader", &got, &input, &server.log());
         let log = server.log();
         println!("RSS grew by {grown_mib} MiB (from {base} kB)");
         // Three queues of 8 MiB and the header kept (old: the stuck
@@ -1763,12 +1742,7 @@ fn out_of_file_descriptors_the_relay_goes_on_for_its_reader() {
         drop(stdin);
         let got = reader.join().unwrap();
         let log = server.log();
-        assert!(
-            got == input,
-            "the reader got {} of {} bytes\n{log}",
-            got.len(),
-            input.len()
-        );
+        assert_bytes("the reader", &got, &input, &log);
         assert!(
             server.child.try_wait().unwrap().is_none() || server.wait_success(Duration::ZERO),
             "{log}"
@@ -1865,12 +1839,7 @@ fn soak_a_mixed_attack_harms_only_the_attackers() {
         let (threads, fds) = peaks.join().unwrap();
         let grown_mib = status_kb(pid, "VmHWM").saturating_sub(base) >> 10;
         let log = server.log();
-        assert!(
-            got == input,
-            "the reader got {} of {} bytes\n{log}",
-            got.len(),
-            input.len()
-        );
+        assert_bytes("the reader", &got, &input, &log);
         let lines = log.lines().filter(|l| !l.contains(" counters: ")).count();
         println!(
             "peaks under attack: {threads} threads, {fds} fds, RSS +{grown_mib} MiB; {lines} lines"
@@ -1923,13 +1892,7 @@ fn a_thread_that_cannot_be_started_refuses_one_client_and_serving_goes_on() {
             thread::sleep(Duration::from_millis(50));
         }
         let got = read_all(connect(server.port, None));
-        assert!(
-            got == input,
-            "{} of {} bytes\n{}",
-            got.len(),
-            input.len(),
-            server.log()
-        );
+        assert_bytes("the stream", &got, &input, &server.log());
     })
 }
 

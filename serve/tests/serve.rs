@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{drain, reference_packets, traces_dir, Expected};
+use common::{assert_bytes, drain, reference_packets, traces_dir, Expected};
 use pcapovertcp::{Config, Source};
 use server::Server;
 
@@ -217,18 +217,8 @@ fn connect_to_two_receivers_sends_each_the_whole_file() {
         let other = std::thread::spawn(move || receive_one(&b));
         let got_a = receive_one(&a);
         let got_b = other.join().unwrap();
-        assert!(
-            got_a == want,
-            "receiver A: {} of {} bytes",
-            got_a.len(),
-            want.len()
-        );
-        assert!(
-            got_b == want,
-            "receiver B: {} of {} bytes",
-            got_b.len(),
-            want.len()
-        );
+        assert_bytes("receiver A", &got_a, &want, "");
+        assert_bytes("receiver B", &got_b, &want, "");
         assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
@@ -377,12 +367,7 @@ fn wait_clients_holds_the_stream_back_until_enough_clients_are_connected() {
             c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
             let mut got = Vec::new();
             c.read_to_end(&mut got).unwrap();
-            assert!(
-                got == want,
-                "{name} client: {} of {} bytes",
-                got.len(),
-                want.len()
-            );
+            assert_bytes(&format!("{name} client"), &got, &want, "");
         }
         // --clients 2: both served, the server ends.
         assert!(server.wait_exit(Duration::from_secs(60)).success());

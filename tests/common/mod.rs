@@ -362,6 +362,13 @@ impl Log {
             .collect()
     }
 
+    /// Waits (within 5 s) for the source `name`'s line that the sender
+    /// from `local` connected.
+    pub fn wait_connected(&mut self, source: &Source, name: &str, local: SocketAddr) -> String {
+        let needle = format!("{name}: sender {local} connected");
+        self.wait_for(source, Level::Info, &[&needle], Duration::from_secs(5))
+    }
+
     /// Waits (within `limit`) for a message at `level` with every needle.
     pub fn wait_for(
         &mut self,
@@ -443,4 +450,15 @@ pub fn push_record(out: &mut Vec<u8>, sec: u32, usec: u32, data: &[u8], wirelen:
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.extend_from_slice(&(wirelen as u32).to_le_bytes());
     out.extend_from_slice(data);
+}
+
+/// Fails unless `got` is `want` byte for byte, saying how much of it
+/// arrived (not both dumps), then `log`.
+pub fn assert_bytes(what: &str, got: &[u8], want: &[u8], log: &str) {
+    assert!(
+        got == want,
+        "{what}: {} of {} bytes\n{log}",
+        got.len(),
+        want.len()
+    );
 }
