@@ -658,3 +658,26 @@ field() {
 cluster_head() {
     printf '[manager]\ntype=manager\nhost=localhost\n\n[proxy-1]\ntype=proxy\nhost=localhost\n\n'
 }
+
+# wait_gone PID SECONDS: until PID has ended, SECONDS at most (checked
+# every 50 ms); fails if it is still running.
+wait_gone() {
+    local i
+    for i in $(seq $(($2 * 20))); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.05
+    done
+    ! kill -0 "$1" 2>/dev/null
+}
+
+# zeekctl_step COMMAND SECONDS: `zeekctl-private cluster COMMAND`, bounded,
+# its output in COMMAND.out; says "COMMAND ok", or "COMMAND FAILED" and
+# the output.
+zeekctl_step() {
+    if timeout "$2" zeekctl-private cluster "$1" >"$1.out" 2>&1; then
+        echo "$1 ok"
+    else
+        echo "$1 FAILED"
+        cat "$1.out"
+    fi
+}

@@ -132,23 +132,14 @@ timeout 60 zeekctl-private cluster nodes >nodes.out 2>&1
 grep -o '^ *worker[^ ]* .*interface=[^ ]*' nodes.out | sed -e 's/^ *//' -e 's/ - .*interface=/ /' -e "s/:$port?/:PORT?/"
 
 echo "--- zeekctl deploy"
-if timeout 120 zeekctl-private cluster deploy >deploy.out 2>&1; then
-    echo "deploy ok"
-else
-    echo "deploy FAILED"
-    cat deploy.out
-fi
+zeekctl_step deploy 120
 
 # The server exits once it has sent the whole file to both workers.
-for _ in $(seq 600); do
-    kill -0 "$serve_pid" 2>/dev/null || break
-    sleep 0.1
-done
-if kill -0 "$serve_pid" 2>/dev/null; then
-    echo "the server did not serve both workers within 60 s"
-else
+if wait_gone "$serve_pid" 60; then
     wait "$serve_pid" || echo "the server failed: $(cat serve.out)"
     serve_pid=
+else
+    echo "the server did not serve both workers within 60 s"
 fi
 for w in worker-1-1 worker-1-2; do
     wait_for_line "cluster/spool/$w/processed" "processed" 60 || echo "$w: no processed marker within 60 s"
@@ -164,12 +155,7 @@ grep -v '^Warning: ' capstats.out
 echo "capstats runs: $(cat capstats-calls 2>/dev/null | wc -l)"
 
 echo "--- zeekctl stop"
-if timeout 90 zeekctl-private cluster stop >stop.out 2>&1; then
-    echo "stop ok"
-else
-    echo "stop FAILED"
-    cat stop.out
-fi
+zeekctl_step stop 90
 
 # ZeekControl archives each node's logs in the background after stop
 # (post-terminate, in a spool/tmp/post-terminate-* directory it removes when
