@@ -291,15 +291,14 @@ fn connect_with_listen_or_port_file_is_rejected() {
             ["--listen", "127.0.0.1:0"],
             ["--port-file", "/nonexistent/port"],
         ] {
-            let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-                .args(["--connect", "127.0.0.1:9"])
-                .args(extra)
-                .arg(&path)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            assert!(!out.status.success());
-            let stderr = String::from_utf8_lossy(&out.stderr);
+            let args = [
+                &["--connect", "127.0.0.1:9"][..],
+                &extra,
+                &[path.to_str().unwrap()],
+            ]
+            .concat();
+            let (code, stderr) = run_failing(&args);
+            assert_ne!(code, Some(0), "{stderr}");
             assert_eq!(stderr.lines().count(), 1, "{stderr}");
             assert!(
                 stderr.contains("--connect") && stderr.contains(extra[0]),
@@ -382,14 +381,9 @@ fn wait_clients_with_connect_or_zero_is_rejected() {
             &["--connect", "127.0.0.1:9", "--wait-clients", "2"][..],
             &["--listen", "127.0.0.1:0", "--wait-clients", "0"][..],
         ] {
-            let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-                .args(args)
-                .arg(&path)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            let all = [args, &[path.to_str().unwrap()]].concat();
+            let (code, stderr) = run_failing(&all);
+            assert_eq!(code, Some(2), "{args:?}: {stderr}");
             assert!(stderr.contains("--wait-clients"), "{args:?}: {stderr}");
         }
     })
@@ -398,7 +392,13 @@ fn wait_clients_with_connect_or_zero_is_rejected() {
 /// Runs the tool with `args` to its end (these fail before they listen or
 /// dial): its exit code and stderr.
 fn run_failing(args: &[&str]) -> (Option<i32>, String) {
+    run_failing_env(&[], args)
+}
+
+/// As `run_failing`, with `env` added to its environment.
+fn run_failing_env(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -407,6 +407,18 @@ fn run_failing(args: &[&str]) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The tool refuses `args` before it starts: exit `code`, and one line
+/// on stderr, its own, containing `needle`.
+fn assert_refused(args: &[&str], code: i32, needle: &str) {
+    let (got, stderr) = run_failing(args);
+    assert_eq!(got, Some(code), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(
+        stderr.starts_with("pcapovertcp-serve: ") && stderr.contains(needle),
+        "{args:?}: {stderr}"
+    );
 }
 
 #[test]
@@ -482,13 +494,7 @@ fn bad_tls_flag_combinations_exit_2_with_one_line() {
         ]);
         for mut args in runs {
             let needle = args.pop().unwrap();
-            let (code, stderr) = run_failing(&args);
-            assert_eq!(code, Some(2), "{args:?}: {stderr}");
-            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-            assert!(
-                stderr.starts_with("pcapovertcp-serve: ") && stderr.contains(needle),
-                "{args:?}: {stderr}"
-            );
+            assert_refused(&args, 2, needle);
         }
     })
 }
@@ -596,13 +602,7 @@ fn options_given_twice_or_outside_their_mode_exit_2_with_one_line() {
         ];
         for (mode, args, needle) in cases {
             let all: Vec<&str> = mode.iter().chain(args.iter()).copied().collect();
-            let (code, stderr) = run_failing(&all);
-            assert_eq!(code, Some(2), "{all:?}: {stderr}");
-            assert_eq!(stderr.lines().count(), 1, "{all:?}: {stderr}");
-            assert!(
-                stderr.starts_with("pcapovertcp-serve: ") && stderr.contains(needle),
-                "{all:?}: {stderr}"
-            );
+            assert_refused(&all, 2, needle);
         }
     })
 }
@@ -748,18 +748,7 @@ fn options_come_from_the_environment_and_json_logs_are_one_object_per_line() {
 #[test]
 fn environment_options_are_checked_and_the_command_line_wins() {
     common::within(Duration::from_secs(30), || {
-        let run = |env: &[(&str, &str)], args: &[&str]| {
-            let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-                .envs(env.iter().copied())
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        };
+        let run = run_failing_env;
         // (Were it accepted, the unwritable port file would end it.)
         let (code, stderr) = run(
             &[("PCAPOVERTCP_SERVE_MERGE_WINDOW", "100")],
