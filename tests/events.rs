@@ -74,6 +74,17 @@ fn facts_until(source: &mut Source, done: impl Fn(&[Fact]) -> bool) -> Vec<Fact>
     }
 }
 
+/// The `UpstreamDrops` facts' (dropped, total), in order.
+fn upstream_drops(facts: &[Fact]) -> Vec<(u64, u64)> {
+    facts
+        .iter()
+        .filter_map(|x| match x {
+            Fact::UpstreamDrops { dropped, total, .. } => Some((*dropped, *total)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn count(facts: &[Fact], f: impl Fn(&Fact) -> bool) -> usize {
     facts.iter().filter(|x| f(x)).count()
 }
@@ -280,13 +291,7 @@ fn a_capture_hosts_drops_reach_the_sender_zeeks_statistics_and_the_facts() {
         assert_eq!(source.stats().received, 4);
         // Told at once, then at most once a second: the read that brought
         // the whole stream is one fact.
-        let drops: Vec<(u64, u64)> = facts
-            .iter()
-            .filter_map(|x| match x {
-                Fact::UpstreamDrops { dropped, total, .. } => Some((*dropped, *total)),
-                _ => None,
-            })
-            .collect();
+        let drops = upstream_drops(&facts);
         assert_eq!(drops.iter().map(|d| d.0).sum::<u64>(), 18, "{facts:?}");
         source.close();
     });
@@ -384,13 +389,7 @@ fn upstream_drops_are_told_at_most_once_a_second_per_connection_and_at_its_end()
             count(f, |x| matches!(x, Fact::FeedLost { .. })) > 0
         });
         source.close();
-        let told: Vec<(u64, u64)> = facts
-            .iter()
-            .filter_map(|x| match x {
-                Fact::UpstreamDrops { dropped, total, .. } => Some((*dropped, *total)),
-                _ => None,
-            })
-            .collect();
+        let told = upstream_drops(&facts);
         // The first at once; the rest, within the second, at the end.
         assert_eq!(told.len(), 2, "{told:?}");
         assert_eq!(told[0].0 + told[1].0, 20, "{told:?}");

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::thread;
 use std::time::Duration;
 
-use common::{collect, messages, reference_packets, traces_dir, within, Expected};
+use common::{collect, messages, trace, within};
 use pcapovertcp::{Config, Next, Source};
 
 fn fast_reconnect() -> Config {
@@ -21,11 +21,6 @@ fn fast_reconnect() -> Config {
         reconnect_max: Duration::from_millis(50),
         ..Config::default()
     }
-}
-
-fn trace(name: &str) -> (Vec<u8>, Vec<Expected>) {
-    let path = traces_dir().join(name);
-    (std::fs::read(&path).unwrap(), reference_packets(&path))
 }
 
 /// The byte offset at which the n-th record of a little-endian pcap starts.

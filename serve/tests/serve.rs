@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_bytes, drain, reference_packets, traces_dir, Expected};
+use common::{assert_bytes, drain, loopback_listener, reference_packets, traces_dir, Expected};
 use pcapovertcp::{Config, Source};
 use server::Server;
 
@@ -117,13 +117,6 @@ fn looping_a_file_without_packets_ends_instead_of_spinning() {
     })
 }
 
-/// A receiver on a free loopback port, and its `HOST:PORT`.
-fn receiver() -> (std::net::TcpListener, String) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    (l, addr)
-}
-
 /// Accepts one connection and reads it to its end.
 fn receive_one(listener: &std::net::TcpListener) -> Vec<u8> {
     let (mut conn, _) = listener.accept().unwrap();
@@ -144,11 +137,11 @@ fn pcap_packet_count(bytes: &[u8]) -> usize {
 }
 
 #[test]
-fn connect_sends_the_file_to_a_listening_receiver() {
+fn connect_sends_the_file_to_a_listening_loopback_listener() {
     common::within(Duration::from_secs(60), || {
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = std::fs::read(&path).unwrap();
-        let (listener, addr) = receiver();
+        let (listener, addr) = loopback_listener();
         let mut server =
             Server::spawn(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
         let got = receive_one(&listener);
@@ -164,7 +157,7 @@ fn connect_retries_until_the_receiver_is_up() {
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = std::fs::read(&path).unwrap();
         // A port that was free a moment ago: nothing listens there yet.
-        let addr = receiver().1;
+        let addr = loopback_listener().1;
         let mut server =
             Server::spawn(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
         std::thread::sleep(Duration::from_millis(500));
@@ -202,8 +195,8 @@ fn connect_to_two_receivers_sends_each_the_whole_file() {
     common::within(Duration::from_secs(60), || {
         let path = traces_dir().join("irc-dcc-send.pcapng");
         let want = std::fs::read(&path).unwrap();
-        let (a, addr_a) = receiver();
-        let (b, addr_b) = receiver();
+        let (a, addr_a) = loopback_listener();
+        let (b, addr_b) = loopback_listener();
         let mut server = Server::spawn(
             &[
                 "--connect",
@@ -229,7 +222,7 @@ fn connect_resends_the_file_after_a_broken_connection() {
         // Paced, so the tool is still writing when the receiver goes away.
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = std::fs::read(&path).unwrap();
-        let (listener, addr) = receiver();
+        let (listener, addr) = loopback_listener();
         let mut server = Server::spawn(
             &["--connect", &addr, "--rate", "20", path.to_str().unwrap()],
             Stdio::null(),
@@ -255,8 +248,8 @@ fn connect_relays_standard_input() {
     common::within(Duration::from_secs(60), || {
         let path = traces_dir().join("rotation.pcap");
         let bytes = std::fs::read(&path).unwrap();
-        let (a, addr_a) = receiver();
-        let (b, addr_b) = receiver();
+        let (a, addr_a) = loopback_listener();
+        let (b, addr_b) = loopback_listener();
         let mut server = Server::spawn(
             &["--connect", &addr_a, "--connect", &addr_b, "-"],
             Stdio::piped(),
@@ -315,7 +308,7 @@ fn connect_relay_reads_nothing_before_a_receiver_is_up() {
         // the receiver: the capture waits in the pipe, nothing is lost.
         let path = traces_dir().join("rotation.pcap");
         let bytes = std::fs::read(&path).unwrap();
-        let addr = receiver().1;
+        let addr = loopback_listener().1;
         let mut server = Server::spawn(&["--connect", &addr, "-"], Stdio::piped());
         let mut stdin = server.child.stdin.take().unwrap();
         stdin.write_all(&bytes).unwrap();

@@ -462,3 +462,17 @@ pub fn assert_bytes(what: &str, got: &[u8], want: &[u8], log: &str) {
         want.len()
     );
 }
+
+/// A shared trace's bytes and its packets as libpcap would read them.
+pub fn trace(name: &str) -> (Vec<u8>, Vec<Expected>) {
+    let path = traces_dir().join(name);
+    (std::fs::read(&path).unwrap(), reference_packets(&path))
+}
+
+/// A listener on a port of 127.0.0.1 the system picks, and its
+/// `HOST:PORT`.
+pub fn loopback_listener() -> (std::net::TcpListener, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    (l, addr)
+}
