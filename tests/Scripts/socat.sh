@@ -50,3 +50,12 @@ event check()
 event zeek_init() { schedule 50 msec { check() }; }
 ZEEK
 }
+
+# start_zeek_watch [ZEEK_OPTIONS...]: in the background, in ./live (60 s at
+# most), zeek -i pcapovertcp::127.0.0.1:$port with ./watch.zeek,
+# reconnecting every 50 to 500 ms; sets $zeek to its pid.
+start_zeek_watch() {
+    (mkdir live && cd live && timeout 60 zeek "$@" -i "pcapovertcp::127.0.0.1:$port" ../watch.zeek \
+        PcapOverTcp::reconnect_min=50msec PcapOverTcp::reconnect_max=500msec >stdout 2>stderr) &
+    zeek=$!
+}

@@ -30,9 +30,7 @@ ZEEK
 until_records_script "$want" 'connects=%d records=%d outages=%d' 's$connects, s$records, s$outages' >>watch.zeek
 
 start_socat "$a"
-(mkdir live && cd live && ZEEK_PLUGIN_ACTIVATE=Zeek::PcapOverTcp timeout 60 zeek -b -i "pcapovertcp::127.0.0.1:$port" ../watch.zeek \
-    PcapOverTcp::reconnect_min=50msec PcapOverTcp::reconnect_max=500msec >stdout 2>stderr) &
-zeek=$!
+ZEEK_PLUGIN_ACTIVATE=Zeek::PcapOverTcp start_zeek_watch -b
 # Wait until socat has forked for Zeek's connection, then stop the server
 # for 1.5 s: Zeek's attempts meanwhile (after 50, 100, 200, 400 ms ...) fail.
 wait_socat_forked

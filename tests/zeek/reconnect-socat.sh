@@ -17,9 +17,7 @@ want=$(( $(count_packets "$a") + $(count_packets "$b") ))
 until_records_script "$want" 'connects=%d records=%d truncated=%d' 's$connects, s$records, s$truncated' >watch.zeek
 
 start_socat "$a"
-(mkdir live && cd live && timeout 60 zeek -i "pcapovertcp::127.0.0.1:$port" ../watch.zeek \
-    PcapOverTcp::reconnect_min=50msec PcapOverTcp::reconnect_max=500msec >stdout 2>stderr) &
-zeek=$!
+start_zeek_watch
 # Wait until socat has forked for Zeek's connection, then stop the server.
 wait_socat_forked
 stop_socat
