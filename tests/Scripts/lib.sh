@@ -681,3 +681,18 @@ zeekctl_step() {
         cat "$1.out"
     fi
 }
+
+# zeek_listening DIR SECONDS ENDPOINT [ARGS...]: zeek -i
+# pcapovertcp::ENDPOINT in DIR (made here), SECONDS at most, in the
+# background: its pid in $zeek, added to $pids. Returns once Zeek says
+# senders may connect (or, after 10 s, says it is not listening). ARGS are
+# expanded before Zeek changes to DIR: paths in them are from here.
+zeek_listening() {
+    local dir=$1 limit=$2 endpoint=$3
+    shift 3
+    mkdir "$dir"
+    (cd "$dir" && zeek_bounded "$limit" -i "pcapovertcp::$endpoint" "$@" >stdout 2>stderr) &
+    zeek=$!
+    pids="$pids $zeek"
+    wait_for_line "$dir/stderr" "senders may connect now" 10 || echo "zeek is not listening"
+}

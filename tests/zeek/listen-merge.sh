@@ -25,12 +25,8 @@ zeek_offline "$PWD/merged.pcapng" offline
 # Senders are counted by IP address: all three are one, 127.0.0.1.
 print_senders=$(senders_script)
 port=$(free-port)
-mkdir live
-(cd live && zeek_bounded 50 -i "pcapovertcp::tcp-listen://127.0.0.1:$port" allow_network_time_forward=F \
-    PcapOverTcp::merge_window=5sec -e "$print_senders $(processed_marker "$total")" >stdout 2>stderr) &
-zeek=$!
-pids="$pids $zeek"
-wait_for_line live/stderr "senders may connect now" 10 || echo "zeek is not listening"
+zeek_listening live 50 "tcp-listen://127.0.0.1:$port" allow_network_time_forward=F \
+    PcapOverTcp::merge_window=5sec -e "$print_senders $(processed_marker "$total")"
 
 mkfifo fa fb fc
 timeout 40 sh -c "cat fa | nc -N 127.0.0.1 $port >/dev/null" &
