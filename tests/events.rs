@@ -13,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::within;
+use common::{listening, pcap_header, push_record, within};
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
 use pcap_file::pcapng::blocks::interface_statistics::{
@@ -36,15 +36,9 @@ fn config() -> Config {
 
 /// A little-endian Ethernet pcap header and `n` records of 60 bytes.
 fn pcap(n: u32) -> Vec<u8> {
-    let mut b = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
-    b.extend_from_slice(&[0; 8]);
-    b.extend_from_slice(&65535u32.to_le_bytes());
-    b.extend_from_slice(&1u32.to_le_bytes());
+    let mut b = pcap_header();
     for i in 0..n {
-        for v in [1_700_000_000 + i, 0, 60, 60] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(&[0; 60]);
+        push_record(&mut b, 1_700_000_000 + i, 0, &[0; 60], 60);
     }
     b
 }
@@ -78,6 +72,17 @@ fn facts_until(source: &mut Source, done: impl Fn(&[Fact]) -> bool) -> Vec<Fact>
         );
         source.wait(Duration::from_millis(20));
     }
+}
+
+/// The `UpstreamDrops` facts' (dropped, total), in order.
+fn upstream_drops(facts: &[Fact]) -> Vec<(u64, u64)> {
+    facts
+        .iter()
+        .filter_map(|x| match x {
+            Fact::UpstreamDrops { dropped, total, .. } => Some((*dropped, *total)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn count(facts: &[Fact], f: impl Fn(&Fact) -> bool) -> usize {
@@ -144,28 +149,16 @@ fn a_lost_feed_is_one_fact_however_many_attempts_fail_and_its_return_another() {
     });
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (listen endpoints are
-/// named by their port).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 #[test]
 fn a_refused_sender_is_one_fact_per_address_and_window_naming_why() {
     within(Duration::from_secs(30), || {
-        let endpoint = format!("tcp-listen://127.0.0.1:{}", free_port());
-        let mut source = Source::start(
-            &endpoint,
+        let (mut source, endpoint, addr) = listening(
+            "tcp-listen",
             Config {
                 allowed_senders: vec!["10.0.0.0/8".parse().unwrap()],
                 ..config()
             },
-        )
-        .unwrap();
-        let addr = source.listening()[0];
+        );
         for _ in 0..5 {
             let mut s = TcpStream::connect(addr).unwrap();
             let _ = s.write_all(&pcap(1));
@@ -188,16 +181,13 @@ fn a_refused_sender_is_one_fact_per_address_and_window_naming_why() {
 #[test]
 fn a_sender_over_max_senders_is_refused_for_the_limit_and_senders_come_and_go() {
     within(Duration::from_secs(30), || {
-        let endpoint = format!("tcp-listen://127.0.0.1:{}", free_port());
-        let mut source = Source::start(
-            &endpoint,
+        let (mut source, endpoint, addr) = listening(
+            "tcp-listen",
             Config {
                 max_senders: 1,
                 ..config()
             },
-        )
-        .unwrap();
-        let addr = source.listening()[0];
+        );
         let mut first = TcpStream::connect(addr).unwrap();
         first.write_all(&pcap(4)).unwrap();
         facts_until(&mut source, |f| {
@@ -301,13 +291,7 @@ fn a_capture_hosts_drops_reach_the_sender_zeeks_statistics_and_the_facts() {
         assert_eq!(source.stats().received, 4);
         // Told at once, then at most once a second: the read that brought
         // the whole stream is one fact.
-        let drops: Vec<(u64, u64)> = facts
-            .iter()
-            .filter_map(|x| match x {
-                Fact::UpstreamDrops { dropped, total, .. } => Some((*dropped, *total)),
-                _ => None,
-            })
-            .collect();
+        let drops = upstream_drops(&facts);
         assert_eq!(drops.iter().map(|d| d.0).sum::<u64>(), 18, "{facts:?}");
         source.close();
     });
@@ -405,13 +389,7 @@ fn upstream_drops_are_told_at_most_once_a_second_per_connection_and_at_its_end()
             count(f, |x| matches!(x, Fact::FeedLost { .. })) > 0
         });
         source.close();
-        let told: Vec<(u64, u64)> = facts
-            .iter()
-            .filter_map(|x| match x {
-                Fact::UpstreamDrops { dropped, total, .. } => Some((*dropped, *total)),
-                _ => None,
-            })
-            .collect();
+        let told = upstream_drops(&facts);
         // The first at once; the rest, within the second, at the end.
         assert_eq!(told.len(), 2, "{told:?}");
         assert_eq!(told[0].0 + told[1].0, 20, "{told:?}");

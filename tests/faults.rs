@@ -9,9 +9,9 @@ use std::hash::Hasher;
 use std::io::Write;
 use std::net::TcpListener;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{messages, reference_packets, traces_dir, within, Expected};
+use common::{collect, messages, trace, within};
 use pcapovertcp::{Config, Next, Source};
 
 fn fast_reconnect() -> Config {
@@ -21,32 +21,6 @@ fn fast_reconnect() -> Config {
         reconnect_max: Duration::from_millis(50),
         ..Config::default()
     }
-}
-
-/// Collects packets until `want` have arrived (or 60 s pass).
-fn collect(source: &mut Source, want: usize) -> Vec<Expected> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut got = Vec::new();
-    while got.len() < want {
-        match source.next_packet() {
-            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec())),
-            Next::Empty => {
-                assert!(
-                    Instant::now() < deadline,
-                    "only {} of {want} packets arrived",
-                    got.len()
-                );
-                source.wait(Duration::from_millis(100));
-            }
-            Next::Ended => panic!("the source ended after {} of {want} packets", got.len()),
-        }
-    }
-    got
-}
-
-fn trace(name: &str) -> (Vec<u8>, Vec<Expected>) {
-    let path = traces_dir().join(name);
-    (std::fs::read(&path).unwrap(), reference_packets(&path))
 }
 
 /// The byte offset at which the n-th record of a little-endian pcap starts.
@@ -77,7 +51,11 @@ fn reconnects_after_the_server_closes_and_delivers_both_streams_once() {
             let _ = release_rx.recv();
         });
         let mut source = Source::open(&ep, fast_reconnect()).unwrap();
-        let got = collect(&mut source, want_a.len() + want_b.len());
+        let got = collect(
+            &mut source,
+            want_a.len() + want_b.len(),
+            Duration::from_secs(60),
+        );
         let mut want = want_a.clone();
         want.extend(want_b);
         assert_eq!(got, want);
@@ -124,7 +102,7 @@ fn server_killed_mid_record_loses_only_the_cut_record() {
             thread::sleep(Duration::from_millis(300));
         });
         let mut source = Source::open(&ep, fast_reconnect()).unwrap();
-        let got = collect(&mut source, 100 + want_b.len());
+        let got = collect(&mut source, 100 + want_b.len(), Duration::from_secs(60));
         server.join().unwrap();
         let mut want = want_a[..100].to_vec();
         want.extend(want_b);
@@ -154,7 +132,10 @@ fn open_waits_for_a_server_that_is_not_up_yet() {
             thread::sleep(Duration::from_millis(300));
         });
         let mut source = Source::open(&ep, fast_reconnect()).expect("open waits for the server");
-        assert_eq!(collect(&mut source, want.len()), want);
+        assert_eq!(
+            collect(&mut source, want.len(), Duration::from_secs(60)),
+            want
+        );
         server.join().unwrap();
     })
 }
@@ -197,7 +178,11 @@ fn corrupt_stream_is_reported_and_the_reader_reconnects() {
             thread::sleep(Duration::from_millis(300));
         });
         let mut source = Source::open(&ep, fast_reconnect()).unwrap();
-        let got = collect(&mut source, want_a.len() + want_b.len());
+        let got = collect(
+            &mut source,
+            want_a.len() + want_b.len(),
+            Duration::from_secs(60),
+        );
         server.join().unwrap();
         assert_eq!(got.len(), want_a.len() + want_b.len());
         assert_eq!(source.counters().corrupt, 1);

@@ -5,28 +5,15 @@
 mod common;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{drain, messages, reference_packets, traces_dir, within};
+use common::{drain, loopback_listener, messages, trace, within};
 use pcapovertcp::{Config, Error, Next, Opening, Source};
 
-/// A shared trace's bytes and its packets as libpcap would read them.
-fn trace(name: &str) -> (Vec<u8>, Vec<common::Expected>) {
-    let path = traces_dir().join(name);
-    (std::fs::read(&path).unwrap(), reference_packets(&path))
-}
-
-fn listen() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ep = l.local_addr().unwrap().to_string();
-    (l, ep)
-}
-
 fn free_port_endpoint() -> String {
-    listen().1
+    loopback_listener().1
 }
 
 fn reconnecting() -> Config {
@@ -132,7 +119,7 @@ fn messages_before_an_open_failure_are_kept() {
 
 /// A server that accepts and sends `prefix`, then nothing, until released.
 fn silent_server(prefix: &'static [u8]) -> (String, mpsc::Sender<()>, thread::JoinHandle<()>) {
-    let (listener, ep) = listen();
+    let (listener, ep) = loopback_listener();
     let (tx, rx) = mpsc::channel::<()>();
     let server = thread::spawn(move || {
         let mut held = Vec::new();
@@ -195,7 +182,7 @@ fn open_timeout_ends_the_wait_for_a_silent_server() {
 fn a_header_in_two_writes_opens_with_the_streams_link_type() {
     within(Duration::from_secs(30), || {
         let (bytes, want) = trace("dns53.pcap");
-        let (listener, ep) = listen();
+        let (listener, ep) = loopback_listener();
         let server = thread::spawn(move || {
             let (mut c, _) = listener.accept().unwrap();
             c.set_nodelay(true).unwrap();
@@ -224,7 +211,7 @@ fn idle_timeout_treats_silence_as_an_outage_and_reconnects() {
     within(Duration::from_secs(30), || {
         let (bytes, want) = trace("dns53.pcap");
         let n = want.len();
-        let (listener, ep) = listen();
+        let (listener, ep) = loopback_listener();
         let (tx, rx) = mpsc::channel::<()>();
         let server = thread::spawn(move || {
             // First connection: the trace, then silence (held open).
@@ -268,7 +255,7 @@ fn idle_timeout_treats_silence_as_an_outage_and_reconnects() {
 fn a_quiet_healthy_peer_is_not_an_outage_without_idle_timeout() {
     within(Duration::from_secs(30), || {
         let (bytes, _) = trace("dns53.pcap");
-        let (listener, ep) = listen();
+        let (listener, ep) = loopback_listener();
         let (tx, rx) = mpsc::channel::<()>();
         let server = thread::spawn(move || {
             let (mut a, _) = listener.accept().unwrap();
@@ -304,7 +291,7 @@ fn a_message_wakes_an_idle_consumer() {
     within(Duration::from_secs(30), || {
         let (bytes, want) = trace("dns53.pcap");
         let n = want.len();
-        let (listener, ep) = listen();
+        let (listener, ep) = loopback_listener();
         let (tx, rx) = mpsc::channel::<()>();
         let server = thread::spawn(move || {
             let (mut a, _) = listener.accept().unwrap();
@@ -422,7 +409,7 @@ fn close_returns_within_a_second_while_reading_a_silent_peer() {
 fn close_returns_within_a_second_with_a_full_ring() {
     within(Duration::from_secs(60), || {
         let (bytes, _) = trace("smb/smb2.pcap");
-        let (listener, ep) = listen();
+        let (listener, ep) = loopback_listener();
         let server = thread::spawn(move || {
             let (mut c, _) = listener.accept().unwrap();
             c.write_all(&bytes[..24]).unwrap();

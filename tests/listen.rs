@@ -14,13 +14,13 @@ mod common;
 
 use std::borrow::Cow;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{sender, within, Rng};
+use common::{collect_as, connect_from, drip, listening, sender, within, Log, Rng};
 use log::Level;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
@@ -32,7 +32,6 @@ use pcap_file::pcapng::{Block, PcapNgWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
 use pcapovertcp::counters::Snapshot;
 use pcapovertcp::{Config, Next, Opening, Source};
-use socket2::{Domain, Protocol, Socket, Type};
 
 /// (ts_sec, ts_usec, wirelen, data, dlt) of one delivered packet.
 type Pkt = (i64, u32, u32, Vec<u8>, i32);
@@ -203,36 +202,6 @@ fn merged(streams: &[&Stream]) -> Vec<Pkt> {
 
 // --- sockets ----------------------------------------------------------------
 
-/// A listening source on 127.0.0.1 (a free port): its interface name.
-/// A listening source on 127.0.0.1, port 0 (any free port): its interface
-/// name and the address it is bound to.
-fn start_listening(config: Config) -> (Source, String, SocketAddr) {
-    let name = "tcp-listen://127.0.0.1:0".to_string();
-    let mut source = Source::start(&name, config).unwrap();
-    // A listening source opens at once, with the nominal link type.
-    assert!(
-        matches!(source.wait_open(Duration::from_secs(5)), Opening::Open(1)),
-        "a listening source opens at once with link type 1"
-    );
-    let [addr] = source.listening() else {
-        panic!("bound to {:?}", source.listening());
-    };
-    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
-    let addr = *addr;
-    (source, name, addr)
-}
-
-/// Connects to `to` from the loopback address `from` (any free port).
-fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let from: IpAddr = from.parse().unwrap();
-    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP)).unwrap();
-    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_nodelay(true).unwrap();
-    stream
-}
-
 /// The peer closed `s` (or reset it) within 5 s; fails if it stays open.
 fn assert_closed_by_peer(s: &mut TcpStream, what: &str) {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -262,26 +231,11 @@ fn write_chunked(s: &mut TcpStream, bytes: &[u8], seed: u64, max_chunk: u64) {
 
 // --- the consumer -------------------------------------------------------------
 
-/// Takes packets until `want` have arrived (within `limit`). A listening
-/// source never ends: `Ended` fails the test.
+/// Takes packets until `want` have arrived (within `limit`).
 fn collect(source: &mut Source, want: usize, limit: Duration) -> Vec<Pkt> {
-    let deadline = Instant::now() + limit;
-    let mut got = Vec::new();
-    while got.len() < want {
-        match source.next_packet() {
-            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec(), p.dlt)),
-            Next::Empty => {
-                assert!(
-                    Instant::now() < deadline,
-                    "only {} of {want} packets arrived within {limit:?}",
-                    got.len()
-                );
-                source.wait(Duration::from_millis(50));
-            }
-            Next::Ended => panic!("the source ended after {} of {want} packets", got.len()),
-        }
-    }
-    got
+    collect_as(source, want, limit, |p| {
+        (p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec(), p.dlt)
+    })
 }
 
 /// Nothing more arrives for `quiet`, and the source does not end.
@@ -350,50 +304,6 @@ fn assert_packets(got: &[Pkt], want: &[Pkt], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: how many packets");
 }
 
-/// The source's messages, accumulated (taking them drains the queue).
-#[derive(Default)]
-struct Log {
-    seen: Vec<(Level, String)>,
-}
-
-impl Log {
-    fn update(&mut self, source: &Source) {
-        self.seen.extend(source.take_messages());
-    }
-
-    /// Messages at `level` that contain every one of `needles`.
-    fn matching(&self, level: Level, needles: &[&str]) -> Vec<String> {
-        self.seen
-            .iter()
-            .filter(|(l, m)| *l == level && needles.iter().all(|n| m.contains(n)))
-            .map(|(_, m)| m.clone())
-            .collect()
-    }
-
-    /// Waits (within `limit`) for a message at `level` with every needle.
-    fn wait_for(
-        &mut self,
-        source: &Source,
-        level: Level,
-        needles: &[&str],
-        limit: Duration,
-    ) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.update(source);
-            if let Some(m) = self.matching(level, needles).into_iter().next() {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {level} message with {needles:?} within {limit:?}; messages: {:#?}",
-                self.seen
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
 /// Waits until `cond` holds for the counters of `address` (within `limit`).
 fn wait_counters(
     source: &Source,
@@ -442,7 +352,7 @@ fn three_senders_in_three_formats_are_merged_in_timestamp_order() {
             merge_window: Duration::from_secs(5),
             ..Config::default()
         };
-        let (mut source, name, addr) = start_listening(config);
+        let (mut source, name, addr) = listening("tcp-listen", config);
         let n = 1500;
         let ms = Duration::from_millis(1);
         // Sender k's packet i is at BASE + (3i + k) ms: the three interleave.
@@ -468,12 +378,7 @@ fn three_senders_in_three_formats_are_merged_in_timestamp_order() {
                 c.bytes >= header
             });
             let local = c.local_addr().unwrap();
-            log.wait_for(
-                &source,
-                Level::Info,
-                &[&format!("{name}: sender {local} connected")],
-                Duration::from_secs(5),
-            );
+            log.wait_connected(&source, &name, local);
         }
         // Now the packets, from three threads at once, in random chunks.
         let writers: Vec<_> = conns
@@ -630,7 +535,7 @@ fn a_sender_outside_allowed_senders_is_refused_and_reported_once() {
             allowed_senders: vec!["10.0.0.0/8".parse().unwrap()],
             ..Config::default()
         };
-        let (mut source, name, addr) = start_listening(config);
+        let (mut source, name, addr) = listening("tcp-listen", config);
         let mut log = Log::default();
         let mut first = connect_from("127.0.0.1", addr);
         let local = first.local_addr().unwrap();
@@ -673,7 +578,7 @@ fn a_sender_outside_allowed_senders_is_refused_and_reported_once() {
             allowed_senders: vec!["127.0.0.0/8".parse().unwrap()],
             ..Config::default()
         };
-        let (mut source, name, addr) = start_listening(config);
+        let (mut source, name, addr) = listening("tcp-listen", config);
         let s = stream(Format::LeMicro, &from_base(1, 5, 0));
         let mut c = connect_from("127.0.0.1", addr);
         let local = c.local_addr().unwrap();
@@ -685,12 +590,7 @@ fn a_sender_outside_allowed_senders_is_refused_and_reported_once() {
             "the accepted sender's packets",
         );
         let mut log = Log::default();
-        log.wait_for(
-            &source,
-            Level::Info,
-            &[&format!("{name}: sender {local} connected")],
-            Duration::from_secs(5),
-        );
+        log.wait_connected(&source, &name, local);
         assert!(log.matching(Level::Warn, &[]).is_empty(), "{:#?}", log.seen);
         drop(c);
         common::closes_promptly(&mut source, "open");
@@ -700,7 +600,7 @@ fn a_sender_outside_allowed_senders_is_refused_and_reported_once() {
             allowed_senders: vec!["127.0.0.2/32".parse().unwrap()],
             ..Config::default()
         };
-        let (mut source, name, addr) = start_listening(config);
+        let (mut source, name, addr) = listening("tcp-listen", config);
         let mut log = Log::default();
         let mut outside = connect_from("127.0.0.3", addr);
         let outside_addr = outside.local_addr().unwrap();
@@ -736,7 +636,7 @@ fn a_sender_over_max_senders_is_refused_until_one_leaves() {
             max_senders: 2,
             ..Config::default()
         };
-        let (mut source, name, addr) = start_listening(config);
+        let (mut source, name, addr) = listening("tcp-listen", config);
         let mut log = Log::default();
         let ms = Duration::from_millis(1);
         let base = Duration::from_secs(BASE_SEC);
@@ -749,12 +649,7 @@ fn a_sender_over_max_senders_is_refused_until_one_leaves() {
         for (c, s) in [(&mut a, &first), (&mut b, &second)] {
             c.write_all(&s.header).unwrap();
             let local = c.local_addr().unwrap();
-            log.wait_for(
-                &source,
-                Level::Info,
-                &[&format!("{name}: sender {local} connected")],
-                Duration::from_secs(5),
-            );
+            log.wait_connected(&source, &name, local);
         }
         // A third is one too many, once its header is whole (neither of the
         // others has been silent for header_timeout).
@@ -847,7 +742,7 @@ fn a_sender_over_max_senders_is_refused_until_one_leaves() {
 #[test]
 fn an_ssh_banner_closes_that_sender_as_corrupt_and_the_others_go_on() {
     within(Duration::from_secs(60), || {
-        let (mut source, name, addr) = start_listening(Config::default());
+        let (mut source, name, addr) = listening("tcp-listen", Config::default());
         let mut log = Log::default();
         let good = stream(Format::BeNano, &from_base(7, 50, 5));
         let mut g = connect_from("127.0.0.2", addr);
@@ -932,7 +827,7 @@ fn connections_that_send_nothing_hold_no_sender_back_and_are_closed_at_header_ti
             merge_window: Duration::from_secs(5),
             ..Config::default()
         };
-        let (mut source, name, addr) = start_listening(config);
+        let (mut source, name, addr) = listening("tcp-listen", config);
         let mut log = Log::default();
         let mut silent = connect_from("127.0.0.3", addr);
         let silent_since = Instant::now();
@@ -1001,7 +896,7 @@ fn connections_that_send_nothing_hold_no_sender_back_and_are_closed_at_header_ti
 #[test]
 fn a_sender_cut_off_mid_record_loses_only_that_record() {
     within(Duration::from_secs(60), || {
-        let (mut source, name, addr) = start_listening(Config::default());
+        let (mut source, name, addr) = listening("tcp-listen", Config::default());
         let mut log = Log::default();
         let ms = Duration::from_millis(1);
         let base = Duration::from_secs(BASE_SEC);
@@ -1100,7 +995,7 @@ fn a_sender_that_reconnects_is_counted_under_its_address_and_loses_nothing() {
             merge_window: Duration::from_secs(5),
             ..Config::default()
         };
-        let (mut source, name, addr) = start_listening(config);
+        let (mut source, name, addr) = listening("tcp-listen", config);
         let mut log = Log::default();
         let formats = [
             Format::LeMicro,
@@ -1131,12 +1026,7 @@ fn a_sender_that_reconnects_is_counted_under_its_address_and_loses_nothing() {
         assert_packets(&sorted, &want_sorted, "every packet once");
         assert_nothing_more(&mut source, Duration::from_millis(200));
         for local in &locals {
-            log.wait_for(
-                &source,
-                Level::Info,
-                &[&format!("{name}: sender {local} connected")],
-                Duration::from_secs(5),
-            );
+            log.wait_connected(&source, &name, *local);
             log.wait_for(
                 &source,
                 Level::Info,
@@ -1179,7 +1069,7 @@ fn back_to_back_reconnects_are_merged_in_timestamp_order() {
             merge_window: Duration::from_secs(5),
             ..Config::default()
         };
-        let (mut source, _name, addr) = start_listening(config);
+        let (mut source, _name, addr) = listening("tcp-listen", config);
         let ms = Duration::from_millis(1);
         let streams: Vec<Stream> = (0..30u32)
             .map(|k| {
@@ -1207,7 +1097,7 @@ fn a_flooding_sender_drops_its_own_packets_not_a_trickling_senders() {
             drop_when_full: true,
             ..Config::default()
         };
-        let (mut source, _name, addr) = start_listening(config);
+        let (mut source, _name, addr) = listening("tcp-listen", config);
         let base = Duration::from_secs(BASE_SEC);
         let trickle = stream(
             Format::LeMicro,
@@ -1359,12 +1249,7 @@ fn listening_on_ipv6_loopback_accepts_a_sender() {
             "the IPv6 sender's packets",
         );
         let mut log = Log::default();
-        log.wait_for(
-            &source,
-            Level::Info,
-            &[&format!("{name}: sender {local} connected")],
-            Duration::from_secs(5),
-        );
+        log.wait_connected(&source, &name, local);
         assert!(local.to_string().starts_with("[::1]:"), "{local}");
         log.wait_for(
             &source,
@@ -1385,7 +1270,7 @@ fn listening_on_ipv6_loopback_accepts_a_sender() {
 #[test]
 fn close_with_two_idle_senders_returns_within_a_second_and_closes_them() {
     within(Duration::from_secs(30), || {
-        let (mut source, name, addr) = start_listening(Config::default());
+        let (mut source, name, addr) = listening("tcp-listen", Config::default());
         let mut log = Log::default();
         let header = stream(Format::LeMicro, &[]).header;
         let mut senders: Vec<TcpStream> = ["127.0.0.2", "127.0.0.3"]
@@ -1395,12 +1280,7 @@ fn close_with_two_idle_senders_returns_within_a_second_and_closes_them() {
                 c.write_all(&header).unwrap();
                 wait_counters(&source, from, Duration::from_secs(5), |s| s.bytes >= 24);
                 let local = c.local_addr().unwrap();
-                log.wait_for(
-                    &source,
-                    Level::Info,
-                    &[&format!("{name}: sender {local} connected")],
-                    Duration::from_secs(5),
-                );
+                log.wait_connected(&source, &name, local);
                 c
             })
             .collect();
@@ -1429,41 +1309,6 @@ fn close_with_two_idle_senders_returns_within_a_second_and_closes_them() {
 
 // --- 13. admission: deadlines, pools, a full listener, one count per source -------------------
 
-/// Whether the source has closed `s` (a read returns the end, or a reset),
-/// without waiting.
-fn closed_now(s: &TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let closed = match (&*s).read(&mut [0u8; 64]) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != ErrorKind::WouldBlock,
-    };
-    s.set_nonblocking(false).unwrap();
-    closed
-}
-
-/// Sends `bytes` one every `every` from `from`, until the source closes
-/// the connection; how long after connecting it did (`None`: it did not,
-/// and every byte went out).
-fn drip(
-    to: SocketAddr,
-    from: &'static str,
-    bytes: Vec<u8>,
-    every: Duration,
-) -> thread::JoinHandle<Option<Duration>> {
-    thread::spawn(move || {
-        let mut c = connect_from(from, to);
-        let since = Instant::now();
-        for b in bytes {
-            if c.write_all(&[b]).is_err() || closed_now(&c) {
-                return Some(since.elapsed());
-            }
-            thread::sleep(every);
-        }
-        None
-    })
-}
-
 #[test]
 fn a_header_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
     within(Duration::from_secs(30), || {
@@ -1471,7 +1316,7 @@ fn a_header_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
             header_timeout: Some(Duration::from_secs(1)),
             ..Config::default()
         };
-        let (mut source, name, addr) = start_listening(config);
+        let (mut source, name, addr) = listening("tcp-listen", config);
         let mut log = Log::default();
         // A pcap header at one byte per 150 ms takes 3.6 s; a pcapng section
         // header followed by custom blocks never ends.
@@ -1523,7 +1368,7 @@ fn pending_connections_take_no_place_among_max_senders() {
             header_timeout: Some(Duration::from_secs(20)),
             ..Config::default()
         };
-        let (mut source, _name, addr) = start_listening(config);
+        let (mut source, _name, addr) = listening("tcp-listen", config);
         let silent: Vec<TcpStream> = (0..10).map(|_| connect_from("127.0.0.3", addr)).collect();
         thread::sleep(Duration::from_millis(200));
         let a = stream(Format::LeMicro, &from_base(1, 50, 0));
@@ -1551,7 +1396,7 @@ fn a_full_listener_closes_its_longest_silent_sender_for_one_with_packets() {
             ..Config::default()
         };
         let max = Config::default().max_senders;
-        let (mut source, _name, addr) = start_listening(config);
+        let (mut source, _name, addr) = listening("tcp-listen", config);
         let header = stream(Format::LeMicro, &[]).header;
         // max_senders (64) connections that send a header, then nothing.
         let holders: Vec<TcpStream> = (0..max)
@@ -1590,7 +1435,7 @@ fn a_full_listener_closes_its_longest_silent_sender_for_one_with_packets() {
             max_senders: 2,
             ..Config::default()
         };
-        let (mut source, name, addr) = start_listening(config);
+        let (mut source, name, addr) = listening("tcp-listen", config);
         let mut log = Log::default();
         let holders: Vec<TcpStream> = ["127.0.0.3", "127.0.0.4"]
             .iter()
@@ -1671,7 +1516,7 @@ fn max_senders_counts_over_every_listen_endpoint_of_the_source() {
 #[test]
 fn a_storm_of_connections_writes_a_bounded_number_of_lines() {
     within(Duration::from_secs(60), || {
-        let (mut source, name, addr) = start_listening(Config::default());
+        let (mut source, name, addr) = listening("tcp-listen", Config::default());
         let mut log = Log::default();
         let started = Instant::now();
         // Each connects and closes at once: each is one line's worth.
@@ -1728,7 +1573,7 @@ fn a_storm_of_connections_writes_a_bounded_number_of_lines() {
 #[test]
 fn a_scan_of_many_addresses_takes_no_entry_and_a_sender_keeps_its_own() {
     within(Duration::from_secs(30), || {
-        let (mut source, _name, addr) = start_listening(Config::default());
+        let (mut source, _name, addr) = listening("tcp-listen", Config::default());
         for i in 0..1100u32 {
             let from: &'static str =
                 Box::leak(format!("127.1.{}.{}", i / 250, 1 + i % 250).into_boxed_str());
@@ -1759,7 +1604,7 @@ fn backpressure_grows_while_a_sender_is_blocked() {
             buffer_size: 256 * 1024,
             ..Config::default()
         };
-        let (mut source, _name, addr) = start_listening(config);
+        let (mut source, _name, addr) = listening("tcp-listen", config);
         let flood = stream(Format::LeMicro, &from_base(5, 20_000, 0));
         let mut c = connect_from("127.0.0.2", addr);
         c.write_all(&flood.header).unwrap();

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::within;
+use common::{pcap_header, push_record, within};
 use pcapovertcp::{Config, Next, Opening, Source};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -94,30 +94,15 @@ fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(socket.into())
 }
 
-/// A little-endian microsecond pcap header, Ethernet.
-fn header() -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    h.extend_from_slice(&2u16.to_le_bytes());
-    h.extend_from_slice(&4u16.to_le_bytes());
-    h.extend_from_slice(&[0; 8]);
-    h.extend_from_slice(&65535u32.to_le_bytes());
-    h.extend_from_slice(&1u32.to_le_bytes());
-    h
-}
-
 /// Packet `i` of sender `tag`: at BASE + (2i + tag) ms, 60 bytes naming
 /// the sender and its place.
 fn record(tag: u8, i: u32) -> Vec<u8> {
     let ms = 2 * u64::from(i) + u64::from(tag);
-    let mut r = Vec::with_capacity(76);
-    r.extend_from_slice(&(BASE_SEC + (ms / 1000) as u32).to_le_bytes());
-    r.extend_from_slice(&((ms % 1000) as u32 * 1000).to_le_bytes());
-    r.extend_from_slice(&60u32.to_le_bytes());
-    r.extend_from_slice(&60u32.to_le_bytes());
     let mut data = vec![tag; 60];
     data[1..5].copy_from_slice(&i.to_le_bytes());
-    r.extend_from_slice(&data);
+    let mut r = Vec::with_capacity(76);
+    let (sec, usec) = (BASE_SEC + (ms / 1000) as u32, (ms % 1000) as u32 * 1000);
+    push_record(&mut r, sec, usec, &data, 60);
     r
 }
 
@@ -166,7 +151,7 @@ fn a_mixed_attack_costs_the_good_senders_nothing_and_leaves_nothing_behind() {
         let holders: Vec<TcpStream> = (0..MAX_SENDERS)
             .map(|_| {
                 let mut c = connect_from("127.0.0.11", addr).unwrap();
-                c.write_all(&header()).unwrap();
+                c.write_all(&pcap_header()).unwrap();
                 c
             })
             .collect();
@@ -189,7 +174,7 @@ fn a_mixed_attack_costs_the_good_senders_nothing_and_leaves_nothing_behind() {
             let stop2 = stop.clone();
             attackers.push(attacker(&stop, move || {
                 let Ok(mut c) = connect_from("127.0.0.12", addr) else { return };
-                for b in header() {
+                for b in pcap_header() {
                     if stop2.load(Ordering::Relaxed) || c.write_all(&[b]).is_err() {
                         return;
                     }
@@ -220,7 +205,7 @@ fn a_mixed_attack_costs_the_good_senders_nothing_and_leaves_nothing_behind() {
         // A trickle six years behind the good senders, never quiet.
         {
             let mut c = connect_from("127.0.0.14", addr).unwrap();
-            c.write_all(&header()).unwrap();
+            c.write_all(&pcap_header()).unwrap();
             let mut i = 0;
             attackers.push(attacker(&stop, move || {
                 let r = record_at(b't', BASE_SEC - 6 * 365 * 86_400 + i, 0);
@@ -231,7 +216,7 @@ fn a_mixed_attack_costs_the_good_senders_nothing_and_leaves_nothing_behind() {
         }
         // One packet dated 2100 among packets of the good senders' time.
         let mut dated_2100 = connect_from("127.0.0.15", addr).unwrap();
-        dated_2100.write_all(&header()).unwrap();
+        dated_2100.write_all(&pcap_header()).unwrap();
         for r in [
             record_at(b'f', BASE_SEC, 0),
             record_at(b'f', 4_102_444_800, 0),
@@ -252,7 +237,7 @@ fn a_mixed_attack_costs_the_good_senders_nothing_and_leaves_nothing_behind() {
             .iter()
             .map(|from| {
                 let mut c = connect_from(from, addr).unwrap();
-                c.write_all(&header()).unwrap();
+                c.write_all(&pcap_header()).unwrap();
                 c
             })
             .collect();

@@ -13,39 +13,15 @@
 mod common;
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{sender, within};
+use common::{connect_from, listening, sender, within};
 use pcap_file::pcap::{PcapHeader, PcapWriter};
 use pcapovertcp::{Config, Next, Opening, Source};
-use socket2::{Domain, Protocol, Socket, Type};
-
-/// A listening source on 127.0.0.1 and the address senders connect to.
-fn listening(config: Config) -> (Source, SocketAddr) {
-    let mut source = Source::start("tcp-listen://127.0.0.1:0", config).unwrap();
-    assert!(matches!(
-        source.wait_open(Duration::from_secs(5)),
-        Opening::Open(_)
-    ));
-    let addr = source.listening()[0];
-    (source, addr)
-}
-
-/// Connects from the loopback address `from`, so each sender has its own
-/// entry in `Source::senders()`.
-fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let from: IpAddr = from.parse().unwrap();
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_nodelay(true).unwrap();
-    stream
-}
 
 /// A microsecond little-endian pcap stream: pcap-file's header, then
 /// packets a few at a time (`take` hands over what was written since).
@@ -178,7 +154,7 @@ fn a_laggard_holds_the_good_sender_no_longer_than_the_hold(behind: Duration, eve
         merge_max_hold: hold,
         ..Config::default()
     };
-    let (mut source, addr) = listening(config);
+    let (mut source, _, addr) = listening("tcp-listen", config);
     let stop = Arc::new(AtomicBool::new(false));
     let lag = laggard(addr, behind, every, stop.clone());
     thread::sleep(Duration::from_millis(200));
@@ -234,7 +210,7 @@ fn a_packet_dated_2100_is_dropped_and_makes_no_other_senders_packet_late() {
             merge_window: Duration::from_millis(100),
             ..Config::default()
         };
-        let (mut source, addr) = listening(config);
+        let (mut source, _, addr) = listening("tcp-listen", config);
         let mut bad = connect_from("127.0.0.2", addr);
         let mut pcap = Pcap::new();
         pcap.packet(b'b', now());
@@ -297,7 +273,7 @@ fn fat_interface_blocks_from_many_senders_cost_only_their_read_buffers() {
     use pcap_file::pcapng::{Block, PcapNgWriter};
     use std::borrow::Cow;
     within(Duration::from_secs(60), || {
-        let (source, addr) = listening(Config::default());
+        let (source, _, addr) = listening("tcp-listen", Config::default());
         let comment = "x".repeat(65_000);
         let fat = Block::InterfaceDescription(InterfaceDescriptionBlock {
             linktype: pcap_file::DataLink::ETHERNET,

@@ -7,18 +7,21 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod server;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::assert_bytes;
+use server::Server;
 use socket2::{Domain, Socket, Type};
 
 /// Packets in the generated capture.
@@ -38,22 +41,14 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// A pcap (little-endian, Ethernet) of `n` packets of 40 to 189 bytes,
 /// each different (its index in its first bytes).
 fn capture(n: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n * 130);
-    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&4u16.to_le_bytes());
-    v.extend_from_slice(&[0; 8]);
-    v.extend_from_slice(&65_535u32.to_le_bytes());
-    v.extend_from_slice(&1u32.to_le_bytes());
+    let mut v = common::pcap_header();
+    v.reserve(n * 130);
     for i in 0..n {
         let len = 40 + (i * 7919) % 150;
-        v.extend_from_slice(&(1_700_000_000 + (i / 1000) as u32).to_le_bytes());
-        v.extend_from_slice(&((i % 1000) as u32 * 1000).to_le_bytes());
-        v.extend_from_slice(&(len as u32).to_le_bytes());
-        v.extend_from_slice(&(len as u32).to_le_bytes());
         let mut data = vec![(i % 251) as u8; len];
         data[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        v.extend_from_slice(&data);
+        let (sec, usec) = (1_700_000_000 + (i / 1000) as u32, (i % 1000) as u32 * 1000);
+        common::push_record(&mut v, sec, usec, &data, len);
     }
     v
 }
@@ -77,126 +72,10 @@ fn records(stream: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// A running pcapovertcp-serve, killed when dropped; its stderr in a file.
-struct Server {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
 impl Server {
+    /// Listening, its standard input a pipe.
     fn start(args: &[&str]) -> Server {
-        Server::launch(None, args, Stdio::piped())
-    }
-
-    /// Starts the tool with `args`, under `ulimit -n FD_LIMIT` when given.
-    fn launch(fd_limit: Option<u32>, args: &[&str], stdin: Stdio) -> Server {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir =
-            std::env::temp_dir().join(format!("pcapovertcp-broker-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let (port_file, log) = (
-            dir.join(format!("port-{n}")),
-            dir.join(format!("serve-{n}.log")),
-        );
-        let bin = env!("CARGO_BIN_EXE_pcapovertcp-serve");
-        let mut command = match fd_limit {
-            None => Command::new(bin),
-            Some(n) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(bin);
-                c
-            }
-        };
-        let child = command
-            .args(["--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child,
-            log,
-            port: 0,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        server.port = loop {
-            // The first --listen's port (the file is written whole).
-            if let Some(port) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|t| t.lines().next()?.trim().parse().ok())
-            {
-                break port;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not start: {}",
-                server.log()
-            );
-            thread::sleep(Duration::from_millis(10));
-        };
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (bounded) until the log has `n` lines containing `needle`.
-    fn wait_lines(&self, needle: &str, n: usize, limit: Duration) -> Vec<String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let lines: Vec<String> = self
-                .log()
-                .lines()
-                .filter(|l| l.contains(needle))
-                .map(str::to_string)
-                .collect();
-            if lines.len() >= n {
-                return lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {n} lines with {needle:?} within {limit:?}:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    /// Waits (bounded) for the tool to end by itself; whether it succeeded.
-    fn wait_success(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not end:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        Server::listen(args, Stdio::piped())
     }
 }
 
@@ -426,12 +305,7 @@ fn disconnect_closes_the_paused_client_and_the_others_get_every_packet() {
         let (server, input, got, paused_addr) = five_clients("disconnect");
         let log = server.log();
         for (i, g) in got[1..].iter().enumerate() {
-            assert!(
-                *g == input,
-                "fast client {i}: {} of {} bytes\n{log}",
-                g.len(),
-                input.len()
-            );
+            assert_bytes(&format!("fast client {i}"), g, &input, &log);
         }
         // What the paused client got is the stream's start: nothing dropped
         // before it was closed.
@@ -512,13 +386,7 @@ fn scratch(name: &str) -> PathBuf {
 /// `base_ms + i * step_ms` ms; every third one captured shorter than its
 /// wire length. Each packet is different (its index in its payload).
 fn ip_capture(n: usize, hosts: u8, base_ms: u64, step_ms: u64, tag: u8) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&4u16.to_le_bytes());
-    v.extend_from_slice(&[0; 8]);
-    v.extend_from_slice(&65_535u32.to_le_bytes());
-    v.extend_from_slice(&1u32.to_le_bytes());
+    let mut v = common::pcap_header();
     for i in 0..n {
         let (a, b) = ((i % hosts as usize) as u8, ((i / 3) % hosts as usize) as u8);
         let (src, dst) = if i % 2 == 0 { (a, b) } else { (b, a) };
@@ -552,11 +420,8 @@ fn ip_capture(n: usize, hosts: u8, base_ms: u64, step_ms: u64, tag: u8) -> Vec<u
             p.truncate(p.len() - 10);
         }
         let t = base_ms + i as u64 * step_ms;
-        v.extend_from_slice(&((t / 1000) as u32).to_le_bytes());
-        v.extend_from_slice(&(((t % 1000) * 1000) as u32).to_le_bytes());
-        v.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        v.extend_from_slice(&(wirelen as u32).to_le_bytes());
-        v.extend_from_slice(&p);
+        let (sec, usec) = ((t / 1000) as u32, ((t % 1000) * 1000) as u32);
+        common::push_record(&mut v, sec, usec, &p, wirelen);
     }
     v
 }
@@ -570,46 +435,20 @@ fn start_ports(args: &[&str], n: usize) -> (Server, Vec<u16>) {
 /// Starts the tool listening on `listen` with `args`; waits for `n` lines
 /// in its port file.
 fn start_listening(listen: &str, args: &[&str], n: usize) -> (Server, Vec<u16>) {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = scratch("ports");
-    let k = NEXT.fetch_add(1, Ordering::Relaxed);
-    let (port_file, log) = (
-        dir.join(format!("port-{k}")),
-        dir.join(format!("serve-{k}.log")),
+    Server::listen_ports(None, listen, args, Stdio::null(), n)
+}
+
+/// Starts the tool listening with `args` (which end its stream), reads
+/// all one client gets, and checks that it ended well within 20 s.
+fn relay_once(args: &[&str]) -> (Server, Vec<u8>) {
+    let (mut server, _) = start_ports(args, 1);
+    let got = read_all(connect(server.port, None));
+    assert!(
+        server.wait_success(Duration::from_secs(20)),
+        "{}",
+        server.log()
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-        .args(["--listen", listen, "--port-file"])
-        .arg(&port_file)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        log,
-        port: 0,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ports: Vec<u16> = std::fs::read_to_string(&port_file)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
-        if ports.len() >= n {
-            let mut server = server;
-            server.port = ports[0];
-            return (server, ports);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not start: {}",
-            server.log()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    (server, got)
 }
 
 /// Reads what arrives on `tcp` until it has at least `want` bytes or
@@ -806,14 +645,7 @@ fn upstream_merges_two_servers_as_mergecap_does() {
         // A window no start-up delay of the test machine reaches: the
         // servers' files end, so it is never waited out.
         let args = ["--once", "--merge-window", "5000", "--upstream", &up.spec];
-        let (mut broker, _) = start_ports(&args, 1);
-        let client = connect(broker.port, None);
-        let got = read_all(client);
-        assert!(
-            broker.wait_success(Duration::from_secs(20)),
-            "{}",
-            broker.log()
-        );
+        let (broker, got) = relay_once(&args);
         let out = dir.join("out.pcapng");
         std::fs::write(&out, &got).unwrap();
         assert!(got.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]), "not pcapng");
@@ -851,13 +683,7 @@ fn upstream_given_twice_reads_both_servers() {
             "--upstream",
             &ub,
         ];
-        let (mut broker, _) = start_ports(&args, 1);
-        let got = read_all(connect(broker.port, None));
-        assert!(
-            broker.wait_success(Duration::from_secs(20)),
-            "{}",
-            broker.log()
-        );
+        let (broker, got) = relay_once(&args);
         let out = dir.join("out.pcapng");
         std::fs::write(&out, &got).unwrap();
         let got = common::reference_packets(&out);
@@ -968,13 +794,7 @@ fn upstream_keeps_each_servers_interfaces_and_nanoseconds_as_mergecap_does() {
         let up = two_upstreams(&dir, &a, &b, false);
         let (sa, sb) = (&up.a, &up.b);
         let args = ["--once", "--merge-window", "5000", "--upstream", &up.spec];
-        let (mut broker, _) = start_ports(&args, 1);
-        let got = read_all(connect(broker.port, None));
-        assert!(
-            broker.wait_success(Duration::from_secs(20)),
-            "{}",
-            broker.log()
-        );
+        let (broker, got) = relay_once(&args);
         let out = dir.join("out.pcapng");
         std::fs::write(&out, &got).unwrap();
         // mergecap numbers a's interfaces 0 and 1, b's 2; ours are named
@@ -1011,13 +831,7 @@ fn relayed_through_one_upstream(name: &str, input: &[u8]) -> (Vec<u8>, String) {
     std::fs::write(&file, input).unwrap();
     let (upstream, _) = start_ports(&[file.to_str().unwrap()], 1);
     let spec = format!("tcp://127.0.0.1:{}", upstream.port);
-    let (mut relay, _) = start_ports(&["--once", "--upstream", &spec], 1);
-    let got = read_all(connect(relay.port, None));
-    assert!(
-        relay.wait_success(Duration::from_secs(20)),
-        "{}",
-        relay.log()
-    );
+    let (relay, got) = relay_once(&["--once", "--upstream", &spec]);
     (got, relay.log())
 }
 
@@ -1402,12 +1216,7 @@ fn one_tls_upstream_is_relayed_byte_for_byte_and_a_wrong_ca_is_named() {
         };
         let (got, ok, log) = relay(&ca);
         assert!(ok, "{log}");
-        assert!(
-            got == input,
-            "{} of {} bytes\n{log}",
-            got.len(),
-            input.len()
-        );
+        assert_bytes("the stream", &got, &input, &log);
         let (got, ok, log) = relay(&other_ca);
         assert!(!ok && got.is_empty(), "{log}");
         let refused = format!(
@@ -1479,6 +1288,23 @@ fn fds_of(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count()
+}
+
+/// Samples `pid`'s threads and file descriptors every 50 ms until `stop`;
+/// the most of each.
+fn sample_peaks(
+    pid: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<(usize, usize)> {
+    thread::spawn(move || {
+        let (mut threads, mut fds) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            threads = threads.max(threads_of(pid));
+            fds = fds.max(fds_of(pid));
+            thread::sleep(Duration::from_millis(50));
+        }
+        (threads, fds)
+    })
 }
 
 /// Whether the peer closed `tcp` (EOF or reset) within `limit`, having
@@ -1629,13 +1455,7 @@ fn many_non_reading_clients_stay_within_max_buffer() {
         let got = reader.join().unwrap();
         let peak = status_kb(pid, "VmHWM");
         let grown_mib = peak.saturating_sub(base) >> 10;
-        assert!(
-            got == input,
-            "the reader got {} of {} bytes\n{}",
-            got.len(),
-            input.len(),
-            server.log()
-        );
+        assert_bytes("the reader", &got, &input, &server.log());
         println!("RSS grew by {grown_mib} MiB (from {base} kB)");
         // --max-buffer 8M: at most twice that (a queued piece may keep its
         // read's buffer alive), with room for the allocator.
@@ -1712,13 +1532,7 @@ fn blocks_that_are_no_packets_are_bounded_like_packets() {
             late_got.len(),
             late_want.len()
         );
-        assert!(
-            got == input,
-            "the reader got {} of {} bytes\n{}",
-            got.len(),
-            input.len(),
-            server.log()
-        );
+        assert_bytes("the reader", &got, &input, &server.log());
         let log = server.log();
         println!("RSS grew by {grown_mib} MiB (from {base} kB)");
         // Three queues of 8 MiB and the header kept (old: the stuck
@@ -1906,7 +1720,7 @@ fn out_of_file_descriptors_the_relay_goes_on_for_its_reader() {
         // 64 descriptors: about 28 clients (two each) before accept or its
         // clone fails.
         let since = Instant::now();
-        let mut server = Server::launch(
+        let mut server = Server::listen_limited(
             Some(64),
             &["--client-buffer", "8M", "--max-buffer", "64M", "-"],
             Stdio::piped(),
@@ -1928,12 +1742,7 @@ fn out_of_file_descriptors_the_relay_goes_on_for_its_reader() {
         drop(stdin);
         let got = reader.join().unwrap();
         let log = server.log();
-        assert!(
-            got == input,
-            "the reader got {} of {} bytes\n{log}",
-            got.len(),
-            input.len()
-        );
+        assert_bytes("the reader", &got, &input, &log);
         assert!(
             server.child.try_wait().unwrap().is_none() || server.wait_success(Duration::ZERO),
             "{log}"
@@ -2015,18 +1824,7 @@ fn soak_a_mixed_attack_harms_only_the_attackers() {
             }));
         }
         // What the broker holds, sampled while it is under attack.
-        let peaks = {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let (mut threads, mut fds) = (0, 0);
-                while !stop.load(Ordering::Relaxed) {
-                    threads = threads.max(threads_of(pid));
-                    fds = fds.max(fds_of(pid));
-                    thread::sleep(Duration::from_millis(50));
-                }
-                (threads, fds)
-            })
-        };
+        let peaks = sample_peaks(pid, stop.clone());
         let mut stdin = server.child.stdin.take().unwrap();
         for piece in input.chunks(1 << 20) {
             stdin.write_all(piece).unwrap();
@@ -2041,12 +1839,7 @@ fn soak_a_mixed_attack_harms_only_the_attackers() {
         let (threads, fds) = peaks.join().unwrap();
         let grown_mib = status_kb(pid, "VmHWM").saturating_sub(base) >> 10;
         let log = server.log();
-        assert!(
-            got == input,
-            "the reader got {} of {} bytes\n{log}",
-            got.len(),
-            input.len()
-        );
+        assert_bytes("the reader", &got, &input, &log);
         let lines = log.lines().filter(|l| !l.contains(" counters: ")).count();
         println!(
             "peaks under attack: {threads} threads, {fds} fds, RSS +{grown_mib} MiB; {lines} lines"
@@ -2099,13 +1892,7 @@ fn a_thread_that_cannot_be_started_refuses_one_client_and_serving_goes_on() {
             thread::sleep(Duration::from_millis(50));
         }
         let got = read_all(connect(server.port, None));
-        assert!(
-            got == input,
-            "{} of {} bytes\n{}",
-            got.len(),
-            input.len(),
-            server.log()
-        );
+        assert_bytes("the stream", &got, &input, &server.log());
     })
 }
 
@@ -2202,18 +1989,7 @@ fn soak_over_tls_drippers_and_storms_harm_only_themselves() {
                 }
             }));
         }
-        let peaks = {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                let (mut threads, mut fds) = (0, 0);
-                while !stop.load(Ordering::Relaxed) {
-                    threads = threads.max(threads_of(pid));
-                    fds = fds.max(fds_of(pid));
-                    thread::sleep(Duration::from_millis(50));
-                }
-                (threads, fds)
-            })
-        };
+        let peaks = sample_peaks(pid, stop.clone());
         // About 12 s: the drippers' handshakes time out at least once.
         for piece in input[24..].chunks(1 << 20) {
             stdin.write_all(piece).unwrap();
@@ -2265,13 +2041,7 @@ fn merged_interfaces_carry_linktype_values_not_dlts() {
         let (b, _) = start_ports(&[ethernet.to_str().unwrap()], 1);
         let spec = format!("127.0.0.1:{},127.0.0.1:{}", a.port, b.port);
         let args = ["--once", "--merge-window", "5000", "--upstream", &spec];
-        let (mut broker, _) = start_ports(&args, 1);
-        let got = read_all(connect(broker.port, None));
-        assert!(
-            broker.wait_success(Duration::from_secs(20)),
-            "{}",
-            broker.log()
-        );
+        let (broker, got) = relay_once(&args);
         let mut reader = PcapNgReader::new(&got[..]).unwrap();
         let mut packets = 0;
         while let Some(block) = reader.next_block() {
@@ -2576,18 +2346,8 @@ fn metrics_are_scraped_in_prometheus_text_format() {
         // All of it relayed to the client before the scrape.
         let got = read_for(&client, input.len(), Duration::from_secs(20));
         assert_eq!(got.len(), input.len());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let body = loop {
-            let (status, body) = http_get(port, "/metrics");
-            assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
-            if sample(&body, "pcapovertcp_serve_client_packets_total", &peer) == Some(1_000) {
-                break body;
-            }
-            assert!(Instant::now() < deadline, "{body}");
-            thread::sleep(Duration::from_millis(50));
-        };
         let labels = format!("kind=\"client\",peer=\"{peer}\"");
-        for (name, labels, want) in [
+        let want = [
             ("pcapovertcp_serve_input_packets_total", "", 1_000),
             (
                 "pcapovertcp_serve_input_bytes_total",
@@ -2614,7 +2374,24 @@ fn metrics_are_scraped_in_prometheus_text_format() {
                 0,
             ),
             ("pcapovertcp_serve_client_queued_bytes", labels.as_str(), 0),
-        ] {
+        ];
+        // A writer counts a packet just after the client has it, and one
+        // scrape reads the totals before the clients' own: scrape until
+        // every sample has settled (a scrape in between showed a total of
+        // 501 packets beside the client's 1000).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let body = loop {
+            let (status, body) = http_get(port, "/metrics");
+            assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+            let settled = want
+                .iter()
+                .all(|&(name, labels, want)| sample(&body, name, labels) == Some(want));
+            if settled || Instant::now() >= deadline {
+                break body;
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        for (name, labels, want) in want {
             assert_eq!(sample(&body, name, labels), Some(want), "{name}: {body}");
         }
         // The format: each sample's metric has its # TYPE before it.

@@ -3,63 +3,21 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod server;
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{drain, reference_packets, traces_dir, Expected};
+use common::{assert_bytes, drain, loopback_listener, reference_packets, traces_dir, Expected};
 use pcapovertcp::{Config, Source};
-
-/// A running pcapovertcp-serve, killed when dropped: a failing test must not
-/// leave a server running (or holding the test run's output open).
-struct Server(Child);
-
-impl Server {
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.0.wait()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
+use server::Server;
 
 /// Starts the server with `args`; returns it and the port it bound.
 fn start(args: &[&str], stdin: Stdio) -> (Server, u16) {
-    let dir = std::env::temp_dir().join(format!("pcapovertcp-serve-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let port_file = dir.join(format!("port-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
-    let _ = std::fs::remove_file(&port_file);
-    let server = Server(
-        Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-            .args(["--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&port_file) {
-            if let Ok(port) = text.trim().parse() {
-                return (server, port);
-            }
-        }
-        // Dropping `server` kills it.
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let server = Server::listen(args, stdin);
+    let port = server.port;
+    (server, port)
 }
 
 fn read_all(port: u16) -> Vec<Expected> {
@@ -80,7 +38,7 @@ fn serves_a_file_looped_with_shifted_timestamps() {
             Stdio::null(),
         );
         let got = read_all(port);
-        server.wait().unwrap();
+        server.wait_exit(Duration::from_secs(60));
         assert_eq!(got.len(), 3 * want.len());
         let span = want.last().unwrap().0 - want[0].0 + 1;
         for (round, chunk) in got.chunks(want.len()).enumerate() {
@@ -109,7 +67,7 @@ fn rate_limit_paces_the_packets() {
             Stdio::null(),
         );
         let got = read_all(port);
-        server.wait().unwrap();
+        server.wait_exit(Duration::from_secs(60));
         assert_eq!(got, want);
         let min = Duration::from_secs_f64((want.len() - 1) as f64 / 50.0);
         assert!(
@@ -127,7 +85,7 @@ fn relays_standard_input_live() {
         let bytes = std::fs::read(&path).unwrap();
         let want = reference_packets(&path);
         let (mut server, port) = start(&["-"], Stdio::piped());
-        let mut stdin = server.0.stdin.take().unwrap();
+        let mut stdin = server.child.stdin.take().unwrap();
         // The capture's header arrives first; a client that connects gets it
         // (open() returns once it has), then the packets captured from then on.
         stdin.write_all(&bytes[..24]).unwrap();
@@ -140,7 +98,7 @@ fn relays_standard_input_live() {
         stdin.write_all(&bytes[24..]).unwrap();
         drop(stdin); // end of the capture: the relay exits and closes the clients
         let got = drain(&mut source);
-        server.wait().unwrap();
+        server.wait_exit(Duration::from_secs(60));
         assert_eq!(got, want);
     })
 }
@@ -155,29 +113,8 @@ fn looping_a_file_without_packets_ends_instead_of_spinning() {
         );
         // The header arrives, then the end of the stream: nothing to repeat.
         assert!(read_all(port).is_empty());
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
-}
-
-/// Starts the server in --connect mode (no listening, no port file), stderr
-/// captured for the tests that read its lines.
-fn start_connect(args: &[&str], stdin: Stdio) -> Server {
-    Server(
-        Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// A receiver on a free loopback port, and its `HOST:PORT`.
-fn receiver() -> (std::net::TcpListener, String) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    (l, addr)
 }
 
 /// Accepts one connection and reads it to its end.
@@ -199,26 +136,18 @@ fn pcap_packet_count(bytes: &[u8]) -> usize {
     n
 }
 
-fn stderr_of(server: &mut Server) -> String {
-    let mut text = String::new();
-    if let Some(mut e) = server.0.stderr.take() {
-        e.read_to_string(&mut text).unwrap();
-    }
-    text
-}
-
 #[test]
-fn connect_sends_the_file_to_a_listening_receiver() {
+fn connect_sends_the_file_to_a_listening_loopback_listener() {
     common::within(Duration::from_secs(60), || {
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = std::fs::read(&path).unwrap();
-        let (listener, addr) = receiver();
+        let (listener, addr) = loopback_listener();
         let mut server =
-            start_connect(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
+            Server::spawn(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
         let got = receive_one(&listener);
         assert_eq!(got, want);
         assert_eq!(pcap_packet_count(&got), reference_packets(&path).len());
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
 
@@ -228,16 +157,16 @@ fn connect_retries_until_the_receiver_is_up() {
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = std::fs::read(&path).unwrap();
         // A port that was free a moment ago: nothing listens there yet.
-        let addr = receiver().1;
+        let addr = loopback_listener().1;
         let mut server =
-            start_connect(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
+            Server::spawn(&["--connect", &addr, path.to_str().unwrap()], Stdio::null());
         std::thread::sleep(Duration::from_millis(500));
         let listener = std::net::TcpListener::bind(&addr).unwrap();
         let got = receive_one(&listener);
         assert_eq!(got, want);
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
         // One line for the outage and one for the connection, not one per attempt.
-        let stderr = stderr_of(&mut server);
+        let stderr = server.log();
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(
             lines.iter().filter(|l| l.contains("retrying")).count(),
@@ -266,9 +195,9 @@ fn connect_to_two_receivers_sends_each_the_whole_file() {
     common::within(Duration::from_secs(60), || {
         let path = traces_dir().join("irc-dcc-send.pcapng");
         let want = std::fs::read(&path).unwrap();
-        let (a, addr_a) = receiver();
-        let (b, addr_b) = receiver();
-        let mut server = start_connect(
+        let (a, addr_a) = loopback_listener();
+        let (b, addr_b) = loopback_listener();
+        let mut server = Server::spawn(
             &[
                 "--connect",
                 &addr_a,
@@ -281,19 +210,9 @@ fn connect_to_two_receivers_sends_each_the_whole_file() {
         let other = std::thread::spawn(move || receive_one(&b));
         let got_a = receive_one(&a);
         let got_b = other.join().unwrap();
-        assert!(
-            got_a == want,
-            "receiver A: {} of {} bytes",
-            got_a.len(),
-            want.len()
-        );
-        assert!(
-            got_b == want,
-            "receiver B: {} of {} bytes",
-            got_b.len(),
-            want.len()
-        );
-        assert!(server.wait().unwrap().success());
+        assert_bytes("receiver A", &got_a, &want, "");
+        assert_bytes("receiver B", &got_b, &want, "");
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
 
@@ -303,8 +222,8 @@ fn connect_resends_the_file_after_a_broken_connection() {
         // Paced, so the tool is still writing when the receiver goes away.
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = std::fs::read(&path).unwrap();
-        let (listener, addr) = receiver();
-        let mut server = start_connect(
+        let (listener, addr) = loopback_listener();
+        let mut server = Server::spawn(
             &["--connect", &addr, "--rate", "20", path.to_str().unwrap()],
             Stdio::null(),
         );
@@ -317,8 +236,8 @@ fn connect_resends_the_file_after_a_broken_connection() {
           // A new stream: the header again, then every packet.
         let got = receive_one(&listener);
         assert_eq!(got, want);
-        assert!(server.wait().unwrap().success());
-        let stderr = stderr_of(&mut server);
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
+        let stderr = server.log();
         assert_eq!(stderr.matches("connection lost").count(), 1, "{stderr}");
         assert_eq!(stderr.matches("connected").count(), 2, "{stderr}");
     })
@@ -329,13 +248,13 @@ fn connect_relays_standard_input() {
     common::within(Duration::from_secs(60), || {
         let path = traces_dir().join("rotation.pcap");
         let bytes = std::fs::read(&path).unwrap();
-        let (a, addr_a) = receiver();
-        let (b, addr_b) = receiver();
-        let mut server = start_connect(
+        let (a, addr_a) = loopback_listener();
+        let (b, addr_b) = loopback_listener();
+        let mut server = Server::spawn(
             &["--connect", &addr_a, "--connect", &addr_b, "-"],
             Stdio::piped(),
         );
-        let mut stdin = server.0.stdin.take().unwrap();
+        let mut stdin = server.child.stdin.take().unwrap();
         stdin.write_all(&bytes[..24]).unwrap();
         stdin.flush().unwrap();
         // Both receivers have the header: both are among the relay's clients.
@@ -353,7 +272,7 @@ fn connect_relays_standard_input() {
             c.read_to_end(&mut rest).unwrap();
             assert_eq!(rest[..], bytes[24..]);
         }
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
 
@@ -365,15 +284,14 @@ fn connect_with_listen_or_port_file_is_rejected() {
             ["--listen", "127.0.0.1:0"],
             ["--port-file", "/nonexistent/port"],
         ] {
-            let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-                .args(["--connect", "127.0.0.1:9"])
-                .args(extra)
-                .arg(&path)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            assert!(!out.status.success());
-            let stderr = String::from_utf8_lossy(&out.stderr);
+            let args = [
+                &["--connect", "127.0.0.1:9"][..],
+                &extra,
+                &[path.to_str().unwrap()],
+            ]
+            .concat();
+            let (code, stderr) = run_failing(&args);
+            assert_ne!(code, Some(0), "{stderr}");
             assert_eq!(stderr.lines().count(), 1, "{stderr}");
             assert!(
                 stderr.contains("--connect") && stderr.contains(extra[0]),
@@ -390,15 +308,15 @@ fn connect_relay_reads_nothing_before_a_receiver_is_up() {
         // the receiver: the capture waits in the pipe, nothing is lost.
         let path = traces_dir().join("rotation.pcap");
         let bytes = std::fs::read(&path).unwrap();
-        let addr = receiver().1;
-        let mut server = start_connect(&["--connect", &addr, "-"], Stdio::piped());
-        let mut stdin = server.0.stdin.take().unwrap();
+        let addr = loopback_listener().1;
+        let mut server = Server::spawn(&["--connect", &addr, "-"], Stdio::piped());
+        let mut stdin = server.child.stdin.take().unwrap();
         stdin.write_all(&bytes).unwrap();
         drop(stdin);
         std::thread::sleep(Duration::from_millis(300));
         let listener = std::net::TcpListener::bind(&addr).unwrap();
         assert_eq!(receive_one(&listener), bytes);
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
 
@@ -441,15 +359,10 @@ fn wait_clients_holds_the_stream_back_until_enough_clients_are_connected() {
             c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
             let mut got = Vec::new();
             c.read_to_end(&mut got).unwrap();
-            assert!(
-                got == want,
-                "{name} client: {} of {} bytes",
-                got.len(),
-                want.len()
-            );
+            assert_bytes(&format!("{name} client"), &got, &want, "");
         }
         // --clients 2: both served, the server ends.
-        assert!(server.wait().unwrap().success());
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
     })
 }
 
@@ -461,14 +374,9 @@ fn wait_clients_with_connect_or_zero_is_rejected() {
             &["--connect", "127.0.0.1:9", "--wait-clients", "2"][..],
             &["--listen", "127.0.0.1:0", "--wait-clients", "0"][..],
         ] {
-            let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-                .args(args)
-                .arg(&path)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            let all = [args, &[path.to_str().unwrap()]].concat();
+            let (code, stderr) = run_failing(&all);
+            assert_eq!(code, Some(2), "{args:?}: {stderr}");
             assert!(stderr.contains("--wait-clients"), "{args:?}: {stderr}");
         }
     })
@@ -477,7 +385,13 @@ fn wait_clients_with_connect_or_zero_is_rejected() {
 /// Runs the tool with `args` to its end (these fail before they listen or
 /// dial): its exit code and stderr.
 fn run_failing(args: &[&str]) -> (Option<i32>, String) {
+    run_failing_env(&[], args)
+}
+
+/// As `run_failing`, with `env` added to its environment.
+fn run_failing_env(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -486,6 +400,18 @@ fn run_failing(args: &[&str]) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The tool refuses `args` before it starts: exit `code`, and one line
+/// on stderr, its own, containing `needle`.
+fn assert_refused(args: &[&str], code: i32, needle: &str) {
+    let (got, stderr) = run_failing(args);
+    assert_eq!(got, Some(code), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(
+        stderr.starts_with("pcapovertcp-serve: ") && stderr.contains(needle),
+        "{args:?}: {stderr}"
+    );
 }
 
 #[test]
@@ -561,13 +487,7 @@ fn bad_tls_flag_combinations_exit_2_with_one_line() {
         ]);
         for mut args in runs {
             let needle = args.pop().unwrap();
-            let (code, stderr) = run_failing(&args);
-            assert_eq!(code, Some(2), "{args:?}: {stderr}");
-            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-            assert!(
-                stderr.starts_with("pcapovertcp-serve: ") && stderr.contains(needle),
-                "{args:?}: {stderr}"
-            );
+            assert_refused(&args, 2, needle);
         }
     })
 }
@@ -675,13 +595,7 @@ fn options_given_twice_or_outside_their_mode_exit_2_with_one_line() {
         ];
         for (mode, args, needle) in cases {
             let all: Vec<&str> = mode.iter().chain(args.iter()).copied().collect();
-            let (code, stderr) = run_failing(&all);
-            assert_eq!(code, Some(2), "{all:?}: {stderr}");
-            assert_eq!(stderr.lines().count(), 1, "{all:?}: {stderr}");
-            assert!(
-                stderr.starts_with("pcapovertcp-serve: ") && stderr.contains(needle),
-                "{all:?}: {stderr}"
-            );
+            assert_refused(&all, 2, needle);
         }
     })
 }
@@ -774,7 +688,7 @@ fn options_come_from_the_environment_and_json_logs_are_one_object_per_line() {
         std::fs::create_dir_all(&dir).unwrap();
         let port_file = dir.join("port");
         let _ = std::fs::remove_file(&port_file);
-        let mut server = Server(
+        let mut server = Server::run(
             Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
                 .env("PCAPOVERTCP_SERVE_LISTEN", "127.0.0.1:0")
                 .env("PCAPOVERTCP_SERVE_PORT_FILE", &port_file)
@@ -782,11 +696,7 @@ fn options_come_from_the_environment_and_json_logs_are_one_object_per_line() {
                 .env("PCAPOVERTCP_SERVE_LOG_FORMAT", "json")
                 .env("PCAPOVERTCP_SERVE_INPUT", &path)
                 .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
+                .stdin(Stdio::null()),
         );
         let deadline = Instant::now() + Duration::from_secs(10);
         let port: u16 = loop {
@@ -797,17 +707,17 @@ fn options_come_from_the_environment_and_json_logs_are_one_object_per_line() {
                 break port;
             }
             assert!(
-                Instant::now() < deadline && server.0.try_wait().unwrap().is_none(),
+                Instant::now() < deadline && server.child.try_wait().unwrap().is_none(),
                 "the server did not start: {}",
-                stderr_of(&mut server)
+                server.log()
             );
             std::thread::sleep(Duration::from_millis(10));
         };
         let got = read_all(port);
         assert_eq!(got, reference_packets(&path));
         // --clients 1 (from the environment): it ends after this client.
-        assert!(server.wait().unwrap().success());
-        let stderr = stderr_of(&mut server);
+        assert!(server.wait_exit(Duration::from_secs(60)).success());
+        let stderr = server.log();
         let mut messages = Vec::new();
         for line in stderr.lines() {
             let fields = json_object(line).unwrap_or_else(|| panic!("not a JSON object: {line}"));
@@ -831,18 +741,7 @@ fn options_come_from_the_environment_and_json_logs_are_one_object_per_line() {
 #[test]
 fn environment_options_are_checked_and_the_command_line_wins() {
     common::within(Duration::from_secs(30), || {
-        let run = |env: &[(&str, &str)], args: &[&str]| {
-            let out = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-                .envs(env.iter().copied())
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        };
+        let run = run_failing_env;
         // (Were it accepted, the unwritable port file would end it.)
         let (code, stderr) = run(
             &[("PCAPOVERTCP_SERVE_MERGE_WINDOW", "100")],

@@ -12,21 +12,21 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod server;
 
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{drain, reference_packets, traces_dir, within, Expected};
+use common::{collect, drain, drip, listening, reference_packets, traces_dir, within, Log};
 use log::Level;
 use pcapovertcp::tls::TlsOptions;
-use pcapovertcp::{Config, Next, Opening, Source};
+use pcapovertcp::{Config, Opening, Source};
+use server::Server;
 
 // --- certificates -------------------------------------------------------------
 
@@ -200,93 +200,20 @@ fn s(p: &Path) -> &str {
 
 // --- pcapovertcp-serve ------------------------------------------------------------
 
-/// A running pcapovertcp-serve, killed when dropped; its stderr goes to a
-/// file, read with `log()`.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
 impl Server {
-    /// Starts the tool with `args`, standard input `stdin`.
-    fn spawn(pki: &Pki, args: &[&str], stdin: Stdio) -> Server {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let log = pki.dir.join(format!("serve-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_pcapovertcp-serve"))
-            .args(args)
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Server { child, log }
-    }
-
-    /// Listening on a free loopback port with TLS (the server certificate
-    /// and key of `pki`): the server and its port.
-    fn listen(pki: &Pki, args: &[&str], stdin: Stdio) -> (Server, u16) {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let port_file = pki
-            .dir
-            .join(format!("port-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
-        let mut all = vec!["--listen", "127.0.0.1:0", "--port-file", s(&port_file)];
-        all.extend_from_slice(&[
+    /// Listening with TLS (the server certificate and key of `pki`): the
+    /// server and its port.
+    fn listen_tls(pki: &Pki, args: &[&str], stdin: Stdio) -> (Server, u16) {
+        let mut all = vec![
             "--tls-cert",
             s(&pki.server_cert),
             "--tls-key",
             s(&pki.server_key),
-        ]);
+        ];
         all.extend_from_slice(args);
-        let server = Server::spawn(pki, &all, stdin);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                if let Ok(port) = text.trim().parse() {
-                    return (server, port);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not start: {}",
-                server.log()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (within `limit`) for a line of its stderr containing `needle`.
-    fn wait_log(&self, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let log = self.log();
-            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
-                return line.to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no line with {needle:?} from pcapovertcp-serve within {limit:?}:\n{log}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the tool to end by itself; whether it succeeded.
-    fn wait_success(&mut self) -> bool {
-        self.child.wait().unwrap().success()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        let server = Server::listen(&all, stdin);
+        let port = server.port;
+        (server, port)
     }
 }
 
@@ -315,74 +242,6 @@ fn listen_tls(pki: &Pki) -> TlsOptions {
     }
 }
 
-/// A listening source on a port of 127.0.0.1 the system picks (`scheme`
-/// tls-listen or tcp-listen): the source, its name and the address it is
-/// bound to (read back, so no other test can take the port meanwhile).
-fn listening(scheme: &str, config: Config) -> (Source, String, SocketAddr) {
-    let name = format!("{scheme}://127.0.0.1:0");
-    let mut source = Source::start(&name, config).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(
-        matches!(source.wait_open(Duration::from_secs(5)), Opening::Open(1)),
-        "a listening source opens at once"
-    );
-    let [addr] = *source.listening() else {
-        panic!("{name} is bound to {:?}", source.listening());
-    };
-    (source, name, addr)
-}
-
-/// Takes packets until `want` have arrived (within `limit`); a listening
-/// source never ends.
-fn collect(source: &mut Source, want: usize, limit: Duration) -> Vec<Expected> {
-    let deadline = Instant::now() + limit;
-    let mut got = Vec::new();
-    while got.len() < want {
-        match source.next_packet() {
-            Next::Packet(p) => got.push((p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec())),
-            Next::Empty => {
-                assert!(
-                    Instant::now() < deadline,
-                    "only {} of {want} packets arrived within {limit:?}; messages: {:#?}",
-                    got.len(),
-                    source.take_messages()
-                );
-                source.wait(Duration::from_millis(50));
-            }
-            Next::Ended => panic!("the source ended after {} of {want} packets", got.len()),
-        }
-    }
-    got
-}
-
-/// The source's messages, accumulated (taking them drains the queue).
-#[derive(Default)]
-struct Log {
-    seen: Vec<(Level, String)>,
-}
-
-impl Log {
-    /// Waits (within `limit`) for a message at `level` containing `needle`.
-    fn wait_for(&mut self, source: &Source, level: Level, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.seen.extend(source.take_messages());
-            if let Some((_, m)) = self
-                .seen
-                .iter()
-                .find(|(l, m)| *l == level && m.contains(needle))
-            {
-                return m.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {level} message with {needle:?} within {limit:?}; messages: {:#?}",
-                self.seen
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
 // --- tls:// against pcapovertcp-serve --tls-cert ----------------------------------
 
 #[test]
@@ -397,7 +256,7 @@ fn tls_connect_reads_served_files_byte_for_byte() {
             let path = traces_dir().join(trace);
             let want = reference_packets(&path);
             let (mut server, port) =
-                Server::listen(pki, &["--clients", "1", s(&path)], Stdio::null());
+                Server::listen_tls(pki, &["--clients", "1", s(&path)], Stdio::null());
             let mut source = Source::open(
                 &format!("tls://127.0.0.1:{port}"),
                 client_config(&pki.ca, None),
@@ -408,7 +267,11 @@ fn tls_connect_reads_served_files_byte_for_byte() {
             let got = drain(&mut source);
             assert_eq!(got.len(), want.len(), "{trace}: how many packets");
             assert!(got == want, "{trace}: the packets differ from the file's");
-            assert!(server.wait_success(), "{trace}: {}", server.log());
+            assert!(
+                server.wait_success(Duration::from_secs(60)),
+                "{trace}: {}",
+                server.log()
+            );
             let c = source.counters();
             assert_eq!((c.connects, c.corrupt, c.truncated), (1, 0, 0), "{c:?}");
         }
@@ -426,7 +289,7 @@ fn tls_connect_reads_the_standard_input_relay() {
         let path = traces_dir().join("dns53.pcap");
         let bytes = std::fs::read(&path).unwrap();
         let want = reference_packets(&path);
-        let (mut server, port) = Server::listen(pki, &["-"], Stdio::piped());
+        let (mut server, port) = Server::listen_tls(pki, &["-"], Stdio::piped());
         let mut stdin = server.child.stdin.take().unwrap();
         stdin.write_all(&bytes[..24]).unwrap();
         stdin.flush().unwrap();
@@ -449,7 +312,11 @@ fn tls_connect_reads_the_standard_input_relay() {
             got.len(),
             want.len()
         );
-        assert!(server.wait_success(), "{}", server.log());
+        assert!(
+            server.wait_success(Duration::from_secs(60)),
+            "{}",
+            server.log()
+        );
     })
 }
 
@@ -464,7 +331,7 @@ fn mutual_tls_accepts_a_client_certificate_and_refuses_its_absence() {
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = reference_packets(&path);
         let (server, port) =
-            Server::listen(pki, &["--tls-ca", s(&pki.ca), s(&path)], Stdio::null());
+            Server::listen_tls(pki, &["--tls-ca", s(&pki.ca), s(&path)], Stdio::null());
         let endpoint = format!("tls://127.0.0.1:{port}");
         let with_cert = client_config(&pki.ca, Some((&pki.a_cert, &pki.a_key)));
         let mut source = Source::open(&endpoint, with_cert)
@@ -515,13 +382,16 @@ fn tls_listen_receives_a_file_and_a_relay_from_serve_connect() {
         let path = traces_dir().join("http-vlan-0.pcap");
         let want = reference_packets(&path);
         let mut server = Server::spawn(
-            pki,
             &["--connect", &target, "--tls-ca", s(&pki.ca), s(&path)],
             Stdio::null(),
         );
         let got = collect(&mut source, want.len(), Duration::from_secs(20));
         assert!(got == want, "the file's packets");
-        assert!(server.wait_success(), "{}", server.log());
+        assert!(
+            server.wait_success(Duration::from_secs(60)),
+            "{}",
+            server.log()
+        );
         let log = server.log();
         assert!(
             log.contains(&format!("{target}: connected"))
@@ -535,7 +405,6 @@ fn tls_listen_receives_a_file_and_a_relay_from_serve_connect() {
         let bytes = std::fs::read(&path).unwrap();
         let want = reference_packets(&path);
         let mut server = Server::spawn(
-            pki,
             &[
                 "--connect",
                 &target,
@@ -552,12 +421,15 @@ fn tls_listen_receives_a_file_and_a_relay_from_serve_connect() {
         drop(stdin);
         let got = collect(&mut source, want.len(), Duration::from_secs(20));
         assert!(got == want, "the relayed packets");
-        assert!(server.wait_success(), "{}", server.log());
+        assert!(
+            server.wait_success(Duration::from_secs(60)),
+            "{}",
+            server.log()
+        );
 
         // A name the certificate does not carry: the tool refuses the
         // receiver, and says why.
         let server = Server::spawn(
-            pki,
             &[
                 "--connect",
                 &target,
@@ -604,7 +476,6 @@ fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
         let mut log = Log::default();
         let send_as = |cert: &Path, key: &Path| {
             Server::spawn(
-                pki,
                 &[
                     "--connect",
                     &target,
@@ -625,7 +496,7 @@ fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
         let line = log.wait_for(
             &source,
             Level::Warn,
-            "PcapOverTcp::tls_allowed_names",
+            &["PcapOverTcp::tls_allowed_names"],
             Duration::from_secs(10),
         );
         assert!(
@@ -641,14 +512,13 @@ fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
 
         // No client certificate at all.
         let none = Server::spawn(
-            pki,
             &["--connect", &target, "--tls-ca", s(&pki.ca), s(&path)],
             Stdio::null(),
         );
         log.wait_for(
             &source,
             Level::Warn,
-            "the sender sent no client certificate, and PcapOverTcp::tls_require_client_cert requires one",
+            &["the sender sent no client certificate, and PcapOverTcp::tls_require_client_cert requires one"],
             Duration::from_secs(10),
         );
         // The tool learns why from the alert (TLS 1.3: after its side of
@@ -668,7 +538,7 @@ fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
         let mut a = send_as(&pki.a_cert, &pki.a_key);
         let got = collect(&mut source, want.len(), Duration::from_secs(20));
         assert!(got == want, "sender-a's packets");
-        assert!(a.wait_success(), "{}", a.log());
+        assert!(a.wait_success(Duration::from_secs(60)), "{}", a.log());
         common::closes_promptly(&mut source, "open");
     })
 }
@@ -696,7 +566,7 @@ fn a_plaintext_sender_on_tls_listen_is_refused() {
         let line = Log::default().wait_for(
             &source,
             Level::Warn,
-            &format!("{name}: sender {from}: "),
+            &[&format!("{name}: sender {from}: ")],
             Duration::from_secs(5),
         );
         assert!(
@@ -735,7 +605,6 @@ fn a_tls_sender_on_tcp_listen_is_refused() {
         let (mut source, name, addr) = listening("tcp-listen", Config::default());
         let path = traces_dir().join("dns53.pcap");
         let server = Server::spawn(
-            pki,
             &[
                 "--connect",
                 &addr.to_string(),
@@ -748,7 +617,7 @@ fn a_tls_sender_on_tcp_listen_is_refused() {
         let line = Log::default().wait_for(
             &source,
             Level::Warn,
-            "speaks TLS (its first bytes are a TLS handshake)",
+            &["speaks TLS (its first bytes are a TLS handshake)"],
             Duration::from_secs(5),
         );
         assert!(
@@ -862,7 +731,7 @@ fn an_unknown_ca_is_reported_retried_and_close_is_prompt() {
     let pki = pki();
     within(Duration::from_secs(30), move || {
         let path = traces_dir().join("dns53.pcap");
-        let (server, port) = Server::listen(pki, &[s(&path)], Stdio::null());
+        let (server, port) = Server::listen_tls(pki, &[s(&path)], Stdio::null());
         let endpoint = format!("tls://127.0.0.1:{port}");
         let config = Config {
             reconnect: true,
@@ -999,7 +868,6 @@ fn stalled_client_hellos_do_not_lock_out_an_authenticated_sender() {
         let want = reference_packets(&path);
         let started = Instant::now();
         let mut a = Server::spawn(
-            pki,
             &[
                 "--connect",
                 &addr.to_string(),
@@ -1015,7 +883,7 @@ fn stalled_client_hellos_do_not_lock_out_an_authenticated_sender() {
         );
         let got = collect(&mut source, want.len(), Duration::from_secs(5));
         assert!(got == want, "the authenticated sender's packets");
-        assert!(a.wait_success(), "{}", a.log());
+        assert!(a.wait_success(Duration::from_secs(60)), "{}", a.log());
         println!(
             "the authenticated sender got through in {:?}",
             started.elapsed()
@@ -1038,30 +906,9 @@ fn a_client_hello_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
         let mut log = Log::default();
         let mut hello = HELLO_START.to_vec();
         hello.extend(0..40u8);
+        let every = Duration::from_millis(150);
         let drippers: Vec<_> = (0..64)
-            .map(|_| {
-                let hello = hello.clone();
-                thread::spawn(move || {
-                    let mut c = TcpStream::connect(addr).unwrap();
-                    let since = Instant::now();
-                    for b in hello {
-                        if c.write_all(&[b]).is_err() {
-                            return Some(since.elapsed());
-                        }
-                        c.set_nonblocking(true).unwrap();
-                        let closed = match c.read(&mut [0u8; 256]) {
-                            Ok(_) => true, // the end, or an alert
-                            Err(e) => e.kind() != ErrorKind::WouldBlock,
-                        };
-                        c.set_nonblocking(false).unwrap();
-                        if closed {
-                            return Some(since.elapsed());
-                        }
-                        thread::sleep(Duration::from_millis(150));
-                    }
-                    None
-                })
-            })
+            .map(|_| drip(addr, "127.0.0.1", hello.clone(), every))
             .collect();
         for d in drippers {
             let after = d.join().unwrap();
@@ -1073,7 +920,7 @@ fn a_client_hello_dripped_a_byte_at_a_time_is_closed_at_header_timeout() {
         let line = log.wait_for(
             &source,
             Level::Warn,
-            "did not complete its TLS handshake",
+            &["did not complete its TLS handshake"],
             Duration::from_secs(2),
         );
         assert!(
@@ -1162,7 +1009,6 @@ fn a_sender_refused_by_tls_is_one_fact_of_kind_tls_however_often_it_redials() {
         // sender-b: signed by the CA, for a name not allowed; the tool
         // redials after each refusal.
         let b = Server::spawn(
-            pki,
             &[
                 "--connect",
                 &target,
@@ -1179,7 +1025,7 @@ fn a_sender_refused_by_tls_is_one_fact_of_kind_tls_however_often_it_redials() {
         Log::default().wait_for(
             &source,
             Level::Warn,
-            "PcapOverTcp::tls_allowed_names",
+            &["PcapOverTcp::tls_allowed_names"],
             Duration::from_secs(10),
         );
         // Its redials (after 100 ms, 200 ms, ...) within the next second.

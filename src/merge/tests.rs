@@ -306,15 +306,36 @@ fn a_lane_held_back_by_the_buffer_is_waited_for_beyond_the_window() {
     assert_eq!(late.snapshot().late, 0);
 }
 
+/// Queues `batch` on `lane` as if read at `at`: the merge's decisions turn
+/// on when reads came, and a test that sleeps for them is at the mercy of
+/// the scheduler (one late wake-up reads as a quiet sender).
+fn push_at(merge: &Merge, lane: &Lane, batch: Batch, at: Instant) {
+    assert_eq!(lane.push(batch, false), Push::Queued);
+    let mut st = lock(&merge.state);
+    let l = st.lanes.iter_mut().find(|l| l.id == lane.id);
+    let l = l.expect("an open lane is never forgotten");
+    l.last_push = at;
+    l.queue.back_mut().expect("just queued").arrived = at;
+}
+
+/// One pass of the merge thread at `now`, without the thread: the seconds
+/// it released and why it stopped.
+fn release_at(merge: &Merge, now: Instant) -> (Vec<i64>, Step) {
+    let mut st = lock(&merge.state);
+    st.forget_ended();
+    let mut out = Outgoing::default();
+    let step = st.release(now, &merge.timing, &mut out);
+    let times = out.take().records.iter().map(|r| r.ts_sec).collect();
+    (times, step)
+}
+
 #[test]
 fn a_sender_that_keeps_sending_is_waited_for_whatever_the_window() {
     // The earliest sender's lane is empty between its reads; the later
     // sender's reads have waited far longer than the window. It must still
     // not be released past the earlier sender while that one keeps sending.
-    // Deterministic: the early sender's first read is queued before the
-    // merge runs (a lane opened long ago and still empty would count as
-    // quiet), and its reads come 5 ms apart, far inside the window, which
-    // the later sender's reads have outwaited before the merge starts.
+    // Driven at explicit instants, not by sleeping: 5 ms between reads
+    // stays 5 ms however loaded the machine.
     let window = Duration::from_millis(300);
     let merge = Merge::new(Timing::new(window, FOREVER, Duration::ZERO), 1 << 20);
     let producer = merge.producer();
@@ -323,20 +344,37 @@ fn a_sender_that_keeps_sending_is_waited_for_whatever_the_window() {
         merge.lane(late.clone(), 0, "test"),
         merge.lane(counters(), 0, "test"),
     );
-    later.push(batch(b'l', &[100, 101]), false);
-    thread::sleep(window * 2);
-    early.push(batch(b'e', &[0]), false);
-    let (hand_off, handle) = run_merge(&merge);
-    for t in 1..20 {
-        thread::sleep(Duration::from_millis(5));
-        early.push(batch(b'e', &[t]), false);
+    let t0 = Instant::now();
+    push_at(&merge, &later, batch(b'l', &[100, 101]), t0);
+    let mut read = t0 + window * 2;
+    push_at(&merge, &early, batch(b'e', &[0]), read);
+    for t in 0..20 {
+        if t > 0 {
+            read += Duration::from_millis(5);
+            push_at(&merge, &early, batch(b'e', &[t]), read);
+        }
+        // The later reads waited from t0, longer than the window, and still
+        // wait until the early sender has been quiet for a window.
+        let (got, step) = release_at(&merge, read);
+        assert_eq!(got, [t], "at read {t}");
+        assert!(
+            matches!(step, Step::Wait(Some(until)) if until == read + window),
+            "at read {t}: {step:?}"
+        );
     }
+    let (got, _) = release_at(&merge, read + window - Duration::from_millis(1));
+    assert_eq!(got, [] as [i64; 0], "within the window after the last read");
+    let (got, _) = release_at(&merge, read + window);
+    assert_eq!(
+        got,
+        [100, 101],
+        "once the early sender was quiet for the window"
+    );
     drop((early, later, producer));
-    let got: Vec<i64> = drain(&hand_off).into_iter().map(|(_, t)| t).collect();
-    handle.join().unwrap();
-    let mut want: Vec<i64> = (0..20).collect();
-    want.extend([100, 101]);
-    assert_eq!(got, want);
+    assert!(matches!(
+        release_at(&merge, read + window),
+        (_, Step::Ended)
+    ));
     assert_eq!(late.snapshot().late, 0);
 }
 

@@ -581,3 +581,118 @@ feed_headers_then() {
         shift 2
     done
 }
+
+# kill_pids_at_exit: at exit, kills every process in $pids (a list the test
+# adds to, empty here) and waits for them all.
+kill_pids_at_exit() {
+    pids=""
+    trap 'for pid in $pids; do kill "$pid" 2>/dev/null; done; wait' EXIT
+}
+
+# generate_share_units GENERATOR: zeek.conf as in docs/clusters.md (four
+# workers, each its share of one stream; manager, logger and proxy), and
+# GENERATOR's units from it in ./units. Says whether it ran, and what it
+# wrote on stderr but 8.2's warning that it ignores `manager`.
+generate_share_units() {
+    cat >zeek.conf <<'CFG'
+interface = pcapovertcp::127.0.0.1:57012?share=${worker_index0}/4
+workers = 4
+manager = 1
+loggers = 1
+proxies = 1
+CFG
+    mkdir units
+    "$1" --config "$PWD/zeek.conf" units 2>gen.err && echo "zeek-systemd-generator: ok"
+    grep -vxF "ignoring unknown key 'manager' from line 'manager = 1'" gen.err
+}
+
+# merge_inputs: the merge tests' three captures, from the traces, none
+# sharing a timestamp. a.pcap: 751 packets over 17.5 s. b.pcapng: two
+# pcapng interfaces (DNS) from 1.7 s after a's start, plus raw IPv4 (syslog
+# over TCP) 5 s after. c.pcap: 9 packets (nanosecond pcap) 7 s after.
+# Prints each one's span and packets.
+merge_inputs() {
+    local base
+    cp "$TRACES/http/bro.org.pcap" a.pcap
+    base=$(capinfos -a -T -r -S a.pcap | cut -f2)
+    shift_to "$TRACES/pcapng-multi-interface.pcapng" b1.pcapng "$base" 2
+    shift_to "$TRACES/tcp-syslog.pcap" b2.pcap "$base" 5
+    mergecap -F pcapng -w b.pcapng b1.pcapng b2.pcap
+    shift_to "$TRACES/http/get-to-ssh-server.pcap" c.pcap "$base" 7 -F nsecpcap
+    capinfos -T -t -E -c -M a.pcap b.pcapng c.pcap | awk -F'\t' 'NR > 1 { print $1 ": " $2 ", " $3 ", " $4 " packets" }'
+}
+
+# senders_script: a Zeek script that prints, at the end, each sender's
+# address and counters (all counted by IP address).
+senders_script() {
+    cat <<'ZEEK'
+event zeek_done() {
+    for (i in PcapOverTcp::stats()$senders) {
+        local s = PcapOverTcp::stats()$senders[i];
+        print fmt("sender %s: connects %d disconnects %d records %d dropped %d truncated %d corrupt %d late %d",
+            s$address, s$connects, s$disconnects, s$records, s$dropped, s$truncated, s$corrupt, s$late);
+    }
+}
+ZEEK
+}
+
+# wait_bounded PID SECONDS: waits for PID (a child of this shell), killing it
+# after SECONDS; returns its status.
+wait_bounded() {
+    local i
+    for i in $(seq $(($2 * 10))); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$1" 2>/dev/null
+    wait "$1"
+}
+
+# field LINE KEY: the value of KEY=VALUE in LINE.
+field() {
+    echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# cluster_head: the [manager] and [proxy-1] sections of a node.cfg, both on
+# localhost, to which the zeekctl tests add their workers.
+cluster_head() {
+    printf '[manager]\ntype=manager\nhost=localhost\n\n[proxy-1]\ntype=proxy\nhost=localhost\n\n'
+}
+
+# wait_gone PID SECONDS: until PID has ended, SECONDS at most (checked
+# every 50 ms); fails if it is still running.
+wait_gone() {
+    local i
+    for i in $(seq $(($2 * 20))); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.05
+    done
+    ! kill -0 "$1" 2>/dev/null
+}
+
+# zeekctl_step COMMAND SECONDS: `zeekctl-private cluster COMMAND`, bounded,
+# its output in COMMAND.out; says "COMMAND ok", or "COMMAND FAILED" and
+# the output.
+zeekctl_step() {
+    if timeout "$2" zeekctl-private cluster "$1" >"$1.out" 2>&1; then
+        echo "$1 ok"
+    else
+        echo "$1 FAILED"
+        cat "$1.out"
+    fi
+}
+
+# zeek_listening DIR SECONDS ENDPOINT [ARGS...]: zeek -i
+# pcapovertcp::ENDPOINT in DIR (made here), SECONDS at most, in the
+# background: its pid in $zeek, added to $pids. Returns once Zeek says
+# senders may connect (or, after 10 s, says it is not listening). ARGS are
+# expanded before Zeek changes to DIR: paths in them are from here.
+zeek_listening() {
+    local dir=$1 limit=$2 endpoint=$3
+    shift 3
+    mkdir "$dir"
+    (cd "$dir" && zeek_bounded "$limit" -i "pcapovertcp::$endpoint" "$@" >stdout 2>stderr) &
+    zeek=$!
+    pids="$pids $zeek"
+    wait_for_line "$dir/stderr" "senders may connect now" 10 || echo "zeek is not listening"
+}

@@ -2,15 +2,20 @@
 //! independent reading of them with `pcap-file`'s own readers.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 
 use std::time::{Duration, Instant};
+
+use log::Level;
 
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::TsResolution;
-use pcapovertcp::{Next, Source};
+use pcapovertcp::{Config, Next, Opening, Packet, Source};
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// The project's root (the workspace's), from the core's tests or serve/'s.
 pub fn project_root() -> PathBuf {
@@ -268,4 +273,206 @@ pub fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+// --- live sources over loopback -----------------------------------------------
+
+/// A listening source (`scheme`: tcp-listen or tls-listen) on a port of
+/// 127.0.0.1 the system picks: the source, its name and the address it is
+/// bound to (read back, so no other test can take the port meanwhile).
+pub fn listening(scheme: &str, config: Config) -> (Source, String, SocketAddr) {
+    let name = format!("{scheme}://127.0.0.1:0");
+    let mut source = Source::start(&name, config).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // A listening source opens at once, with the nominal link type.
+    assert!(
+        matches!(source.wait_open(Duration::from_secs(5)), Opening::Open(1)),
+        "a listening source opens at once with link type 1"
+    );
+    let [addr] = *source.listening() else {
+        panic!("{name} is bound to {:?}", source.listening());
+    };
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    (source, name, addr)
+}
+
+/// Connects to `to` from the loopback address `from` (any free port), so
+/// each sender has its own entry in `Source::senders()`; no Nagle delay.
+pub fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let from: IpAddr = from.parse().unwrap();
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Takes packets, each as `each` makes it, until `want` have arrived
+/// (within `limit`). A listening source never ends: `Ended` fails.
+pub fn collect_as<T>(
+    source: &mut Source,
+    want: usize,
+    limit: Duration,
+    mut each: impl FnMut(&Packet) -> T,
+) -> Vec<T> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < want {
+        match source.next_packet() {
+            Next::Packet(p) => got.push(each(&p)),
+            Next::Empty => {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {want} packets arrived within {limit:?}; messages: {:#?}",
+                    got.len(),
+                    source.take_messages()
+                );
+                source.wait(Duration::from_millis(50));
+            }
+            Next::Ended => panic!("the source ended after {} of {want} packets", got.len()),
+        }
+    }
+    got
+}
+
+/// `collect_as`, each packet as the reference reading has it.
+pub fn collect(source: &mut Source, want: usize, limit: Duration) -> Vec<Expected> {
+    collect_as(source, want, limit, |p| {
+        (p.ts_sec, p.ts_usec(), p.wirelen, p.data.to_vec())
+    })
+}
+
+/// The source's messages, accumulated (taking them drains the queue).
+#[derive(Default)]
+pub struct Log {
+    pub seen: Vec<(Level, String)>,
+}
+
+impl Log {
+    pub fn update(&mut self, source: &Source) {
+        self.seen.extend(source.take_messages());
+    }
+
+    /// Messages at `level` that contain every one of `needles`.
+    pub fn matching(&self, level: Level, needles: &[&str]) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|(l, m)| *l == level && needles.iter().all(|n| m.contains(n)))
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// Waits (within 5 s) for the source `name`'s line that the sender
+    /// from `local` connected.
+    pub fn wait_connected(&mut self, source: &Source, name: &str, local: SocketAddr) -> String {
+        let needle = format!("{name}: sender {local} connected");
+        self.wait_for(source, Level::Info, &[&needle], Duration::from_secs(5))
+    }
+
+    /// Waits (within `limit`) for a message at `level` with every needle.
+    pub fn wait_for(
+        &mut self,
+        source: &Source,
+        level: Level,
+        needles: &[&str],
+        limit: Duration,
+    ) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.update(source);
+            if let Some(m) = self.matching(level, needles).into_iter().next() {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {level} message with {needles:?} within {limit:?}; messages: {:#?}",
+                self.seen
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Whether the source has closed `s` (a read returns the end or a reset)
+/// or answered it (a TLS alert: a source sends senders nothing else),
+/// without waiting.
+pub fn closed_now(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let closed = match (&*s).read(&mut [0u8; 256]) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// Sends `bytes` one every `every` from `from`, until the source closes
+/// the connection; how long after connecting it did (`None`: it did not,
+/// and every byte went out).
+pub fn drip(
+    to: SocketAddr,
+    from: &'static str,
+    bytes: Vec<u8>,
+    every: Duration,
+) -> std::thread::JoinHandle<Option<Duration>> {
+    std::thread::spawn(move || {
+        let mut c = connect_from(from, to);
+        let since = Instant::now();
+        for b in bytes {
+            if c.write_all(&[b]).is_err() || closed_now(&c) {
+                return Some(since.elapsed());
+            }
+            std::thread::sleep(every);
+        }
+        None
+    })
+}
+
+// --- pcap streams built by hand ---------------------------------------------
+
+/// A little-endian microsecond pcap header: Ethernet, snaplen 65535.
+pub fn pcap_header() -> Vec<u8> {
+    let mut h = Vec::with_capacity(24);
+    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    h.extend_from_slice(&2u16.to_le_bytes());
+    h.extend_from_slice(&4u16.to_le_bytes());
+    h.extend_from_slice(&[0; 8]);
+    h.extend_from_slice(&65_535u32.to_le_bytes());
+    h.extend_from_slice(&1u32.to_le_bytes());
+    h
+}
+
+/// Appends a little-endian microsecond pcap record of `data`, seen on the
+/// wire as `wirelen` bytes, to `out`.
+pub fn push_record(out: &mut Vec<u8>, sec: u32, usec: u32, data: &[u8], wirelen: usize) {
+    out.extend_from_slice(&sec.to_le_bytes());
+    out.extend_from_slice(&usec.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(wirelen as u32).to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+/// Fails unless `got` is `want` byte for byte, saying how much of it
+/// arrived (not both dumps), then `log`.
+pub fn assert_bytes(what: &str, got: &[u8], want: &[u8], log: &str) {
+    assert!(
+        got == want,
+        "{what}: {} of {} bytes\n{log}",
+        got.len(),
+        want.len()
+    );
+}
+
+/// A shared trace's bytes and its packets as libpcap would read them.
+pub fn trace(name: &str) -> (Vec<u8>, Vec<Expected>) {
+    let path = traces_dir().join(name);
+    (std::fs::read(&path).unwrap(), reference_packets(&path))
+}
+
+/// A listener on a port of 127.0.0.1 the system picks, and its
+/// `HOST:PORT`.
+pub fn loopback_listener() -> (std::net::TcpListener, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    (l, addr)
 }

@@ -31,12 +31,8 @@ echo "connect: status $?; $(cat connect/processed 2>/dev/null || echo 'no packet
 grep -i "panic\|internal error\|abort" connect/stderr || echo "connect: no panic, no internal error"
 
 port=$(free-port)
-mkdir listen
-(cd listen && zeek_bounded 40 -i "pcapovertcp::tcp-listen://127.0.0.1:$port" allow_network_time_forward=F \
-    "${huge[@]}" -e "$(processed_marker "$total")" >stdout 2>stderr) &
-zeek=$!
-pids="$pids $zeek"
-wait_for_line listen/stderr "senders may connect now" 10 || echo "zeek is not listening"
+zeek_listening listen 40 "tcp-listen://127.0.0.1:$port" allow_network_time_forward=F \
+    "${huge[@]}" -e "$(processed_marker "$total")"
 head -c 24 capture.pcap >header.pcap
 mkfifo quiet
 timeout 30 sh -c "cat quiet | nc -N 127.0.0.1 $port >/dev/null" &

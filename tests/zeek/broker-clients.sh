@@ -32,18 +32,6 @@ counters_of() {
     grep -F " counters: client=$2 " "$1" | tail -1
 }
 
-# wait_bounded PID SECONDS: waits for PID (a child of this shell), killing it
-# after SECONDS; returns its status.
-wait_bounded() {
-    local i
-    for i in $(seq $(($2 * 10))); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill "$1" 2>/dev/null
-    wait "$1"
-}
-
 # feed FILE RATE: FILE on standard output at RATE bytes per second.
 feed() {
     python3 - "$1" "$2" <<'PY'
@@ -62,11 +50,6 @@ with open(path, "rb") as f:
         if ahead > 0:
             time.sleep(ahead)
 PY
-}
-
-# field LINE KEY: the value of KEY=VALUE in LINE.
-field() {
-    echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
 }
 
 echo "=== tshark -i TCP@ and nc | tcpdump on a relay of bro.org.pcap"

@@ -63,17 +63,6 @@ for p in $wpids; do
     k=$((k + 1))
 done
 
-# wait_bounded PID SECONDS: waits for PID (a child of this shell), killing it
-# after SECONDS; returns its status.
-wait_bounded() {
-    local i
-    for i in $(seq $(($2 * 10))); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill "$1" 2>/dev/null
-    wait "$1"
-}
 wait_bounded "$spid" 30 && echo "broker: exit status 0" || echo "broker: exit status $?: $(tail -3 broker.log)"
 
 python3 - "$packets" offline w0 w1 <<'PY'
@@ -139,9 +128,6 @@ PY
 
 # The broker's counters at exit: one line per client (a shard each), then
 # the total.
-field() {
-    echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
-}
 sum=0
 dropped=0
 for line in $(grep -F " counters: client=" broker.log | tr ' ' '|'); do

@@ -21,17 +21,7 @@
 trap 'kill $pids 2>/dev/null' EXIT
 pids=
 
-# As listen-merge.sh: a: 751 packets over 17.5 s. b: two pcapng interfaces
-# (DNS) from 1.7 s after a's start, plus raw IPv4 (syslog over TCP) 5 s
-# after. c: 9 packets (nanosecond pcap) 7 s after. No timestamp is shared
-# between files.
-cp "$TRACES/http/bro.org.pcap" a.pcap
-base=$(capinfos -a -T -r -S a.pcap | cut -f2)
-shift_to "$TRACES/pcapng-multi-interface.pcapng" b1.pcapng "$base" 2
-shift_to "$TRACES/tcp-syslog.pcap" b2.pcap "$base" 5
-mergecap -F pcapng -w b.pcapng b1.pcapng b2.pcap
-shift_to "$TRACES/http/get-to-ssh-server.pcap" c.pcap "$base" 7 -F nsecpcap
-capinfos -T -t -E -c -M a.pcap b.pcapng c.pcap | awk -F'\t' 'NR > 1 { print $1 ": " $2 ", " $3 ", " $4 " packets" }'
+merge_inputs
 mergecap -w merged.pcapng a.pcap b.pcapng c.pcap
 zeek_offline "$PWD/merged.pcapng" offline
 

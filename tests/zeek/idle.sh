@@ -36,15 +36,11 @@ hz=$(getconf CLK_TCK)
 # CPU percent over the 10 s window, from clock ticks.
 echo "idle CPU under 1%: $(awk -v t=$((after - before)) -v hz="$hz" 'BEGIN { print (100 * t / hz / 10 < 1) ? "yes" : "no (" 100 * t / hz / 10 "%)" }')"
 kill -TERM "$zeek"
-for _ in $(seq 20); do
-    kill -0 "$zeek" 2>/dev/null || break
-    sleep 0.05
-done
-if kill -0 "$zeek" 2>/dev/null; then
+if wait_gone "$zeek" 1; then
+    echo "ended within 1 s of SIGTERM"
+else
     echo "still running 1 s after SIGTERM"
     kill -KILL "$zeek"
-else
-    echo "ended within 1 s of SIGTERM"
 fi
 grep "scheduled event" stdout
 kill "$server" 2>/dev/null || true

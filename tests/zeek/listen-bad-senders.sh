@@ -41,13 +41,9 @@ print_senders='event zeek_done() {
     }
 }'
 port=$(free-port)
-mkdir live
-(cd live && zeek_bounded 50 -i "pcapovertcp::tcp-listen://127.0.0.1:$port" allow_network_time_forward=F \
+zeek_listening live 50 "tcp-listen://127.0.0.1:$port" allow_network_time_forward=F \
     PcapOverTcp::header_timeout=1sec PcapOverTcp::merge_window=200msec \
-    -e "$print_senders $(processed_marker "$total")" >stdout 2>stderr) &
-zeek=$!
-pids="$pids $zeek"
-wait_for_line live/stderr "senders may connect now" 10 || echo "zeek is not listening"
+    -e "$print_senders $(processed_marker "$total")"
 
 send() { # send SOURCE_ADDRESS FILE
     timeout 20 nc -N -s "$1" 127.0.0.1 "$port" <"$2" >/dev/null 2>&1

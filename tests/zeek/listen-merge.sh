@@ -16,36 +16,17 @@
 trap 'kill $pids 2>/dev/null' EXIT
 pids=
 
-# a: 751 packets over 17.5 s. b: two pcapng interfaces (DNS) from 1.7 s
-# after a's start, plus raw IPv4 (syslog over TCP) 5 s after. c: 9
-# packets (nanosecond pcap) 7 s after. No timestamp is shared between files.
-cp "$TRACES/http/bro.org.pcap" a.pcap
-base=$(capinfos -a -T -r -S a.pcap | cut -f2)
-shift_to "$TRACES/pcapng-multi-interface.pcapng" b1.pcapng "$base" 2
-shift_to "$TRACES/tcp-syslog.pcap" b2.pcap "$base" 5
-mergecap -F pcapng -w b.pcapng b1.pcapng b2.pcap
-shift_to "$TRACES/http/get-to-ssh-server.pcap" c.pcap "$base" 7 -F nsecpcap
-capinfos -T -t -E -c -M a.pcap b.pcapng c.pcap | awk -F'\t' 'NR > 1 { print $1 ": " $2 ", " $3 ", " $4 " packets" }'
+merge_inputs
 echo "b.pcapng link types: $(capinfos b.pcapng | sed -n 's/^ *Encapsulation = //p' | sort | uniq -c | xargs)"
 mergecap -w merged.pcapng a.pcap b.pcapng c.pcap
 total=$(capinfos -T -c -M -r merged.pcapng | cut -f2)
 zeek_offline "$PWD/merged.pcapng" offline
 
 # Senders are counted by IP address: all three are one, 127.0.0.1.
-print_senders='event zeek_done() {
-    for (i in PcapOverTcp::stats()$senders) {
-        local s = PcapOverTcp::stats()$senders[i];
-        print fmt("sender %s: connects %d disconnects %d records %d dropped %d truncated %d corrupt %d late %d",
-            s$address, s$connects, s$disconnects, s$records, s$dropped, s$truncated, s$corrupt, s$late);
-    }
-}'
+print_senders=$(senders_script)
 port=$(free-port)
-mkdir live
-(cd live && zeek_bounded 50 -i "pcapovertcp::tcp-listen://127.0.0.1:$port" allow_network_time_forward=F \
-    PcapOverTcp::merge_window=5sec -e "$print_senders $(processed_marker "$total")" >stdout 2>stderr) &
-zeek=$!
-pids="$pids $zeek"
-wait_for_line live/stderr "senders may connect now" 10 || echo "zeek is not listening"
+zeek_listening live 50 "tcp-listen://127.0.0.1:$port" allow_network_time_forward=F \
+    PcapOverTcp::merge_window=5sec -e "$print_senders $(processed_marker "$total")"
 
 mkfifo fa fb fc
 timeout 40 sh -c "cat fa | nc -N 127.0.0.1 $port >/dev/null" &

@@ -18,14 +18,7 @@
 
 . "$SCRIPTS/lib.sh"
 t0=$(date +%s.%N)
-pids=""
-cleanup() {
-    for pid in $pids; do
-        kill "$pid" 2>/dev/null
-    done
-    wait
-}
-trap cleanup EXIT
+kill_pids_at_exit
 
 # scrape PORT FILE: Zeek's metrics into FILE (left alone when the scrape
 # fails).

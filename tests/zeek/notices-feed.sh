@@ -9,19 +9,12 @@
 # @TEST-EXEC: btest-diff output
 
 . "$SCRIPTS/lib.sh"
+. "$SCRIPTS/socat.sh"
 port=$(free-port)
 a=$TRACES/http-vlan-0.pcap
 b=$TRACES/dns53.pcap
-count() { zeek -r "$1" -b -e 'event zeek_done() { print get_net_stats()$pkts_recvd; }'; }
-na=$(count "$a")
-want=$(( na + $(count "$b") ))
-
-# Each connection gets its file, then the server keeps it open and idle.
-start_socat() {
-    socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" SYSTEM:"cat $1; sleep 60" >/dev/null 2>&1 &
-    socat_pid=$!
-    wait-listen "$port" 10
-}
+na=$(count_packets "$a")
+want=$(( na + $(count_packets "$b") ))
 
 cat >watch.zeek <<ZEEK
 event PcapOverTcp::feed_lost(endpoint: string, reason: string)
@@ -33,30 +26,15 @@ event PcapOverTcp::sender_connected(source: string, sender: string)
 event PcapOverTcp::sender_left(source: string, sender: string, packets: count)
 	{ print "sender_left", source, sender, packets == $na ? "all of the first trace's packets" : fmt("%d packets", packets); }
 
-# Ends Zeek once the packets of both streams have arrived.
-event check()
-	{
-	local s = PcapOverTcp::stats();
-	if ( s\$connects >= 2 && s\$records >= $want )
-		{
-		print fmt("connects=%d records=%d outages=%d", s\$connects, s\$records, s\$outages);
-		terminate();
-		return;
-		}
-	schedule 50 msec { check() };
-	}
-event zeek_init() { schedule 50 msec { check() }; }
 ZEEK
+until_records_script "$want" 'connects=%d records=%d outages=%d' 's$connects, s$records, s$outages' >>watch.zeek
 
 start_socat "$a"
-(mkdir live && cd live && ZEEK_PLUGIN_ACTIVATE=Zeek::PcapOverTcp timeout 60 zeek -b -i "pcapovertcp::127.0.0.1:$port" ../watch.zeek \
-    PcapOverTcp::reconnect_min=50msec PcapOverTcp::reconnect_max=500msec >stdout 2>stderr) &
-zeek=$!
+ZEEK_PLUGIN_ACTIVATE=Zeek::PcapOverTcp start_zeek_watch -b
 # Wait until socat has forked for Zeek's connection, then stop the server
 # for 1.5 s: Zeek's attempts meanwhile (after 50, 100, 200, 400 ms ...) fail.
-for _ in $(seq 500); do pgrep -P "$socat_pid" >/dev/null && break; sleep 0.02; done
-sleep 0.5
-pkill -P "$socat_pid"; kill "$socat_pid"; wait "$socat_pid" 2>/dev/null
+wait_socat_forked
+stop_socat
 sleep 1.5
 start_socat "$b"
 wait "$zeek"
@@ -64,4 +42,4 @@ echo "zeek exit status: $?"
 sed -e "s/:$port/:PORT/g" live/stdout
 echo "notice.log:"
 zeek-cut note sub msg <live/notice.log | sed -e "s/:$port/:PORT/g" -e 's/after [0-9.]* s/after N s/'
-pkill -P "$socat_pid"; kill "$socat_pid" 2>/dev/null
+stop_socat

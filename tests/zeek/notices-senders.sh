@@ -24,12 +24,8 @@ event PcapOverTcp::sender_left(source: string, sender: string, packets: count)
 	{ print "sender_left", source, sender, packets; }
 ZEEK
 
-mkdir z
-(cd z && zeek_bounded 40 -i "pcapovertcp::tcp-listen://127.0.0.1:$port" ../events.zeek \
-    "PcapOverTcp::allowed_senders={127.0.0.2/32}" PcapOverTcp::max_senders=1 >stdout 2>stderr) &
-zeek=$!
-pids="$pids $zeek"
-wait_for_line z/stderr "senders may connect now" 10 || echo "zeek is not listening"
+zeek_listening z 40 "tcp-listen://127.0.0.1:$port" ../events.zeek \
+    "PcapOverTcp::allowed_senders={127.0.0.2/32}" PcapOverTcp::max_senders=1
 
 for i in 1 2 3; do
     timeout 10 nc -N -s 127.0.0.1 127.0.0.1 "$port" <"$TRACES/dns53.pcap" >/dev/null 2>&1

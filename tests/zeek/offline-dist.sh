@@ -15,6 +15,7 @@
 # @TEST-EXEC: btest-diff output
 
 set -e
+. "$SCRIPTS/zkg.sh"
 work=$PWD
 mkdir dist unpacked cargo-home root
 make -s -C "$PROJECT" dist DIST_DIR="$PWD/dist" >make-dist.log 2>&1 || { cat make-dist.log; exit 1; }
@@ -28,8 +29,7 @@ echo "a git repository with $(git -C "$tree" rev-list --count HEAD) commit, noth
 
 # offline CMD...: CMD in a network namespace with loopback alone, an empty
 # CARGO_HOME and none of this btest run's settings (as from a user's shell).
-clean_env=(env -u ZEEK_PLUGIN_PATH -u ZEEKPATH -u ZEEK_PLUGIN_ACTIVATE -u TRACES -u SERVE -u SCRIPTS -u PROJECT)
-for var in $(env | sed -n 's/^\(TEST_[A-Z_]*\)=.*/\1/p'); do clean_env+=(-u "$var"); done
+user_env
 clean_env+=(CARGO_HOME="$work/cargo-home")
 offline() {
     unshare -n sh -c 'ip link set lo up && exec "$@"' offline "${clean_env[@]}" "$@"
@@ -48,24 +48,8 @@ ZEEK_PLUGIN_PATH=$PWD/root timeout 60 zeek -NN Zeek::PcapOverTcp | sed -e 's/ver
 test -x root/bin/pcapovertcp-serve && echo "pcapovertcp-serve installed"
 
 echo "--- zkg install of the unpacked directory"
-cat >zkg.cfg <<CFG
-[sources]
-[paths]
-state_dir = $PWD/state
-script_dir = $PWD/state/script_dir
-plugin_dir = $PWD/state/plugin_dir
-bin_dir = $PWD/state/bin
-CFG
-if ! offline timeout 3600 zkg --configfile zkg.cfg install --force "$tree" >zkg.log 2>&1; then
-    echo "zkg install failed (or took over an hour):"
-    cat zkg.log
-    for f in state/testing/*/clones/*/zkg.test_command.std*; do
-        [ -f "$f" ] && { echo "--- $f"; tail -50 "$f"; }
-    done
-    exit 1
-fi
-tests_out=$(ls state/testing/*/clones/*/zkg.test_command.stdout)
-grep '^btest: ' "$tests_out" | sed -E 's/^btest: [1-9][0-9]* passed/btest: N passed/'
+zkg_config
+zkg_install "$tree" offline
 ZEEK_PLUGIN_PATH=$PWD/state/plugin_dir timeout 60 zeek -NN Zeek::PcapOverTcp | sed -e 's/version [0-9.]*/version X/' | grep -E '^Zeek::PcapOverTcp|\[Packet Source\]'
 test -x state/bin/pcapovertcp-serve && echo "pcapovertcp-serve installed"
 ls cargo-home | sed 's/^/CARGO_HOME has: /'

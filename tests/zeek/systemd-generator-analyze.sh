@@ -19,16 +19,7 @@
 prefix=$(zeek-config --prefix)
 mkdir -m 700 xdg
 export XDG_RUNTIME_DIR=$PWD/xdg
-cat >zeek.conf <<'CFG'
-interface = pcapovertcp::127.0.0.1:57012?share=${worker_index0}/4
-workers = 4
-manager = 1
-loggers = 1
-proxies = 1
-CFG
-mkdir units
-"$prefix/bin/zeek-systemd-generator" --config "$PWD/zeek.conf" units 2>gen.err && echo "zeek-systemd-generator: ok"
-grep -vxF "ignoring unknown key 'manager' from line 'manager = 1'" gen.err
+generate_share_units "$prefix/bin/zeek-systemd-generator"
 for k in 1 2 3 4; do
     unit=zeek-worker@$k.service
     # At its default log level, verify prints only problems.

@@ -29,18 +29,7 @@ show() {
     shift
     for unit in "$@"; do
         run-unit --print "$dir" "$unit" >"$dir.$unit.print" || echo "$unit: run-unit failed"
-        python3 - "$dir.$unit.print" "$unit" <<'PY'
-import ast, sys
-env, argv = {}, []
-for line in open(sys.argv[1]):
-    if line.startswith("Environment "):
-        k, _, v = line.split(" ", 1)[1].rstrip("\n").partition("=")
-        env[k] = v
-    elif line.startswith("ExecStart "):
-        argv = ast.literal_eval(line.split(" ", 1)[1])
-i = repr(argv[argv.index("-i") + 1]) if "-i" in argv else "(none)"
-print(f"    {sys.argv[2]}: CLUSTER_NODE={env.get('CLUSTER_NODE')}, -i {i}")
-PY
+        unit-node "$dir.$unit.print" "    $unit"
     done
 }
 

@@ -27,26 +27,10 @@
 t0=$(date +%s.%N)
 prefix=$(zeek-config --prefix)
 generator=$prefix/bin/zeek-systemd-generator
-pids=""
-cleanup() {
-    for pid in $pids; do
-        kill "$pid" 2>/dev/null
-    done
-    wait
-}
-trap cleanup EXIT
+kill_pids_at_exit
 
 echo "=== generated units"
-cat >zeek.conf <<'CFG'
-interface = pcapovertcp::127.0.0.1:57012?share=${worker_index0}/4
-workers = 4
-manager = 1
-loggers = 1
-proxies = 1
-CFG
-mkdir units
-"$generator" --config "$PWD/zeek.conf" units 2>gen.err && echo "zeek-systemd-generator: ok"
-grep -vxF "ignoring unknown key 'manager' from line 'manager = 1'" gen.err
+generate_share_units "$generator"
 for k in 1 2 3 4; do
     echo "zeek-worker@$k.service.d: $(grep '^Environment=' "units/zeek-worker@$k.service.d/10-zeek-systemd-generator.conf")"
 done

@@ -28,16 +28,5 @@ echo "--- as systemd runs them"
 for unit in zeek-manager.service zeek-logger@1.service zeek-proxy@1.service \
     zeek-worker@1.service zeek-worker@2.service zeek-worker@3.service zeek-worker@4.service; do
     run-unit --print units "$unit" >"$unit.print" || echo "$unit: run-unit failed"
-    python3 - "$unit.print" "$unit" <<'PY'
-import ast, sys
-env, argv = {}, []
-for line in open(sys.argv[1]):
-    if line.startswith("Environment "):
-        k, _, v = line.split(" ", 1)[1].rstrip("\n").partition("=")
-        env[k] = v
-    elif line.startswith("ExecStart "):
-        argv = ast.literal_eval(line.split(" ", 1)[1])
-i = repr(argv[argv.index("-i") + 1]) if "-i" in argv else "(none)"
-print(f"{sys.argv[2]}: CLUSTER_NODE={env.get('CLUSTER_NODE')}, -i {i}")
-PY
+    unit-node "$unit.print" "$unit"
 done

@@ -28,16 +28,21 @@ make-certs pki
 trace=$TRACES/http/bro.org.pcap
 run=0
 
-# try WHAT ZEEK_ARGS...: zeek -i pcapovertcp::tls://127.0.0.1:$port (the
-# server's, started before; reconnect off); prints its status and its
-# normalised output.
-try() {
-    local what=$1
-    shift
+# try_scheme SCHEME WHAT ZEEK_ARGS...: zeek -i
+# pcapovertcp::SCHEME://127.0.0.1:$port (reconnect off); prints its status
+# and its normalised output.
+try_scheme() {
+    local scheme=$1 what=$2
+    shift 2
     run=$((run + 1))
-    zeek_endpoint "tls://127.0.0.1:$port" "run-$run" "$@"
+    zeek_endpoint "$scheme://127.0.0.1:$port" "run-$run" "$@"
     echo "-- $what: status $?"
     port_lines "run-$run/stderr" "$port" | grep -v "^$"
+}
+
+# try WHAT ZEEK_ARGS...: against the TLS server started before.
+try() {
+    try_scheme tls "$@"
 }
 
 # tls_server CERT KEY [SOCAT_OPTIONS]: socat serving the trace over TLS to
@@ -90,12 +95,7 @@ try "certificate without key" PcapOverTcp::tls_ca_file=../pki/ca.pem PcapOverTcp
 
 # And on a listener.
 try_listen() {
-    local what=$1
-    shift
-    run=$((run + 1))
-    zeek_endpoint "tls-listen://127.0.0.1:$port" "run-$run" "$@"
-    echo "-- $what: status $?"
-    port_lines "run-$run/stderr" "$port" | grep -v "^$"
+    try_scheme tls-listen "$@"
 }
 echo 'redef PcapOverTcp::tls_allowed_names = {"sender-a"};' >allowed.zeek
 try_listen "tls-listen:// without a certificate"

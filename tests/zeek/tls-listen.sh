@@ -27,13 +27,7 @@ mergecap -w merged.pcap a.pcap b.pcap
 total=$(capinfos -T -c -M -r merged.pcap | cut -f2)
 zeek_offline "$PWD/merged.pcap" offline
 
-print_senders='event zeek_done() {
-    for (i in PcapOverTcp::stats()$senders) {
-        local s = PcapOverTcp::stats()$senders[i];
-        print fmt("sender %s: connects %d disconnects %d records %d dropped %d truncated %d corrupt %d late %d",
-            s$address, s$connects, s$disconnects, s$records, s$dropped, s$truncated, s$corrupt, s$late);
-    }
-}'
+print_senders=$(senders_script)
 port=$(free-port)
 mkdir live
 (cd live && zeek_bounded 50 -i "pcapovertcp::tls-listen://127.0.0.1:$port" allow_network_time_forward=F \

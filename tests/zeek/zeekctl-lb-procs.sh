@@ -115,15 +115,9 @@ pf=$PWD/serve.port
 "$SERVE" --listen 127.0.0.1:0 --port-file "$pf" --wait-clients 2 --clients 2 "$trace" >serve.out 2>&1 &
 serve_pid=$!
 port=$(read_port_file "$pf")
-cat >cluster/etc/node.cfg <<CFG
-[manager]
-type=manager
-host=localhost
-
-[proxy-1]
-type=proxy
-host=localhost
-
+{
+    cluster_head
+    cat <<CFG
 [worker-1]
 type=worker
 host=localhost
@@ -131,29 +125,21 @@ interface=pcapovertcp::127.0.0.1:$port
 lb_method=custom
 lb_procs=2
 CFG
+} >cluster/etc/node.cfg
 
 echo "--- zeekctl nodes: the processes of worker-1 and their interfaces"
 timeout 60 zeekctl-private cluster nodes >nodes.out 2>&1
 grep -o '^ *worker[^ ]* .*interface=[^ ]*' nodes.out | sed -e 's/^ *//' -e 's/ - .*interface=/ /' -e "s/:$port?/:PORT?/"
 
 echo "--- zeekctl deploy"
-if timeout 120 zeekctl-private cluster deploy >deploy.out 2>&1; then
-    echo "deploy ok"
-else
-    echo "deploy FAILED"
-    cat deploy.out
-fi
+zeekctl_step deploy 120
 
 # The server exits once it has sent the whole file to both workers.
-for _ in $(seq 600); do
-    kill -0 "$serve_pid" 2>/dev/null || break
-    sleep 0.1
-done
-if kill -0 "$serve_pid" 2>/dev/null; then
-    echo "the server did not serve both workers within 60 s"
-else
+if wait_gone "$serve_pid" 60; then
     wait "$serve_pid" || echo "the server failed: $(cat serve.out)"
     serve_pid=
+else
+    echo "the server did not serve both workers within 60 s"
 fi
 for w in worker-1-1 worker-1-2; do
     wait_for_line "cluster/spool/$w/processed" "processed" 60 || echo "$w: no processed marker within 60 s"
@@ -169,12 +155,7 @@ grep -v '^Warning: ' capstats.out
 echo "capstats runs: $(cat capstats-calls 2>/dev/null | wc -l)"
 
 echo "--- zeekctl stop"
-if timeout 90 zeekctl-private cluster stop >stop.out 2>&1; then
-    echo "stop ok"
-else
-    echo "stop FAILED"
-    cat stop.out
-fi
+zeekctl_step stop 90
 
 # ZeekControl archives each node's logs in the background after stop
 # (post-terminate, in a spool/tmp/post-terminate-* directory it removes when
@@ -205,15 +186,9 @@ zeek-cut worker <cluster-conn.log | sort | uniq -c | sed 's/^ */    /'
 echo "--- the plugin's errors (another configuration, not started)"
 zeekctl_setup errors "$(free_port_block 8)"
 echo "CapstatsPath = $PWD/capstats-spy" >>errors/etc/zeekctl.cfg
-cat >errors/etc/node.cfg <<'CFG'
-[manager]
-type=manager
-host=localhost
-
-[proxy-1]
-type=proxy
-host=localhost
-
+{
+    cluster_head
+    cat <<'CFG'
 [af]
 type=worker
 host=localhost
@@ -241,21 +216,16 @@ type=worker
 host=localhost
 interface=eth-spy
 CFG
+} >errors/etc/node.cfg
 timeout 60 zeekctl-private errors nodes >errors.out 2>&1 || true
 grep '^error: ' errors.out || echo "(no error lines)"
 grep ' - addr=' errors.out | grep -v -e '^ *manager ' -e '^ *proxy-1 ' | grep -o '^ *[^ ]* - .*interface=[^ ]*' |
     sed -e 's/^ *//' -e 's/ - .*interface=/ /'
 
 echo "--- zeekctl capstats with a plain interface too (not started)"
-cat >errors/etc/node.cfg <<'CFG'
-[manager]
-type=manager
-host=localhost
-
-[proxy-1]
-type=proxy
-host=localhost
-
+{
+    cluster_head
+    cat <<'CFG'
 [worker-1]
 type=worker
 host=localhost
@@ -268,6 +238,7 @@ type=worker
 host=localhost
 interface=eth-spy
 CFG
+} >errors/etc/node.cfg
 rm -f capstats-calls
 timeout 60 zeekctl-private errors capstats 1 >errors-capstats.out 2>&1 || true
 grep -v -e '^Warning: ' -e '^Hint: ' errors-capstats.out

@@ -8,18 +8,13 @@
 # @TEST-EXEC: btest-diff output
 
 set -e
+. "$SCRIPTS/lib.sh"
 prefix=$(zeek-config --prefix)
 mkdir -p etc spool logs lib/zeek/plugins
 tar xzf "$PCAPOVERTCP_BUILD/Zeek_PcapOverTcp.tgz" -C lib/zeek/plugins
-cat >etc/node.cfg <<'CFG'
-[manager]
-type=manager
-host=localhost
-
-[proxy-1]
-type=proxy
-host=localhost
-
+{
+    cluster_head
+    cat <<'CFG'
 [worker-1]
 type=worker
 host=localhost
@@ -40,6 +35,7 @@ host=localhost
 interface=pcapovertcp::127.0.0.1:57014
 pcapovertcp_buffer_size=lots
 CFG
+} >etc/node.cfg
 cat >etc/zeekctl.cfg <<CFG
 LogDir = $PWD/logs
 SpoolDir = $PWD/spool

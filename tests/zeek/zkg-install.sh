@@ -12,29 +12,12 @@
 # @TEST-EXEC: btest-diff output
 
 set -e
+. "$SCRIPTS/zkg.sh"
 git clone -q "$PROJECT" zeek-pcapovertcp
-cat >zkg.cfg <<CFG
-[sources]
-[paths]
-state_dir = $PWD/state
-script_dir = $PWD/state/script_dir
-plugin_dir = $PWD/state/plugin_dir
-bin_dir = $PWD/state/bin
-CFG
+zkg_config
 # As from a user's shell: not this btest run's plugin path, nor its btest
 # settings (zkg's test_command runs btest again, in the clone).
-clean_env=(env -u ZEEK_PLUGIN_PATH -u PCAPOVERTCP_BUILD -u PCAPOVERTCP_BTEST_TMPDIR -u ZEEKPATH -u ZEEK_PLUGIN_ACTIVATE -u TRACES -u SERVE -u SCRIPTS -u PROJECT)
-for var in $(env | sed -n 's/^\(TEST_[A-Z_]*\)=.*/\1/p'); do clean_env+=(-u "$var"); done
-if ! timeout 3600 "${clean_env[@]}" zkg --configfile zkg.cfg install --force "$PWD/zeek-pcapovertcp" >zkg.log 2>&1; then
-    echo "zkg install failed (or took over an hour):"
-    cat zkg.log
-    for f in state/testing/*/clones/*/zkg.test_command.std*; do
-        [ -f "$f" ] && { echo "--- $f"; tail -50 "$f"; }
-    done
-    exit 1
-fi
-# What zkg's test_command printed last: the installed group ran and passed.
-tests_out=$(ls state/testing/*/clones/*/zkg.test_command.stdout)
-grep '^btest: ' "$tests_out" | sed -E 's/^btest: [1-9][0-9]* passed/btest: N passed/'
+user_env PCAPOVERTCP_BUILD PCAPOVERTCP_BTEST_TMPDIR
+zkg_install "$PWD/zeek-pcapovertcp" "${clean_env[@]}"
 ZEEK_PLUGIN_PATH=$PWD/state/plugin_dir timeout 60 zeek -N Zeek::PcapOverTcp | sed -e 's/version [0-9.]*/version X/'
 test -x state/bin/pcapovertcp-serve && echo "pcapovertcp-serve installed"
