@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,11 +35,18 @@ impl Output for Conn {
 /// ending on a signal, ends the stream after whole records, not within one.
 static WRITING: Mutex<()> = Mutex::new(());
 
+/// Set once the tool is ending on a signal: no segment starts after it.
+/// (The lock alone is not enough: a writer that takes it again as soon as
+/// it let it go, blocked on a slow reader, would keep it from the signal
+/// thread for ever; std's Mutex is not fair.)
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
 /// Waits (at most `limit`) until no segment is being written to standard
 /// output, and keeps any other from starting while the guard lives (until
 /// the process exits). None when the writer held on for `limit` (a reader
 /// that takes nothing): the stream may then end within a record.
 pub fn stop_writing(limit: Duration) -> Option<MutexGuard<'static, ()>> {
+    STOPPING.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + limit;
     loop {
         match WRITING.try_lock() {
@@ -70,6 +78,13 @@ impl Output for Stdout {
     fn write_segments(&mut self, segments: &[Bytes]) -> io::Result<()> {
         for s in segments {
             let _whole = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+            if STOPPING.load(Ordering::SeqCst) {
+                // The tool is exiting after the segment written last.
+                drop(_whole);
+                loop {
+                    thread::park();
+                }
+            }
             self.0.write_all(s)?;
         }
         Ok(())
