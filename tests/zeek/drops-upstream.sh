@@ -2,9 +2,10 @@
 # make-pcapng-drops: epb_dropcount 5 + 2 + 10 on two interfaces; with ISBs,
 # interface 0's isb_ifdrop + isb_osdrop = 21 outgrow its EPBs' 15 and
 # interface 1's 1 does not reach its EPB's 2: 23). Zeek's own pcapng reader
-# (zeek -r) adds each EPB's drop count to its dropped packets and ignores
-# ISBs, but reads the 8-byte value big-endian whatever the section's byte
-# order: 17 << 56 for this little-endian file. Over PCAP-over-IP: 17 and 23
+# (zeek -r) differs by version: 8.2 adds each EPB's drop count to its
+# dropped packets, read big-endian whatever the section's byte order
+# (17 << 56 for this little-endian file), and ignores ISBs; 8.0 counts
+# none. So only what it received is compared. Over PCAP-over-IP: 17 and 23
 # in get_net_stats()$pkts_dropped, PcapOverTcp::stats()$upstream_dropped
 # and the sender's, a capture_loss_upstream event and one
 # PcapOverTcp::Capture_Loss_Upstream notice.
@@ -17,7 +18,7 @@ make-capture pcap base.pcap
 make-pcapng-drops base.pcap epb.pcapng little
 make-pcapng-drops base.pcap isb.pcapng little isb
 
-echo 'event zeek_done() { local n = get_net_stats(); print fmt("received %d dropped %d", n$pkts_recvd, n$pkts_dropped); }' >offline.zeek
+echo 'event zeek_done() { local n = get_net_stats(); print fmt("received %d", n$pkts_recvd); }' >offline.zeek
 cat >stats.zeek <<'ZEEK'
 global told = F;
 event PcapOverTcp::capture_loss_upstream(source: string, sender: string, dropped: count, total: count)

@@ -4,6 +4,7 @@
 # read with -f gives the logs of `zeek -r` on the packets tshark's
 # independent filter keeps.
 # @TEST-REQUIRES: test -d "$TRACES" && command -v mergecap && command -v tshark
+# @TEST-REQUIRES: zeek-reads-mixed-pcapng
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 

@@ -9,6 +9,7 @@
 # `zeek -r` on mergecap's timestamp-ordered merge of the three files.
 # @TEST-REQUIRES: test -d "$TRACES"
 # @TEST-REQUIRES: command -v nc && command -v mergecap && command -v editcap && command -v capinfos
+# @TEST-REQUIRES: zeek-reads-mixed-pcapng
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 

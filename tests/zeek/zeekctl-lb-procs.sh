@@ -13,6 +13,11 @@
 # @TEST-REQUIRES: test -x "$(zeek-config --prefix)/bin/zeekctl"
 # @TEST-REQUIRES: test -x "$SERVE" && test -f "$TRACES/tunnels/Teredo.pcap"
 # @TEST-REQUIRES: command -v python3 && command -v timeout
+# On 8.0 the connections a worker logs as it terminates (those still open
+# when `zeekctl stop` comes) do not reach the cluster's archived conn.log
+# (seen: 2 to 7 of 21 missing, all of them ended at shutdown), so the
+# comparison with `zeek -r` needs 8.2 or later.
+# @TEST-REQUIRES: zeek-at-least 8.2
 # @TEST-EXEC: bash %INPUT >output 2>&1
 # @TEST-EXEC: btest-diff output
 
