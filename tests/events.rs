@@ -401,20 +401,11 @@ fn upstream_drops_are_told_at_most_once_a_second_per_connection_and_at_its_end()
 fn an_endpoint_never_reached_while_another_feeds_is_said_once_and_is_no_outage() {
     within(Duration::from_secs(30), || {
         let up = serve_once(pcap(3));
-        // A port that refuses: bound, then closed.
-        let down = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .to_string();
+        let down = format!("127.0.0.1:{}", common::closed_port());
         let mut source = Source::start(&format!("{up},{down}"), config()).unwrap();
         // The source runs on `up` while `down` is tried every 5-20 ms: a
         // dozen attempts or more.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while source.stats().received < 3 {
-            assert!(Instant::now() < deadline, "{:?}", source.stats());
-            while let Next::Packet(_) = source.next_packet() {}
-            source.wait(Duration::from_millis(20));
-        }
+        receive(&mut source, 3);
         thread::sleep(Duration::from_millis(400));
         let facts = source.take_facts();
         let said = source.take_messages();

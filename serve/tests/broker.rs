@@ -2066,18 +2066,16 @@ fn merged_interfaces_carry_linktype_values_not_dlts() {
     })
 }
 
-/// A loopback port that nothing listens on (bound, then freed).
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[test]
 fn the_cores_messages_reach_the_tools_log_in_its_own_words() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     common::within(Duration::from_secs(30), || {
         // Two servers: the plugin's core reads them (with its message sink).
-        let spec = format!("127.0.0.1:{},127.0.0.1:{}", closed_port(), closed_port());
+        let spec = format!(
+            "127.0.0.1:{},127.0.0.1:{}",
+            common::closed_port(),
+            common::closed_port()
+        );
         let (relay, _) = start_ports(&["--upstream", &spec], 1);
         // The input is read once a client is there.
         let _client = connect(relay.port, None);

@@ -183,12 +183,6 @@ fn serve_one(
     })
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// One HTTP GET of /metrics on `port`: the body of a 200 answer.
 fn scrape(port: u16) -> String {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -271,7 +265,7 @@ fn metrics_have_each_upstream_servers_packets_bytes_and_state() {
         let data = capture(100, 1_700_000_000_000, 1, 50, 1);
         let up = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = up.local_addr().unwrap().to_string();
-        let b = format!("127.0.0.1:{}", closed_port());
+        let b = format!("127.0.0.1:{}", common::closed_port());
         let (release, held) = mpsc::channel();
         let server = serve_one(up, data.clone(), Some(held));
         let mut broker = Broker::start(

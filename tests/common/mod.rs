@@ -476,3 +476,10 @@ pub fn loopback_listener() -> (std::net::TcpListener, String) {
     let addr = l.local_addr().unwrap().to_string();
     (l, addr)
 }
+
+/// A loopback port that nothing listens on (bound, then freed): connecting
+/// to it is refused.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
