@@ -564,12 +564,13 @@ impl Empty {
                 _ => lane.last_push,
             };
             // Quiet for the window, as far as its pushes tell; asked only
-            // then (a syscall, under the merge's lock), whether its reader
-            // has simply not caught up.
+            // then, and only while no other lane holds the others anyway
+            // (a syscall, under the merge's lock), whether its reader has
+            // simply not caught up.
             let expired = heard
                 .checked_add(timing.window)
                 .is_some_and(|due| due <= now);
-            if expired && lane.socket.as_ref().is_some_and(unread) {
+            if !self.held && expired && lane.socket.as_ref().is_some_and(unread) {
                 self.held = true;
             }
             self.quiet_since = self.quiet_since.max(Some(heard));

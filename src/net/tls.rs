@@ -615,9 +615,9 @@ impl Read for Transport {
     }
 }
 
-/// Whether bytes wait unread in `tcp`'s receive queue (or its end does),
-/// asked without reading them and without waiting. False once the socket
-/// is closed.
+/// Whether bytes wait unread in `tcp`'s receive queue, asked without
+/// reading them and without waiting. False at the stream's end (nothing
+/// more will come) and once the socket is closed.
 pub fn unread(tcp: &Weak<TcpStream>) -> bool {
     let Some(tcp) = tcp.upgrade() else {
         return false;
