@@ -439,6 +439,42 @@ fn sigterm_ends_stdout_on_a_whole_record() {
     })
 }
 
+/// SIGTERM while standard output takes nothing (its reader stalled, the
+/// broker blocked within a write): the broker waits at most 5 s for the
+/// write, then says so and exits 0, within a record.
+#[test]
+fn sigterm_with_a_stalled_stdout_reader_exits_after_5_s_saying_so() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    common::within(Duration::from_secs(60), || {
+        let data = capture(30_000, 1_700_000_000_000, 1, 1_000, 2);
+        let up = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = up.local_addr().unwrap().to_string();
+        let (_release, held) = mpsc::channel();
+        let _server = serve_one(up, data, Some(held));
+        let mut broker = Broker::start(&["--stdout", "--upstream", &a], Stdio::piped());
+        // Never read: the pipe fills and the writer blocks within a write.
+        let _stalled = broker.child.stdout.take().unwrap();
+        thread::sleep(Duration::from_secs(1));
+        let signalled = Instant::now();
+        broker.signal(libc::SIGTERM);
+        assert!(
+            broker.wait_success(Duration::from_secs(20)),
+            "{}",
+            broker.log()
+        );
+        let took = signalled.elapsed();
+        let log = broker.log();
+        assert!(
+            log.contains("SIGTERM: standard output took nothing for 5 s; exiting within a record"),
+            "{log}"
+        );
+        assert!(
+            took >= Duration::from_millis(4_900) && took < Duration::from_secs(15),
+            "exited {took:?} after SIGTERM"
+        );
+    })
+}
+
 /// The pcapng blocks of `stream` (type and body), up to the last whole
 /// one.
 fn ng_blocks(stream: &[u8]) -> Vec<(u32, &[u8])> {
