@@ -39,16 +39,29 @@ pub fn backoff() -> Backoff {
     Backoff::new(RETRY_MIN, RETRY_MAX)
 }
 
+/// A write of segments that failed: why, and how many of their bytes the
+/// kernel took first (over TLS: the segments up to the one that failed,
+/// that one included, since part of it may have gone out).
+#[derive(Debug)]
+pub struct Cut {
+    pub error: io::Error,
+    pub taken: usize,
+}
+
 /// Writes `segments` whole, in order: over plain TCP with vectored
 /// writes straight from the shared buffers, over TLS one by one
 /// (encrypting copies them anyway).
-pub fn write_segments(conn: &mut Conn, segments: &[Bytes]) -> io::Result<()> {
+pub fn write_segments(conn: &mut Conn, segments: &[Bytes]) -> Result<(), Cut> {
     let Conn::Plain(tcp) = conn else {
+        let mut taken = 0;
         for s in segments {
-            conn.write_all(s)?;
+            taken += s.len();
+            conn.write_all(s).map_err(|error| Cut { error, taken })?;
         }
-        return conn.flush();
+        return conn.flush().map_err(|error| Cut { error, taken });
     };
+    // Bytes the kernel took.
+    let mut taken = 0;
     // Past the first `done` segments, and `offset` bytes into the next.
     let (mut done, mut offset) = (0, 0);
     loop {
@@ -64,11 +77,17 @@ pub fn write_segments(conn: &mut Conn, segments: &[Bytes]) -> io::Result<()> {
         slices.push(IoSlice::new(&segments[done][offset..]));
         slices.extend(rest.iter().take(63).map(|s| IoSlice::new(s)));
         let mut n = match (&**tcp).write_vectored(&slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(0) => {
+                return Err(Cut {
+                    error: io::ErrorKind::WriteZero.into(),
+                    taken,
+                })
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(error) => return Err(Cut { error, taken }),
         };
+        taken += n;
         while n > 0 {
             let left = segments[done].len() - offset;
             if n >= left {

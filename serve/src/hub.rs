@@ -31,7 +31,9 @@ use bytes::Bytes;
 use socket2::SockRef;
 
 use crate::client_log;
+use crate::conn::Cut;
 use crate::header::{Header, Overflow, MAX_HEADER, MAX_OTHER};
+use crate::inflight::{Flight, Framing};
 use crate::output::Output;
 use crate::stats::{ClientStats, Registry, State};
 
@@ -191,6 +193,14 @@ struct Queue {
 }
 
 impl Queue {
+    /// Puts back, at the front, segments taken for a write that never
+    /// reached the kernel (still counted in `bytes`).
+    fn put_back(&mut self, segments: Vec<Segment>) {
+        for s in segments.into_iter().rev() {
+            self.segments.push_front(s);
+        }
+    }
+
     fn push(&mut self, data: Bytes, packets: u64, only_packets: bool) {
         self.grow(data.len());
         self.segments.push_back(Segment {
@@ -271,6 +281,59 @@ impl Drop for Queue {
     }
 }
 
+/// Over TLS, where the connection's byte count stands (a segment's own
+/// bytes are not the wire's): u64::MAX when the kernel does not say, so
+/// that what was written counts as unacknowledged. None over plain TCP.
+fn wire_end(conn: &impl Output) -> Option<u64> {
+    if conn.stream_is_wire() {
+        return None;
+    }
+    Some(conn.wire_position().unwrap_or(u64::MAX))
+}
+
+/// Splits a batch whose write failed after the kernel took `taken` bytes
+/// of it: (the segments to put back, those taken). A packet the kernel
+/// took only part of was taken (its start is on the wire: it is in
+/// flight); the packets after it go back. A block that is no packet is
+/// never put back once begun: the header a kept client gets when it is
+/// back carries the blocks it needs.
+fn split_taken(
+    batch: Vec<Segment>,
+    taken: usize,
+    framing: Option<Framing>,
+) -> (Vec<Segment>, Vec<Segment>) {
+    let (mut back, mut sent) = (Vec::new(), Vec::new());
+    let mut at = 0;
+    for s in batch {
+        let len = s.data.len();
+        if at >= taken {
+            back.push(s);
+        } else if at + len <= taken || !s.only_packets {
+            sent.push(s);
+        } else {
+            let cut = framing.and_then(|f| f.unit_end_after(&s.data, taken - at).map(|c| (f, c)));
+            match cut {
+                Some((f, cut)) if cut < len => {
+                    let (whole, _) = f.whole_before(&s.data, cut);
+                    sent.push(Segment {
+                        data: s.data.slice(..cut),
+                        packets: whole,
+                        only_packets: true,
+                    });
+                    back.push(Segment {
+                        data: s.data.slice(cut..),
+                        packets: s.packets.saturating_sub(whole),
+                        only_packets: true,
+                    });
+                }
+                _ => sent.push(s),
+            }
+        }
+        at += len;
+    }
+    (back, sent)
+}
+
 /// Queues `units` of `chunk` as runs of packets and runs of other blocks.
 /// A run under half the chunk is copied: a small block kept after the
 /// packets beside it were dropped must not keep the whole read alive (so a
@@ -309,6 +372,11 @@ pub enum Ended {
     /// The input restarted with a different header; the client got what
     /// was queued for it and its stream ended.
     NewStream,
+    /// A kept client's connection broke: its queue is kept (what the
+    /// kernel had not taken was put back), and `in_flight` packets it had
+    /// taken were not acknowledged by the peer. The caller keeps it
+    /// ([`Hub::keep_away`]) or gives it up ([`Client::give_up`]).
+    Away { error: io::Error, in_flight: u64 },
 }
 
 /// One client of the relay: its queue, and its socket (to close it from
@@ -320,13 +388,30 @@ pub struct Client {
     ready: Condvar,
     stats: Arc<ClientStats>,
     /// Its socket; None for standard output (--stdout), which has no peer
-    /// to watch and is closed by ending the tool.
-    tcp: Option<TcpStream>,
+    /// to watch and is closed by ending the tool, and while a kept client
+    /// is away.
+    tcp: Mutex<Option<TcpStream>>,
+    /// A --connect target: its queue outlives a broken connection.
+    keep: bool,
 }
 
 impl Client {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn socket(&self) -> MutexGuard<'_, Option<TcpStream>> {
+        self.tcp.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stats(&self) -> &Arc<ClientStats> {
+        &self.stats
+    }
+
+    /// Bytes queued for it.
+    pub fn queued(&self) -> (usize, u64) {
+        let q = self.lock();
+        (q.bytes, q.segments.iter().map(|s| s.packets).sum())
     }
 
     /// Closes the client from outside: its queue is dropped and its socket
@@ -335,9 +420,27 @@ impl Client {
         q.closing = Some(why);
         q.discard(&self.stats);
         self.ready.notify_all();
-        if let Some(tcp) = &self.tcp {
+        if let Some(tcp) = &*self.socket() {
             let _ = tcp.shutdown(Shutdown::Both);
         }
+    }
+
+    /// A kept client that was away is back on a new connection (`tcp`: a
+    /// handle on its socket): its writer sends its queue (the stream's
+    /// header first, see [`Hub::keep_away`]).
+    pub fn resume(&self, tcp: TcpStream) {
+        *self.socket() = Some(tcp);
+        self.stats.set_away(false);
+    }
+
+    /// A kept client that cannot be kept (the input began a new stream
+    /// meanwhile): its queue is dropped, as a client's that left.
+    pub fn give_up(&self) {
+        let mut q = self.lock();
+        if q.closing.is_none() {
+            q.closing = Some(Closing::Gone);
+        }
+        q.discard(&self.stats);
     }
 
     /// Queues what fits of one read's units (`chunk`, cut at `units`, of
@@ -523,7 +626,8 @@ impl Client {
     /// Never blocks.
     fn departed(&self) -> Option<io::Error> {
         let mut sink = [MaybeUninit::<u8>::uninit(); 4096];
-        let sock = SockRef::from(self.tcp.as_ref()?);
+        let tcp = self.socket();
+        let sock = SockRef::from(tcp.as_ref()?);
         let mut read = 0;
         while read < IDLE_DISCARD {
             match sock.recv_with_flags(&mut sink, libc::MSG_DONTWAIT) {
@@ -538,8 +642,45 @@ impl Client {
     }
 
     /// The connection broke (`e`), unless we closed it ourselves: the
-    /// queue is dropped (the hub queues no more for it).
-    fn lost(&self, e: io::Error) -> Ended {
+    /// queue is dropped (the hub queues no more for it). A kept client's
+    /// queue is kept instead: the segments of `batch` the kernel did not
+    /// take (`taken` bytes of it did) go back to its front, and what was in
+    /// flight is counted.
+    fn lost(
+        &self,
+        e: io::Error,
+        flight: Option<(&mut Flight, Option<&TcpStream>, Option<u64>)>,
+        batch: Vec<Segment>,
+        taken: usize,
+    ) -> Ended {
+        if let Some((flight, tcp, wire)) = flight {
+            let mut q = self.lock();
+            if q.closing.is_none() || q.closing == Some(Closing::End) {
+                let (back, sent) = split_taken(batch, taken, flight.framing);
+                let (mut packets, mut bytes) = (0, 0);
+                for s in &sent {
+                    flight.wrote(&s.data, s.packets, s.data.len(), wire);
+                    packets += s.packets;
+                    bytes += s.data.len();
+                }
+                q.put_back(back);
+                q.shrink(bytes);
+                self.stats.set_queued(q.bytes);
+                self.stats.sent(packets, bytes as u64);
+                let in_flight = flight.lost(tcp);
+                self.stats.in_flight.fetch_add(in_flight, Relaxed);
+                return Ended::Away {
+                    error: e,
+                    in_flight,
+                };
+            }
+        }
+        // What the failed write held is lost, and so is the rest of the
+        // queue.
+        let (packets, bytes) = batch
+            .iter()
+            .fold((0, 0), |(p, b), s| (p + s.packets, b + s.data.len() as u64));
+        self.stats.dropped(packets, bytes);
         let mut q = self.lock();
         match q.closing {
             // Our own shutdown ended the write.
@@ -557,7 +698,13 @@ impl Client {
     /// At the end of the input, sends the rest and ends the stream. While
     /// there is nothing to send, notices a reset connection (IDLE_CHECK).
     pub fn run(&self, conn: &mut impl Output) -> Ended {
-        let mut batch = Vec::new();
+        let mut batch: Vec<Segment> = Vec::new();
+        let mut data: Vec<Bytes> = Vec::new();
+        // A kept client's record of what may still be unacknowledged.
+        let mut flight = match (self.keep, conn.tcp()) {
+            (true, Some(tcp)) => Some(Flight::new(tcp)),
+            _ => None,
+        };
         let mut next_check = Instant::now() + IDLE_CHECK;
         loop {
             let (mut bytes, mut packets) = (0, 0);
@@ -585,7 +732,10 @@ impl Client {
                         next_check = now + IDLE_CHECK;
                         drop(q);
                         if let Some(e) = self.departed() {
-                            return self.lost(e);
+                            let wire = wire_end(conn);
+                            let tcp = conn.tcp();
+                            let flight = flight.as_mut().map(|f| (f, tcp, wire));
+                            return self.lost(e, flight, Vec::new(), 0);
                         }
                         q = self.lock();
                         continue;
@@ -603,17 +753,25 @@ impl Client {
                     let s = q.segments.pop_front().expect("a front segment");
                     bytes += s.data.len();
                     packets += s.packets;
-                    batch.push(s.data);
+                    data.push(s.data.clone());
+                    batch.push(s);
                 }
             }
-            let written = conn.write_segments(&batch);
-            batch.clear();
-            if let Err(e) = written {
-                // What the failed write held is lost, and so is the rest of
-                // the queue.
-                self.stats.dropped(packets, bytes as u64);
-                return self.lost(e);
+            let written = conn.write_segments(&data);
+            data.clear();
+            if let Err(Cut { error, taken }) = written {
+                let wire = wire_end(conn);
+                let tcp = conn.tcp();
+                let batch = std::mem::take(&mut batch);
+                return self.lost(error, flight.as_mut().map(|f| (f, tcp, wire)), batch, taken);
             }
+            if let Some(f) = &mut flight {
+                let wire = wire_end(conn);
+                for s in &batch {
+                    f.wrote(&s.data, s.packets, s.data.len(), wire);
+                }
+            }
+            batch.clear();
             let mut q = self.lock();
             q.shrink(bytes);
             self.stats.set_queued(q.bytes);
@@ -641,6 +799,9 @@ pub struct Hub {
     registry: Arc<Registry>,
     /// All clients' queues together, over every hub (--max-buffer).
     budget: Arc<Budget>,
+    /// A --shards port's consumer whose connection broke: kept, with its
+    /// queue, for the next client of the port.
+    kept: Mutex<Option<Arc<Client>>>,
 }
 
 /// Why a client cannot join.
@@ -671,6 +832,34 @@ impl Hub {
             policy,
             registry,
             budget,
+            kept: Mutex::new(None),
+        }
+    }
+
+    /// The shard's consumer kept while away, if any, for a client that
+    /// connects to the shard's port (it resumes the kept queue).
+    pub fn take_kept(&self) -> Option<Arc<Client>> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        // Closed meanwhile (the input ended and it did not come back).
+        if kept.lock().closing.is_some_and(|c| c != Closing::End) {
+            self.leave(&kept);
+            return None;
+        }
+        Some(kept)
+    }
+
+    /// Keeps `client` (a shard's consumer, away: [`Hub::keep_away`] said
+    /// yes) for the next client of the shard's port; one is kept at most
+    /// (an earlier one is given up).
+    pub fn set_kept(&self, client: Arc<Client>) {
+        let earlier = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(client);
+        if let Some(earlier) = earlier {
+            earlier.give_up();
+            self.leave(&earlier);
         }
     }
 
@@ -686,6 +875,27 @@ impl Hub {
         name: String,
         tcp: Option<TcpStream>,
         stats: Arc<ClientStats>,
+    ) -> Result<Arc<Client>, Refusal> {
+        self.join_as(name, tcp, stats, false)
+    }
+
+    /// Like `join`, for a --connect target: its queue is kept while its
+    /// connection is down ([`Hub::keep_away`]).
+    pub fn join_kept(
+        &self,
+        name: String,
+        tcp: TcpStream,
+        stats: Arc<ClientStats>,
+    ) -> Result<Arc<Client>, Refusal> {
+        self.join_as(name, Some(tcp), stats, true)
+    }
+
+    fn join_as(
+        &self,
+        name: String,
+        tcp: Option<TcpStream>,
+        stats: Arc<ClientStats>,
+        keep: bool,
     ) -> Result<Arc<Client>, Refusal> {
         let mut s = self.lock();
         if s.ended {
@@ -716,12 +926,54 @@ impl Hub {
             queue: Mutex::new(queue),
             ready: Condvar::new(),
             stats,
-            tcp,
+            tcp: Mutex::new(tcp),
+            keep,
         });
         s.clients.push(client.clone());
         self.budget.members().push(Arc::downgrade(&client));
         self.changed.notify_all();
         Ok(client)
+    }
+
+    /// A kept client's connection broke (its writer returned
+    /// [`Ended::Away`]): its queue stays in the relay, bounded as before
+    /// (--client-buffer, --max-buffer: whole packets are dropped beyond),
+    /// and starts with the stream's header, so that the next connection
+    /// gets a valid stream: the header, then the packets it missed, in
+    /// order. Queued blocks that are no packets are dropped: the header
+    /// carries them (pcapng interfaces; other blocks within its bound).
+    /// False when it cannot be kept: the input began a new stream since,
+    /// or the client was closed (then the caller gives it up).
+    pub fn keep_away(&self, client: &Arc<Client>) -> bool {
+        let s = self.lock();
+        if !s.clients.iter().any(|c| Arc::ptr_eq(c, client)) {
+            return false;
+        }
+        let mut q = client.lock();
+        if q.closing.is_some_and(|c| c != Closing::End) {
+            return false;
+        }
+        *client.socket() = None;
+        let mut freed = 0;
+        q.segments.retain(|seg| {
+            if !seg.only_packets && seg.packets == 0 {
+                freed += seg.data.len();
+                return false;
+            }
+            true
+        });
+        q.shrink(freed);
+        for unit in s.header.units.iter().rev() {
+            q.grow(unit.len());
+            q.segments.push_front(Segment {
+                data: unit.clone(),
+                packets: 0,
+                only_packets: false,
+            });
+        }
+        client.stats.set_queued(q.bytes);
+        client.stats.set_away(true);
+        true
     }
 
     /// Removes a client whose writer has ended.
@@ -806,7 +1058,7 @@ impl Hub {
             if q.closing.is_none() {
                 q.closing = Some(Closing::NewStream);
                 // Bounds a writer blocked on a client that reads no more.
-                if let Some(tcp) = &c.tcp {
+                if let Some(tcp) = &*c.socket() {
                     let _ = tcp.set_write_timeout(Some(DRAIN_STALL));
                 }
                 client_log!(
@@ -846,6 +1098,7 @@ impl Hub {
         let mut seen: Vec<(Arc<Client>, u64, Instant)> = Vec::new();
         let mut s = self.lock();
         while !s.clients.is_empty() {
+            let mut away: Vec<Arc<Client>> = Vec::new();
             let now = Instant::now();
             seen.retain(|(c, ..)| s.clients.iter().any(|d| Arc::ptr_eq(c, d)));
             for c in &s.clients {
@@ -859,6 +1112,11 @@ impl Hub {
                             let queued = q.bytes;
                             c.stats.finish(State::Stalled);
                             c.close(&mut q, Closing::Stalled);
+                            // A kept client that is away has no writer to
+                            // leave the hub: it leaves here.
+                            if c.socket().is_none() && c.keep {
+                                away.push(c.clone());
+                            }
                             client_log!(
                                 log::Level::Warn,
                                 "{}: took nothing for {} s after the end of the input; closing it with {queued} bytes unsent; {}",
@@ -871,6 +1129,8 @@ impl Hub {
                     Some(_) => {}
                 }
             }
+            s.clients
+                .retain(|c| !away.iter().any(|a| Arc::ptr_eq(a, c)));
             s = self
                 .changed
                 .wait_timeout(s, Duration::from_millis(200))

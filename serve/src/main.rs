@@ -31,6 +31,7 @@ mod conn;
 mod file;
 mod header;
 mod hub;
+mod inflight;
 mod input;
 mod logging;
 mod merged;

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -11,23 +12,56 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::conn::{self, Conn};
+use crate::conn::{self, Conn, Cut};
+use crate::inflight;
 
 /// A client's stream, written by its writer thread.
 pub trait Output {
     /// Writes `segments` whole, in order.
-    fn write_segments(&mut self, segments: &[Bytes]) -> io::Result<()>;
+    fn write_segments(&mut self, segments: &[Bytes]) -> Result<(), Cut>;
     /// Ends the stream (the input ended, or a new one began).
     fn end(&mut self) -> io::Result<()>;
+    /// Its TCP connection, if it has one (to ask the kernel what the peer
+    /// acknowledged).
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+    /// Whether the stream's bytes are the connection's (false over TLS).
+    fn stream_is_wire(&self) -> bool {
+        true
+    }
+    /// Over TLS: the bytes handed to the kernel so far (acknowledged or
+    /// queued), which are not the stream's own.
+    fn wire_position(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Output for Conn {
-    fn write_segments(&mut self, segments: &[Bytes]) -> io::Result<()> {
+    fn write_segments(&mut self, segments: &[Bytes]) -> Result<(), Cut> {
         conn::write_segments(self, segments)
     }
 
     fn end(&mut self) -> io::Result<()> {
         Conn::end(self)
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(Conn::tcp(self))
+    }
+
+    fn stream_is_wire(&self) -> bool {
+        matches!(self, Conn::Plain(_))
+    }
+
+    fn wire_position(&self) -> Option<u64> {
+        match self {
+            Conn::Plain(_) => None,
+            Conn::Tls(_) => {
+                let tcp = Conn::tcp(self);
+                Some(inflight::bytes_acked(tcp)? + inflight::unacknowledged(tcp)?)
+            }
+        }
     }
 }
 
@@ -75,7 +109,8 @@ impl Stdout {
 impl Output for Stdout {
     /// A segment is whole units (records, blocks): a signal waits for the
     /// end of the one being written.
-    fn write_segments(&mut self, segments: &[Bytes]) -> io::Result<()> {
+    fn write_segments(&mut self, segments: &[Bytes]) -> Result<(), Cut> {
+        let mut taken = 0;
         for s in segments {
             let _whole = WRITING.lock().unwrap_or_else(|e| e.into_inner());
             if STOPPING.load(Ordering::SeqCst) {
@@ -85,7 +120,8 @@ impl Output for Stdout {
                     thread::park();
                 }
             }
-            self.0.write_all(s)?;
+            taken += s.len();
+            self.0.write_all(s).map_err(|error| Cut { error, taken })?;
         }
         Ok(())
     }

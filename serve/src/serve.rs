@@ -18,7 +18,7 @@ use crate::admit::{Admission, Slot};
 use crate::client_log;
 use crate::conn::{self, accept, dial, finish, tls_setup, Conn, Tls, RETRY_MAX, RETRY_MIN};
 use crate::file::{load, serve_file, Framed};
-use crate::hub::{Budget, Ended, Hub, Refusal};
+use crate::hub::{Budget, Client, Ended, Hub, Refusal};
 use crate::input::{run_exec, Fanout};
 use crate::logging;
 use crate::merged::run_upstream;
@@ -473,8 +473,24 @@ fn relay_client(
         ),
         None => (format!("client {peer}"), format!("client={peer}")),
     };
+    // A shard's consumer that was away: this client takes over its queue
+    // (the stream's header, then what it missed).
+    if let Some(kept) = shard.and_then(|_| hub.take_kept()) {
+        let (bytes, packets) = kept.queued();
+        kept.resume(handle);
+        client_log!(
+            log::Level::Info,
+            "{name} connected; it gets the stream's header, then the {packets} packets queued while the shard's consumer was away ({bytes} bytes)"
+        );
+        return serve_client(kept, conn, clients, hub, shard, &name);
+    }
     let stats = registry.add(label);
-    let client = match hub.join(name.clone(), Some(handle), stats.clone()) {
+    let join = match shard {
+        // A shard's consumer is known: its queue outlives its connection.
+        Some(_) => hub.join_kept(name.clone(), handle, stats.clone()),
+        None => hub.join(name.clone(), Some(handle), stats.clone()),
+    };
+    let client = match join {
         Ok(c) => c,
         Err(Refusal::Ended) => {
             stats.finish(State::Ended);
@@ -491,7 +507,34 @@ fn relay_client(
         }
     };
     client_log!(log::Level::Info, "{name} connected");
+    serve_client(client, conn, clients, hub, shard, &name)
+}
+
+/// A relay client's stream, until it ends (a shard's consumer whose
+/// connection broke is kept for the port's next client).
+fn serve_client(
+    client: Arc<Client>,
+    mut conn: Conn,
+    clients: &Clients,
+    hub: &Hub,
+    shard: Option<usize>,
+    name: &str,
+) {
+    let stats = client.stats().clone();
     let ended = client.run(&mut conn);
+    if let Ended::Away { error, in_flight } = &ended {
+        if shard.is_some() && hub.keep_away(&client) {
+            let (bytes, packets) = client.queued();
+            client_log!(
+                log::Level::Warn,
+                "{name} left ({error}); {in_flight} packets sent were not acknowledged by it (lost in flight); keeping the shard's queue ({packets} packets, {bytes} bytes; --client-buffer {}) for the next client of its port: it gets the stream's header, then what it missed",
+                hub.limit()
+            );
+            hub.set_kept(client);
+            return;
+        }
+        client.give_up();
+    }
     // The state and the message before leaving: the last client's leaving
     // lets the tool print the counters and end.
     match ended {
@@ -503,7 +546,8 @@ fn relay_client(
                 stats.summary()
             );
         }
-        Ended::Lost(e) if stalled(&e) => {
+        // Only a --connect target is kept away; a client's is lost.
+        Ended::Lost(e) | Ended::Away { error: e, .. } if stalled(&e) => {
             stats.finish(State::Stalled);
             client_log!(
                 log::Level::Warn,
@@ -512,7 +556,7 @@ fn relay_client(
                 stats.summary()
             );
         }
-        Ended::Lost(e) => {
+        Ended::Lost(e) | Ended::Away { error: e, .. } => {
             stats.finish(State::Lost);
             client_log!(log::Level::Info, "{name} left ({e}); {}", stats.summary());
         }
@@ -715,39 +759,91 @@ fn connect_file(
 
 /// Keeps `target` among the relay's clients: dials, joins (the header so
 /// far, then the live records), and redials when its connection breaks.
+/// While it is away its queue is kept ([`Hub::keep_away`]): when it is
+/// back it gets the stream's header, then what it missed, in order.
 fn relay_to(target: &Endpoint, tls: &Tls, hub: &Hub, registry: &Registry) {
-    redial(target, tls, registry, |conn, stats| {
-        join_and_run(target, conn, hub, stats) && !hub.ended()
-    })
+    // The core's messages on this thread name the tool's flags.
+    setting::use_names(words::serve);
+    let mut backoff = conn::backoff();
+    let mut kept: Option<Arc<Client>> = None;
+    loop {
+        let mut conn = dial(target, tls, &mut backoff);
+        let since = Instant::now();
+        let again = target_session(target, &mut conn, hub, registry, &mut kept);
+        drop(conn);
+        // After the end of the input, a kept target is still redialled for
+        // what is queued for it (the drain bounds how long).
+        if !again || (hub.ended() && kept.is_none()) {
+            return;
+        }
+        backoff.reset_after(since.elapsed());
+        backoff.wait();
+    }
 }
 
-/// A --connect target's stream through the hub. Returns whether to redial:
-/// the connection broke (reported) before the end of the input.
-fn join_and_run(target: &Endpoint, conn: &mut Conn, hub: &Hub, stats: &Arc<ClientStats>) -> bool {
+/// One connection of a --connect target: joins the hub (or, when it was
+/// away, resumes its kept queue) and runs its stream. Returns whether to
+/// redial: the connection broke (reported) before its stream ended.
+fn target_session(
+    target: &Endpoint,
+    conn: &mut Conn,
+    hub: &Hub,
+    registry: &Registry,
+    kept: &mut Option<Arc<Client>>,
+) -> bool {
     let _ = conn.tcp().set_nodelay(true);
     let handle = match conn.tcp().try_clone() {
         Ok(h) => h,
         Err(e) => {
-            stats.finish(State::Lost);
             log::warn!("{target}: {e}; redialling");
             return true;
         }
     };
-    let client = match hub.join(target.to_string(), Some(handle), stats.clone()) {
-        Ok(c) => c,
-        Err(Refusal::Ended) => {
-            stats.finish(State::Ended);
-            let _ = conn.end();
-            return false;
+    let client = match kept.take() {
+        Some(client) => {
+            let (bytes, packets) = client.queued();
+            client.resume(handle);
+            log::info!(
+                "{target}: back; sending the stream's header, then the {packets} packets queued while it was away ({bytes} bytes)"
+            );
+            client
         }
-        Err(Refusal::Incomplete) => {
-            stats.finish(State::Ended);
-            log::warn!("{target}: the input's header blocks are too large to be kept whole, so it cannot be given a valid stream until the input restarts; redialling");
-            return true;
+        None => {
+            let stats = registry.add(format!("target={target}"));
+            match hub.join_kept(target.to_string(), handle, stats.clone()) {
+                Ok(c) => c,
+                Err(Refusal::Ended) => {
+                    stats.finish(State::Ended);
+                    let _ = conn.end();
+                    return false;
+                }
+                Err(Refusal::Incomplete) => {
+                    stats.finish(State::Ended);
+                    log::warn!("{target}: the input's header blocks are too large to be kept whole, so it cannot be given a valid stream until the input restarts; redialling");
+                    return true;
+                }
+            }
         }
     };
+    let stats = client.stats().clone();
     // The state and the message before leaving (see relay_client).
     let why = match client.run(conn) {
+        Ended::Away { error, in_flight } => {
+            if hub.keep_away(&client) {
+                let (bytes, packets) = client.queued();
+                log::warn!(
+                    "{target}: connection lost: {error}; {in_flight} packets sent were not acknowledged by it (lost in flight); keeping its queue ({packets} packets, {bytes} bytes; --client-buffer {}) and redialling: it gets the stream's header, then what it missed",
+                    hub.limit()
+                );
+                *kept = Some(client);
+                return true;
+            }
+            client.give_up();
+            stats.finish(State::Lost);
+            Some(format!(
+                "{error}; {in_flight} packets sent were not acknowledged by it (lost in flight)"
+            ))
+        }
         Ended::Drained => {
             stats.finish(State::Ended);
             log::info!("{target}: stream ended; {}", stats.summary());
@@ -837,7 +933,7 @@ fn stdout_relay(
                         "the input restarted with a different header, and standard output carries one stream"
                             .to_string(),
                     ),
-                    Ended::Lost(e) => Some(e.to_string()),
+                    Ended::Lost(e) | Ended::Away { error: e, .. } => Some(e.to_string()),
                 };
                 hub.leave(&client);
                 let Some(why) = why else {

@@ -38,6 +38,9 @@ pub enum State {
     /// Took no byte for --write-timeout, or for DRAIN_STALL after the end
     /// of the input: closed.
     Stalled = 4,
+    /// A --connect target whose connection broke: its queue is kept while
+    /// it is redialled.
+    Away = 5,
 }
 
 impl State {
@@ -48,6 +51,7 @@ impl State {
             State::Lost => "lost",
             State::Slow => "slow",
             State::Stalled => "stalled",
+            State::Away => "away",
         }
     }
 
@@ -57,6 +61,7 @@ impl State {
             1 => State::Ended,
             2 => State::Lost,
             3 => State::Slow,
+            5 => State::Away,
             _ => State::Stalled,
         }
     }
@@ -75,6 +80,9 @@ pub struct ClientStats {
     pub dropped_bytes: AtomicU64,
     pub queued: AtomicU64,
     pub peak_queued: AtomicU64,
+    /// Of the packets sent (a --connect target's), those its kernel had
+    /// not acknowledged when a connection broke: lost in flight.
+    pub in_flight: AtomicU64,
     state: AtomicU8,
 }
 
@@ -102,9 +110,26 @@ impl ClientStats {
     /// Sets the final state, unless one is already set (the first reason
     /// a stream ended is the one that counts).
     pub fn finish(&self, state: State) {
+        let _ = self.state.fetch_update(Relaxed, Relaxed, |s| {
+            matches!(State::from_u8(s), State::Open | State::Away).then_some(state as u8)
+        });
+    }
+
+    /// A kept --connect target's connection broke (true) or is back.
+    pub fn set_away(&self, away: bool) {
+        let (from, to) = if away {
+            (State::Open, State::Away)
+        } else {
+            (State::Away, State::Open)
+        };
         let _ = self
             .state
-            .compare_exchange(State::Open as u8, state as u8, Relaxed, Relaxed);
+            .compare_exchange(from as u8, to as u8, Relaxed, Relaxed);
+    }
+
+    /// Being served, or kept while away.
+    fn current(&self) -> bool {
+        matches!(self.state(), State::Open | State::Away)
     }
 
     /// A short summary for the message about the client's departure.
@@ -113,6 +138,10 @@ impl ClientStats {
         let mut s = format!("{} packets sent", self.packets.load(Relaxed));
         if self.live || dropped > 0 {
             s.push_str(&format!(", {dropped} dropped"));
+        }
+        let in_flight = self.in_flight.load(Relaxed);
+        if in_flight > 0 {
+            s.push_str(&format!(", {in_flight} lost in flight"));
         }
         s
     }
@@ -145,6 +174,9 @@ impl ClientStats {
                 self.peak_queued.load(Relaxed)
             ));
         }
+        if self.label.starts_with("target=") && self.live {
+            s.push_str(&format!(" in_flight={}", self.in_flight.load(Relaxed)));
+        }
         s
     }
 }
@@ -163,7 +195,7 @@ struct Totals {
 impl Totals {
     fn add(&mut self, c: &ClientStats) {
         self.clients += 1;
-        self.open += u64::from(c.state() == State::Open);
+        self.open += u64::from(c.current());
         self.packets += c.packets.load(Relaxed);
         self.bytes += c.bytes.load(Relaxed);
         self.dropped += c.dropped.load(Relaxed);
@@ -328,18 +360,19 @@ impl Registry {
             dropped_bytes: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             peak_queued: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             state: AtomicU8::new(State::Open as u8),
         });
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients.push(c.clone());
         // Many clients came and went: fold the oldest departed ones into the
         // total.
-        let departed = clients.iter().filter(|c| c.state() != State::Open).count();
+        let departed = clients.iter().filter(|c| !c.current()).count();
         if departed > KEEP_DEPARTED {
             let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
             let mut excess = departed - KEEP_DEPARTED;
             clients.retain(|c| {
-                if excess > 0 && c.state() != State::Open {
+                if excess > 0 && !c.current() {
                     retired.add(c);
                     excess -= 1;
                     false
@@ -391,10 +424,7 @@ impl Registry {
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         let mut total = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
         clients.iter().for_each(|c| total.add(c));
-        let open: Vec<&Arc<ClientStats>> = clients
-            .iter()
-            .filter(|c| c.state() == State::Open)
-            .collect();
+        let open: Vec<&Arc<ClientStats>> = clients.iter().filter(|c| c.current()).collect();
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, values: Vec<(String, u64)>| {
             out.push_str(&format!(
@@ -488,6 +518,20 @@ impl Registry {
                 "gauge",
                 "Bytes queued for the client.",
                 per(&|c| c.queued.load(Relaxed)),
+            );
+        }
+        if self.live {
+            metric(
+                "client_in_flight_lost_packets_total",
+                "counter",
+                "Packets sent to the --connect target that its kernel had not acknowledged when a connection broke (lost in flight).",
+                per(&|c| c.in_flight.load(Relaxed)),
+            );
+            metric(
+                "client_away",
+                "gauge",
+                "Whether the --connect target's connection is down (1) while its queue is kept for it.",
+                per(&|c| u64::from(c.state() == State::Away)),
             );
         }
         metric(

@@ -1,0 +1,343 @@
+//! A --connect target that goes away and comes back loses only what was in
+//! flight: the broker keeps its queue meanwhile, counts what the target's
+//! kernel had not acknowledged, and gives it the stream's header, then
+//! what it missed, in order.
+
+mod server;
+
+use std::io::{ErrorKind, Read, Write};
+use std::mem::MaybeUninit;
+use std::net::{TcpListener, TcpStream};
+use std::process::{ChildStdin, Stdio};
+use std::time::{Duration, Instant};
+
+use server::Server;
+use socket2::SockRef;
+
+const HEADER: usize = 24;
+/// Each record: a 16-byte header and this much data.
+const SIZE: usize = 200;
+
+/// pcap file header (microseconds, Ethernet).
+fn header() -> Vec<u8> {
+    let mut v = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&65535u32.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    v
+}
+
+/// Records `from..to`: record i is dated i seconds, its data all (i % 251).
+fn records(from: u32, to: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in from..to {
+        v.extend_from_slice(&i.to_le_bytes());
+        v.extend_from_slice(&[0; 4]);
+        v.extend_from_slice(&(SIZE as u32).to_le_bytes());
+        v.extend_from_slice(&(SIZE as u32).to_le_bytes());
+        v.extend(std::iter::repeat_n((i % 251) as u8, SIZE));
+    }
+    v
+}
+
+/// The seconds of the whole records in `stream` (after the file header).
+fn whole(stream: &[u8]) -> Vec<u32> {
+    stream[HEADER..]
+        .chunks(16 + SIZE)
+        .filter(|r| r.len() == 16 + SIZE)
+        .map(|r| u32::from_le_bytes(r[..4].try_into().unwrap()))
+        .collect()
+}
+
+fn accept(listener: &TcpListener, limit: Duration) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        match listener.accept() {
+            Ok((tcp, _)) => {
+                tcp.set_nonblocking(false).unwrap();
+                return tcp;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "the broker did not connect");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// Reads at least `n` bytes (bounded).
+fn read_at_least(tcp: &mut TcpStream, n: usize) -> Vec<u8> {
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = vec![0; n];
+    tcp.read_exact(&mut got).unwrap();
+    got
+}
+
+/// What waits in `tcp`'s receive queue, without taking it (no window
+/// update: with the window closed, nothing more arrives meanwhile).
+fn peek_all(tcp: &TcpStream) -> Vec<u8> {
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 << 20];
+    let n = SockRef::from(tcp)
+        .recv_with_flags(&mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        .unwrap_or(0);
+    // SAFETY-free copy: recv initialised the first n bytes.
+    buf[..n]
+        .iter()
+        .map(|b| unsafe { b.assume_init() })
+        .collect()
+}
+
+fn feed(stdin: &mut ChildStdin, bytes: &[u8]) {
+    stdin.write_all(bytes).unwrap();
+    stdin.flush().unwrap();
+}
+
+/// The number in the broker's line `... connection lost: ...; N packets
+/// sent were not acknowledged by it (lost in flight); ...`.
+fn in_flight(line: &str) -> u32 {
+    let before = line
+        .split(" packets sent were not acknowledged")
+        .next()
+        .unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// A socket with a small receive buffer, so that the broker's kernel holds
+/// bytes the receiver has not acknowledged when it goes.
+fn small_buffer_socket() -> socket2::Socket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.set_recv_buffer_size(64 << 10).unwrap();
+    s
+}
+
+fn listen_small(port: u16) -> TcpListener {
+    let s = small_buffer_socket();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    s.listen(1).unwrap();
+    s.into()
+}
+
+fn connect_small(port: u16) -> TcpStream {
+    let s = small_buffer_socket();
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    s.into()
+}
+
+/// What the receiver got across an outage.
+struct Outcome {
+    /// Whole records its kernel took on the first connection.
+    first: u32,
+    /// What the broker counted in flight at the break.
+    lost: u32,
+    /// The records of the second connection.
+    second: Vec<u32>,
+}
+
+impl Outcome {
+    /// The second connection carries every record after those the first
+    /// got and those in flight.
+    fn assert_nothing_else_lost(&self) {
+        assert_eq!(
+            self.second,
+            (self.first + self.lost..25_000).collect::<Vec<_>>(),
+            "the second connection must carry every record after the first's and those in flight ({})",
+            self.lost
+        );
+    }
+}
+
+/// The receiver's side of an outage: on its first connection (`first`
+/// makes it) it reads 100 records and then nothing, until its window is
+/// shut; it counts the whole records its kernel took (read or waiting) and
+/// goes (its unread bytes make the close a reset); `gone` runs then. While
+/// it is away 5,000 more records are fed; `again` makes its second
+/// connection, which must start with the header (`line_has`: what the
+/// broker's line about the break says besides).
+fn outage(
+    broker: &mut Server,
+    first: impl FnOnce() -> TcpStream,
+    gone: impl FnOnce(),
+    again: impl FnOnce() -> TcpStream,
+    line_has: &str,
+    back_line: &str,
+) -> Outcome {
+    let mut stdin = broker.child.stdin.take().unwrap();
+    let mut tcp = first();
+    feed(&mut stdin, &header());
+    feed(&mut stdin, &records(0, 20_000));
+    let mut seen = read_at_least(&mut tcp, HEADER + 100 * (16 + SIZE));
+    // Until what waits in the socket stops growing (the window is shut).
+    let mut waiting = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = peek_all(&tcp).len();
+        if now == waiting && now > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the receive queue never settled");
+        waiting = now;
+    }
+    seen.extend(peek_all(&tcp));
+    let got_first = whole(&seen);
+    assert!(
+        got_first.len() > 100 && got_first.len() < 20_000,
+        "{}",
+        got_first.len()
+    );
+    assert_eq!(got_first, (0..got_first.len() as u32).collect::<Vec<_>>());
+
+    gone();
+    drop(tcp);
+    let line = broker.wait_log("lost in flight", Duration::from_secs(10));
+    eprintln!("{line}");
+    let lost = in_flight(&line);
+    assert!(line.contains(line_has), "{line}");
+
+    // While it is away, 5,000 more records.
+    feed(&mut stdin, &records(20_000, 25_000));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut tcp = again();
+    broker.wait_log(back_line, Duration::from_secs(10));
+    drop(stdin);
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut second = Vec::new();
+    tcp.read_to_end(&mut second).unwrap();
+    assert_eq!(second[..HEADER], header()[..]);
+    assert!(broker.wait_success(Duration::from_secs(10)));
+    Outcome {
+        first: got_first.len() as u32,
+        lost,
+        second: whole(&second),
+    }
+}
+
+#[test]
+fn a_target_that_goes_away_gets_what_it_missed_and_only_the_in_flight_packets_are_lost() {
+    let first = std::cell::RefCell::new(Some(listen_small(0)));
+    let port = first
+        .borrow()
+        .as_ref()
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    let mut broker = Server::spawn(&["--connect", &target, "-"], Stdio::piped());
+    let got = outage(
+        &mut broker,
+        || accept(first.borrow().as_ref().unwrap(), Duration::from_secs(10)),
+        // Its port refuses the broker's redials meanwhile.
+        || drop(first.borrow_mut().take()),
+        || accept(&listen_small(port), Duration::from_secs(15)),
+        &format!("{target}: connection lost: "),
+        &format!("{target}: back; sending the stream's header, then the "),
+    );
+    got.assert_nothing_else_lost();
+    let lost = got.lost;
+    let log = broker.log();
+    assert!(
+        log.contains("; keeping its queue (")
+            && log.contains("and redialling: it gets the stream's header, then what it missed"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("in_flight={lost}")),
+        "the counters name the in-flight loss: {log}"
+    );
+}
+
+#[test]
+fn a_shards_consumer_that_goes_away_gets_what_it_missed_on_its_next_connection() {
+    // Records that are not IP all go to shard 0.
+    let (mut broker, ports) = Server::listen_ports(
+        None,
+        "127.0.0.1:0",
+        &["--shards", "2", "-"],
+        Stdio::piped(),
+        2,
+    );
+    let got = outage(
+        &mut broker,
+        || connect_small(ports[0]),
+        || {},
+        || connect_small(ports[0]),
+        "(shard 0) left (",
+        "; it gets the stream's header, then the ",
+    );
+    got.assert_nothing_else_lost();
+    let lost = got.lost;
+    let log = broker.log();
+    assert!(
+        log.contains("; keeping the shard's queue (")
+            && log.contains(
+                "for the next client of its port: it gets the stream's header, then what it missed"
+            ),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{lost} packets sent were not acknowledged")),
+        "{log}"
+    );
+}
+
+#[test]
+fn beyond_client_buffer_while_away_whole_packets_are_dropped_and_counted() {
+    let first = std::cell::RefCell::new(Some(listen_small(0)));
+    let port = first
+        .borrow()
+        .as_ref()
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    // 1 MiB: about 4,800 records; the outage brings 5,000 more.
+    let mut broker = Server::spawn(
+        &["--connect", &target, "--client-buffer", "1M", "-"],
+        Stdio::piped(),
+    );
+    let got = outage(
+        &mut broker,
+        || accept(first.borrow().as_ref().unwrap(), Duration::from_secs(10)),
+        || drop(first.borrow_mut().take()),
+        || accept(&listen_small(port), Duration::from_secs(15)),
+        &format!("{target}: connection lost: "),
+        &format!("{target}: back; sending the stream's header, then the "),
+    );
+    let log = broker.log();
+    let counters = log
+        .lines()
+        .find(|l| l.contains(&format!("counters: target={target} ")))
+        .unwrap_or_else(|| panic!("no counters line: {log}"));
+    let field = |name: &str| -> u32 {
+        counters
+            .split(' ')
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}: {counters}"))
+            .parse()
+            .unwrap()
+    };
+    let dropped = field("dropped");
+    assert!(dropped > 0, "{counters}");
+    assert_eq!(field("in_flight"), got.lost, "{counters}");
+    // What reached it, what was in flight and what was dropped: every record
+    // once, none twice, in order.
+    assert_eq!(
+        got.first + got.lost + got.second.len() as u32 + dropped,
+        25_000,
+        "{counters}"
+    );
+    assert!(got.second.windows(2).all(|w| w[0] < w[1]));
+    assert!(got
+        .second
+        .first()
+        .is_some_and(|&f| f >= got.first + got.lost));
+    assert!(log.contains("too slow: its buffer (--client-buffer 1048576 bytes) is full; dropping packets for it until it catches up"), "{log}");
+}
