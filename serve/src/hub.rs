@@ -665,8 +665,25 @@ impl Client {
                 }
                 q.put_back(back);
                 q.shrink(bytes);
-                self.stats.set_queued(q.bytes);
                 self.stats.sent(packets, bytes as u64);
+                // Written after the receiver had closed, and not taken by
+                // its kernel: never read; sent again.
+                let again: Vec<Segment> = flight
+                    .take_unread_after_close(tcp)
+                    .into_iter()
+                    .map(|(data, packets)| Segment {
+                        only_packets: packets > 0,
+                        data,
+                        packets,
+                    })
+                    .collect();
+                let (packets, bytes) = again
+                    .iter()
+                    .fold((0, 0), |(p, b), s| (p + s.packets, b + s.data.len()));
+                q.grow(bytes);
+                q.put_back(again);
+                self.stats.unsent(packets, bytes as u64);
+                self.stats.set_queued(q.bytes);
                 let in_flight = flight.lost(tcp);
                 self.stats.in_flight.fetch_add(in_flight, Relaxed);
                 return Ended::Away {
@@ -731,6 +748,9 @@ impl Client {
                     if now >= next_check {
                         next_check = now + IDLE_CHECK;
                         drop(q);
+                        if let Some(f) = &mut flight {
+                            f.note_peer_closed(conn.tcp());
+                        }
                         if let Some(e) = self.departed() {
                             let wire = wire_end(conn);
                             let tcp = conn.tcp();
@@ -756,6 +776,9 @@ impl Client {
                     data.push(s.data.clone());
                     batch.push(s);
                 }
+            }
+            if let Some(f) = &mut flight {
+                f.note_peer_closed(conn.tcp());
             }
             let written = conn.write_segments(&data);
             data.clear();

@@ -156,6 +156,9 @@ pub struct Flight {
     /// `tcpi_bytes_acked` when the connection was new: a SYN may count.
     baseline: u64,
     pub framing: Option<Framing>,
+    /// Where the connection's byte count stood when the receiver was first
+    /// seen to have closed its end (a FIN).
+    closed_at: Option<u64>,
 }
 
 impl Flight {
@@ -170,7 +173,55 @@ impl Flight {
             keep: sndbuf.max(1 << 20),
             baseline: bytes_acked(tcp).unwrap_or(0),
             framing: None,
+            closed_at: None,
         }
+    }
+
+    /// Looks (without blocking, and taking nothing) whether the receiver
+    /// closed its end, and notes where the stream stood then. A receiver
+    /// that closed altogether takes nothing written after that point (its
+    /// kernel answers it with a reset): at the break, what its kernel did
+    /// not acknowledge of it is sent again, not lost. One that only closed
+    /// its sending side (`ncat` with its standard input at the end) goes on
+    /// reading and acknowledging, and nothing is sent twice.
+    pub fn note_peer_closed(&mut self, tcp: Option<&TcpStream>) {
+        if self.closed_at.is_some() {
+            return;
+        }
+        let Some(tcp) = tcp else { return };
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        let peek = socket2::SockRef::from(tcp)
+            .recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+        if matches!(peek, Ok(0)) {
+            self.closed_at = Some(self.pos);
+        }
+    }
+
+    /// The segments written after the receiver closed its end of which its
+    /// kernel acknowledged nothing, taken out of the record, in order (with
+    /// their packets): never read, to be sent again.
+    pub fn take_unread_after_close(&mut self, tcp: Option<&TcpStream>) -> Vec<(Bytes, u64)> {
+        let Some(closed_at) = self.closed_at else {
+            return Vec::new();
+        };
+        let acked = self.acked(tcp);
+        let mut again = Vec::new();
+        while let Some(w) = self.written.back() {
+            if !w.exact || w.start < closed_at || w.start < acked {
+                break;
+            }
+            let w = self.written.pop_back().expect("a last segment");
+            self.kept -= w.data.len();
+            again.push((w.data, w.packets));
+        }
+        again.reverse();
+        again
+    }
+
+    fn acked(&self, tcp: Option<&TcpStream>) -> u64 {
+        tcp.and_then(bytes_acked)
+            .map(|a| a.saturating_sub(self.baseline))
+            .unwrap_or(0)
     }
 
     /// `data` (`packets` of them packets) went to the kernel whole, or only
@@ -211,10 +262,7 @@ impl Flight {
     /// acknowledged by the receiver as a whole. None when the kernel does
     /// not say what was acknowledged: then every packet kept counts.
     pub fn lost(&self, tcp: Option<&TcpStream>) -> u64 {
-        let acked = tcp
-            .and_then(bytes_acked)
-            .map(|a| a.saturating_sub(self.baseline))
-            .unwrap_or(0);
+        let acked = self.acked(tcp);
         let mut lost = 0;
         for w in self.written.iter().rev() {
             if w.end <= acked {

@@ -92,6 +92,17 @@ impl ClientStats {
         self.bytes.fetch_add(bytes, Relaxed);
     }
 
+    /// Packets counted as sent that go back to the queue (a kept
+    /// receiver's, written after it had closed: it never read them).
+    pub fn unsent(&self, packets: u64, bytes: u64) {
+        let _ = self
+            .packets
+            .fetch_update(Relaxed, Relaxed, |p| Some(p.saturating_sub(packets)));
+        let _ = self
+            .bytes
+            .fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(bytes)));
+    }
+
     pub fn dropped(&self, packets: u64, bytes: u64) {
         self.dropped.fetch_add(packets, Relaxed);
         self.dropped_bytes.fetch_add(bytes, Relaxed);

@@ -341,3 +341,38 @@ fn beyond_client_buffer_while_away_whole_packets_are_dropped_and_counted() {
         .is_some_and(|&f| f >= got.first + got.lost));
     assert!(log.contains("too slow: its buffer (--client-buffer 1048576 bytes) is full; dropping packets for it until it catches up"), "{log}");
 }
+
+#[test]
+fn a_target_that_closed_after_reading_everything_loses_nothing() {
+    let first = listen_small(0);
+    let port = first.local_addr().unwrap().port();
+    let target = format!("127.0.0.1:{port}");
+    let mut broker = Server::spawn(&["--connect", &target, "-"], Stdio::piped());
+    let mut stdin = broker.child.stdin.take().unwrap();
+    let mut tcp = accept(&first, Duration::from_secs(10));
+    feed(&mut stdin, &header());
+    feed(&mut stdin, &records(0, 100));
+    let got = read_at_least(&mut tcp, HEADER + 100 * (16 + SIZE));
+    assert_eq!(whole(&got), (0..100).collect::<Vec<_>>());
+    // It read everything: its close is a FIN, not a reset. The broker,
+    // idle, cannot tell that from a receiver that only closed its sending
+    // side; the records written after it must not be lost.
+    drop(first);
+    drop(tcp);
+    std::thread::sleep(Duration::from_millis(500));
+    feed(&mut stdin, &records(100, 5_100));
+    let line = broker.wait_log("lost in flight", Duration::from_secs(10));
+    assert_eq!(in_flight(&line), 0, "{line}");
+    let mut tcp = accept(&listen_small(port), Duration::from_secs(15));
+    broker.wait_log(
+        ": back; sending the stream's header",
+        Duration::from_secs(10),
+    );
+    drop(stdin);
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut second = Vec::new();
+    tcp.read_to_end(&mut second).unwrap();
+    assert_eq!(second[..HEADER], header()[..]);
+    assert_eq!(whole(&second), (100..5_100).collect::<Vec<_>>());
+    assert!(broker.wait_success(Duration::from_secs(10)));
+}
