@@ -31,6 +31,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:57012";
 const DEFAULT_CLIENT_BUFFER: usize = 64 << 20;
 /// The default --max-buffer: 256 MiB for all client queues together.
 const DEFAULT_MAX_BUFFER: usize = 256 << 20;
+/// --spool-max when not given.
+const DEFAULT_SPOOL_MAX: usize = 1 << 30;
 /// The default --max-clients.
 const DEFAULT_MAX_CLIENTS: usize = 64;
 /// The largest --max-clients (each client has a thread and one or two
@@ -351,6 +353,24 @@ pub struct Args {
           value_parser = parse_buffer)]
     max_buffer: Option<usize>,
 
+    /// With a live input and --connect or --shards: a receiver whose queue
+    /// is full (it is away, or catching up) spools to a file in DIR instead
+    /// of dropping packets.
+    ///
+    /// A --connect target and a shard's consumer keep their queue while
+    /// their connection is down; when they are back they get the stream's
+    /// header, then what they missed, in order. Once a receiver's spool has
+    /// begun, everything for it goes through the spool until it has taken
+    /// all of it; the file is then removed.
+    #[arg(long, value_name = "DIR", env = "PCAPOVERTCP_SERVE_SPOOL")]
+    spool: Option<PathBuf>,
+
+    /// All spool files together hold at most BYTES (default 1G; suffixes
+    /// K, M, G); beyond it whole packets are dropped and counted.
+    #[arg(long, value_name = "BYTES", env = "PCAPOVERTCP_SERVE_SPOOL_MAX",
+          value_parser = parse_buffer)]
+    spool_max: Option<usize>,
+
     /// Listening: serve at most N clients at once (default 64; 1 to
     /// 100000).
     ///
@@ -484,6 +504,8 @@ pub struct Options {
     pub client_buffer: usize,
     /// --max-buffer: all client queues together.
     pub max_buffer: usize,
+    /// --spool DIR and --spool-max.
+    pub spool: Option<(PathBuf, u64)>,
     pub slow_client: SlowPolicy,
     /// --max-clients, when given.
     max_clients: Option<usize>,
@@ -556,6 +578,11 @@ impl Options {
             wait_clients: a.wait_clients,
             client_buffer: a.client_buffer.unwrap_or(DEFAULT_CLIENT_BUFFER),
             max_buffer: a.max_buffer.unwrap_or(DEFAULT_MAX_BUFFER),
+            spool: match (a.spool, a.spool_max) {
+                (Some(dir), max) => Some((dir, max.unwrap_or(DEFAULT_SPOOL_MAX) as u64)),
+                (None, Some(_)) => return Err("--spool-max needs --spool".into()),
+                (None, None) => None,
+            },
             slow_client: a.slow_client.unwrap_or(SlowPolicy::Drop),
             max_clients: a.max_clients,
             allow: a.allow,
@@ -885,6 +912,9 @@ fn input_conflicts(o: &Options) -> Result<(), &'static str> {
     }
     if o.shard_by.is_some() && o.shards <= 1 {
         return Err("--shard-by needs --shards");
+    }
+    if o.spool.is_some() && (!o.live() || (o.connect.is_empty() && o.shards <= 1)) {
+        return Err("--spool needs a live input (-, --exec or --upstream) and --connect or --shards: it keeps the queues of receivers the tool knows");
     }
     if o.merge_window.is_some() && o.upstream.is_none() {
         return Err("--merge-window needs --upstream (it orders several servers' packets)");

@@ -35,6 +35,7 @@ use crate::conn::Cut;
 use crate::header::{Header, Overflow, MAX_HEADER, MAX_OTHER};
 use crate::inflight::{Flight, Framing};
 use crate::output::Output;
+use crate::spool::{Spool, SpoolDir};
 use crate::stats::{ClientStats, Registry, State};
 
 /// A writer takes at most this much of its queue at once (then releases it
@@ -190,6 +191,9 @@ struct Queue {
     reported: bool,
     /// When an episode was last reported.
     last_report: Option<Instant>,
+    /// A kept client's overflow on disk (--spool): while it exists,
+    /// everything for the client goes through it, in order.
+    spool: Option<Spool>,
 }
 
 impl Queue {
@@ -227,6 +231,11 @@ impl Queue {
         for s in self.segments.drain(..) {
             packets += s.packets;
             bytes += s.data.len() as u64;
+        }
+        if let Some(spool) = self.spool.take() {
+            packets += spool.packets;
+            bytes += spool.bytes;
+            stats.set_spooled(0);
         }
         stats.dropped(packets, bytes);
         self.shrink(self.bytes);
@@ -408,10 +417,14 @@ impl Client {
         &self.stats
     }
 
-    /// Bytes queued for it.
-    pub fn queued(&self) -> (usize, u64) {
+    /// Bytes and packets queued for it (its spool's included).
+    pub fn queued(&self) -> (u64, u64) {
         let q = self.lock();
-        (q.bytes, q.segments.iter().map(|s| s.packets).sum())
+        let (sb, sp) = q.spool.as_ref().map_or((0, 0), |s| (s.bytes, s.packets));
+        (
+            q.bytes as u64 + sb,
+            q.segments.iter().map(|s| s.packets).sum::<u64>() + sp,
+        )
     }
 
     /// Closes the client from outside: its queue is dropped and its socket
@@ -423,14 +436,6 @@ impl Client {
         if let Some(tcp) = &*self.socket() {
             let _ = tcp.shutdown(Shutdown::Both);
         }
-    }
-
-    /// A kept client that was away is back on a new connection (`tcp`: a
-    /// handle on its socket): its writer sends its queue (the stream's
-    /// header first, see [`Hub::keep_away`]).
-    pub fn resume(&self, tcp: TcpStream) {
-        *self.socket() = Some(tcp);
-        self.stats.set_away(false);
     }
 
     /// A kept client that cannot be kept (the input began a new stream
@@ -461,6 +466,11 @@ impl Client {
         }
         let budget = &q.budget.clone();
         let own_full = q.bytes + chunk.len() > hub.limit;
+        if let (true, Some(dir)) = (self.keep, &hub.spool) {
+            if q.spool.is_some() || own_full || budget.room() < chunk.len() {
+                return self.spool(&mut q, dir, chunk, units, packets, events);
+            }
+        }
         if !own_full && budget.room() < chunk.len() {
             budget.make_room(chunk.len(), self, hub.policy, events);
         }
@@ -539,6 +549,136 @@ impl Client {
         }
         self.stats.set_queued(q.bytes);
         self.ready.notify_one();
+        true
+    }
+
+    /// Refills an empty queue from the client's spool (about a batch);
+    /// the spool ends (its file removed) once read to its end. A spool
+    /// that cannot be read is given up, its packets counted as dropped.
+    fn unspool(&self, q: &mut Queue) {
+        let Some(spool) = &mut q.spool else { return };
+        match spool.read(BATCH) {
+            Ok(pieces) => {
+                for (data, packets, only_packets) in pieces {
+                    q.push(data, packets, only_packets);
+                }
+            }
+            Err(e) => {
+                client_log!(
+                    log::Level::Warn,
+                    "{}: reading its spool failed: {e}; its {} spooled packets are dropped",
+                    self.name,
+                    spool.packets
+                );
+                self.stats.dropped(spool.packets, spool.bytes);
+                q.spool = None;
+                self.stats.set_spooled(0);
+                return;
+            }
+        }
+        let (bytes, empty) = q
+            .spool
+            .as_ref()
+            .map_or((0, true), |s| (s.bytes, s.is_empty()));
+        self.stats.set_spooled(bytes);
+        if empty {
+            q.spool = None;
+        }
+        self.stats.set_queued(q.bytes);
+    }
+
+    /// Appends one read to the client's spool (made on first use). Beyond
+    /// --spool-max its packets are dropped and counted; a block that is no
+    /// packet and fits nowhere closes the client (its stream would be
+    /// invalid without it). Returns false when the client was closed.
+    fn spool(
+        &self,
+        q: &mut Queue,
+        dir: &Arc<SpoolDir>,
+        chunk: &Bytes,
+        units: &[(Range<usize>, bool)],
+        packets: u64,
+        events: &mut Vec<(log::Level, String)>,
+    ) -> bool {
+        if q.spool.is_none() {
+            match Spool::create(dir) {
+                Ok(spool) => {
+                    events.push((
+                        log::Level::Info,
+                        format!(
+                            "{}: its queue is full; spooling to {} (--spool-max {} bytes for all)",
+                            self.name,
+                            spool.path().display(),
+                            dir.max()
+                        ),
+                    ));
+                    q.spool = Some(spool);
+                }
+                Err(e) => {
+                    events.push((
+                        log::Level::Warn,
+                        format!(
+                            "{}: cannot spool to {}: {e}; dropping its packets that do not fit in memory instead; check the directory's permissions and space",
+                            self.name,
+                            dir.dir().display()
+                        ),
+                    ));
+                }
+            }
+        }
+        let only_packets = packets == units.len() as u64;
+        let appended = match q
+            .spool
+            .as_mut()
+            .map(|s| s.append(chunk, packets, only_packets))
+        {
+            Some(Ok(true)) => true,
+            Some(Ok(false)) | None => false,
+            Some(Err(e)) => {
+                events.push((
+                    log::Level::Warn,
+                    format!(
+                        "{}: spooling failed: {e}; dropping its packets that do not fit in memory",
+                        self.name
+                    ),
+                ));
+                false
+            }
+        };
+        if appended {
+            if let Some(spool) = &q.spool {
+                self.stats.set_spooled(spool.bytes);
+            }
+            return true;
+        }
+        if !only_packets {
+            self.stats.finish(State::Slow);
+            self.close(q, Closing::Slow);
+            events.push((
+                log::Level::Warn,
+                format!(
+                    "{}: too slow: its spool is full (--spool-max) and a block of the stream that is no packet cannot be dropped; closing it; {}",
+                    self.name,
+                    self.stats.summary()
+                ),
+            ));
+            return false;
+        }
+        self.stats.dropped(packets, chunk.len() as u64);
+        if !q.dropping {
+            q.dropping = true;
+            q.reported = false;
+            if q.report_due() {
+                events.push((
+                    log::Level::Warn,
+                    format!(
+                        "{}: too slow: its spool is full (--spool-max {} bytes for all); dropping packets for it until it catches up",
+                        self.name,
+                        dir.max()
+                    ),
+                ));
+            }
+        }
         true
     }
 
@@ -733,6 +873,9 @@ impl Client {
                         Some(Closing::Stalled) => return Ended::Stalled,
                         _ => {}
                     }
+                    if q.segments.is_empty() {
+                        self.unspool(&mut q);
+                    }
                     if !q.segments.is_empty() {
                         break;
                     }
@@ -825,6 +968,8 @@ pub struct Hub {
     /// A --shards port's consumer whose connection broke: kept, with its
     /// queue, for the next client of the port.
     kept: Mutex<Option<Arc<Client>>>,
+    /// --spool: where kept clients' queues overflow to.
+    spool: Option<Arc<SpoolDir>>,
 }
 
 /// Why a client cannot join.
@@ -856,7 +1001,14 @@ impl Hub {
             registry,
             budget,
             kept: Mutex::new(None),
+            spool: None,
         }
+    }
+
+    /// Kept clients overflow to `dir` (--spool) instead of dropping.
+    pub fn spooling(mut self, dir: Option<Arc<SpoolDir>>) -> Hub {
+        self.spool = dir;
+        self
     }
 
     /// The shard's consumer kept while away, if any, for a client that
@@ -935,6 +1087,7 @@ impl Hub {
             dropping: false,
             reported: false,
             last_report: None,
+            spool: None,
         };
         for unit in &s.header.units {
             queue.push(unit.clone(), 0, false);
@@ -959,24 +1112,42 @@ impl Hub {
     }
 
     /// A kept client's connection broke (its writer returned
-    /// [`Ended::Away`]): its queue stays in the relay, bounded as before
-    /// (--client-buffer, --max-buffer: whole packets are dropped beyond),
-    /// and starts with the stream's header, so that the next connection
-    /// gets a valid stream: the header, then the packets it missed, in
-    /// order. Queued blocks that are no packets are dropped: the header
-    /// carries them (pcapng interfaces; other blocks within its bound).
-    /// False when it cannot be kept: the input began a new stream since,
-    /// or the client was closed (then the caller gives it up).
+    /// [`Ended::Away`]): it stays in the relay, its queue bounded as before
+    /// (--client-buffer, --max-buffer: whole packets are dropped beyond; with
+    /// --spool, what does not fit goes to its spool file first), until
+    /// [`Hub::resume`]. False when it cannot be kept: the input began a new
+    /// stream since, or the client was closed (then the caller gives it up).
     pub fn keep_away(&self, client: &Arc<Client>) -> bool {
         let s = self.lock();
         if !s.clients.iter().any(|c| Arc::ptr_eq(c, client)) {
+            return false;
+        }
+        let q = client.lock();
+        if q.closing.is_some_and(|c| c != Closing::End) {
+            return false;
+        }
+        *client.socket() = None;
+        client.stats.set_away(true);
+        true
+    }
+
+    /// A kept client that was away is back on a new connection (`tcp`: a
+    /// handle on its socket). Its queue starts with the stream's header,
+    /// so that the connection gets a valid stream: the header, then the
+    /// packets it missed, in order. Queued blocks that are no packets are
+    /// dropped: the header carries them (pcapng interfaces; other blocks
+    /// within its bound). False when it cannot be given a valid stream (a
+    /// new stream began, or the header was too large to keep whole): the
+    /// caller gives it up and joins anew.
+    pub fn resume(&self, client: &Arc<Client>, tcp: TcpStream) -> bool {
+        let s = self.lock();
+        if s.header.incomplete || !s.clients.iter().any(|c| Arc::ptr_eq(c, client)) {
             return false;
         }
         let mut q = client.lock();
         if q.closing.is_some_and(|c| c != Closing::End) {
             return false;
         }
-        *client.socket() = None;
         let mut freed = 0;
         q.segments.retain(|seg| {
             if !seg.only_packets && seg.packets == 0 {
@@ -986,6 +1157,9 @@ impl Hub {
             true
         });
         q.shrink(freed);
+        if let Some(spool) = &mut q.spool {
+            spool.skip_blocks_before_now();
+        }
         for unit in s.header.units.iter().rev() {
             q.grow(unit.len());
             q.segments.push_front(Segment {
@@ -995,7 +1169,8 @@ impl Hub {
             });
         }
         client.stats.set_queued(q.bytes);
-        client.stats.set_away(true);
+        *client.socket() = Some(tcp);
+        client.stats.set_away(false);
         true
     }
 

@@ -38,6 +38,7 @@ mod merged;
 mod metrics;
 mod output;
 mod serve;
+mod spool;
 mod stats;
 mod upstream;
 mod words;

@@ -24,6 +24,7 @@ use crate::logging;
 use crate::merged::run_upstream;
 use crate::metrics;
 use crate::output::Stdout;
+use crate::spool::SpoolDir;
 use crate::stats::{ClientStats, Registry, State};
 use crate::upstream::{self, Direct};
 use crate::words;
@@ -410,14 +411,18 @@ fn listen_relay(
     registry: &Arc<Registry>,
 ) -> ExitCode {
     let budget = Budget::new(o.max_buffer);
+    let spool = spool_dir(o);
     let hubs: Vec<Arc<Hub>> = (0..o.shards)
         .map(|_| {
-            Arc::new(Hub::new(
-                o.client_buffer,
-                o.slow_client,
-                registry.clone(),
-                budget.clone(),
-            ))
+            Arc::new(
+                Hub::new(
+                    o.client_buffer,
+                    o.slow_client,
+                    registry.clone(),
+                    budget.clone(),
+                )
+                .spooling(spool.clone()),
+            )
         })
         .collect();
     let sharded = o.shards > 1;
@@ -477,12 +482,18 @@ fn relay_client(
     // (the stream's header, then what it missed).
     if let Some(kept) = shard.and_then(|_| hub.take_kept()) {
         let (bytes, packets) = kept.queued();
-        kept.resume(handle);
-        client_log!(
-            log::Level::Info,
-            "{name} connected; it gets the stream's header, then the {packets} packets queued while the shard's consumer was away ({bytes} bytes)"
-        );
-        return serve_client(kept, conn, clients, hub, shard, &name);
+        let resumed = handle
+            .try_clone()
+            .is_ok_and(|again| hub.resume(&kept, again));
+        if resumed {
+            client_log!(
+                log::Level::Info,
+                "{name} connected; it gets the stream's header, then the {packets} packets queued while the shard's consumer was away ({bytes} bytes)"
+            );
+            return serve_client(kept, conn, clients, hub, shard, &name);
+        }
+        kept.give_up();
+        hub.leave(&kept);
     }
     let stats = registry.add(label);
     let join = match shard {
@@ -799,15 +810,24 @@ fn target_session(
             return true;
         }
     };
-    let client = match kept.take() {
-        Some(client) => {
-            let (bytes, packets) = client.queued();
-            client.resume(handle);
+    let back = kept.take().and_then(|client| {
+        let (bytes, packets) = client.queued();
+        let Ok(again) = handle.try_clone() else {
+            return None;
+        };
+        if hub.resume(&client, again) {
             log::info!(
                 "{target}: back; sending the stream's header, then the {packets} packets queued while it was away ({bytes} bytes)"
             );
-            client
+            return Some(client);
         }
+        log::warn!("{target}: back, but the input began a new stream meanwhile: it gets the new stream; {packets} packets queued for it are dropped");
+        client.give_up();
+        hub.leave(&client);
+        None
+    });
+    let client = match back {
+        Some(client) => client,
         None => {
             let stats = registry.add(format!("target={target}"));
             match hub.join_kept(target.to_string(), handle, stats.clone()) {
@@ -869,6 +889,11 @@ fn target_session(
     why.is_some()
 }
 
+/// --spool's directory and cap, shared by every kept receiver.
+fn spool_dir(o: &Options) -> Option<Arc<SpoolDir>> {
+    o.spool.as_ref().map(|(dir, max)| SpoolDir::new(dir, *max))
+}
+
 /// --connect with a live input: one thread per target, all fed by the hub.
 fn connect_relay(
     o: &Options,
@@ -876,12 +901,15 @@ fn connect_relay(
     direct: Option<&Direct>,
     registry: &Arc<Registry>,
 ) -> ExitCode {
-    let hub = Arc::new(Hub::new(
-        o.client_buffer,
-        o.slow_client,
-        registry.clone(),
-        Budget::new(o.max_buffer),
-    ));
+    let hub = Arc::new(
+        Hub::new(
+            o.client_buffer,
+            o.slow_client,
+            registry.clone(),
+            Budget::new(o.max_buffer),
+        )
+        .spooling(spool_dir(o)),
+    );
     for target in &o.connect {
         let (target, tls) = (target.clone(), tls.clone());
         let (hub, registry) = (hub.clone(), registry.clone());

@@ -83,6 +83,8 @@ pub struct ClientStats {
     /// Of the packets sent (a --connect target's), those its kernel had
     /// not acknowledged when a connection broke: lost in flight.
     pub in_flight: AtomicU64,
+    /// Bytes in its spool file (--spool), not yet sent.
+    pub spooled: AtomicU64,
     state: AtomicU8,
 }
 
@@ -106,6 +108,10 @@ impl ClientStats {
     pub fn dropped(&self, packets: u64, bytes: u64) {
         self.dropped.fetch_add(packets, Relaxed);
         self.dropped_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn set_spooled(&self, bytes: u64) {
+        self.spooled.store(bytes, Relaxed);
     }
 
     pub fn set_queued(&self, bytes: usize) {
@@ -186,7 +192,11 @@ impl ClientStats {
             ));
         }
         if self.label.starts_with("target=") && self.live {
-            s.push_str(&format!(" in_flight={}", self.in_flight.load(Relaxed)));
+            s.push_str(&format!(
+                " in_flight={} spooled_bytes={}",
+                self.in_flight.load(Relaxed),
+                self.spooled.load(Relaxed)
+            ));
         }
         s
     }
@@ -372,6 +382,7 @@ impl Registry {
             queued: AtomicU64::new(0),
             peak_queued: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            spooled: AtomicU64::new(0),
             state: AtomicU8::new(State::Open as u8),
         });
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
@@ -537,6 +548,12 @@ impl Registry {
                 "counter",
                 "Packets sent to the --connect target that its kernel had not acknowledged when a connection broke (lost in flight).",
                 per(&|c| c.in_flight.load(Relaxed)),
+            );
+            metric(
+                "client_spooled_bytes",
+                "gauge",
+                "Bytes in the --connect target's spool file (--spool), not yet sent.",
+                per(&|c| c.spooled.load(Relaxed)),
             );
             metric(
                 "client_away",

@@ -136,15 +136,49 @@ struct Outcome {
     lost: u32,
     /// The records of the second connection.
     second: Vec<u32>,
+    /// Records fed in all.
+    total: u32,
 }
 
 impl Outcome {
+    /// What reached it, what was in flight and what the broker dropped (its
+    /// counters line for `target`, whose in-flight count must be this
+    /// outcome's): every record once, none twice, in order. Returns the
+    /// dropped count.
+    fn assert_accounted(&self, log: &str, target: &str) -> u32 {
+        let counters = log
+            .lines()
+            .find(|l| l.contains(&format!("counters: target={target} ")))
+            .unwrap_or_else(|| panic!("no counters line: {log}"));
+        let field = |name: &str| -> u32 {
+            counters
+                .split(' ')
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name}: {counters}"))
+                .parse()
+                .unwrap()
+        };
+        let dropped = field("dropped");
+        assert_eq!(field("in_flight"), self.lost, "{counters}");
+        assert_eq!(
+            self.first + self.lost + self.second.len() as u32 + dropped,
+            self.total,
+            "{counters}"
+        );
+        assert!(self.second.windows(2).all(|w| w[0] < w[1]));
+        assert!(self
+            .second
+            .first()
+            .is_some_and(|&f| f >= self.first + self.lost));
+        dropped
+    }
+
     /// The second connection carries every record after those the first
     /// got and those in flight.
     fn assert_nothing_else_lost(&self) {
         assert_eq!(
             self.second,
-            (self.first + self.lost..25_000).collect::<Vec<_>>(),
+            (self.first + self.lost..self.total).collect::<Vec<_>>(),
             "the second connection must carry every record after the first's and those in flight ({})",
             self.lost
         );
@@ -155,7 +189,7 @@ impl Outcome {
 /// makes it) it reads 100 records and then nothing, until its window is
 /// shut; it counts the whole records its kernel took (read or waiting) and
 /// goes (its unread bytes make the close a reset); `gone` runs then. While
-/// it is away 5,000 more records are fed; `again` makes its second
+/// it is away `away` more records are fed; `again` makes its second
 /// connection, which must start with the header (`line_has`: what the
 /// broker's line about the break says besides).
 fn outage(
@@ -165,6 +199,7 @@ fn outage(
     again: impl FnOnce() -> TcpStream,
     line_has: &str,
     back_line: &str,
+    away: u32,
 ) -> Outcome {
     let mut stdin = broker.child.stdin.take().unwrap();
     let mut tcp = first();
@@ -199,8 +234,9 @@ fn outage(
     let lost = in_flight(&line);
     assert!(line.contains(line_has), "{line}");
 
-    // While it is away, 5,000 more records.
-    feed(&mut stdin, &records(20_000, 25_000));
+    // While it is away, more records.
+    let total = 20_000 + away;
+    feed(&mut stdin, &records(20_000, total));
     std::thread::sleep(Duration::from_millis(500));
 
     let mut tcp = again();
@@ -215,6 +251,7 @@ fn outage(
         first: got_first.len() as u32,
         lost,
         second: whole(&second),
+        total,
     }
 }
 
@@ -238,6 +275,7 @@ fn a_target_that_goes_away_gets_what_it_missed_and_only_the_in_flight_packets_ar
         || accept(&listen_small(port), Duration::from_secs(15)),
         &format!("{target}: connection lost: "),
         &format!("{target}: back; sending the stream's header, then the "),
+        5_000,
     );
     got.assert_nothing_else_lost();
     let lost = got.lost;
@@ -270,6 +308,7 @@ fn a_shards_consumer_that_goes_away_gets_what_it_missed_on_its_next_connection()
         || connect_small(ports[0]),
         "(shard 0) left (",
         "; it gets the stream's header, then the ",
+        5_000,
     );
     got.assert_nothing_else_lost();
     let lost = got.lost;
@@ -310,35 +349,11 @@ fn beyond_client_buffer_while_away_whole_packets_are_dropped_and_counted() {
         || accept(&listen_small(port), Duration::from_secs(15)),
         &format!("{target}: connection lost: "),
         &format!("{target}: back; sending the stream's header, then the "),
+        5_000,
     );
     let log = broker.log();
-    let counters = log
-        .lines()
-        .find(|l| l.contains(&format!("counters: target={target} ")))
-        .unwrap_or_else(|| panic!("no counters line: {log}"));
-    let field = |name: &str| -> u32 {
-        counters
-            .split(' ')
-            .find_map(|f| f.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name}: {counters}"))
-            .parse()
-            .unwrap()
-    };
-    let dropped = field("dropped");
-    assert!(dropped > 0, "{counters}");
-    assert_eq!(field("in_flight"), got.lost, "{counters}");
-    // What reached it, what was in flight and what was dropped: every record
-    // once, none twice, in order.
-    assert_eq!(
-        got.first + got.lost + got.second.len() as u32 + dropped,
-        25_000,
-        "{counters}"
-    );
-    assert!(got.second.windows(2).all(|w| w[0] < w[1]));
-    assert!(got
-        .second
-        .first()
-        .is_some_and(|&f| f >= got.first + got.lost));
+    let dropped = got.assert_accounted(&log, &target);
+    assert!(dropped > 0);
     assert!(log.contains("too slow: its buffer (--client-buffer 1048576 bytes) is full; dropping packets for it until it catches up"), "{log}");
 }
 
@@ -375,4 +390,104 @@ fn a_target_that_closed_after_reading_everything_loses_nothing() {
     assert_eq!(second[..HEADER], header()[..]);
     assert_eq!(whole(&second), (100..5_100).collect::<Vec<_>>());
     assert!(broker.wait_success(Duration::from_secs(10)));
+}
+
+fn spool_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("outage-spool-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn with_a_spool_what_does_not_fit_in_memory_is_kept_on_disk_and_nothing_is_dropped() {
+    let dir = spool_dir("all");
+    let first = std::cell::RefCell::new(Some(listen_small(0)));
+    let port = first
+        .borrow()
+        .as_ref()
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    let mut broker = Server::spawn(
+        &[
+            "--connect",
+            &target,
+            "--client-buffer",
+            "1M",
+            "--spool",
+            dir.to_str().unwrap(),
+            "-",
+        ],
+        Stdio::piped(),
+    );
+    let got = outage(
+        &mut broker,
+        || accept(first.borrow().as_ref().unwrap(), Duration::from_secs(10)),
+        || drop(first.borrow_mut().take()),
+        || accept(&listen_small(port), Duration::from_secs(15)),
+        &format!("{target}: connection lost: "),
+        &format!("{target}: back; sending the stream's header, then the "),
+        5_000,
+    );
+    got.assert_nothing_else_lost();
+    let log = broker.log();
+    assert_eq!(got.assert_accounted(&log, &target), 0, "{log}");
+    assert!(
+        log.contains(&format!(
+            "{target}: its queue is full; spooling to {}/pcapovertcp-serve-",
+            dir.display()
+        )),
+        "{log}"
+    );
+    assert!(log.contains(" spooled_bytes=0"), "{log}");
+    // The spool file is removed once read to its end.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+#[test]
+fn beyond_spool_max_whole_packets_are_dropped_and_counted() {
+    let dir = spool_dir("cap");
+    let first = std::cell::RefCell::new(Some(listen_small(0)));
+    let port = first
+        .borrow()
+        .as_ref()
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    let mut broker = Server::spawn(
+        &[
+            "--connect",
+            &target,
+            "--client-buffer",
+            "1M",
+            "--spool",
+            dir.to_str().unwrap(),
+            "--spool-max",
+            "1M",
+            "-",
+        ],
+        Stdio::piped(),
+    );
+    let got = outage(
+        &mut broker,
+        || accept(first.borrow().as_ref().unwrap(), Duration::from_secs(10)),
+        || drop(first.borrow_mut().take()),
+        || accept(&listen_small(port), Duration::from_secs(15)),
+        &format!("{target}: connection lost: "),
+        &format!("{target}: back; sending the stream's header, then the "),
+        // 2.2 MB while away: past 1 MiB in memory and 1 MiB spooled.
+        10_000,
+    );
+    let log = broker.log();
+    assert!(got.assert_accounted(&log, &target) > 0, "{log}");
+    assert!(
+        log.contains("too slow: its spool is full (--spool-max 1048576 bytes for all); dropping packets for it until it catches up"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 }
