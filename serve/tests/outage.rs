@@ -229,7 +229,7 @@ fn outage(
 
     gone();
     drop(tcp);
-    let line = broker.wait_log("lost in flight", Duration::from_secs(10));
+    let line = broker.wait_log("lost in flight", Duration::from_secs(20));
     eprintln!("{line}");
     let lost = in_flight(&line);
     assert!(line.contains(line_has), "{line}");
@@ -240,7 +240,7 @@ fn outage(
     std::thread::sleep(Duration::from_millis(500));
 
     let mut tcp = again();
-    broker.wait_log(back_line, Duration::from_secs(10));
+    broker.wait_log(back_line, Duration::from_secs(20));
     drop(stdin);
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut second = Vec::new();
@@ -376,7 +376,7 @@ fn a_target_that_closed_after_reading_everything_loses_nothing() {
     drop(tcp);
     std::thread::sleep(Duration::from_millis(500));
     feed(&mut stdin, &records(100, 5_100));
-    let line = broker.wait_log("lost in flight", Duration::from_secs(10));
+    let line = broker.wait_log("lost in flight", Duration::from_secs(20));
     assert_eq!(in_flight(&line), 0, "{line}");
     let mut tcp = accept(&listen_small(port), Duration::from_secs(15));
     broker.wait_log(
