@@ -41,8 +41,12 @@ pub fn backoff() -> Backoff {
 
 /// Writes `segments` whole, in order: over plain TCP with vectored
 /// writes straight from the shared buffers, over TLS one by one
-/// (encrypting copies them anyway).
+/// (encrypting copies them anyway), compressed all together and then
+/// flushed (one zstd block for the batch, not one per segment).
 pub fn write_segments(conn: &mut Conn, segments: &[Bytes]) -> io::Result<()> {
+    if let Conn::Zstd(z) = conn {
+        return z.write_parts(segments.iter().map(|s| &s[..]));
+    }
     let Conn::Plain(tcp) = conn else {
         for s in segments {
             conn.write_all(s)?;
@@ -148,10 +152,12 @@ fn linger(tcp: &TcpStream) {
     }
 }
 
-/// An accepted client, after the TLS handshake when serving over TLS.
-pub fn accept(tcp: TcpStream, tls: &Tls) -> Result<Conn, String> {
+/// An accepted client, after the TLS handshake when serving over TLS;
+/// compressed when its --listen says tcp+zstd:// (or tls+zstd://).
+pub fn accept(tcp: TcpStream, tls: &Tls, zstd: bool) -> Result<Conn, String> {
+    let compress = |conn: Conn| if zstd { conn.zstd() } else { conn };
     let Tls::Server(server) = tls else {
-        return Ok(Conn::plain(tcp));
+        return Ok(compress(Conn::plain(tcp)));
     };
     let mut conn = server
         .accept_from(tcp, "client")
@@ -161,19 +167,26 @@ pub fn accept(tcp: TcpStream, tls: &Tls) -> Result<Conn, String> {
         "client",
         " (does it connect with tls://? does it trust our certificate?)",
     )?;
-    Ok(conn)
+    Ok(compress(conn))
 }
 
 /// One attempt to connect to `target`: every address it resolves to in
 /// turn (keepalive set as the core's default), then the TLS handshake when
-/// dialling out over TLS.
+/// dialling out over TLS; compressed when its scheme says +zstd.
 fn try_connect(target: &Endpoint, tls: &Tls) -> Result<Conn, String> {
     let addrs = target.resolve().map_err(|e| e.to_string())?;
     let keepalive = Config::default().keepalive;
     let tcp =
         connect_addrs(addrs, CONNECT_TIMEOUT, keepalive.as_ref()).map_err(|e| e.to_string())?;
+    let compress = |conn: Conn| {
+        if target.scheme().is_zstd() {
+            conn.zstd()
+        } else {
+            conn
+        }
+    };
     let Tls::Client(client) = tls else {
-        return Ok(Conn::plain(tcp));
+        return Ok(compress(Conn::plain(tcp)));
     };
     let mut conn = setting::with_names(words::serve, || {
         client.connect_to(target.host(), tcp, "receiver")
@@ -183,7 +196,7 @@ fn try_connect(target: &Endpoint, tls: &Tls) -> Result<Conn, String> {
         "receiver",
         " (does it listen with tls-listen://? does it trust our certificate, or want one?)",
     )?;
-    Ok(conn)
+    Ok(compress(conn))
 }
 
 /// Dials `target` until it answers. Reports a failure when it differs from
