@@ -230,3 +230,40 @@ fn a_window_bomb_is_refused_and_memory_stays_bounded() {
         common::closes_promptly(&mut source, "open");
     })
 }
+
+#[test]
+fn upstream_reads_a_compressed_server_and_serves_it_plain() {
+    // A relay in the middle of a thin link: it reads tcp+zstd:// from the
+    // far side and serves its plain clients.
+    within(Duration::from_secs(60), || {
+        let path = traces_dir().join("irc-dcc-send.pcapng");
+        let want = reference_packets(&path);
+        let (mut far, far_ports) = Server::listen_ports(
+            None,
+            "tcp+zstd://127.0.0.1:0",
+            &["--clients", "1", path.to_str().unwrap()],
+            Stdio::null(),
+            1,
+        );
+        let upstream = format!("tcp+zstd://127.0.0.1:{}", far_ports[0]);
+        let (mut near, near_ports) = Server::listen_ports(
+            None,
+            "127.0.0.1:0",
+            &["--upstream", &upstream, "--once"],
+            Stdio::null(),
+            1,
+        );
+        let config = Config {
+            reconnect: false,
+            ..Config::default()
+        };
+        let endpoint = format!("127.0.0.1:{}", near_ports[0]);
+        let mut source = Source::open(&endpoint, config)
+            .unwrap_or_else(|e| panic!("{endpoint}: {e}\n{}\n{}", near.log(), far.log()));
+        let got = drain(&mut source);
+        assert_eq!(got.len(), want.len(), "{}", near.log());
+        assert!(got == want, "the packets differ");
+        assert!(far.wait_success(Duration::from_secs(30)), "{}", far.log());
+        assert!(near.wait_success(Duration::from_secs(30)), "{}", near.log());
+    })
+}
