@@ -146,7 +146,10 @@ Examples:
   # TLS, Zeek listens (pcapovertcp::tls-listen://:57012); the receiver's
   # certificate must be valid for sensor and signed by ca.pem:
   tcpdump -U -w - -i eth0 | pcapovertcp-serve --connect sensor:57012 \\
-      --tls-ca ca.pem --tls-cert sender.pem --tls-key sender.key -";
+      --tls-ca ca.pem --tls-cert sender.pem --tls-key sender.key -
+  # zstd-compressed across a thin link, Zeek listens
+  # (pcapovertcp::tcp+zstd-listen://:57012)
+  tcpdump -U -w - -i eth0 | pcapovertcp-serve --connect tcp+zstd://sensor:57012 -";
 
 /// The flags as clap parses them, each value already checked on its own.
 /// Its doc comments are `--help`: the first paragraph is the short help

@@ -331,7 +331,9 @@ mod tests {
     #[test]
     fn what_is_written_in_flushed_batches_reads_back_unchanged() {
         let (a, b) = pair();
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251 ^ i / 7) as u8).collect();
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| ((i % 251) ^ (i / 7)) as u8)
+            .collect();
         let sent = data.clone();
         let writer = thread::spawn(move || {
             let mut t = Transport::plain(a).zstd();
