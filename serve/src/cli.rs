@@ -931,8 +931,8 @@ fn scheme_conflicts(o: &Options) -> Result<(), String> {
             .find(|t| t.scheme() == Scheme::TcpZstd || (t.scheme() == Scheme::Tcp && !options));
         if let Some(t) = plain {
             return Err(format!(
-                "--connect {t}: the other targets are TLS, and TLS is for every target or none: write it as tls://{host} (or tls+zstd://)",
-                host = t.to_string().split("://").last().unwrap_or_default()
+                "--connect {t}: the other targets are TLS, and TLS is for every target or none: write it as tls://{} (or tls+zstd://)",
+                host_port(t)
             ));
         }
     } else if options {
@@ -956,6 +956,15 @@ fn scheme_conflicts(o: &Options) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// HOST:PORT of `t`, [V6]:PORT for an IPv6 address.
+fn host_port(t: &Endpoint) -> String {
+    if t.host().contains(':') {
+        format!("[{}]:{}", t.host(), t.port())
+    } else {
+        format!("{}:{}", t.host(), t.port())
+    }
 }
 
 /// The live inputs' options.
