@@ -267,3 +267,50 @@ fn upstream_reads_a_compressed_server_and_serves_it_plain() {
         assert!(near.wait_success(Duration::from_secs(30)), "{}", near.log());
     })
 }
+
+#[test]
+fn each_shard_port_of_a_compressed_listen_is_compressed() {
+    within(Duration::from_secs(60), || {
+        let path = traces_dir().join("http/206_example_b.pcap");
+        let mut want = reference_packets(&path);
+        let cmd = format!("cat {}", path.display());
+        let (mut server, ports) = Server::listen_ports(
+            None,
+            "tcp+zstd://127.0.0.1:0",
+            &[
+                "--shards",
+                "2",
+                "--wait-clients",
+                "2",
+                "--once",
+                "--exec",
+                &cmd,
+            ],
+            Stdio::null(),
+            2,
+        );
+        let config = Config {
+            reconnect: false,
+            ..Config::default()
+        };
+        let mut sources: Vec<Source> = ports
+            .iter()
+            .map(|p| Source::start(&format!("tcp+zstd://127.0.0.1:{p}"), config.clone()).unwrap())
+            .collect();
+        let mut got = Vec::new();
+        for source in &mut sources {
+            got.extend(drain(source));
+            let c = source.counters();
+            assert_eq!((c.connects, c.corrupt), (1, 0), "{c:?}");
+        }
+        assert!(
+            server.wait_success(Duration::from_secs(30)),
+            "{}",
+            server.log()
+        );
+        got.sort();
+        want.sort();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the shards' packets differ from the trace's");
+    })
+}
