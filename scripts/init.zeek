@@ -1,6 +1,9 @@
 ##! Options of the PCAP-over-IP packet source
 ##! (``-i pcapovertcp::[SCHEME://]HOST:PORT[,...][?share=I[+K]/N]``, SCHEME
-##! ``tcp``, ``tcp-listen``, ``tls`` or ``tls-listen``).
+##! ``tcp``, ``tcp-listen``, ``tls`` or ``tls-listen``, or, zstd-compressed
+##! between this project's own ends (pcapovertcp-serve and the plugin) for
+##! thin links, ``tcp+zstd``, ``tcp+zstd-listen``, ``tls+zstd`` or
+##! ``tls+zstd-listen``).
 ##! Each is a ``&redef`` constant, read when the source opens; redefine it in
 ##! local.zeek, on the command line (``PcapOverTcp::buffer_size=...``), or per
 ##! zeekctl worker with ``pcapovertcp_<option>=`` in node.cfg.

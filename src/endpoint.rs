@@ -4,7 +4,13 @@
 //! SPEC     = ENDPOINT *( "," ENDPOINT ) [ "?share=" I [ "+" K ] "/" N ]
 //! ENDPOINT = [ SCHEME "://" ] HOST ":" PORT
 //! SCHEME   = "tcp" | "tcp-listen" | "tls" | "tls-listen"      (default tcp)
+//!          | "tcp+zstd" | "tcp+zstd-listen" | "tls+zstd" | "tls+zstd-listen"
 //! ```
+//!
+//! The `+zstd` schemes carry the same PCAP-over-IP stream compressed with
+//! zstd (see [`crate::net::compress`]): for thin links between this
+//! project's own ends (the plugin and pcapovertcp-serve), which must both
+//! say `+zstd`; plain PCAP-over-IP peers use the others.
 //!
 //! HOST is a name, an IPv4 address or `[IPv6]` (a zone such as `%lo` is
 //! allowed inside the brackets); it may be empty only for the listen schemes,
@@ -41,7 +47,7 @@ pub enum EndpointError {
     TrailingGarbage(String),
     #[error("\"{0}\": the host contains whitespace or a character that is not allowed")]
     BadHost(String),
-    #[error("\"{endpoint}\": unknown scheme \"{scheme}\"; expected tcp://, tcp-listen://, tls:// or tls-listen://")]
+    #[error("\"{endpoint}\": unknown scheme \"{scheme}\"; expected tcp://, tcp-listen://, tls://, tls-listen:// or, compressed between this project's own ends, tcp+zstd://, tcp+zstd-listen://, tls+zstd://, tls+zstd-listen://")]
     UnknownScheme { endpoint: String, scheme: String },
     #[error(
         "\"{0}\": nothing after the scheme; expected SCHEME://HOST:PORT, e.g. {0}127.0.0.1:57012"
@@ -65,39 +71,67 @@ pub enum EndpointError {
     BadShare { spec: String, share: String },
 }
 
-/// How an endpoint is used: connect to it or listen on it, plain or TLS.
+/// How an endpoint is used: connect to it or listen on it, plain or TLS,
+/// and whether the stream inside is zstd-compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
     Tcp,
     TcpListen,
     Tls,
     TlsListen,
+    TcpZstd,
+    TcpZstdListen,
+    TlsZstd,
+    TlsZstdListen,
 }
 
 impl Scheme {
-    const ALL: [Scheme; 4] = [
+    const ALL: [Scheme; 8] = [
         Scheme::Tcp,
         Scheme::TcpListen,
         Scheme::Tls,
         Scheme::TlsListen,
+        Scheme::TcpZstd,
+        Scheme::TcpZstdListen,
+        Scheme::TlsZstd,
+        Scheme::TlsZstdListen,
     ];
 
     /// Listens for the sender instead of connecting to it.
     pub fn is_listen(self) -> bool {
-        matches!(self, Scheme::TcpListen | Scheme::TlsListen)
+        matches!(
+            self,
+            Scheme::TcpListen | Scheme::TlsListen | Scheme::TcpZstdListen | Scheme::TlsZstdListen
+        )
     }
 
     pub fn is_tls(self) -> bool {
-        matches!(self, Scheme::Tls | Scheme::TlsListen)
+        matches!(
+            self,
+            Scheme::Tls | Scheme::TlsListen | Scheme::TlsZstd | Scheme::TlsZstdListen
+        )
     }
 
-    /// The name as written before `://`: "tcp", "tcp-listen", "tls", "tls-listen".
+    /// The stream inside is zstd-compressed (`+zstd`).
+    pub fn is_zstd(self) -> bool {
+        matches!(
+            self,
+            Scheme::TcpZstd | Scheme::TcpZstdListen | Scheme::TlsZstd | Scheme::TlsZstdListen
+        )
+    }
+
+    /// The name as written before `://`: "tcp", "tcp-listen", "tls",
+    /// "tls-listen", and the same with "+zstd" after "tcp" or "tls".
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Tcp => "tcp",
             Scheme::TcpListen => "tcp-listen",
             Scheme::Tls => "tls",
             Scheme::TlsListen => "tls-listen",
+            Scheme::TcpZstd => "tcp+zstd",
+            Scheme::TcpZstdListen => "tcp+zstd-listen",
+            Scheme::TlsZstd => "tls+zstd",
+            Scheme::TlsZstdListen => "tls+zstd-listen",
         }
     }
 
@@ -124,8 +158,8 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Parses one `[SCHEME://]HOST:PORT`: `host:port`, `[v6addr]:port` or
-    /// `v4addr:port`, optionally behind `tcp://`, `tcp-listen://`, `tls://`
-    /// or `tls-listen://`. A list or a `?share=` is an error here; see
+    /// `v4addr:port`, optionally behind a scheme (`tcp://`, `tcp-listen://`,
+    /// `tls://`, `tls-listen://`, or one of them with `+zstd`). A list or a `?share=` is an error here; see
     /// [`Spec::parse`].
     pub fn parse(text: &str) -> Result<Endpoint, EndpointError> {
         if text.is_empty() {
@@ -461,6 +495,10 @@ mod tests {
             ("tcp-listen://[fe80::1%lo]:3", TcpListen, "fe80::1%lo", 3),
             ("tls-listen://:4", TlsListen, "", 4),
             ("tls-listen://localhost:5", TlsListen, "localhost", 5),
+            ("tcp+zstd://h:6", TcpZstd, "h", 6),
+            ("tcp+zstd-listen://:7", TcpZstdListen, "", 7),
+            ("tls+zstd://[::1]:8", TlsZstd, "::1", 8),
+            ("tls+zstd-listen://0.0.0.0:9", TlsZstdListen, "0.0.0.0", 9),
         ];
         for &(text, scheme, host, port) in cases {
             let e = Endpoint::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -481,10 +519,15 @@ mod tests {
             (TcpListen, "tcp-listen", true, false),
             (Tls, "tls", false, true),
             (TlsListen, "tls-listen", true, true),
+            (TcpZstd, "tcp+zstd", false, false),
+            (TcpZstdListen, "tcp+zstd-listen", true, false),
+            (TlsZstd, "tls+zstd", false, true),
+            (TlsZstdListen, "tls+zstd-listen", true, true),
         ];
         for (s, name, listen, tls) in table {
             assert_eq!((s.as_str(), s.is_listen(), s.is_tls()), (name, listen, tls));
             assert_eq!(s.to_string(), name);
+            assert_eq!(s.is_zstd(), name.contains("+zstd"), "{name}");
         }
     }
 
@@ -519,6 +562,7 @@ mod tests {
         assert_eq!(parts("h:1?share=0+1023/1024").1, Some((1023, 1024)));
         // The same host and port under different schemes are different endpoints.
         assert_eq!(parts("h:1,tls://h:1,tcp-listen://h:1").0.len(), 3);
+        assert_eq!(parts("h:1,tcp+zstd://h:1").0.len(), 2);
         let many: Vec<String> = (1..=MAX_ENDPOINTS).map(|p| format!("h:{p}")).collect();
         assert_eq!(spec(&many.join(",")).endpoints.len(), MAX_ENDPOINTS);
     }
@@ -534,6 +578,10 @@ mod tests {
             "tcp-listen://[::]:57012",
             "tls://h:443",
             "tls-listen://[fe80::1%lo]:1",
+            "tcp+zstd://h:1",
+            "tcp+zstd-listen://:2",
+            "tls+zstd://h:3",
+            "tls+zstd-listen://[::]:4",
         ] {
             assert_eq!(Endpoint::parse(text).unwrap().to_string(), text);
         }
@@ -584,6 +632,12 @@ mod tests {
             ("udp://h:1", |e| matches!(e, UnknownScheme { .. })),
             ("http://h:1", |e| matches!(e, UnknownScheme { .. })),
             ("TCP://h:1", |e| matches!(e, UnknownScheme { .. })),
+            ("zstd://h:1", |e| matches!(e, UnknownScheme { .. })),
+            ("tcp+gzip://h:1", |e| matches!(e, UnknownScheme { .. })),
+            ("tcp-listen+zstd://:1", |e| {
+                matches!(e, UnknownScheme { .. })
+            }),
+            ("tcp+zstd://:1", |e| matches!(e, EmptyHost(_))),
             ("://h:1", |e| matches!(e, UnknownScheme { .. })),
             (" tcp://h:1", |e| matches!(e, UnknownScheme { .. })),
             ("tcp://", |e| matches!(e, NoAddress(_))),
@@ -694,7 +748,9 @@ mod tests {
         assert!(msg.contains("host:70000") && msg.contains("70000"), "{msg}");
         let msg = Spec::parse("a:1,udp://b:2").unwrap_err().to_string();
         assert!(
-            msg.contains("udp://b:2") && msg.contains("tls-listen://"),
+            msg.contains("udp://b:2")
+                && msg.contains("tls-listen://")
+                && msg.contains("tcp+zstd://"),
             "{msg}"
         );
         let msg = Spec::parse("a:1?max=3").unwrap_err().to_string();

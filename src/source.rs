@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use log::Level;
 
-use crate::endpoint::{Endpoint, Scheme, Spec};
+use crate::endpoint::{Endpoint, Spec};
 use crate::handoff::queue::{Batch, HandOff, Pop};
 use crate::merge::{Merge, Timing};
 use crate::shared::config::{Config, MAX_INTERVAL};
@@ -130,12 +130,13 @@ impl Source {
         };
         // The certificate files are read now, once: a mistake in them is
         // an error at start-up, not one per connection.
-        let client_tls = match spec.endpoints.iter().any(|e| e.scheme() == Scheme::Tls) {
+        let dials_tls = |e: &&Endpoint| e.scheme().is_tls() && !e.scheme().is_listen();
+        let client_tls = match spec.endpoints.iter().any(|e| dials_tls(&e)) {
             true => Some(ClientTls::new(&config.tls)?),
             false => None,
         };
         if let Some(tls) = &client_tls {
-            for e in spec.endpoints.iter().filter(|e| e.scheme() == Scheme::Tls) {
+            for e in spec.endpoints.iter().filter(dials_tls) {
                 tls.server_name(e.host())
                     .map_err(|what| Error::TlsSetup(crate::tls::SetupError::BadServerName(what)))?;
             }
@@ -143,14 +144,14 @@ impl Source {
         let server_tls = match spec
             .endpoints
             .iter()
-            .any(|e| e.scheme() == Scheme::TlsListen)
+            .any(|e| e.scheme().is_tls() && e.scheme().is_listen())
         {
             true => Some(ServerTls::new(&config.tls)?),
             false => None,
         };
-        let tls_for = |e: &Endpoint| match e.scheme() {
-            Scheme::Tls => client_tls.clone(),
-            _ => None,
+        let tls_for = |e: &Endpoint| match dials_tls(&e) {
+            true => client_tls.clone(),
+            false => None,
         };
         let capacity = if direct {
             config.buffer_size
@@ -258,9 +259,9 @@ impl Source {
             let producer = merge.producer();
             let merge = merge.clone();
             let admission = admission.clone();
-            let tls = match endpoint.scheme() {
-                Scheme::TlsListen => server_tls.clone(),
-                _ => None,
+            let tls = match endpoint.scheme().is_tls() {
+                true => server_tls.clone(),
+                false => None,
             };
             control
                 .spawn(format!("pcapovertcp {endpoint}"), move |c| {

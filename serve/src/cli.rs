@@ -148,7 +148,10 @@ Examples:
   # TLS, Zeek listens (pcapovertcp::tls-listen://:57012); the receiver's
   # certificate must be valid for sensor and signed by ca.pem:
   tcpdump -U -w - -i eth0 | pcapovertcp-serve --connect sensor:57012 \\
-      --tls-ca ca.pem --tls-cert sender.pem --tls-key sender.key -";
+      --tls-ca ca.pem --tls-cert sender.pem --tls-key sender.key -
+  # zstd-compressed across a thin link, Zeek listens
+  # (pcapovertcp::tcp+zstd-listen://:57012)
+  tcpdump -U -w - -i eth0 | pcapovertcp-serve --connect tcp+zstd://sensor:57012 -";
 
 /// The flags as clap parses them, each value already checked on its own.
 /// Its doc comments are `--help`: the first paragraph is the short help
@@ -294,10 +297,13 @@ pub struct Args {
     /// port; IPv6 as [::1]:57012); repeat to listen on several.
     ///
     /// With several, an IPv6 address listens for IPv6 only, so that
-    /// 0.0.0.0:P and [::]:P go together.
-    #[arg(long, value_name = "ADDR:PORT", env = "PCAPOVERTCP_SERVE_LISTEN",
-          value_delimiter = ',', value_parser = parse_listen)]
-    listen: Vec<SocketAddr>,
+    /// 0.0.0.0:P and [::]:P go together. tcp+zstd://ADDR:PORT (tls+zstd://
+    /// with --tls-cert) serves the stream zstd-compressed, for the plugin's
+    /// tcp+zstd:// (tls+zstd://) over a thin link; plain clients use the
+    /// others.
+    #[arg(long, value_name = "[SCHEME://]ADDR:PORT", env = "PCAPOVERTCP_SERVE_LISTEN",
+          value_delimiter = ',', value_parser = parse_listen_scheme)]
+    listen: Vec<(Scheme, SocketAddr)>,
 
     /// Write the bound port to PATH once listening.
     ///
@@ -406,7 +412,12 @@ pub struct Args {
     /// records of standard input. With a file, exits once every receiver
     /// has all of it. With -, reading starts once the first receiver is
     /// connected. Not with --listen, --port-file or --clients.
-    #[arg(long, value_name = "HOST:PORT", env = "PCAPOVERTCP_SERVE_CONNECT",
+    ///
+    /// tls://HOST:PORT dials over TLS (as --tls); tcp+zstd://HOST:PORT
+    /// (tls+zstd://) sends the stream zstd-compressed, for a receiver that
+    /// listens with tcp+zstd-listen:// (tls+zstd-listen://) over a thin
+    /// link. TLS is for every target or none.
+    #[arg(long, value_name = "[SCHEME://]HOST:PORT", env = "PCAPOVERTCP_SERVE_CONNECT",
           value_delimiter = ',', value_parser = parse_connect)]
     connect: Vec<Endpoint>,
 
@@ -496,6 +507,8 @@ pub struct Args {
 pub struct Options {
     /// --listen, in order; empty when none was given (see [`Self::listen`]).
     listen_given: Vec<SocketAddr>,
+    /// The scheme of each --listen: tcp (none written), tls, or +zstd.
+    listen_schemes: Vec<Scheme>,
     pub connect: Vec<Endpoint>,
     pub port_file: Option<String>,
     pub clients: Option<u64>,
@@ -571,7 +584,8 @@ impl Options {
         let verbosity =
             (a.verbose > 0 || a.quiet > 0).then(|| i32::from(a.verbose) - i32::from(a.quiet));
         Ok(Options {
-            listen_given: a.listen,
+            listen_given: a.listen.iter().map(|&(_, addr)| addr).collect(),
+            listen_schemes: a.listen.iter().map(|&(scheme, _)| scheme).collect(),
             connect: a.connect,
             port_file: a.port_file,
             clients: a.clients,
@@ -655,9 +669,20 @@ impl Options {
             .unwrap_or(pcapovertcp::Config::default().merge_window)
     }
 
-    /// Whether connections are TLS: any --tls* option.
+    /// Whether each of [`Self::listen`] serves its stream compressed.
+    pub fn listen_zstd(&self) -> Vec<bool> {
+        let given = self.listen_schemes.iter().map(|s| s.is_zstd());
+        given
+            .chain(std::iter::repeat(false))
+            .take(self.listen().len())
+            .collect()
+    }
+
+    /// Whether connections are TLS: any --tls* option, or a --connect
+    /// target written tls:// or tls+zstd://.
     pub fn tls_wanted(&self) -> bool {
         self.tls
+            || self.connect.iter().any(|t| t.scheme().is_tls())
             || self.tls_cert.is_some()
             || self.tls_key.is_some()
             || self.tls_ca.is_some()
@@ -773,6 +798,24 @@ fn parse_shard_by(v: &str) -> Result<ShareBy, String> {
     }
 }
 
+/// --listen: ADDR:PORT, optionally behind tcp://, tls://, tcp+zstd:// or
+/// tls+zstd://.
+fn parse_listen_scheme(v: &str) -> Result<(Scheme, SocketAddr), String> {
+    let (scheme, addr) = match v.split_once("://") {
+        None => (Scheme::Tcp, v),
+        Some((name, addr)) => {
+            let scheme = [Scheme::Tcp, Scheme::Tls, Scheme::TcpZstd, Scheme::TlsZstd]
+                .into_iter()
+                .find(|s| s.as_str() == name)
+                .ok_or_else(|| {
+                    format!("unknown scheme \"{name}\"; expected ADDR:PORT, or behind tcp://, tls://, tcp+zstd:// or tls+zstd://")
+                })?;
+            (scheme, addr)
+        }
+    };
+    Ok((scheme, parse_listen(addr)?))
+}
+
 fn parse_listen(v: &str) -> Result<SocketAddr, String> {
     v.parse()
         .map_err(|_| "expected ADDR:PORT ([ADDR]:PORT for IPv6)".into())
@@ -856,11 +899,7 @@ pub fn conflicts(o: &Options) -> Result<(), String> {
             ));
         }
     }
-    if let Some(t) = o.connect.iter().find(|t| t.scheme() != Scheme::Tcp) {
-        return Err(format!(
-            "--connect {t}: expected HOST:PORT, without a scheme (for TLS, add --tls or the other --tls-* options)"
-        ));
-    }
+    scheme_conflicts(o)?;
     if o.tls_cert.is_some() != o.tls_key.is_some() {
         return Err("--tls-cert and --tls-key go together: set both or neither".into());
     }
@@ -895,6 +934,64 @@ pub fn conflicts(o: &Options) -> Result<(), String> {
         }
     }
     connect_conflicts(o).map_err(str::to_string)
+}
+
+/// The schemes of --connect and --listen against the --tls* options: TLS
+/// is for every connection or none, and a scheme written says which.
+fn scheme_conflicts(o: &Options) -> Result<(), String> {
+    if let Some(t) = o.connect.iter().find(|t| t.scheme().is_listen()) {
+        return Err(format!(
+            "--connect {t}: a listen scheme; --connect dials a receiver that listens: write tcp://, tls://, tcp+zstd:// or tls+zstd://"
+        ));
+    }
+    let options = o.tls
+        || o.tls_cert.is_some()
+        || o.tls_key.is_some()
+        || o.tls_ca.is_some()
+        || o.tls_server_name.is_some();
+    if o.connect.iter().any(|t| t.scheme().is_tls()) {
+        // A target written without a scheme follows the --tls* options;
+        // with none given, it would be plain among TLS ones.
+        let plain = o
+            .connect
+            .iter()
+            .find(|t| t.scheme() == Scheme::TcpZstd || (t.scheme() == Scheme::Tcp && !options));
+        if let Some(t) = plain {
+            return Err(format!(
+                "--connect {t}: the other targets are TLS, and TLS is for every target or none: write it as tls://{} (or tls+zstd://)",
+                host_port(t)
+            ));
+        }
+    } else if options {
+        if let Some(t) = o.connect.iter().find(|t| t.scheme() == Scheme::TcpZstd) {
+            return Err(format!(
+                "--connect {t}: the --tls* options make every connection TLS: write tls+zstd:// for a compressed one"
+            ));
+        }
+    }
+    let serving_tls = o.tls_cert.is_some();
+    for (scheme, addr) in o.listen_schemes.iter().zip(&o.listen_given) {
+        if scheme.is_tls() && !serving_tls {
+            return Err(format!(
+                "--listen {scheme}://{addr}: serving TLS needs --tls-cert and --tls-key"
+            ));
+        }
+        if *scheme == Scheme::TcpZstd && serving_tls {
+            return Err(format!(
+                "--listen {scheme}://{addr}: --tls-cert makes every connection TLS: write tls+zstd:// for a compressed one"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// HOST:PORT of `t`, [V6]:PORT for an IPv6 address.
+fn host_port(t: &Endpoint) -> String {
+    if t.host().contains(':') {
+        format!("[{}]:{}", t.host(), t.port())
+    } else {
+        format!("{}:{}", t.host(), t.port())
+    }
 }
 
 /// The live inputs' options.

@@ -50,8 +50,16 @@ pub struct Cut {
 
 /// Writes `segments` whole, in order: over plain TCP with vectored
 /// writes straight from the shared buffers, over TLS one by one
-/// (encrypting copies them anyway).
+/// (encrypting copies them anyway), compressed all together and then
+/// flushed (one zstd block for the batch, not one per segment).
 pub fn write_segments(conn: &mut Conn, segments: &[Bytes]) -> Result<(), Cut> {
+    if let Conn::Zstd(z) = conn {
+        // What of the batch went out is not known: all of it counts.
+        let taken = segments.iter().map(|s| s.len()).sum();
+        return z
+            .write_parts(segments.iter().map(|s| &s[..]))
+            .map_err(|error| Cut { error, taken });
+    }
     let Conn::Plain(tcp) = conn else {
         let mut taken = 0;
         for s in segments {
@@ -167,10 +175,12 @@ fn linger(tcp: &TcpStream) {
     }
 }
 
-/// An accepted client, after the TLS handshake when serving over TLS.
-pub fn accept(tcp: TcpStream, tls: &Tls) -> Result<Conn, String> {
+/// An accepted client, after the TLS handshake when serving over TLS;
+/// compressed when its --listen says tcp+zstd:// (or tls+zstd://).
+pub fn accept(tcp: TcpStream, tls: &Tls, zstd: bool) -> Result<Conn, String> {
+    let compress = |conn: Conn| if zstd { conn.zstd() } else { conn };
     let Tls::Server(server) = tls else {
-        return Ok(Conn::plain(tcp));
+        return Ok(compress(Conn::plain(tcp)));
     };
     let mut conn = server
         .accept_from(tcp, "client")
@@ -180,19 +190,26 @@ pub fn accept(tcp: TcpStream, tls: &Tls) -> Result<Conn, String> {
         "client",
         " (does it connect with tls://? does it trust our certificate?)",
     )?;
-    Ok(conn)
+    Ok(compress(conn))
 }
 
 /// One attempt to connect to `target`: every address it resolves to in
 /// turn (keepalive set as the core's default), then the TLS handshake when
-/// dialling out over TLS.
+/// dialling out over TLS; compressed when its scheme says +zstd.
 fn try_connect(target: &Endpoint, tls: &Tls) -> Result<Conn, String> {
     let addrs = target.resolve().map_err(|e| e.to_string())?;
     let keepalive = Config::default().keepalive;
     let tcp =
         connect_addrs(addrs, CONNECT_TIMEOUT, keepalive.as_ref()).map_err(|e| e.to_string())?;
+    let compress = |conn: Conn| {
+        if target.scheme().is_zstd() {
+            conn.zstd()
+        } else {
+            conn
+        }
+    };
     let Tls::Client(client) = tls else {
-        return Ok(Conn::plain(tcp));
+        return Ok(compress(Conn::plain(tcp)));
     };
     let mut conn = setting::with_names(words::serve, || {
         client.connect_to(target.host(), tcp, "receiver")
@@ -202,7 +219,7 @@ fn try_connect(target: &Endpoint, tls: &Tls) -> Result<Conn, String> {
         "receiver",
         " (does it listen with tls-listen://? does it trust our certificate, or want one?)",
     )?;
-    Ok(conn)
+    Ok(compress(conn))
 }
 
 /// Dials `target` until it answers. Reports a failure when it differs from

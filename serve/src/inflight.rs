@@ -9,8 +9,9 @@
 //! kernel (whatever the receiver then did with it is the receiver's to
 //! count: the plugin reports it at exit); a packet after it was in flight,
 //! and is lost. Over plain TCP the split is exact to the packet; over TLS
-//! the byte counts are the ciphertext's, and a write batch is the unit (the
-//! batch that the acknowledgements stopped in counts whole).
+//! and zstd the byte counts are the wire's, not the stream's, and a write
+//! batch is the unit (the batch that the acknowledgements stopped in counts
+//! whole).
 
 use std::collections::VecDeque;
 use std::mem::{size_of, MaybeUninit};

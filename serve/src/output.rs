@@ -26,7 +26,8 @@ pub trait Output {
     fn tcp(&self) -> Option<&TcpStream> {
         None
     }
-    /// Whether the stream's bytes are the connection's (false over TLS).
+    /// Whether the stream's bytes are the connection's (false over TLS and
+    /// zstd).
     fn stream_is_wire(&self) -> bool {
         true
     }
@@ -57,7 +58,8 @@ impl Output for Conn {
     fn wire_position(&self) -> Option<u64> {
         match self {
             Conn::Plain(_) => None,
-            Conn::Tls(_) => {
+            // TLS and zstd: the wire's bytes are not the stream's.
+            Conn::Tls(_) | Conn::Zstd(_) => {
                 let tcp = Conn::tcp(self);
                 Some(inflight::bytes_acked(tcp)? + inflight::unacknowledged(tcp)?)
             }

@@ -139,11 +139,11 @@ fn listen_shards(addr: SocketAddr, shards: u16, v6_only: bool) -> io::Result<Vec
 
 /// Listens on every --listen (each --shards port of each); reports each,
 /// then writes the port file. Each listener with its shard.
-fn listen_all(o: &Options) -> Result<Vec<(usize, TcpListener)>, String> {
+fn listen_all(o: &Options) -> Result<Vec<(usize, TcpListener, bool)>, String> {
     let several = o.listen().len() > 1;
     let mut listeners = Vec::new();
     let mut ports = String::new();
-    for addr in o.listen() {
+    for (addr, zstd) in o.listen().into_iter().zip(o.listen_zstd()) {
         let group = listen_shards(addr, o.shards, several)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         for (k, l) in group.into_iter().enumerate() {
@@ -154,7 +154,7 @@ fn listen_all(o: &Options) -> Result<Vec<(usize, TcpListener)>, String> {
                 log::info!("listening on {local}");
             }
             ports.push_str(&format!("{}\n", local.port()));
-            listeners.push((k, l));
+            listeners.push((k, l, zstd));
         }
     }
     if let Some(path) = &o.port_file {
@@ -169,9 +169,11 @@ fn listen_all(o: &Options) -> Result<Vec<(usize, TcpListener)>, String> {
 
 /// An accepted client: its listener's shard, its socket, its address
 /// (taken from accept(), which has it even when the connection is already
-/// reset and the socket can no longer tell) and its place (--max-clients).
+/// reset and the socket can no longer tell), its place (--max-clients) and
+/// whether its listener compresses (a tcp+zstd:// --listen).
 struct Incoming {
     shard: usize,
+    zstd: bool,
     tcp: TcpStream,
     peer: String,
     slot: Slot,
@@ -190,8 +192,8 @@ impl Clients {
     /// The connection after the TLS handshake (bounded), with the write
     /// timeout set; over TLS, `slot` (a handshake's) is traded for a
     /// client's. None (reported) when the client cannot be served.
-    fn open(&self, tcp: TcpStream, peer: &str, slot: Slot) -> Option<(Conn, Slot)> {
-        let conn = match accept(tcp, &self.tls) {
+    fn open(&self, tcp: TcpStream, peer: &str, slot: Slot, zstd: bool) -> Option<(Conn, Slot)> {
+        let conn = match accept(tcp, &self.tls, zstd) {
             Ok(c) => c,
             Err(e) => {
                 client_log!(log::Level::Warn, "{peer}: {e}");
@@ -284,11 +286,11 @@ fn resource_error(e: &io::Error) -> bool {
 /// closed at once. An accept error is survived: a pause (ACCEPT_PAUSE when
 /// out of a resource), not a busy loop, and a rate-limited line.
 fn accept_all(
-    listeners: Vec<(usize, TcpListener)>,
+    listeners: Vec<(usize, TcpListener, bool)>,
     admission: &Arc<Admission>,
 ) -> mpsc::Receiver<Incoming> {
     let (tx, rx) = mpsc::channel();
-    for (shard, l) in listeners {
+    for (shard, l, zstd) in listeners {
         let tx = tx.clone();
         let admission = admission.clone();
         let mut errors = AcceptErrors {
@@ -319,6 +321,7 @@ fn accept_all(
                     if tx
                         .send(Incoming {
                             shard,
+                            zstd,
                             tcp,
                             peer,
                             slot,
@@ -457,7 +460,11 @@ fn relay_client(
     shard: Option<usize>,
 ) {
     let Incoming {
-        tcp, peer, slot, ..
+        tcp,
+        peer,
+        slot,
+        zstd,
+        ..
     } = incoming;
     let _ = tcp.set_nodelay(true);
     let handle = match tcp.try_clone() {
@@ -468,7 +475,7 @@ fn relay_client(
         }
     };
     // Held until the client's stream is over.
-    let Some((mut conn, _slot)) = clients.open(tcp, &peer, slot) else {
+    let Some((mut conn, _slot)) = clients.open(tcp, &peer, slot, zstd) else {
         return;
     };
     let (name, label) = match shard {
@@ -640,7 +647,11 @@ fn listen_file(
         // Once started, later clients are served as they come.
         started = true;
         for Incoming {
-            tcp, peer, slot, ..
+            tcp,
+            peer,
+            slot,
+            zstd,
+            ..
         } in waiting.drain(..)
         {
             let (framed, clients, registry) = (framed.clone(), clients.clone(), registry.clone());
@@ -649,7 +660,7 @@ fn listen_file(
             let name = peer.clone();
             spawn_client(&name, move || {
                 let _running = running;
-                let Some((mut conn, _slot)) = clients.open(tcp, &peer, slot) else {
+                let Some((mut conn, _slot)) = clients.open(tcp, &peer, slot, zstd) else {
                     return;
                 };
                 let stats = registry.add(format!("client={peer}"));

@@ -56,9 +56,13 @@ pub fn direct(spec: &str, tls: &TlsOptions) -> Result<Option<Direct>, String> {
         return Ok(None);
     };
     let tls = match target.scheme() {
-        Scheme::Tcp => None,
-        Scheme::Tls => Some(ClientTls::new(tls).map_err(|e| e.render(words::upstream))?),
-        Scheme::TcpListen | Scheme::TlsListen => return Ok(None),
+        Scheme::Tcp | Scheme::TcpZstd => None,
+        Scheme::Tls | Scheme::TlsZstd => {
+            Some(ClientTls::new(tls).map_err(|e| e.render(words::upstream))?)
+        }
+        Scheme::TcpListen | Scheme::TlsListen | Scheme::TcpZstdListen | Scheme::TlsZstdListen => {
+            return Ok(None)
+        }
     };
     Ok(Some(Direct {
         what: format!("--upstream {target}"),
@@ -130,8 +134,17 @@ impl Health {
 
 impl Direct {
     /// One attempt to connect: each address in turn, keepalive, then the
-    /// TLS handshake for tls://.
+    /// TLS handshake for tls://, and decompression for +zstd.
     fn open(&self) -> Result<Transport, String> {
+        let transport = self.open_tls()?;
+        Ok(if self.target.scheme().is_zstd() {
+            transport.zstd()
+        } else {
+            transport
+        })
+    }
+
+    fn open_tls(&self) -> Result<Transport, String> {
         let addrs = self
             .target
             .resolve()

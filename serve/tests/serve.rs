@@ -471,12 +471,40 @@ fn bad_tls_flag_combinations_exit_2_with_one_line() {
             all.push(needle);
             runs.push(all);
         }
-        // A scheme on --connect, and a host that is no TLS server name.
+        // Schemes that disagree with each other or with the --tls*
+        // options, and a host that is no TLS server name.
+        runs.push(vec![
+            "--connect",
+            "tcp-listen://127.0.0.1:9",
+            file,
+            "--connect tcp-listen://127.0.0.1:9: a listen scheme",
+        ]);
         runs.push(vec![
             "--connect",
             "tls://127.0.0.1:9",
+            "--connect",
+            "127.0.0.2:9",
             file,
-            "--connect tls://127.0.0.1:9: expected HOST:PORT, without a scheme",
+            "--connect 127.0.0.2:9: the other targets are TLS, and TLS is for every target or none: write it as tls://127.0.0.2:9",
+        ]);
+        runs.push(vec![
+            "--connect",
+            "tcp+zstd://127.0.0.1:9",
+            "--tls",
+            file,
+            "--connect tcp+zstd://127.0.0.1:9: the --tls* options make every connection TLS: write tls+zstd://",
+        ]);
+        runs.push(vec![
+            "--listen",
+            "tls+zstd://127.0.0.1:0",
+            file,
+            "--listen tls+zstd://127.0.0.1:0: serving TLS needs --tls-cert and --tls-key",
+        ]);
+        runs.push(vec![
+            "--listen",
+            "udp://127.0.0.1:0",
+            file,
+            "unknown scheme \"udp\"; expected ADDR:PORT, or behind tcp://, tls://, tcp+zstd:// or tls+zstd://",
         ]);
         runs.push(vec![
             "--connect",

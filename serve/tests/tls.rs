@@ -457,6 +457,72 @@ fn tls_listen_receives_a_file_and_a_relay_from_serve_connect() {
     not(openssl_cli),
     ignore = "needs the openssl command (not on PATH when the tests were built)"
 )]
+fn tls_zstd_carries_every_packet_compressed_inside_tls_both_ways_round() {
+    let pki = pki();
+    within(Duration::from_secs(60), move || {
+        let path = traces_dir().join("http/206_example_b.pcap");
+        let want = reference_packets(&path);
+        // The tool dials: tls+zstd:// into tls+zstd-listen://.
+        let config = Config {
+            tls: listen_tls(pki),
+            ..Config::default()
+        };
+        let (mut source, _name, addr) = listening("tls+zstd-listen", config);
+        let mut server = Server::spawn(
+            &[
+                "--connect",
+                &format!("tls+zstd://{addr}"),
+                "--tls-ca",
+                s(&pki.ca),
+                s(&path),
+            ],
+            Stdio::null(),
+        );
+        let got = collect(&mut source, want.len(), Duration::from_secs(20));
+        assert!(got == want, "the file's packets, dialled");
+        assert!(
+            server.wait_success(Duration::from_secs(60)),
+            "{}",
+            server.log()
+        );
+        let c = source.counters();
+        assert_eq!((c.corrupt, c.truncated), (0, 0), "{c:?}");
+        common::closes_promptly(&mut source, "open");
+
+        // The source dials: tls+zstd:// to --listen tls+zstd://.
+        let (mut server, ports) = Server::listen_ports(
+            None,
+            "tls+zstd://127.0.0.1:0",
+            &[
+                "--tls-cert",
+                s(&pki.server_cert),
+                "--tls-key",
+                s(&pki.server_key),
+                "--clients",
+                "1",
+                s(&path),
+            ],
+            Stdio::null(),
+            1,
+        );
+        let endpoint = format!("tls+zstd://127.0.0.1:{}", ports[0]);
+        let mut source = Source::open(&endpoint, client_config(&pki.ca, None))
+            .unwrap_or_else(|e| panic!("{endpoint}: {e}\n{}", server.log()));
+        let got = drain(&mut source);
+        assert!(got == want, "the file's packets, served");
+        assert!(
+            server.wait_success(Duration::from_secs(60)),
+            "{}",
+            server.log()
+        );
+    })
+}
+
+#[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
 fn tls_listen_allowed_names_refuse_sender_b_and_accept_sender_a() {
     let pki = pki();
     within(Duration::from_secs(60), move || {

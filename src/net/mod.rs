@@ -6,9 +6,11 @@
 //! [`tls::Transport`] a connection is read and written through, and the
 //! one handshake with an absolute deadline) → [`backoff`] (the pause
 //! between attempts, and an outage reported once when it starts and once
-//! when it ends).
+//! when it ends) → [`compress`] (zstd inside the transport, for the `+zstd`
+//! schemes).
 
 pub mod backoff;
+pub mod compress;
 pub mod connect;
 pub(crate) mod poll;
 pub mod tls;

@@ -26,6 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
 
+use crate::net::compress::ZstdStream;
 use crate::net::connect::TICK;
 use crate::shared::setting::{self, Names, Setting};
 
@@ -464,11 +465,13 @@ impl rustls::server::danger::ClientCertVerifier for NamedClients {
     }
 }
 
-/// A connection's bytes: plain, or decrypted from TLS.
+/// A connection's bytes: plain, or decrypted from TLS, or either of them
+/// decompressed (a `+zstd` scheme; see [`crate::net::compress`]).
 pub enum Transport {
     /// Shared only with weak watchers (see [`Transport::watch`]).
     Plain(Arc<TcpStream>),
     Tls(Box<TlsStream>),
+    Zstd(Box<ZstdStream>),
 }
 
 impl Transport {
@@ -480,6 +483,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => &t.tcp,
+            Transport::Zstd(z) => z.inner.tcp(),
         }
     }
 
@@ -489,6 +493,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => Arc::downgrade(s),
             Transport::Tls(t) => Arc::downgrade(&t.tcp),
+            Transport::Zstd(z) => z.inner.watch(),
         }
     }
 
@@ -500,12 +505,15 @@ impl Transport {
         match self {
             Transport::Plain(s) => recv_into(s, buf),
             Transport::Tls(t) => t.read_into(buf),
+            Transport::Zstd(z) => z.read_into(buf),
         }
     }
 }
 
 /// What the tool writes to its clients and receivers: over TLS each write
-/// is encrypted and sent before it returns, as a plain socket's would be.
+/// is encrypted and sent before it returns, as a plain socket's would be;
+/// compressed, each is compressed, sent and flushed (a zstd block) before
+/// it returns.
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
@@ -515,6 +523,10 @@ impl Write for Transport {
                 t.flush()?;
                 Ok(n)
             }
+            Transport::Zstd(z) => {
+                z.write_parts([buf])?;
+                Ok(buf.len())
+            }
         }
     }
 
@@ -522,13 +534,19 @@ impl Write for Transport {
         match self {
             Transport::Plain(s) => (&**s).flush(),
             Transport::Tls(t) => t.flush(),
+            Transport::Zstd(z) => z.inner.flush(),
         }
     }
 }
 
 impl Transport {
-    /// Ends our direction of the stream: a TLS close_notify, then the FIN.
+    /// Ends our direction of the stream: the end of the zstd frame, a TLS
+    /// close_notify, then the FIN.
     pub fn end(&mut self) -> io::Result<()> {
+        if let Transport::Zstd(z) = self {
+            z.finish()?;
+            return z.inner.end();
+        }
         if let Transport::Tls(t) = self {
             t.conn.send_close_notify();
             t.flush()?;
@@ -560,8 +578,10 @@ pub fn handshake(
     deadline: Option<Instant>,
     stopping: &dyn Fn() -> bool,
 ) -> Result<(), HandshakeFailure> {
-    let Transport::Tls(tls) = transport else {
-        return Ok(());
+    let tls = match transport {
+        Transport::Plain(_) => return Ok(()),
+        Transport::Tls(tls) => tls,
+        Transport::Zstd(z) => return handshake(&mut z.inner, deadline, stopping),
     };
     let tcp = tls.tcp.try_clone().map_err(HandshakeFailure::Failed)?;
     let saved = (tcp.read_timeout(), tcp.write_timeout());
@@ -611,6 +631,7 @@ impl Read for Transport {
         match self {
             Transport::Plain(s) => (&**s).read(buf),
             Transport::Tls(t) => t.read_plain(buf),
+            Transport::Zstd(z) => z.read_plain(buf),
         }
     }
 }

@@ -85,6 +85,11 @@ pub enum Error {
     Tls { endpoint: String, what: String },
     #[error("{endpoint} speaks TLS (its first bytes are a TLS handshake): use tls:// or tls-listen:// for it")]
     TlsOnPlain { endpoint: String },
+    #[error("{endpoint} sends a zstd-compressed stream (its first bytes are a zstd frame): use tcp+zstd:// or tcp+zstd-listen:// for it (tls+zstd:// or tls+zstd-listen:// over TLS)")]
+    ZstdOnPlain { endpoint: String },
+    /// A `+zstd` endpoint's stream could not be decompressed.
+    #[error("{endpoint}: {what}")]
+    Compressed { endpoint: String, what: String },
     #[error("{0}; check the {tls} options", tls = Setting::Tls)]
     TlsSetup(#[from] crate::tls::SetupError),
     #[error("{endpoint}: {source}")]
@@ -134,6 +139,8 @@ impl Error {
                 | Error::BadSubnet(_)
                 | Error::TlsSetup(_)
                 | Error::TlsOnPlain { .. }
+                | Error::ZstdOnPlain { .. }
+                | Error::Compressed { .. }
                 | Error::Internal { .. }
                 | Error::Panic { .. }
         )

@@ -175,6 +175,9 @@ impl Dialler<'_> {
                 HandshakeFailure::Failed(e) => End::Failed(read_error(&self.label, e)),
             };
         }
+        if self.endpoint.scheme().is_zstd() {
+            transport = transport.zstd();
+        }
         if let Outlet::Lane(lane) = &outlet {
             lane.watch(transport.watch());
         }

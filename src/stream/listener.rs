@@ -118,6 +118,8 @@ struct Listener {
     admission: Arc<Admission>,
     lines: Lines,
     tls: Option<ServerTls>,
+    /// A `+zstd` endpoint: senders' streams are decompressed.
+    zstd: bool,
 }
 
 /// Accepts senders until the source closes.
@@ -135,6 +137,7 @@ pub(crate) fn run(
         merge: merge.clone(),
         admission,
         tls,
+        zstd: bound.endpoint.scheme().is_zstd(),
     });
     let _holds: Vec<_> = bound
         .listeners
@@ -266,6 +269,9 @@ fn serve(control: &Control, listener: &Listener, pending: Pending) {
         let end = e.map_or(End::Stopped, End::Failed);
         report(lines, &label, ticket.evicted(), end, false, 0);
         return;
+    }
+    if listener.zstd {
+        transport = transport.zstd();
     }
     // Bytes before admission count here, and move to the sender's counters
     // when it is admitted; a connection never admitted leaves no entry.

@@ -28,6 +28,7 @@ use bytes::BytesMut;
 
 use crate::handoff::queue::{Batch, HandOff, Push};
 use crate::merge::Lane;
+use crate::net::compress::{is_zstd_frame, CompressError};
 use crate::shared::control::{Control, NOTICE_AFTER};
 use crate::shared::counters::Counters;
 use crate::shared::error::Error;
@@ -321,6 +322,11 @@ impl Reader<'_> {
                             endpoint: endpoint(),
                         });
                     }
+                    if !header_seen && is_zstd_frame(&buf) {
+                        return End::Failed(Error::ZstdOnPlain {
+                            endpoint: endpoint(),
+                        });
+                    }
                     return End::Failed(Error::Stream {
                         endpoint: endpoint(),
                         source,
@@ -460,16 +466,24 @@ impl Share {
     }
 }
 
-/// A failed read as the operator's error: a TLS failure in its own words.
+/// A failed read as the operator's error: a TLS or decompression failure
+/// in its own words.
 pub(crate) fn read_error(label: &str, source: std::io::Error) -> Error {
-    match source.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) {
-        Some(tls) => Error::Tls {
+    let inner = source.get_ref();
+    if let Some(tls) = inner.and_then(|e| e.downcast_ref::<TlsError>()) {
+        return Error::Tls {
             endpoint: label.to_string(),
             what: tls.0.clone(),
-        },
-        None => Error::Read {
+        };
+    }
+    if let Some(zstd) = inner.and_then(|e| e.downcast_ref::<CompressError>()) {
+        return Error::Compressed {
             endpoint: label.to_string(),
-            source,
-        },
+            what: zstd.0.clone(),
+        };
+    }
+    Error::Read {
+        endpoint: label.to_string(),
+        source,
     }
 }
