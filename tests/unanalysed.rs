@@ -197,3 +197,83 @@ fn a_source_that_delivered_everything_says_nothing_at_close() {
         );
     })
 }
+
+/// The bytes of `s`'s stream its peer's kernel acknowledged: TCP_INFO's
+/// `tcpi_bytes_acked` (Linux 4.1+), at offset 120 of `struct tcp_info`.
+fn bytes_acked(s: &TcpStream) -> u64 {
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes to `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    assert!(len >= 128, "TCP_INFO without bytes_acked ({len} bytes)");
+    u64::from_ne_bytes(info[120..128].try_into().unwrap())
+}
+
+#[test]
+fn every_record_this_host_acknowledged_is_analysed_dropped_or_unanalysed() {
+    within(Duration::from_secs(60), || {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        const RECORD: u64 = 116;
+        const K: usize = 2000;
+        let (listener, addr) = loopback_listener();
+        let config = Config {
+            reconnect: false,
+            buffer_size: 256 * 1024,
+            ..Config::default()
+        };
+        let mut source = Source::start(&addr, config).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        // The sender writes for as long as it can, through the close: what
+        // arrives while the source closes is either read at close or
+        // refused, never acknowledged and lost.
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut stream = pcap_header();
+                stream.extend(records(0, 200_000));
+                peer.set_write_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                let mut written = 0;
+                while written < stream.len() && !stop.load(Ordering::Relaxed) {
+                    match peer.write(&stream[written..]) {
+                        Ok(n) => written += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break,
+                    }
+                }
+                (written as u64, bytes_acked(&peer))
+            })
+        };
+        take(&mut source, K);
+        let said = closes_promptly(&mut source, "streaming");
+        // Let the last segments and the reset cross, then stop the sender.
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        let (written, acked) = sender.join().unwrap();
+        let acked_records = acked.saturating_sub(24) / RECORD;
+        let stats = source.stats();
+        let total = source.counters();
+        assert_eq!(
+            acked_records,
+            stats.received + stats.dropped + total.unanalysed,
+            "written {written} bytes, acknowledged {acked}: {stats:?} {total:?} {said:?}"
+        );
+        assert_eq!(stats.received, K as u64);
+        assert!(total.unanalysed > 0, "{total:?}");
+        assert!(
+            said.iter().any(|(_, m)| m.contains("unread in its socket")),
+            "{said:?}"
+        );
+    })
+}
