@@ -59,9 +59,10 @@ export {
 		## were still in the source's buffer, or unread in the sender's
 		## socket (read then, without waiting, and counted in ``records``
 		## too). Not those ``dropped`` or ``skewed``. 0 until the source
-		## closes, which also says so in a warning (see docs/failures.md,
-		## "What a stopping Zeek leaves unanalysed"). A record cut off at
-		## the end is not counted: the sender counts it as in flight.
+		## closes, as Zeek begins to stop (before ``zeek_done``), with a
+		## warning that says how many (see docs/failures.md, "What a
+		## stopping Zeek leaves unanalysed"). A record cut off by the close
+		## is not counted: the sender counts it as in flight.
 		unanalysed: count;
 		## How far the sender's newest packet was behind the merge's
 		## newest released packet at its last read (packet time). A
