@@ -395,6 +395,12 @@ impl Reader<'_> {
         share: &mut Option<Share>,
         upstream: &mut Upstream,
     ) {
+        // Dropped with a reset, not a FIN: Linux sends no window update
+        // once a socket is shut for reading, so a sender that had filled
+        // the window would wait for one until the orphaned socket's FIN
+        // timeout (60 s); the reset tells it now (as closing with bytes
+        // unread did before this read them).
+        let _ = socket2::SockRef::from(transport.tcp()).set_linger(Some(Duration::ZERO));
         if transport.tcp().set_nonblocking(true).is_err() {
             return;
         }
