@@ -136,6 +136,21 @@ void PcapOverTcpSource::Close() {
         Closed();
 }
 
+void PcapOverTcpSource::ZeekStopping() {
+    if ( ! iosource_mgr )
+        return;
+
+    auto* src = dynamic_cast<PcapOverTcpSource*>(iosource_mgr->GetPktSrc());
+
+    if ( ! src || ! src->source )
+        return;
+
+    // Idempotent in the core: Close() then finds it closed.
+    (*src->source)->close();
+    src->RaiseEvents();
+    src->ReportMessages();
+}
+
 bool PcapOverTcpSource::ExtractNextPacket(Packet* pkt) {
     returned_packet = false;
 

@@ -39,6 +39,14 @@ public:
 
     double GetNextTimeout() override;
 
+    /**
+     * Zeek is stopping (run_state::terminating): stops the core now, so
+     * that what it received and Zeek never analysed is counted (and said)
+     * before zeek_done, where scripts and telemetry.log's last lines read
+     * the counters. Close() comes later, as usual.
+     */
+    static void ZeekStopping();
+
 protected:
     void Open() override;
     void Close() override;

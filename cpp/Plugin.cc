@@ -3,6 +3,7 @@
 #include "Plugin.h"
 
 #include "zeek/conn_key/Component.h"
+#include "zeek/RunState.h"
 #include "zeek/iosource/Component.h"
 
 #include "ConnKeySender.h"
@@ -22,6 +23,9 @@ zeek::plugin::Configuration Plugin::Configure() {
     AddComponent(new zeek::conn_key::Component("PCAPOVERTCP_SENDER_FIVETUPLE",
                                                zeek::iosource::pcapovertcp::SenderConnKeyFactory::Instantiate));
 
+    // To see Zeek begin to stop (HookDrainEvents).
+    EnableHook(zeek::plugin::HOOK_DRAIN_EVENTS);
+
     zeek::plugin::Configuration config;
     config.name = "Zeek::PcapOverTcp";
     config.description = "Packet acquisition from PCAP-over-IP streams (pcap or pcapng over TCP)";
@@ -29,6 +33,18 @@ zeek::plugin::Configuration Plugin::Configure() {
     config.version.minor = PCAPOVERTCP_VERSION_MINOR;
     config.version.patch = PCAPOVERTCP_VERSION_PATCH;
     return config;
+}
+
+// Zeek drains its events once more after it has set run_state::terminating
+// and stopped processing packets (done_with_network()), and before it
+// raises zeek_done: the source is closed there, so that the packets it had
+// received and Zeek never analysed are counted for zeek_done's scripts and
+// telemetry.log's last lines, not only said at exit.
+void Plugin::HookDrainEvents() {
+    if ( run_state::terminating && ! source_stopped ) {
+        source_stopped = true;
+        zeek::iosource::pcapovertcp::PcapOverTcpSource::ZeekStopping();
+    }
 }
 
 } // namespace zeek::plugin::Zeek_PcapOverTcp

@@ -9,6 +9,10 @@ namespace zeek::plugin::Zeek_PcapOverTcp {
 class Plugin : public zeek::plugin::Plugin {
 protected:
     zeek::plugin::Configuration Configure() override;
+    void HookDrainEvents() override;
+
+private:
+    bool source_stopped = false; // By HookDrainEvents(), once.
 };
 
 extern Plugin plugin;

@@ -55,6 +55,15 @@ export {
 		## dropped, since they would move network time ahead for every
 		## sender.
 		skewed: count;
+		## Records received but never analysed: when Zeek stopped, they
+		## were still in the source's buffer, or unread in the sender's
+		## socket (read then, without waiting, and counted in ``records``
+		## too). Not those ``dropped`` or ``skewed``. 0 until the source
+		## closes, as Zeek begins to stop (before ``zeek_done``), with a
+		## warning that says how many (see docs/failures.md, "What a
+		## stopping Zeek leaves unanalysed"). A record cut off by the close
+		## is not counted: the sender counts it as in flight.
+		unanalysed: count;
 		## How far the sender's newest packet was behind the merge's
 		## newest released packet at its last read (packet time). A
 		## sender behind for longer than
@@ -94,6 +103,7 @@ export {
 		corrupt: count;
 		late: count;
 		skewed: count;
+		unanalysed: count;
 		lag: interval;
 		outages: count;
 		other_share: count;

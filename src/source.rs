@@ -96,6 +96,11 @@ pub struct Source {
     next_record: usize,
     last_wirelen: u32,
     stats: Stats,
+    /// Packets taken by the consumer, by sender index (their `input`):
+    /// what closing subtracts to find each sender's unanalysed records.
+    taken: Vec<u64>,
+    /// Closing has counted the unanalysed records (once).
+    settled: bool,
 }
 
 impl Source {
@@ -183,6 +188,8 @@ impl Source {
             next_record: 0,
             last_wirelen: 0,
             stats: Stats::default(),
+            taken: Vec::new(),
+            settled: false,
         };
         // A source that listens is open from the start; one that only
         // connects has `open_timeout` to get its first stream.
@@ -402,6 +409,15 @@ impl Source {
             return Next::Empty; // unreachable: the loop above ensured a record
         };
         self.next_record += 1;
+        // Indices are bounded by the senders listed (MAX_SENDERS_LISTED).
+        let input = part.input as usize;
+        match self.taken.get_mut(input) {
+            Some(n) => *n += 1,
+            None => {
+                self.taken.resize(input + 1, 0);
+                self.taken[input] = 1;
+            }
+        }
         self.stats.received += 1;
         self.stats.bytes_received += u64::from(r.wirelen);
         self.last_wirelen = r.wirelen;
@@ -485,6 +501,10 @@ impl Source {
     /// within a second in every reader state (each of them gives way to
     /// the stop signal within a tick, and a reader that does not is left to
     /// end on its own).
+    ///
+    /// The packets received and never analysed (still in the buffer, or
+    /// unread in a socket, which each reader reads on its way out) are
+    /// counted as `unanalysed` and said in one line, if there are any.
     pub fn close(&mut self) {
         self.control.stop();
         self.current = None;
@@ -497,6 +517,31 @@ impl Source {
                 )
             });
         }
+        if !std::mem::replace(&mut self.settled, true) {
+            self.settle_unanalysed();
+        }
+    }
+
+    /// Counts and says what was received and never analysed.
+    fn settle_unanalysed(&self) {
+        let counters = &self.control.counters;
+        let (total, unread) = counters.settle_unanalysed(&self.taken);
+        if total == 0 {
+            return;
+        }
+        let packets = if total == 1 { "packet" } else { "packets" };
+        let sockets = if counters.count() > 1 {
+            "sockets"
+        } else {
+            "socket"
+        };
+        crate::shared::logger::routed(&self.control.messages, || {
+            crate::shared::logger::warning!(
+                "{}: closing with {total} {packets} received but not analysed ({} in the source's buffer, {unread} unread in its {sockets}); what was sent after them was not acknowledged: the sender counts it as in flight",
+                self.control.label,
+                total - unread,
+            )
+        });
     }
 }
 

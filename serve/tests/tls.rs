@@ -1115,3 +1115,95 @@ fn a_sender_refused_by_tls_is_one_fact_of_kind_tls_however_often_it_redials() {
         common::closes_promptly(&mut source, "open");
     })
 }
+
+// --- what a closing tls:// source leaves unanalysed ---------------------------------
+
+/// `n` records of 100-byte packets, numbered from `first`.
+fn numbered_records(first: u32, n: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in first..first + n {
+        let mut data = [0u8; 100];
+        data[..4].copy_from_slice(&i.to_le_bytes());
+        common::push_record(&mut out, 1_700_000_000, i, &data, 100);
+    }
+    out
+}
+
+/// Bytes written to `s` that the peer's kernel has not acknowledged yet.
+fn unacknowledged(s: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int to the pointer it is given.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(r, 0, "TIOCOUTQ: {}", std::io::Error::last_os_error());
+    usize::try_from(n).unwrap_or(0)
+}
+
+#[test]
+#[cfg_attr(
+    not(openssl_cli),
+    ignore = "needs the openssl command (not on PATH when the tests were built)"
+)]
+fn a_closing_tls_source_counts_what_waits_decrypted_or_not_as_unanalysed() {
+    let pki = pki();
+    within(Duration::from_secs(30), move || {
+        // As tests/unanalysed.rs over plain TCP: A held by the consumer, B
+        // waiting to be handed on, C (and half a record) in the socket.
+        const A: u32 = 50;
+        const B: u32 = 40;
+        const C: u32 = 200;
+        const K: u32 = 10;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let name = format!("tls://{}", listener.local_addr().unwrap());
+        let config = Config {
+            buffer_size: 1,
+            ..client_config(&pki.ca, None)
+        };
+        let mut source = Source::start(&name, config).unwrap();
+        let (tcp, _) = listener.accept().unwrap();
+        let server = pcapovertcp::tls::ServerTls::new(&listen_tls(pki)).unwrap();
+        let mut sender = server.accept(tcp).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        pcapovertcp::tls::handshake(&mut sender, Some(deadline), &|| false).unwrap();
+        let mut first = common::pcap_header();
+        first.extend(numbered_records(0, A));
+        sender.write_all(&first).unwrap();
+        let mut got = 0;
+        while got < K {
+            match source.next_packet() {
+                pcapovertcp::Next::Packet(_) => got += 1,
+                _ => {
+                    assert!(Instant::now() < deadline, "{got} of {K} packets came");
+                    source.wait(Duration::from_millis(50));
+                }
+            }
+        }
+        sender.write_all(&numbered_records(A, B)).unwrap();
+        while source.counters().records != u64::from(A + B) {
+            assert!(Instant::now() < deadline, "the reader did not read B");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let mut rest = numbered_records(A + B, C);
+        let cut = numbered_records(A + B + C, 1);
+        rest.extend_from_slice(&cut[..cut.len() / 2]);
+        sender.write_all(&rest).unwrap();
+        while unacknowledged(sender.tcp()) > 0 {
+            assert!(Instant::now() < deadline, "bytes still unacknowledged");
+            thread::sleep(Duration::from_millis(5));
+        }
+
+        let said = common::closes_promptly(&mut source, "holding packets");
+
+        let line = format!(
+            "{name}: closing with {} packets received but not analysed ({} in the source's buffer, {C} unread in its socket); what was sent after them was not acknowledged: the sender counts it as in flight",
+            A + B + C - K,
+            A + B - K
+        );
+        assert!(
+            said.iter()
+                .any(|(level, m)| *level == Level::Warn && *m == line),
+            "no {line:?} in {said:?}"
+        );
+        assert_eq!(source.counters().unanalysed, u64::from(A + B + C - K));
+    })
+}

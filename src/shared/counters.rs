@@ -26,6 +26,11 @@ pub struct Counters {
     corrupt: AtomicU64,
     late: AtomicU64,
     skewed: AtomicU64,
+    /// Set once, when the source closes (see [`Counters::set_unanalysed`]).
+    unanalysed: AtomicU64,
+    /// Records read from the socket at close (also in `records`), for
+    /// the closing line's split of `unanalysed`.
+    unread: AtomicU64,
     /// Nanoseconds its newest packet was behind the merge's front, as of
     /// its last read.
     lag: AtomicU64,
@@ -97,6 +102,12 @@ pub struct Snapshot {
     /// Records dated too far after this host's clock and the merge's front
     /// (`merge_max_skew`), dropped.
     pub skewed: u64,
+    /// Records received but never analysed: when the source closed, still
+    /// in its buffer (the hand-off, the merge, a batch being handed on) or
+    /// unread in a connection's socket (read then, without waiting, and
+    /// counted in `records` too). Not those `dropped` or `skewed`. 0 until
+    /// the source closes.
+    pub unanalysed: u64,
     /// How far its newest packet was behind the merge's front at its last
     /// read (packet time; the largest of any sender's in a total).
     pub lag: Duration,
@@ -128,7 +139,7 @@ pub enum Field {
 impl Snapshot {
     /// The counters by their `PcapOverTcp::Stats` field names (types.zeek):
     /// the one list the shim fills the record from.
-    pub fn fields(&self) -> [Field; 16] {
+    pub fn fields(&self) -> [Field; 17] {
         use Field::{Count, Interval, IntervalLevel, Level};
         [
             Count("connects", self.connects),
@@ -141,6 +152,7 @@ impl Snapshot {
             Count("corrupt", self.corrupt),
             Count("late", self.late),
             Count("skewed", self.skewed),
+            Count("unanalysed", self.unanalysed),
             IntervalLevel("lag", self.lag),
             Count("outages", self.outages),
             Count("other_share", self.other_share),
@@ -161,6 +173,7 @@ impl Snapshot {
         self.corrupt += o.corrupt;
         self.late += o.late;
         self.skewed += o.skewed;
+        self.unanalysed += o.unanalysed;
         self.lag = self.lag.max(o.lag);
         self.outages += o.outages;
         self.other_share += o.other_share;
@@ -225,6 +238,25 @@ impl Counters {
         self.skewed.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Records read from the socket when the source closed: counted as
+    /// parsed, and later as unanalysed.
+    pub fn add_unread(&self, n: u64) {
+        self.records.fetch_add(n, Ordering::Relaxed);
+        self.unread.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records read from the socket when the source closed (part of
+    /// `records`).
+    pub fn unread(&self) -> u64 {
+        self.unread.load(Ordering::Relaxed)
+    }
+
+    /// The records received and never analysed, found when the source
+    /// closed.
+    pub fn set_unanalysed(&self, n: u64) {
+        self.unanalysed.store(n, Ordering::Relaxed);
+    }
+
     pub fn set_lag(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.lag.store(ns, Ordering::Relaxed);
@@ -285,6 +317,7 @@ impl Counters {
             corrupt: self.corrupt.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
             skewed: self.skewed.load(Ordering::Relaxed),
+            unanalysed: self.unanalysed.load(Ordering::Relaxed),
             lag: Duration::from_nanos(self.lag.load(Ordering::Relaxed)),
             outages: self.outages.load(Ordering::Relaxed),
             other_share: self.other_share.load(Ordering::Relaxed),
@@ -354,6 +387,26 @@ impl Registry {
         lock(&self.senders)
             .iter()
             .fold(Snapshot::default(), |sum, (_, c)| sum.add(&c.snapshot()))
+    }
+
+    /// The source has closed and its threads have ended: each sender's
+    /// records neither taken by the consumer (`taken`, by sender index)
+    /// nor dropped nor skewed were received and never analysed; sets its
+    /// `unanalysed`. Returns the total, and how many of them were read
+    /// from the sockets at close.
+    pub fn settle_unanalysed(&self, taken: &[u64]) -> (u64, u64) {
+        let senders = lock(&self.senders);
+        let (mut total, mut unread) = (0u64, 0u64);
+        for (i, (_, c)) in senders.iter().enumerate() {
+            let gone = c.dropped.load(Ordering::Relaxed)
+                + c.skewed.load(Ordering::Relaxed)
+                + taken.get(i).copied().unwrap_or(0);
+            let left = c.records().saturating_sub(gone);
+            c.set_unanalysed(left);
+            total += left;
+            unread += c.unread().min(left);
+        }
+        (total, unread)
     }
 
     /// Records parsed, records lost by the reader and packets dropped

@@ -44,6 +44,11 @@ pub const READ_SIZE: usize = 1 << 20;
 /// A buffer with less room than this left is reclaimed or replaced before the
 /// next read.
 const MIN_READ: usize = 64 * 1024;
+/// At close, a connection reads at most this much of what is left in its
+/// socket ([`Reader::drain`]), for at most [`DRAIN_TIME`]: enough for any
+/// receive buffer Linux gives by default (`tcp_rmem`, 6 MiB), and quick.
+pub const DRAIN_MAX: usize = 64 << 20;
+pub const DRAIN_TIME: Duration = Duration::from_millis(200);
 
 /// Where one connection's batches go. A dialled endpoint opens one per
 /// connection (see [`crate::stream::dialler::Outlets`]); a listening
@@ -207,9 +212,17 @@ impl Reader<'_> {
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         let mut spares = SpareBuffers::default();
         let mut records: Vec<Record> = Vec::new();
+        // The source is closing: what is left in the socket is counted
+        // on the way out (see `drain`).
+        macro_rules! stopped {
+            () => {{
+                self.drain(transport, &mut parser, &mut buf, &mut share, upstream);
+                return End::Stopped;
+            }};
+        }
         loop {
             if control.stopping() {
-                return End::Stopped;
+                stopped!();
             }
             // At every turn, not only when the peer is quiet: a header sent
             // a byte at a time must not evade the deadline.
@@ -228,7 +241,7 @@ impl Reader<'_> {
             let n = match transport.read_into(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) if control.stopping() => return End::Stopped,
+                Err(_) if control.stopping() => stopped!(),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The receive timeout: nothing arrived for one tick.
                     spares.release();
@@ -268,7 +281,7 @@ impl Reader<'_> {
             };
             if n == 0 {
                 if control.stopping() {
-                    return End::Stopped;
+                    stopped!();
                 }
                 if !header_seen {
                     let endpoint = endpoint();
@@ -345,7 +358,7 @@ impl Reader<'_> {
             let next = Vec::with_capacity(records.len());
             let batch = Batch::new(chunk, std::mem::replace(&mut records, next));
             if !self.hand_over(batch) {
-                return End::Stopped;
+                stopped!();
             }
         }
     }
@@ -366,6 +379,72 @@ impl Reader<'_> {
                 true
             }
             Push::Closed => false,
+        }
+    }
+
+    /// The source is closing: reads what is left in the socket, without
+    /// waiting, and counts its whole records (with the unfinished one in
+    /// `buf`) as received and never analysed ([`Counters::add_unread`]).
+    /// A record cut off at the end is no packet received: the sender
+    /// counts it as in flight. Bounded by [`DRAIN_MAX`] bytes and
+    /// [`DRAIN_TIME`]; the socket is dropped as soon as this returns.
+    ///
+    /// Closing shut the socket for reading before the reader got here; on
+    /// Linux, data that arrives after that resets the connection instead of
+    /// being acknowledged, so what this reads is all the kernel acknowledged
+    /// (within the bounds).
+    fn drain(
+        &self,
+        transport: &mut Transport,
+        parser: &mut StreamParser,
+        buf: &mut BytesMut,
+        share: &mut Option<Share>,
+        upstream: &mut Upstream,
+    ) {
+        // Dropped with a reset, not a FIN: Linux sends no window update
+        // once a socket is shut for reading, so a sender that had filled
+        // the window would wait for one until the orphaned socket's FIN
+        // timeout (60 s); the reset tells it now (as closing with bytes
+        // unread did before this read them).
+        let _ = socket2::SockRef::from(transport.tcp()).set_linger(Some(Duration::ZERO));
+        if transport.tcp().set_nonblocking(true).is_err() {
+            return;
+        }
+        let started = Instant::now();
+        let mut read = 0;
+        let mut whole = 0;
+        let mut records = Vec::new();
+        while read < DRAIN_MAX && started.elapsed() < DRAIN_TIME {
+            if buf.capacity() - buf.len() < MIN_READ {
+                buf.reserve(READ_SIZE);
+            }
+            let n = match transport.read_into(buf) {
+                // A TLS record not yet whole: read on.
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // The end of what the kernel holds (`WouldBlock`, or 0
+                // once the socket is shut), or of the connection.
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            read += n;
+            self.counters().add_bytes(n);
+            let parsed = parser.parse(buf, &mut records);
+            upstream.add(self, parser);
+            if let Some(share) = share {
+                share.keep_ours(buf, &mut records, self);
+            }
+            whole += records.len() as u64;
+            records.clear();
+            match parsed {
+                Ok(consumed) => {
+                    let _ = buf.split_to(consumed);
+                }
+                // What parsed before the corruption is counted.
+                Err(_) => break,
+            }
+        }
+        if whole > 0 {
+            self.counters().add_unread(whole);
         }
     }
 

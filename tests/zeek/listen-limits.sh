@@ -3,6 +3,8 @@
 # after that is its own; see sigterm_done_within).
 # (a) PcapOverTcp::max_senders=2: with two senders connected a third is
 #     refused with a warning naming it; once one has left, a fourth gets in.
+#     zeek_done finds every connection closed (the source closes as Zeek
+#     begins to stop, before zeek_done).
 # (b) PcapOverTcp::allowed_senders={10.0.0.0/8}: a loopback sender is
 #     refused with a warning, reported once for two attempts in a row.
 # (c) A port already in use: one fatal error naming the endpoint, and exit
