@@ -5,7 +5,7 @@
 # its unanalysed count (the plugin's line at exit) + the broker's in-flight
 # count + analysed by the second + dropped by the broker.
 #
-# Each packet is its own UDP flow (10.x.y.z:40000 -> 10.200.0.1:53), so
+# Each packet is its own UDP flow (10.x.y.z:40000 -> 10.200.0.1:9999), so
 # conn.log names every packet Zeek analysed.
 # @TEST-REQUIRES: command -v python3
 # @TEST-EXEC: bash %INPUT >output 2>&1
@@ -26,7 +26,7 @@ def checksum(b):
 
 def packet(i):
     payload = struct.pack("!I", i) + b"\0" * 16
-    udp = struct.pack("!HHHH", 40000, 53, 8 + len(payload), 0) + payload
+    udp = struct.pack("!HHHH", 40000, 9999, 8 + len(payload), 0) + payload
     src = bytes([10, 1 + (i >> 16), (i >> 8) & 255, i & 255])
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xffff, 0, 64, 17, 0, src, bytes([10, 200, 0, 1]))
     ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
@@ -51,13 +51,15 @@ analysed() {
 
 # unanalysed DIR: the count in the plugin's line at exit, 0 without one.
 unanalysed() {
-    grep -o 'closing with [0-9]* packets received but not analysed' "$1/stderr" |
+    grep -o 'closing with [0-9]* packets\{0,1\} received but not analysed' "$1/stderr" |
         awk '{ n += $3 } END { print n + 0 }'
 }
 
 export ZEEK_PLUGIN_ACTIVATE=Zeek::PcapOverTcp
 port=$(free-port)
-args=(-b base/protocols/conn allow_network_time_forward=F)
+# Zeek's default scripts: slow enough that the first Zeek is stopped with
+# packets it has received and not analysed.
+args=(allow_network_time_forward=F)
 
 zeek_listening z1 60 "tcp-listen://127.0.0.1:$port" "${args[@]}"
 z1=$zeek
@@ -73,7 +75,6 @@ exec 3<>input
 # the middle of analysing them.
 timeout 30 python3 gen.py 0 30000 header >&3
 wait_for_line z1/stderr "connected" 10 || echo "the broker did not connect to the first Zeek"
-sleep 0.3
 sigterm_within $z1 10 >/dev/null
 
 # 2. 20,000 packets while no Zeek runs.
@@ -105,7 +106,9 @@ f=$(grep -o '[0-9]* packets sent were not acknowledged' serve.err | awk '{ n += 
 d=$(grep -o 'counters: target=[^ ]* .* dropped=[0-9]*' serve.err | sed 's/.* dropped=//')
 sent=60000
 
-echo "the first Zeek analysed packets: $([ "$n1" -gt 0 ] && echo yes || echo no)"
+# How the first Zeek's share splits (analysed or not) depends on timing:
+# kept for the record, not compared.
+echo "first Zeek: $n1 analysed, $u1 unanalysed; broker: $f in flight" >split
 echo "packets in both Zeeks' logs: $(comm -12 one two | wc -l)"
 missing=$(seq 30000 49999 | sort | comm -23 - two | wc -l)
 echo "packets sent while no Zeek ran that the second Zeek did not analyse: $missing"
