@@ -616,16 +616,22 @@ fn released(records: &[Record], last: &mut Option<Ts>) -> u64 {
 /// nanoseconds are below 10^9.
 const NO_HEAD: u128 = u128::MAX;
 
-/// The lanes' heads (`heap_key`s) as a tournament: every inner node holds
-/// the smaller of its two children, so the root is the earliest head, and
-/// a lane's new head is played up one path, one comparison a level (a binary
-/// heap's sift down makes two).
+/// The lanes' heads (`heap_key`s) as a tournament that keeps its losers:
+/// every inner node holds the later head of the two its subtrees' winners
+/// met with, so the winner's new head is played up one path against the
+/// heads it beat, one comparison a level and a store only where it loses
+/// (a binary heap's sift down makes two comparisons a level and moves
+/// every level).
 struct Heads {
     /// Leaves: the lane count rounded up to a power of two.
     leaves: usize,
-    /// Node 1 is the root, node i's children are 2i and 2i + 1, lane i's
-    /// leaf is `leaves + i`; node 0 is unused.
-    nodes: Vec<u128>,
+    /// Inner nodes: 1 is the root, node i's children are 2i and 2i + 1,
+    /// lane i's leaf would be `leaves + i`; node 0 is unused.
+    losers: Vec<u128>,
+    /// The earliest head.
+    winner: u128,
+    /// Leaves while the tournament is built (`put`, then `play`).
+    start: Vec<u128>,
 }
 
 impl Heads {
@@ -633,49 +639,64 @@ impl Heads {
         let leaves = lanes.max(1).next_power_of_two();
         Heads {
             leaves,
-            nodes: vec![NO_HEAD; 2 * leaves],
+            losers: vec![NO_HEAD; leaves],
+            winner: NO_HEAD,
+            start: vec![NO_HEAD; leaves],
         }
     }
 
-    /// Sets lane `lane`'s leaf; `play` then fills the inner nodes.
+    /// Sets lane `lane`'s head before the first `play`.
     fn put(&mut self, lane: usize, key: u128) {
-        if let Some(leaf) = self.nodes.get_mut(self.leaves + lane) {
+        if let Some(leaf) = self.start.get_mut(lane) {
             *leaf = key;
         }
     }
 
+    /// Plays the heads `put` gave: every node's loser, and the winner.
     fn play(&mut self) {
+        // Winners of each node, bottom up: leaves at `leaves + i`.
+        let mut winners = vec![NO_HEAD; 2 * self.leaves];
+        winners[self.leaves..].copy_from_slice(&self.start);
         for i in (1..self.leaves).rev() {
-            self.nodes[i] = self.nodes[2 * i].min(self.nodes[2 * i + 1]);
+            let (l, r) = (winners[2 * i], winners[2 * i + 1]);
+            winners[i] = l.min(r);
+            self.losers[i] = l.max(r);
         }
+        self.winner = winners[1];
+        self.start = Vec::new();
     }
 
     fn top(&self) -> Option<u128> {
-        self.nodes.get(1).copied().filter(|&k| k != NO_HEAD)
+        (self.winner != NO_HEAD).then_some(self.winner)
     }
 
-    /// Lane `lane`'s new head, played up to the root.
+    /// The winner's lane's (`lane`'s) new head, played up to the root.
     fn replace(&mut self, lane: usize, head: Option<Ts>) {
-        let mut i = self.leaves + lane;
-        if i >= self.nodes.len() {
-            return;
-        }
-        self.nodes[i] = head.map_or(NO_HEAD, |ts| heap_key(ts, lane));
-        while i > 1 {
-            let winner = self.nodes[i].min(self.nodes[i ^ 1]);
+        let mut key = head.map_or(NO_HEAD, |ts| heap_key(ts, lane));
+        let mut i = (self.leaves + lane) >> 1;
+        while let Some(loser) = self.losers.get_mut(i) {
+            if i == 0 {
+                break;
+            }
+            if *loser < key {
+                std::mem::swap(loser, &mut key);
+            }
             i >>= 1;
-            self.nodes[i] = winner;
         }
+        self.winner = key;
     }
 
-    /// The earliest head but the root's lane's: the smallest node beside
-    /// the root's path.
+    /// The earliest head but the winner's lane's: the earliest of those
+    /// the winner beat on its way up.
     fn second(&self) -> Option<u128> {
         let top = self.top()?;
-        let mut i = self.leaves + lane_of(top);
+        let mut i = (self.leaves + lane_of(top)) >> 1;
         let mut second = NO_HEAD;
-        while i > 1 && i < self.nodes.len() {
-            second = second.min(self.nodes[i ^ 1]);
+        while let Some(&loser) = self.losers.get(i) {
+            if i == 0 {
+                break;
+            }
+            second = second.min(loser);
             i >>= 1;
         }
         (second != NO_HEAD).then_some(second)

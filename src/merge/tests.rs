@@ -795,8 +795,8 @@ fn a_closed_socket_is_no_reason_to_wait() {
 
 #[test]
 fn the_tournament_gives_the_earliest_head_and_the_next_one_elsewhere() {
-    // Against a sort, through lanes emptying and refilling, for lane counts
-    // that fill the leaves and that do not.
+    // Against a sort, through the winner's lane emptying and moving on,
+    // for lane counts that fill the leaves and that do not.
     for lanes in [1usize, 2, 3, 5, 16, 17, 64] {
         let mut heads = Heads::new(lanes);
         let mut want: Vec<Option<Ts>> = vec![None; lanes];
@@ -821,11 +821,12 @@ fn the_tournament_gives_the_earliest_head_and_the_next_one_elsewhere() {
             sorted.sort();
             assert_eq!(heads.top(), sorted.first().copied(), "{lanes} lanes");
             assert_eq!(heads.second(), sorted.get(1).copied(), "{lanes} lanes");
-            let lane = match heads.top() {
-                Some(top) if random() % 2 == 0 => lane_of(top),
-                _ => (random() % lanes as u64) as usize,
+            // The merge only ever replaces the winner's head.
+            let Some(top) = heads.top() else {
+                break;
             };
-            want[lane] = match random() % 5 {
+            let lane = lane_of(top);
+            want[lane] = match random() % 9 {
                 0 => None,
                 _ => Some(((random() % 8) as i64 - 4, (random() % 3) as u32)),
             };
