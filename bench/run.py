@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/run.py [--quick]: the benchmarks of docs/performance.md, in one run.
+"""bench/run.py [--quick] [--only merge] [--loaded]: the benchmarks of docs/performance.md, in one run.
 
 1. Core throughput (cargo bench --bench core): reader thread + consumer vs a
    plain recv() ceiling, at 64/512/1500 B and on a mix of the shared traces.
@@ -39,6 +39,10 @@ from benchlib import (CONSUME, RESULTS, ROOT, SERVE, free_port, machine, machine
 
 QUICK = "--quick" in sys.argv
 ROUNDS = 1 if QUICK else 5
+# Measure at once, without waiting for a quiet machine or measuring again
+# (a shared machine that never goes quiet would take hours); the results'
+# "other CPU s" column says how loaded it was.
+LOADED = "--loaded" in sys.argv
 ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
 if ONLY not in (None, "merge"):
     sys.exit(f"bench: --only {ONLY}: the sections that run alone: merge")
@@ -378,7 +382,10 @@ def unloaded(measure, attempts=6):
     processes to use less than a tenth of a core, and measures again while
     they took more than a tenth of a core over its span (this machine may be
     shared, and their load would land on some rounds only). The last
-    attempt counts whatever it saw; `retries` says how many were discarded."""
+    attempt counts whatever it saw; `retries` says how many were discarded.
+    With --loaded: one attempt, at once."""
+    if LOADED:
+        return dict(measure(), retries=0)
     for attempt in range(attempts):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -509,7 +516,7 @@ def merge_section(trace, workdir):
     check = end_marker_check(trace, pcap, script, workdir)
     ipp = merge_instructions(workdir)
     return {"machine": machine(), "packets": packets, "rounds": ROUNDS, "zeek": rows, "end_marker_check": check,
-            "instructions": ipp, "buffer_size_mib": 128}
+            "instructions": ipp, "buffer_size_mib": 128, "loaded": LOADED}
 
 
 def plot(core, e2e, path):
@@ -634,9 +641,10 @@ def merge_report(m):
         lines.append(f"| {z['senders']} | {z['split']} | {z['merge_window']} | {max(z['file_mib']):.0f} | "
                      f"{z['wall_s']:.2f} | {z['zeek_cpu_s']:.2f} | {z['senders_cpu_s']:.2f} | "
                      f"{z['other_cpu_s']:.2f} | {z['pps'] / 1e3:.0f} | {z['vs_one_sender']:.2f} | {z['late']} |")
-    lines += ["", "Other CPU: the machine's busy time over the span less Zeek's and the senders' (a round starts "
-              "once the machine is idle and is measured again while this exceeds a tenth of its wall time: the "
-              "machine may be shared). Late: "
+    when = ("run with --loaded: each round measured at once, whatever else the machine ran" if m.get("loaded") else
+            "a round starts once the machine is idle and is measured again while this exceeds a tenth of its wall "
+            "time: the machine may be shared")
+    lines += ["", f"Other CPU: the machine's busy time over the span less Zeek's and the senders' ({when}). Late: "
               "packets released after a later one (PcapOverTcp::stats()$late), the trace's own out-of-order "
               "ones included (one in each repetition of the shared traces). Zeek ends by bench/run.py's end script "
               "(terminate() at the packet that completes the count, checked from a timer due at the trace's "
