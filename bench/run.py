@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/run.py [--quick]: the benchmarks of docs/performance.md, in one run.
+"""bench/run.py [--quick] [--only merge] [--loaded]: the benchmarks of docs/performance.md, in one run.
 
 1. Core throughput (cargo bench --bench core): reader thread + consumer vs a
    plain recv() ceiling, at 64/512/1500 B and on a mix of the shared traces.
@@ -39,6 +39,10 @@ from benchlib import (CONSUME, RESULTS, ROOT, SERVE, free_port, machine, machine
 
 QUICK = "--quick" in sys.argv
 ROUNDS = 1 if QUICK else 5
+# Measure at once, without waiting for a quiet machine or measuring again
+# (a shared machine that never goes quiet would take hours); the results'
+# "other CPU s" column says how loaded it was.
+LOADED = "--loaded" in sys.argv
 ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
 if ONLY not in (None, "merge"):
     sys.exit(f"bench: --only {ONLY}: the sections that run alone: merge")
@@ -378,7 +382,10 @@ def unloaded(measure, attempts=6):
     processes to use less than a tenth of a core, and measures again while
     they took more than a tenth of a core over its span (this machine may be
     shared, and their load would land on some rounds only). The last
-    attempt counts whatever it saw; `retries` says how many were discarded."""
+    attempt counts whatever it saw; `retries` says how many were discarded.
+    With --loaded: one attempt, at once."""
+    if LOADED:
+        return dict(measure(), retries=0)
     for attempt in range(attempts):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -402,8 +409,9 @@ CALLGRIND_WINDOW_MS = 10000
 
 def merge_instructions(workdir):
     """Callgrind on bench/consume.rs: one connect endpoint (no merge), then
-    a listening source with one sender (whole trace) and with four
-    (each split), all on the same 200 k packet trace."""
+    a listening source with one sender (whole trace), with four (each
+    split) and with 16 and 64 interleaved, all on the same 200 k packet
+    trace; and the merge thread's share (Merge::run, inclusive)."""
     if not shutil.which("valgrind"):
         return None
     trace = pathlib.Path(workdir) / "calls.pcap"
@@ -447,13 +455,20 @@ def merge_instructions(workdir):
                                                                 packets)}
         rows.append(row)
         print(f"  callgrind: {name:60} {row['per_packet']:6.0f} instructions/packet "
-              f"(merge thread {row['merge_thread_per_packet'] or 0:.0f}, late {row['late']})", flush=True)
+              f"(merge thread {per_packet(row['merge_thread_per_packet'])}, late {row['late']})", flush=True)
     return rows
+
+
+def per_packet(x):
+    """An instruction count per packet as the report shows it."""
+    return "n/a" if x is None else f"{x:.0f}"
 
 
 def inclusive_per_packet(out, source_file, function, packets):
     """A function's inclusive instructions per packet, from callgrind_annotate
-    (the line of the function's own source file)."""
+    (the line of the function's own source file); None when it is not in the
+    profile (renamed, moved or inlined: Merge::run is #[inline(never)] for
+    this), rather than a 0 that reads as free."""
     if not shutil.which("callgrind_annotate"):
         return None
     text = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(out)], capture_output=True, text=True).stdout
@@ -461,7 +476,7 @@ def inclusive_per_packet(out, source_file, function, packets):
     for line in text.splitlines():
         if m := pattern.match(line):
             return int(m.group(1).replace(",", "")) / packets
-    return 0.0
+    return None
 
 
 def merge_section(trace, workdir):
@@ -501,7 +516,7 @@ def merge_section(trace, workdir):
     check = end_marker_check(trace, pcap, script, workdir)
     ipp = merge_instructions(workdir)
     return {"machine": machine(), "packets": packets, "rounds": ROUNDS, "zeek": rows, "end_marker_check": check,
-            "instructions": ipp, "buffer_size_mib": 128}
+            "instructions": ipp, "buffer_size_mib": 128, "loaded": LOADED}
 
 
 def plot(core, e2e, path):
@@ -626,9 +641,10 @@ def merge_report(m):
         lines.append(f"| {z['senders']} | {z['split']} | {z['merge_window']} | {max(z['file_mib']):.0f} | "
                      f"{z['wall_s']:.2f} | {z['zeek_cpu_s']:.2f} | {z['senders_cpu_s']:.2f} | "
                      f"{z['other_cpu_s']:.2f} | {z['pps'] / 1e3:.0f} | {z['vs_one_sender']:.2f} | {z['late']} |")
-    lines += ["", "Other CPU: the machine's busy time over the span less Zeek's and the senders' (a round starts "
-              "once the machine is idle and is measured again while this exceeds a tenth of its wall time: the "
-              "machine may be shared). Late: "
+    when = ("run with --loaded: each round measured at once, whatever else the machine ran" if m.get("loaded") else
+            "a round starts once the machine is idle and is measured again while this exceeds a tenth of its wall "
+            "time: the machine may be shared")
+    lines += ["", f"Other CPU: the machine's busy time over the span less Zeek's and the senders' ({when}). Late: "
               "packets released after a later one (PcapOverTcp::stats()$late), the trace's own out-of-order "
               "ones included (one in each repetition of the shared traces). Zeek ends by bench/run.py's end script "
               "(terminate() at the packet that completes the count, checked from a timer due at the trace's "
@@ -659,7 +675,7 @@ def merge_report(m):
                   "|---|---|---|---|---|"]
         for x in ipp:
             lines.append(f"| {x['case']} | {x['per_packet']:.0f} | {x['per_packet'] - base:+.0f} | "
-                         f"{x['merge_thread_per_packet'] or 0:.0f} | {x['late']} |")
+                         f"{per_packet(x['merge_thread_per_packet'])} | {x['late']} |")
     return lines
 
 

@@ -34,9 +34,7 @@
 
 pub mod budget;
 
-use std::cmp::Reverse;
-use std::collections::binary_heap::PeekMut;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -302,7 +300,10 @@ impl Merge {
     }
 
     /// The merge thread: releases runs to `hand-off` until every producer and
-    /// lane has ended (then ends the hand-off) or the source closes.
+    /// lane has ended (then ends the hand-off) or the source closes. Never
+    /// inlined: bench/run.py counts the merge thread's instructions by its
+    /// name (inlined into the thread's closure, it has none).
+    #[inline(never)]
     pub fn run(&self, hand_off: &HandOff) {
         let mut out = Outgoing::default();
         let mut st = lock(&self.state);
@@ -376,53 +377,60 @@ impl Outgoing {
         self.records.len() >= MAX_RECORDS || self.parts.len() >= MAX_PARTS
     }
 
-    /// Appends `q`'s records `start..end`, adding its read as a part unless
-    /// this batch has it already. A whole read into an empty batch is moved
-    /// instead (no copy of its index).
-    fn add(&mut self, lane: &mut LaneState, start: usize, end: usize) {
-        self.add_run(lane, start, end);
-        lane.refresh_head();
+    /// Takes a whole read into this (empty) batch: its index is moved,
+    /// not copied.
+    fn take_whole(&mut self, batch: Batch) {
+        let Batch { parts, records, .. } = batch;
+        self.parts = parts;
+        self.records = records;
     }
 
-    fn add_run(&mut self, lane: &mut LaneState, start: usize, end: usize) {
-        let Some(q) = lane.queue.front_mut() else {
-            return;
-        };
-        let whole = start == 0 && end == q.batch.records.len();
-        if whole && self.is_empty() {
-            if let Some(q) = lane.queue.pop_front() {
-                let Batch { parts, records, .. } = q.batch;
-                self.parts = parts;
-                self.records = records;
+    /// Appends `q`'s next record, adding its read as a part unless this
+    /// batch has it already.
+    fn push(&mut self, q: &mut Queued, r: Record) {
+        let part = self.part(q);
+        if part != 0 {
+            // Records past `part_of`'s end lie in part 0.
+            if self.part_of.len() < self.records.len() {
+                self.part_of.resize(self.records.len(), 0);
             }
-            return;
+            self.part_of.push(part);
         }
+        self.records.push(r);
+    }
+
+    /// Appends `q`'s next `n` records, as `push` does.
+    fn push_run(&mut self, q: &mut Queued, n: usize) {
+        let part = self.part(q);
+        let run = q.batch.records.get(q.next..q.next + n).unwrap_or_default();
+        if part != 0 {
+            self.part_of.resize(self.records.len(), 0);
+            self.part_of.resize(self.records.len() + run.len(), part);
+        }
+        self.records.extend_from_slice(run);
+        q.next += run.len();
+    }
+
+    /// `q`'s read's index among this batch's parts.
+    #[inline]
+    fn part(&mut self, q: &mut Queued) -> u16 {
+        match q.slot {
+            Some((generation, part)) if generation == self.generation => part,
+            _ => self.add_part(q),
+        }
+    }
+
+    /// Adds `q`'s read as a part of this batch (the first, in a new batch).
+    #[cold]
+    fn add_part(&mut self, q: &mut Queued) -> u16 {
         if self.records.capacity() == 0 {
             self.records.reserve(MAX_RECORDS);
             self.part_of.reserve(MAX_RECORDS);
         }
-        let part = match q.slot {
-            Some((generation, part)) if generation == self.generation => part,
-            _ => {
-                let part = self.parts.len() as u16; // < MAX_PARTS
-                self.parts.extend(q.batch.parts.first().cloned());
-                q.slot = Some((self.generation, part));
-                part
-            }
-        };
-        if part != 0 && self.part_of.len() < self.records.len() {
-            self.part_of.resize(self.records.len(), 0);
-        }
-        for r in &q.batch.records[start..end] {
-            if self.part_of.len() == self.records.len() {
-                self.part_of.push(part);
-            }
-            self.records.push(*r);
-        }
-        q.next = end;
-        if end == q.batch.records.len() {
-            lane.queue.pop_front();
-        }
+        let part = self.parts.len() as u16; // < MAX_PARTS
+        self.parts.extend(q.batch.parts.first().cloned());
+        q.slot = Some((self.generation, part));
+        part
     }
 
     /// The batch built so far; the next one starts empty.
@@ -449,24 +457,28 @@ impl State {
         self.lanes.retain(|l| l.open || !l.queue.is_empty());
     }
 
-    /// Releases runs into `out` until it is full or nothing more can go;
-    /// says why it stopped. One pass over the lanes per call: the heads go
-    /// into a heap and the empty lanes' state is summed once, so a run costs
-    /// O(log lanes), not a scan of every lane (64 senders cost the merge
-    /// thread 2954 instructions a packet with a scan per run).
+    /// Releases records into `out` until it is full or nothing more can
+    /// go; says why it stopped. One pass over the lanes per call: the heads
+    /// go into a tournament and the empty lanes' state is summed once, so a
+    /// record costs O(log lanes), not a scan of every lane (64 senders cost
+    /// the merge thread 2954 instructions a packet with a scan per run).
+    /// Record by record, not run by run: with interleaved senders a run is
+    /// one packet, and a run's setup cost as much as the packet's merge.
     fn release(&mut self, now: Instant, timing: &Timing, out: &mut Outgoing) -> Step {
-        let mut heads: BinaryHeap<Reverse<u128>> = BinaryHeap::with_capacity(self.lanes.len());
+        let mut heads = Heads::new(self.lanes.len());
         let mut empty = Empty::default();
         for (i, lane) in self.lanes.iter_mut().enumerate() {
             if !lane.trails(self.last) {
                 lane.caught_up = now;
             }
             match lane.head() {
-                Some(ts) => heads.push(Reverse(heap_key(ts, i))),
+                Some(ts) => heads.put(i, heap_key(ts, i)),
                 None => empty.add(lane, self.last, now, timing),
             }
         }
-        if !heads.is_empty() {
+        heads.play();
+        let (mut previous, mut streak) = (usize::MAX, 0u32);
+        if heads.top().is_some() {
             // Packets wait for the lanes that have sent none yet: their
             // window starts now.
             for lane in &mut self.lanes {
@@ -476,62 +488,218 @@ impl State {
             }
         }
         loop {
-            // The lane with the earliest head (the first such lane on a tie),
-            // and the next head elsewhere: the smaller of the top's children.
-            let (pick, bound) = match heads.as_slice() {
-                [] => {
-                    return if self.lanes.is_empty() && self.producers == 0 {
-                        Step::Ended
-                    } else {
-                        Step::Wait(None)
-                    };
-                }
-                [Reverse(top), rest @ ..] => {
-                    let next = rest.iter().take(2).map(|Reverse(k)| *k).min();
-                    (lane_of(*top), next.map(ts_of))
-                }
+            // The lane with the earliest head (the first such lane on a tie).
+            let Some(top) = heads.top() else {
+                return if self.lanes.is_empty() && self.producers == 0 {
+                    Step::Ended
+                } else {
+                    Step::Wait(None)
+                };
             };
-            let lane = &mut self.lanes[pick];
-            let Some(q) = lane.queue.front() else {
+            let pick = lane_of(top);
+            let Some(lane) = self.lanes.get_mut(pick) else {
+                return Step::Wait(None); // unreachable: the tournament's lanes
+            };
+            let Some(q) = lane.queue.front_mut() else {
                 return Step::Wait(None); // unreachable: the lane has a head
             };
-            if let Some(wait) = empty.holds(q.arrived, now, timing) {
-                return Step::Wait(wait);
-            }
-            let start = q.next;
-            let mut end = start;
-            let mut late = 0;
-            for r in &q.batch.records[start..] {
-                let ts = ts(r);
-                if end > start && bound.is_some_and(|b| ts > b) {
-                    break;
+            if empty.any() {
+                if let Some(wait) = empty.holds(q.arrived, now, timing) {
+                    return Step::Wait(wait);
                 }
+            }
+            if out.is_empty() && q.next == 0 {
+                // A whole read that goes before every other lane's head is
+                // moved into the batch, not copied record by record.
+                if let Some(late) = whole_run(&q.batch.records, heads.second(), &mut self.last) {
+                    if late > 0 {
+                        lane.counters.add_late(late);
+                    }
+                    if let Some(q) = lane.queue.pop_front() {
+                        out.take_whole(q.batch);
+                    }
+                    lane.refresh_head();
+                    heads.replace(pick, lane.head());
+                    if lane.head().is_none() {
+                        empty.add(lane, self.last, now, timing);
+                    }
+                    if out.is_full() {
+                        return Step::Released;
+                    }
+                    continue;
+                }
+            }
+            // A lane that keeps winning is in a run (its sender is ahead of
+            // the others): the rest of the run, up to the next head
+            // elsewhere, goes in one pass, not a replay of the heads each.
+            // Not before its third win: interleaved senders' ties make short
+            // streaks, for which finding that head costs more than it saves.
+            streak = if pick == previous { streak + 1 } else { 0 };
+            previous = pick;
+            if streak < 2 {
+                let Some(&r) = q.batch.records.get(q.next) else {
+                    return Step::Wait(None); // unreachable: the head is a record
+                };
+                let ts = ts(&r);
                 if self.last.is_some_and(|last| ts < last) {
-                    late += 1;
+                    lane.counters.add_late(1);
                 } else {
                     self.last = Some(ts);
                 }
-                end += 1;
-            }
-            if late > 0 {
-                lane.counters.add_late(late);
-            }
-            out.add(lane, start, end);
-            // The top is `pick`'s: replaced in place (one sift down), or
-            // removed once the lane is empty.
-            match (lane.head(), heads.peek_mut()) {
-                (Some(ts), Some(mut top)) => *top = Reverse(heap_key(ts, pick)),
-                (None, Some(top)) => {
-                    PeekMut::pop(top);
-                    // Emptied: from now on it may hold the others.
-                    empty.add(lane, self.last, now, timing);
+                out.push(q, r);
+                q.next += 1;
+            } else {
+                let bound = heads.second();
+                let room = MAX_RECORDS.saturating_sub(out.records.len()).max(1);
+                let rest = q.batch.records.get(q.next..).unwrap_or_default();
+                let run = rest
+                    .iter()
+                    .take(room)
+                    .take_while(|r| bound.is_none_or(|b| heap_key(ts(r), pick) < b))
+                    .count()
+                    .max(1);
+                let late = released(&q.batch.records[q.next..q.next + run], &mut self.last);
+                if late > 0 {
+                    lane.counters.add_late(late);
                 }
-                (_, None) => {} // unreachable: `pick` came from the top
+                out.push_run(q, run);
+            }
+            lane.head = match q.batch.records.get(q.next) {
+                Some(r) => Some(self::ts(r)),
+                None => {
+                    lane.queue.pop_front();
+                    lane.queue
+                        .front()
+                        .and_then(|q| q.batch.records.get(q.next))
+                        .map(self::ts)
+                }
+            };
+            heads.replace(pick, lane.head);
+            if lane.head.is_none() {
+                // Emptied: from now on it may hold the others.
+                empty.add(lane, self.last, now, timing);
             }
             if out.is_full() {
                 return Step::Released;
             }
         }
+    }
+}
+
+/// If every record of `records` is at or before `bound` (the next head
+/// elsewhere): how many of them are late, with `last` moved to the latest
+/// released. `None`, `last` untouched: the read must be cut.
+fn whole_run(records: &[Record], bound: Option<u128>, last: &mut Option<Ts>) -> Option<u64> {
+    let bound = bound.map(ts_of);
+    if records.iter().any(|r| bound.is_some_and(|b| ts(r) > b)) {
+        return None;
+    }
+    Some(released(records, last))
+}
+
+/// Releases `records`: how many are late (before `last`), with `last`
+/// moved to the latest.
+fn released(records: &[Record], last: &mut Option<Ts>) -> u64 {
+    let mut late = 0;
+    for r in records {
+        let ts = ts(r);
+        if last.is_some_and(|last| ts < last) {
+            late += 1;
+        } else {
+            *last = Some(ts);
+        }
+    }
+    late
+}
+
+/// No head: a leaf of a lane with nothing queued. Never a key: a key's
+/// nanoseconds are below 10^9.
+const NO_HEAD: u128 = u128::MAX;
+
+/// The lanes' heads (`heap_key`s) as a tournament that keeps its losers:
+/// every inner node holds the later head of the two its subtrees' winners
+/// met with, so the winner's new head is played up one path against the
+/// heads it beat, one comparison a level and a store only where it loses
+/// (a binary heap's sift down makes two comparisons a level and moves
+/// every level).
+struct Heads {
+    /// Leaves: the lane count rounded up to a power of two.
+    leaves: usize,
+    /// Inner nodes: 1 is the root, node i's children are 2i and 2i + 1,
+    /// lane i's leaf would be `leaves + i`; node 0 is unused.
+    losers: Vec<u128>,
+    /// The earliest head.
+    winner: u128,
+    /// Leaves while the tournament is built (`put`, then `play`).
+    start: Vec<u128>,
+}
+
+impl Heads {
+    fn new(lanes: usize) -> Heads {
+        let leaves = lanes.max(1).next_power_of_two();
+        Heads {
+            leaves,
+            losers: vec![NO_HEAD; leaves],
+            winner: NO_HEAD,
+            start: vec![NO_HEAD; leaves],
+        }
+    }
+
+    /// Sets lane `lane`'s head before the first `play`.
+    fn put(&mut self, lane: usize, key: u128) {
+        if let Some(leaf) = self.start.get_mut(lane) {
+            *leaf = key;
+        }
+    }
+
+    /// Plays the heads `put` gave: every node's loser, and the winner.
+    fn play(&mut self) {
+        // Winners of each node, bottom up: leaves at `leaves + i`.
+        let mut winners = vec![NO_HEAD; 2 * self.leaves];
+        winners[self.leaves..].copy_from_slice(&self.start);
+        for i in (1..self.leaves).rev() {
+            let (l, r) = (winners[2 * i], winners[2 * i + 1]);
+            winners[i] = l.min(r);
+            self.losers[i] = l.max(r);
+        }
+        self.winner = winners[1];
+        self.start = Vec::new();
+    }
+
+    fn top(&self) -> Option<u128> {
+        (self.winner != NO_HEAD).then_some(self.winner)
+    }
+
+    /// The winner's lane's (`lane`'s) new head, played up to the root.
+    fn replace(&mut self, lane: usize, head: Option<Ts>) {
+        let mut key = head.map_or(NO_HEAD, |ts| heap_key(ts, lane));
+        let mut i = (self.leaves + lane) >> 1;
+        while let Some(loser) = self.losers.get_mut(i) {
+            if i == 0 {
+                break;
+            }
+            if *loser < key {
+                std::mem::swap(loser, &mut key);
+            }
+            i >>= 1;
+        }
+        self.winner = key;
+    }
+
+    /// The earliest head but the winner's lane's: the earliest of those
+    /// the winner beat on its way up.
+    fn second(&self) -> Option<u128> {
+        let top = self.top()?;
+        let mut i = (self.leaves + lane_of(top)) >> 1;
+        let mut second = NO_HEAD;
+        while let Some(&loser) = self.losers.get(i) {
+            if i == 0 {
+                break;
+            }
+            second = second.min(loser);
+            i >>= 1;
+        }
+        (second != NO_HEAD).then_some(second)
     }
 }
 
@@ -552,6 +720,11 @@ struct Empty {
 }
 
 impl Empty {
+    /// Whether any lane with nothing queued may hold the others.
+    fn any(&self) -> bool {
+        self.held || self.quiet_since.is_some()
+    }
+
     /// Counts `lane` (which has nothing queued) unless it ended, or has
     /// been behind `front` so long that waiting for it is pointless.
     fn add(&mut self, lane: &LaneState, front: Option<Ts>, now: Instant, timing: &Timing) {

@@ -792,3 +792,95 @@ fn a_closed_socket_is_no_reason_to_wait() {
     drain(&hand_off);
     handle.join().unwrap();
 }
+
+#[test]
+fn the_tournament_gives_the_earliest_head_and_the_next_one_elsewhere() {
+    // Against a sort, through the winner's lane emptying and moving on,
+    // for lane counts that fill the leaves and that do not.
+    for lanes in [1usize, 2, 3, 5, 16, 17, 64] {
+        let mut heads = Heads::new(lanes);
+        let mut want: Vec<Option<Ts>> = vec![None; lanes];
+        let mut seed = 0x9e37_79b9_u64 ^ lanes as u64;
+        let mut random = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (i, head) in want.iter_mut().enumerate() {
+            if random() % 4 != 0 {
+                *head = Some(((random() % 8) as i64 - 4, (random() % 3) as u32));
+                heads.put(i, heap_key(head.unwrap(), i));
+            }
+        }
+        heads.play();
+        for _ in 0..500 {
+            let mut sorted: Vec<u128> = (0..lanes)
+                .filter_map(|i| want[i].map(|t| heap_key(t, i)))
+                .collect();
+            sorted.sort();
+            assert_eq!(heads.top(), sorted.first().copied(), "{lanes} lanes");
+            assert_eq!(heads.second(), sorted.get(1).copied(), "{lanes} lanes");
+            // The merge only ever replaces the winner's head.
+            let Some(top) = heads.top() else {
+                break;
+            };
+            let lane = lane_of(top);
+            want[lane] = match random() % 9 {
+                0 => None,
+                _ => Some(((random() % 8) as i64 - 4, (random() % 3) as u32)),
+            };
+            heads.replace(lane, want[lane]);
+        }
+    }
+}
+
+#[test]
+fn a_sender_ahead_of_the_others_is_released_in_runs_that_stop_at_the_next_head() {
+    // One lane is far ahead within each read, then interleaves: the runs it
+    // makes must stop at the other lane's head, and ties go to the first lane.
+    let merge = Merge::new(
+        Timing::new(Duration::from_secs(5), FOREVER, Duration::ZERO),
+        1 << 20,
+    );
+    let producer = merge.producer();
+    let (a, b) = (
+        merge.lane(counters(), 0, "test"),
+        merge.lane(counters(), 1, "test"),
+    );
+    assert_eq!(
+        a.push(batch(b'a', &[1, 2, 3, 4, 5, 6, 9, 11, 12]), false),
+        Push::Queued
+    );
+    assert_eq!(a.push(batch(b'a', &[13, 14, 20]), false), Push::Queued);
+    assert_eq!(
+        b.push(batch(b'b', &[6, 7, 8, 10, 12, 13]), false),
+        Push::Queued
+    );
+    let (hand_off, handle) = run_merge(&merge);
+    drop((a, b, producer));
+    let got = drain(&hand_off);
+    handle.join().unwrap();
+    let want: Vec<(u8, i64)> = [
+        (b'a', 1),
+        (b'a', 2),
+        (b'a', 3),
+        (b'a', 4),
+        (b'a', 5),
+        (b'a', 6),
+        (b'b', 6),
+        (b'b', 7),
+        (b'b', 8),
+        (b'a', 9),
+        (b'b', 10),
+        (b'a', 11),
+        (b'a', 12),
+        (b'b', 12),
+        (b'a', 13),
+        (b'b', 13),
+        (b'a', 14),
+        (b'a', 20),
+    ]
+    .to_vec();
+    assert_eq!(got, want);
+}
