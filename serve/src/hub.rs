@@ -532,19 +532,7 @@ impl Client {
                     ));
                     return false;
                 }
-                if !q.dropping {
-                    q.dropping = true;
-                    q.reported = false;
-                    if q.report_due() {
-                        events.push((
-                            log::Level::Warn,
-                            format!(
-                                "{}: too slow: {bound}; dropping packets for it until it catches up",
-                                self.name
-                            ),
-                        ));
-                    }
-                }
+                self.start_dropping(&mut q, &bound, events);
             }
         }
         self.stats.set_queued(q.bytes);
@@ -585,6 +573,25 @@ impl Client {
             q.spool = None;
         }
         self.stats.set_queued(q.bytes);
+    }
+
+    /// Packets are being dropped for the client because of `bound`: a new
+    /// episode is reported (at most every DROP_REPORT_EVERY).
+    fn start_dropping(&self, q: &mut Queue, bound: &str, events: &mut Vec<(log::Level, String)>) {
+        if q.dropping {
+            return;
+        }
+        q.dropping = true;
+        q.reported = false;
+        if q.report_due() {
+            events.push((
+                log::Level::Warn,
+                format!(
+                    "{}: too slow: {bound}; dropping packets for it until it catches up",
+                    self.name
+                ),
+            ));
+        }
     }
 
     /// Appends one read to the client's spool (made on first use). Beyond
@@ -665,20 +672,11 @@ impl Client {
             return false;
         }
         self.stats.dropped(packets, chunk.len() as u64);
-        if !q.dropping {
-            q.dropping = true;
-            q.reported = false;
-            if q.report_due() {
-                events.push((
-                    log::Level::Warn,
-                    format!(
-                        "{}: too slow: its spool is full (--spool-max {} bytes for all); dropping packets for it until it catches up",
-                        self.name,
-                        dir.max()
-                    ),
-                ));
-            }
-        }
+        let bound = format!(
+            "its spool is full (--spool-max {} bytes for all)",
+            dir.max()
+        );
+        self.start_dropping(q, &bound, events);
         true
     }
 
