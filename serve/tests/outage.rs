@@ -255,8 +255,11 @@ fn outage(
     }
 }
 
-#[test]
-fn a_target_that_goes_away_gets_what_it_missed_and_only_the_in_flight_packets_are_lost() {
+/// `outage` for a --connect target (the broker started with `args` after
+/// --connect, its input `-` among them): its port refuses the broker's redials while it is away,
+/// and is listened on again for its second connection. Returns the broker,
+/// the outcome and the target as the broker names it.
+fn target_outage(args: &[&str], away: u32) -> (Server, Outcome, String) {
     let first = std::cell::RefCell::new(Some(listen_small(0)));
     let port = first
         .borrow()
@@ -266,17 +269,24 @@ fn a_target_that_goes_away_gets_what_it_missed_and_only_the_in_flight_packets_ar
         .unwrap()
         .port();
     let target = format!("127.0.0.1:{port}");
-    let mut broker = Server::spawn(&["--connect", &target, "-"], Stdio::piped());
+    let mut all = vec!["--connect", &target];
+    all.extend_from_slice(args);
+    let mut broker = Server::spawn(&all, Stdio::piped());
     let got = outage(
         &mut broker,
         || accept(first.borrow().as_ref().unwrap(), Duration::from_secs(10)),
-        // Its port refuses the broker's redials meanwhile.
         || drop(first.borrow_mut().take()),
         || accept(&listen_small(port), Duration::from_secs(15)),
         &format!("{target}: connection lost: "),
         &format!("{target}: back; sending the stream's header, then the "),
-        5_000,
+        away,
     );
+    (broker, got, target)
+}
+
+#[test]
+fn a_target_that_goes_away_gets_what_it_missed_and_only_the_in_flight_packets_are_lost() {
+    let (broker, got, _) = target_outage(&["-"], 5_000);
     got.assert_nothing_else_lost();
     let lost = got.lost;
     let log = broker.log();
@@ -328,29 +338,8 @@ fn a_shards_consumer_that_goes_away_gets_what_it_missed_on_its_next_connection()
 
 #[test]
 fn beyond_client_buffer_while_away_whole_packets_are_dropped_and_counted() {
-    let first = std::cell::RefCell::new(Some(listen_small(0)));
-    let port = first
-        .borrow()
-        .as_ref()
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let target = format!("127.0.0.1:{port}");
     // 1 MiB: about 4,800 records; the outage brings 5,000 more.
-    let mut broker = Server::spawn(
-        &["--connect", &target, "--client-buffer", "1M", "-"],
-        Stdio::piped(),
-    );
-    let got = outage(
-        &mut broker,
-        || accept(first.borrow().as_ref().unwrap(), Duration::from_secs(10)),
-        || drop(first.borrow_mut().take()),
-        || accept(&listen_small(port), Duration::from_secs(15)),
-        &format!("{target}: connection lost: "),
-        &format!("{target}: back; sending the stream's header, then the "),
-        5_000,
-    );
+    let (broker, got, target) = target_outage(&["--client-buffer", "1M", "-"], 5_000);
     let log = broker.log();
     let dropped = got.assert_accounted(&log, &target);
     assert!(dropped > 0);
@@ -402,34 +391,14 @@ fn spool_dir(name: &str) -> std::path::PathBuf {
 #[test]
 fn with_a_spool_what_does_not_fit_in_memory_is_kept_on_disk_and_nothing_is_dropped() {
     let dir = spool_dir("all");
-    let first = std::cell::RefCell::new(Some(listen_small(0)));
-    let port = first
-        .borrow()
-        .as_ref()
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let target = format!("127.0.0.1:{port}");
-    let mut broker = Server::spawn(
+    let (broker, got, target) = target_outage(
         &[
-            "--connect",
-            &target,
             "--client-buffer",
             "1M",
             "--spool",
             dir.to_str().unwrap(),
             "-",
         ],
-        Stdio::piped(),
-    );
-    let got = outage(
-        &mut broker,
-        || accept(first.borrow().as_ref().unwrap(), Duration::from_secs(10)),
-        || drop(first.borrow_mut().take()),
-        || accept(&listen_small(port), Duration::from_secs(15)),
-        &format!("{target}: connection lost: "),
-        &format!("{target}: back; sending the stream's header, then the "),
         5_000,
     );
     got.assert_nothing_else_lost();
@@ -450,19 +419,8 @@ fn with_a_spool_what_does_not_fit_in_memory_is_kept_on_disk_and_nothing_is_dropp
 #[test]
 fn beyond_spool_max_whole_packets_are_dropped_and_counted() {
     let dir = spool_dir("cap");
-    let first = std::cell::RefCell::new(Some(listen_small(0)));
-    let port = first
-        .borrow()
-        .as_ref()
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let target = format!("127.0.0.1:{port}");
-    let mut broker = Server::spawn(
+    let (broker, got, target) = target_outage(
         &[
-            "--connect",
-            &target,
             "--client-buffer",
             "1M",
             "--spool",
@@ -471,15 +429,6 @@ fn beyond_spool_max_whole_packets_are_dropped_and_counted() {
             "1M",
             "-",
         ],
-        Stdio::piped(),
-    );
-    let got = outage(
-        &mut broker,
-        || accept(first.borrow().as_ref().unwrap(), Duration::from_secs(10)),
-        || drop(first.borrow_mut().take()),
-        || accept(&listen_small(port), Duration::from_secs(15)),
-        &format!("{target}: connection lost: "),
-        &format!("{target}: back; sending the stream's header, then the "),
         // 2.2 MB while away: past 1 MiB in memory and 1 MiB spooled.
         10_000,
     );
