@@ -1290,20 +1290,33 @@ fn fds_of(pid: u32) -> usize {
         .count()
 }
 
-/// Samples `pid`'s threads and file descriptors every 50 ms until `stop`;
-/// the most of each.
+/// Samples `pid`'s threads, file descriptors and peak RSS (VmHWM, kB)
+/// every 50 ms until `stop`; the most of each. Sampling ends early, with
+/// what it saw, once the process has exited: a broker whose input ended
+/// may exit before `stop` is set, and an exited process has no VmHWM.
 fn sample_peaks(
     pid: u32,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> thread::JoinHandle<(usize, usize)> {
+) -> thread::JoinHandle<(usize, usize, u64)> {
     thread::spawn(move || {
-        let (mut threads, mut fds) = (0, 0);
+        let (mut threads, mut fds, mut hwm) = (0, 0, 0);
         while !stop.load(Ordering::Relaxed) {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                break;
+            };
+            let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            else {
+                break; // exited (a zombie has no memory)
+            };
+            hwm = hwm.max(kb);
             threads = threads.max(threads_of(pid));
             fds = fds.max(fds_of(pid));
             thread::sleep(Duration::from_millis(50));
         }
-        (threads, fds)
+        (threads, fds, hwm)
     })
 }
 
@@ -1839,8 +1852,8 @@ fn soak_a_mixed_attack_harms_only_the_attackers() {
         for a in attackers {
             a.join().unwrap();
         }
-        let (threads, fds) = peaks.join().unwrap();
-        let grown_mib = status_kb(pid, "VmHWM").saturating_sub(base) >> 10;
+        let (threads, fds, hwm) = peaks.join().unwrap();
+        let grown_mib = hwm.saturating_sub(base) >> 10;
         let log = server.log();
         assert_bytes("the reader", &got, &input, &log);
         let lines = log.lines().filter(|l| !l.contains(" counters: ")).count();
@@ -2005,7 +2018,7 @@ fn soak_over_tls_drippers_and_storms_harm_only_themselves() {
         for a in attackers {
             a.join().unwrap();
         }
-        let (threads, fds) = peaks.join().unwrap();
+        let (threads, fds, _) = peaks.join().unwrap();
         let log = server.log();
         let lines = log.lines().filter(|l| !l.contains(" counters: ")).count();
         println!("peaks under attack over TLS: {threads} threads, {fds} fds, RSS +{grown_mib} MiB; {lines} lines");
