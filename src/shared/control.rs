@@ -20,6 +20,7 @@ use crate::shared::config::Config;
 use crate::shared::counters::Registry;
 use crate::shared::error::Error;
 use crate::shared::messages::Messages;
+use crate::shared::read_buffers::ReadBuffers;
 use crate::shared::sync::lock;
 
 mod startup;
@@ -35,6 +36,8 @@ pub(crate) struct Control {
     pub hand_off: HandOff,
     pub counters: Registry,
     pub messages: Arc<Messages>,
+    /// The connections' read buffers, parked for reuse.
+    pub read_buffers: ReadBuffers,
     /// Whether the source has opened, and what its start-up waits for.
     pub startup: Startup,
     stop: AtomicBool,
@@ -73,12 +76,14 @@ impl Drop for SocketHold<'_> {
 impl Control {
     pub fn new(label: String, config: Config, hand_off: HandOff, messages: Arc<Messages>) -> Self {
         let open_timeout = config.open_timeout;
+        let read_buffers = ReadBuffers::new(config.buffer_size);
         Control {
             label,
             config,
             hand_off,
             counters: Registry::default(),
             messages,
+            read_buffers,
             startup: Startup::new(open_timeout),
             stop: AtomicBool::new(false),
             stop_lock: Mutex::new(()),

@@ -13,6 +13,7 @@ pub mod error;
 pub mod facts;
 pub mod logger;
 pub mod messages;
+pub(crate) mod read_buffers;
 pub mod setting;
 pub(crate) mod sync;
 pub(crate) mod threads;

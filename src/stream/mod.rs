@@ -2,7 +2,8 @@
 //! [`dialler`] (a connect endpoint's life: connect through [`crate::net`],
 //! read, reconnect with backoff) or [`listener`] (a listen endpoint: accept
 //! and admit senders) → [`reader`] (reads one connection's transport in
-//! large chunks, with [`spare_buffers`]) → its own [`parse`]r (pcap or
+//! large chunks, into buffers the source's connections share:
+//! [`crate::shared::read_buffers`]) → its own [`parse`]r (pcap or
 //! pcapng, with [`linktype`]) → [`share`] (`?share=I/N`: this worker's
 //! packets only) → one batch per read, for the merge or the hand-off.
 
@@ -12,4 +13,3 @@ pub(crate) mod listener;
 pub mod parse;
 pub(crate) mod reader;
 pub mod share;
-mod spare_buffers;

@@ -33,14 +33,14 @@ use crate::shared::control::{Control, NOTICE_AFTER};
 use crate::shared::counters::Counters;
 use crate::shared::error::Error;
 use crate::shared::facts::Fact;
+use crate::shared::read_buffers;
 use crate::shared::sync::lock;
 use crate::stream::parse::{Record, StreamParser};
 use crate::stream::share::{Sharer, Verdict};
-use crate::stream::spare_buffers::SpareBuffers;
 use crate::tls::{is_tls_hello, TlsError, Transport};
 
 /// Reads are at most this large; a buffer is this large.
-pub const READ_SIZE: usize = 1 << 20;
+pub const READ_SIZE: usize = read_buffers::BUFFER;
 /// A buffer with less room than this left is reclaimed or replaced before the
 /// next read.
 const MIN_READ: usize = 64 * 1024;
@@ -167,7 +167,11 @@ impl Reader<'_> {
     pub fn read(&self, transport: &mut Transport, on_header: &mut OnHeader) -> (End, u64) {
         let mut handed = 0;
         let mut upstream = Upstream::default();
-        let end = self.read_loop(transport, on_header, &mut handed, &mut upstream);
+        let buffers = &self.control.read_buffers;
+        let mut buf = buffers.first();
+        let end = self.read_loop(transport, on_header, &mut buf, &mut handed, &mut upstream);
+        // For the source's next reads.
+        buffers.last(buf);
         if let End::Failed(Error::Stream { .. }) = &end {
             self.counters().add_corrupt();
         }
@@ -187,6 +191,7 @@ impl Reader<'_> {
         &self,
         transport: &mut Transport,
         on_header: &mut OnHeader,
+        buf: &mut BytesMut,
         handed: &mut u64,
         upstream: &mut Upstream,
     ) -> End {
@@ -207,16 +212,12 @@ impl Reader<'_> {
             sharer: Sharer::new(control.config.share_by, s.count),
             warned: Vec::new(),
         });
-        // Holds the unparsed tail: at most one partial record, bounded by the
-        // parser's limits.
-        let mut buf = BytesMut::with_capacity(READ_SIZE);
-        let mut spares = SpareBuffers::default();
         let mut records: Vec<Record> = Vec::new();
         // The source is closing: what is left in the socket is counted
         // on the way out (see `drain`).
         macro_rules! stopped {
             () => {{
-                self.drain(transport, &mut parser, &mut buf, &mut share, upstream);
+                self.drain(transport, &mut parser, buf, &mut share, upstream);
                 return End::Stopped;
             }};
         }
@@ -237,14 +238,14 @@ impl Reader<'_> {
                     bytes: buf.len(),
                 });
             }
-            spares.make_room(&mut buf, READ_SIZE, MIN_READ);
-            let n = match transport.read_into(&mut buf) {
+            control.read_buffers.make_room(buf, MIN_READ);
+            let n = match transport.read_into(buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) if control.stopping() => stopped!(),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // The receive timeout: nothing arrived for one tick.
-                    spares.release();
+                    control.read_buffers.quiet();
                     if !header_seen && self.opens_source && connected.elapsed() >= NOTICE_AFTER {
                         control.startup.mention_wait(&format!(
                             "{}: connected, but no pcap header has arrived after {} s ({} bytes so far)",
@@ -296,13 +297,13 @@ impl Reader<'_> {
             }
             last_data = Instant::now();
             self.counters().add_bytes(n);
-            let parsed = parser.parse(&buf, &mut records);
+            let parsed = parser.parse(buf, &mut records);
             upstream.add(self, &mut parser);
             if !records.is_empty() {
                 self.outlet.heard();
             }
             if let Some(share) = &mut share {
-                share.keep_ours(&buf, &mut records, self);
+                share.keep_ours(buf, &mut records, self);
             }
             // The header may arrive in the same read as a corruption: note it
             // first, so that the corruption counts as one after `open`.
@@ -330,12 +331,12 @@ impl Reader<'_> {
                         *handed += batch.records.len() as u64;
                         self.hand_over(batch);
                     }
-                    if !header_seen && is_tls_hello(&buf) {
+                    if !header_seen && is_tls_hello(buf) {
                         return End::Failed(Error::TlsOnPlain {
                             endpoint: endpoint(),
                         });
                     }
-                    if !header_seen && is_zstd_frame(&buf) {
+                    if !header_seen && is_zstd_frame(buf) {
                         return End::Failed(Error::ZstdOnPlain {
                             endpoint: endpoint(),
                         });
