@@ -39,7 +39,8 @@ use crate::stream::parse::{Record, StreamParser};
 use crate::stream::share::{Sharer, Verdict};
 use crate::tls::{is_tls_hello, TlsError, Transport};
 
-/// Reads are at most this large; a buffer is this large.
+/// Reads are at most this large: a buffer's size with few connections
+/// (with many, buffers are smaller: see [`read_buffers`]).
 pub const READ_SIZE: usize = read_buffers::BUFFER;
 /// A buffer with less room than this left is reclaimed or replaced before the
 /// next read.
@@ -191,6 +192,8 @@ impl Reader<'_> {
         &self,
         transport: &mut Transport,
         on_header: &mut OnHeader,
+        // Holds the unparsed tail between reads: at most one partial
+        // record, bounded by the parser's limits.
         buf: &mut BytesMut,
         handed: &mut u64,
         upstream: &mut Upstream,
