@@ -196,27 +196,6 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    /// A connection reading `total` bytes, `read` at a time: each read is
-    /// split off and held "by Zeek" until `held` bytes are queued behind it.
-    fn stream(pool: &ReadBuffers, total: usize, read: usize, held: usize) {
-        let mut buf = pool.first();
-        let mut queue: VecDeque<bytes::Bytes> = VecDeque::new();
-        let (mut queued, mut done) = (0, 0);
-        while done < total {
-            pool.make_room(&mut buf, 64 * 1024);
-            let n = read.min(buf.capacity() - buf.len());
-            buf.extend_from_slice(&vec![7u8; n]);
-            done += n;
-            let chunk = buf.split().freeze();
-            queued += chunk.len();
-            queue.push_back(chunk);
-            while queued > held {
-                queued -= queue.pop_front().map_or(0, |c| c.len());
-            }
-        }
-        pool.last(buf);
-    }
-
     fn allocated(pool: &ReadBuffers) -> usize {
         pool.allocated.load(Ordering::Relaxed)
     }
@@ -226,15 +205,15 @@ mod tests {
         let pool = ReadBuffers::new(128 << 20);
         // 1 GiB in reads of 60 KiB while Zeek holds 64 MiB of them: the
         // buffers those lie in, the one being filled, and one just parked.
-        stream(&pool, 1 << 30, 60 * 1024, 64 << 20);
+        stream(&pool, 1, 1 << 30, 60 * 1024, 64 << 20);
         let n = allocated(&pool);
         assert!(n <= 64 + 3, "{n} buffers allocated for 1 GiB");
     }
 
     /// `connections` reading in turn, `read` bytes each, each read held
-    /// "by Zeek" until `held` bytes are queued behind it: as the merge
-    /// holds interleaved senders' reads.
-    fn interleaved(pool: &ReadBuffers, connections: usize, total: usize, read: usize, held: usize) {
+    /// "by Zeek" until `held` bytes are queued behind it (as the merge
+    /// holds interleaved senders' reads); `total` bytes in all.
+    fn stream(pool: &ReadBuffers, connections: usize, total: usize, read: usize, held: usize) {
         let mut bufs: Vec<BytesMut> = (0..connections).map(|_| pool.first()).collect();
         let mut queue: VecDeque<bytes::Bytes> = VecDeque::new();
         let (mut queued, mut done) = (0, 0);
@@ -266,7 +245,7 @@ mod tests {
         // two per connection: 2,120 allocated) frees and allocates buffers
         // all along.
         let pool = ReadBuffers::new(64 << 20);
-        interleaved(&pool, 64, 512 << 20, 60 * 1024, 80 << 20);
+        stream(&pool, 64, 512 << 20, 60 * 1024, 80 << 20);
         let n = allocated(&pool);
         assert!(
             n <= 320 + 2 * 64 + EXTRA,
@@ -288,10 +267,10 @@ mod tests {
     #[test]
     fn a_new_connection_reuses_the_buffers_others_left() {
         let pool = ReadBuffers::new(128 << 20);
-        stream(&pool, 256 << 20, 60 * 1024, 16 << 20);
+        stream(&pool, 1, 256 << 20, 60 * 1024, 16 << 20);
         let first = allocated(&pool);
         for _ in 0..4 {
-            stream(&pool, 256 << 20, 60 * 1024, 16 << 20);
+            stream(&pool, 1, 256 << 20, 60 * 1024, 16 << 20);
         }
         assert_eq!(allocated(&pool), first);
     }
@@ -301,7 +280,7 @@ mod tests {
         let pool = ReadBuffers::new(8 << 20);
         // Zeek holds more than buffer_size (as it may, briefly): the
         // oldest parked buffers go.
-        stream(&pool, 256 << 20, 60 * 1024, 64 << 20);
+        stream(&pool, 1, 256 << 20, 60 * 1024, 64 << 20);
         assert_eq!(pool.parked(), 8 + EXTRA);
     }
 
