@@ -56,10 +56,8 @@ pub struct ReadBuffers {
 
 struct Parked {
     buf: BytesMut,
-    /// When it was parked, or first found free since.
-    since: Instant,
-    /// Found free: every chunk cut from it has been dropped.
-    free: bool,
+    /// When it was first found free (every chunk cut from it dropped).
+    free_since: Option<Instant>,
 }
 
 impl ReadBuffers {
@@ -76,11 +74,10 @@ impl ReadBuffers {
     }
 
     /// Makes room for a read of at least `min_read` bytes after `buf`'s
-    /// contents (an unfinished record), in a buffer of at least the size
-    /// new buffers have now:
-    /// `buf` itself when Zeek has released what was cut from it, else a
-    /// parked one Zeek has released (the contents copied there), else a
-    /// new one. `buf` is parked when it is replaced.
+    /// contents (an unfinished record), in a buffer at least the size new
+    /// buffers have now: `buf` itself when Zeek has released what was cut
+    /// from it, else a parked one Zeek has released (the contents copied
+    /// there), else a new one. `buf` is parked when it is replaced.
     pub fn make_room(&self, buf: &mut BytesMut, min_read: usize) {
         if buf.capacity() - buf.len() >= min_read {
             return;
@@ -102,8 +99,7 @@ impl ReadBuffers {
         let mut parked = lock(&self.parked);
         parked.push_back(Parked {
             buf,
-            since: Instant::now(),
-            free: false,
+            free_since: None,
         });
         let most = self.most();
         while parked.len() > most {
@@ -162,7 +158,7 @@ impl ReadBuffers {
     /// A connection found its socket quiet: lets go of the buffers that
     /// have been free for [`KEEP`].
     pub fn quiet(&self) {
-        Self::let_go(&mut lock(&self.parked), Instant::now());
+        self.quiet_at(Instant::now());
     }
 
     /// Lets go of the parked buffers free since `now - KEEP`; notes when
@@ -170,11 +166,11 @@ impl ReadBuffers {
     /// loads, once per buffer filled or quiet tick.
     fn let_go(parked: &mut VecDeque<Parked>, now: Instant) {
         parked.retain_mut(|p| {
-            if !p.free && p.buf.try_reclaim(1) {
-                p.free = true;
-                p.since = now;
+            if p.free_since.is_none() && p.buf.try_reclaim(1) {
+                p.free_since = Some(now);
             }
-            !(p.free && now.saturating_duration_since(p.since) >= KEEP)
+            p.free_since
+                .is_none_or(|since| now.saturating_duration_since(since) < KEEP)
         });
     }
 
@@ -184,9 +180,8 @@ impl ReadBuffers {
         lock(&self.parked).len()
     }
 
-    /// As `quiet`, at a given instant.
-    #[cfg(test)]
-    pub fn quiet_at(&self, now: Instant) {
+    /// As `quiet`, at a given instant (tests pass one past [`KEEP`]).
+    fn quiet_at(&self, now: Instant) {
         Self::let_go(&mut lock(&self.parked), now);
     }
 }
