@@ -205,6 +205,8 @@ event Bench::check()
 
 event network_time_init()
 	{
+	# Wall clock at the first packet: bench/run.py tells start-up from the rest.
+	print fmt("bench: first=%.6f", time_to_double(current_time()));
 	schedule double_to_interval(last_ts - time_to_double(network_time())) - 1 msec { Bench::check() };
 	}
 
@@ -322,7 +324,7 @@ def listening_round_in(parts, pcap, script, workdir, redefs, procs):
     time.sleep(0.05)
     before, busy = proc_cpu_s(zeek.pid), machine_busy_s()
     senders_before = sum(proc_cpu_s(s.pid) for s in started)
-    t0 = time.monotonic()
+    t0, t0_epoch = time.monotonic(), time.time()
     go()
     zeek_cpu = reap(zeek) - before
     wall = time.monotonic() - t0
@@ -332,15 +334,19 @@ def listening_round_in(parts, pcap, script, workdir, redefs, procs):
         r.join()
     senders_cpu = sum(reap(s) for s in started) - senders_before
     said = re.search(r"bench: packets=(\d+) late=(\d+) checks=(\d+)", out[0])
+    first = re.search(r"bench: first=([\d.]+)", out[0])
     left = sum(1 for line in err if re.search(r"left after \d+ packets", line))
-    if zeek.returncode != 0 or not said or int(said.group(1)) != len(pcap.records):
+    if zeek.returncode != 0 or not said or not first or int(said.group(1)) != len(pcap.records):
         sys.exit(f"bench: the listening Zeek did not end as expected (exit {zeek.returncode}):\n"
                  f"{out[0]}{''.join(err)}")
     if any(s.returncode != 0 for s in started):
         sys.exit(f"bench: a sender failed: exit codes {[s.returncode for s in started]}")
     # Other processes' CPU over the span: the machine's busy time less Zeek's
     # and the senders' (about 0 on a machine to ourselves).
-    return {"wall_s": wall, "zeek_cpu_s": zeek_cpu, "senders_cpu_s": senders_cpu,
+    # From the senders' start to Zeek's first packet: with many senders, the
+    # merge's first release waits for every connection's first read.
+    first_s = max(0.0, float(first.group(1)) - t0_epoch)
+    return {"wall_s": wall, "first_s": first_s, "zeek_cpu_s": zeek_cpu, "senders_cpu_s": senders_cpu,
             "other_cpu_s": busy - zeek_cpu - senders_cpu,
             "late": int(said.group(2)), "checks": int(said.group(3)), "left_reported": left}
 
@@ -511,7 +517,8 @@ def merge_section(trace, workdir):
         row["vs_one_sender"] = row["pps"] / rows[0]["pps"]
         print(f"  {row['senders']} sender(s), {row['split']:32} window {row['merge_window']:8} {row['wall_s']:5.2f} s "
               f"wall, Zeek {row['zeek_cpu_s']:5.2f} s CPU, senders {row['senders_cpu_s']:4.2f} s, other "
-              f"{row['other_cpu_s']:4.2f} s, {row['pps'] / 1e3:5.0f} k packets/s = {row['vs_one_sender']:.2f}x "
+              f"{row['other_cpu_s']:4.2f} s, first packet after {1e3 * row['first_s']:3.0f} ms, "
+              f"{row['pps'] / 1e3:5.0f} k packets/s = {row['vs_one_sender']:.2f}x "
               f"(late {row['late']}, checks {row['checks']}, retries {row['retries']})", flush=True)
     check = end_marker_check(trace, pcap, script, workdir)
     ipp = merge_instructions(workdir)
@@ -636,15 +643,17 @@ def merge_report(m):
              f"(Zeek started and idle before), best of {m['rounds']}; Zeek's CPU (all its threads) over the same "
              f"span; cores shared by Zeek's threads and the senders. Machine: {m['machine']}.", "",
              "| senders | split | merge_window | file MiB each | wall s | Zeek CPU s | senders CPU s | other CPU s "
-             "| k packets/s | vs 1 sender | late |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| first packet ms | k packets/s | vs 1 sender | late |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for z in m["zeek"]:
         lines.append(f"| {z['senders']} | {z['split']} | {z['merge_window']} | {max(z['file_mib']):.0f} | "
                      f"{z['wall_s']:.2f} | {z['zeek_cpu_s']:.2f} | {z['senders_cpu_s']:.2f} | "
-                     f"{z['other_cpu_s']:.2f} | {z['pps'] / 1e3:.0f} | {z['vs_one_sender']:.2f} | {z['late']} |")
+                     f"{z['other_cpu_s']:.2f} | {1e3 * z.get('first_s', 0):.0f} | {z['pps'] / 1e3:.0f} | "
+                     f"{z['vs_one_sender']:.2f} | {z['late']} |")
     when = ("run with --loaded: each round measured at once, whatever else the machine ran" if m.get("loaded") else
             "a round starts once the machine is idle and is measured again while this exceeds a tenth of its wall "
             "time: the machine may be shared")
-    lines += ["", f"Other CPU: the machine's busy time over the span less Zeek's and the senders' ({when}). Late: "
+    lines += ["", f"Other CPU: the machine's busy time over the span less Zeek's and the senders' ({when}). First "
+              "packet: from the senders' start to Zeek's first packet (network_time_init, wall clock). Late: "
               "packets released after a later one (PcapOverTcp::stats()$late), the trace's own out-of-order "
               "ones included (one in each repetition of the shared traces). Zeek ends by bench/run.py's end script "
               "(terminate() at the packet that completes the count, checked from a timer due at the trace's "

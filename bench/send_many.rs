@@ -7,7 +7,8 @@
 //! file at once (each from its own thread, by sendfile), closes its side
 //! and waits for the receiver to close. The pause lets the bench connect
 //! every sender before any packet flows: a merge only waits for the
-//! connections it has.
+//! connections it has. The threads exist before the line: spawned after
+//! it, the 64th would start once 63 were already sending.
 
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
@@ -37,16 +38,13 @@ fn main() -> ExitCode {
             }
         }
     }
-    println!("ready");
-    let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line).is_err() {
-        return ExitCode::FAILURE;
-    }
+    let go = std::sync::Arc::new(std::sync::Barrier::new(conns.len() + 1));
     let threads: Vec<_> = conns
         .into_iter()
         .map(|(mut file, mut sock)| {
+            let go = go.clone();
             std::thread::spawn(move || -> std::io::Result<()> {
+                go.wait();
                 // File to socket: std copies with sendfile on Linux.
                 std::io::copy(&mut file, &mut sock)?;
                 sock.shutdown(Shutdown::Write)?;
@@ -56,6 +54,13 @@ fn main() -> ExitCode {
             })
         })
         .collect();
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return ExitCode::FAILURE;
+    }
+    go.wait();
     let mut failed = false;
     for t in threads {
         match t.join() {
