@@ -1259,12 +1259,17 @@ fn a_client_that_left_before_the_start_does_not_count_for_wait_clients() {
 
 /// A field of /proc/PID/status, in kB (VmRSS, VmHWM, VmSize).
 fn status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
+    try_status_kb(pid, field).unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// As `status_kb`, `None` once the process has exited (a zombie has no
+/// memory fields, a reaped process no status).
+fn try_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status
         .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    value.split_whitespace().next()?.parse().ok()
 }
 
 /// The threads of process `pid`.
@@ -1301,15 +1306,8 @@ fn sample_peaks(
     thread::spawn(move || {
         let (mut threads, mut fds, mut hwm) = (0, 0, 0);
         while !stop.load(Ordering::Relaxed) {
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-                break;
-            };
-            let Some(kb) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            else {
-                break; // exited (a zombie has no memory)
+            let Some(kb) = try_status_kb(pid, "VmHWM") else {
+                break; // exited
             };
             hwm = hwm.max(kb);
             threads = threads.max(threads_of(pid));
