@@ -5,10 +5,11 @@
 //! cannot be taken back while Zeek still holds some of them: the reader
 //! moves on to another. A buffer allocated afresh costs the kernel a page
 //! fault and a zeroed page for every 4 KiB read into it, and the allocator
-//! gives freed buffers back to the kernel: about 60 % of the readers' time
-//! with one sender or 64 (`perf record` of bench/run.py's merge section),
-//! when each connection kept only two buffers for reuse and more than that
-//! waited for Zeek.
+//! gives freed buffers back to the kernel. When each connection kept only
+//! two buffers for reuse and more than that waited for Zeek, that was most
+//! of the readers' extra CPU with many senders (`perf record` of
+//! bench/run.py's merge section): Zeek's page faults were 83,000 with 16
+//! interleaved senders against 47,000 with one (docs/performance.md).
 //!
 //! So the buffers a connection moves away from are parked here, for any
 //! of the source's connections to take back once Zeek has released every
